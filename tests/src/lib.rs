@@ -1,0 +1,1 @@
+//! cluster-level test helpers (placeholder)
