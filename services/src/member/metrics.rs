@@ -1,0 +1,38 @@
+//! A member's counters: plain atomics, written by the task that sees the
+//! event and read by the member-info service. Counters are the one place
+//! where tasks share state: they are monotonic and need no ordering.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::wire::Counters;
+
+/// Monotonic counters since the member started (see [`Counters`] for meanings).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub published: AtomicU64,
+    pub replicated: AtomicU64,
+    pub rejected: AtomicU64,
+    pub foreign_copied: AtomicU64,
+    pub gaps: AtomicU64,
+    pub commands: AtomicU64,
+    pub bad_commands: AtomicU64,
+    pub publish_retries: AtomicU64,
+}
+
+impl Metrics {
+    /// A consistent-enough copy for reporting.
+    pub fn snapshot(&self, nats_restarts: u64) -> Counters {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Counters {
+            published: g(&self.published),
+            replicated: g(&self.replicated),
+            rejected: g(&self.rejected),
+            foreign_copied: g(&self.foreign_copied),
+            gaps: g(&self.gaps),
+            commands: g(&self.commands),
+            bad_commands: g(&self.bad_commands),
+            nats_restarts,
+            publish_retries: g(&self.publish_retries),
+        }
+    }
+}

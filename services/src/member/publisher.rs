@@ -1,0 +1,420 @@
+//! The origin's publisher: the one owner of the node's hash chain.
+//!
+//! Sources and command handlers hold a cheap [`Publisher`] handle and send
+//! bodies over a bounded queue; one task seals each body into the chain
+//! (seq, prev, epoch), appends it to the origin's own stream with
+//! expected-last-sequence fencing, and confirms it once JetStream stored it
+//! in place. When the stream is unavailable the task keeps what it sealed
+//! and retries in order: events are late, never lost, never reordered.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::Context;
+use bytes::Bytes;
+use events::{Body, Chain};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::metrics::Metrics;
+use crate::append::Appender;
+
+/// Bound of the request queue. Full = the stream cannot keep up; senders
+/// wait (back-pressure reaches the PLC poll loop, which then polls later
+/// rather than dropping a change).
+const QUEUE: usize = 4096;
+/// Appends in flight towards JetStream.
+const WINDOW: usize = 256;
+/// Sealed but unconfirmed events kept for resending. Past it the task stops
+/// taking new requests until the stream is back.
+const MAX_PENDING: usize = 100_000;
+
+/// Where an event landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Confirmed {
+    /// The epoch it was sealed under.
+    pub epoch: u64,
+    /// Its seq (== stream sequence).
+    pub seq: u64,
+}
+
+/// Why a publish was not confirmed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishFailed {
+    /// The publisher has stopped (member shutting down).
+    #[error("the publisher has stopped")]
+    Stopped,
+}
+
+struct Request {
+    body: Body,
+    done: Option<oneshot::Sender<Confirmed>>,
+}
+
+/// Handle on the publisher task.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    tx: mpsc::Sender<Request>,
+    /// Last confirmed (epoch, seq).
+    confirmed: watch::Receiver<Confirmed>,
+}
+
+impl Publisher {
+    /// Publishes `body` and waits until it is stored.
+    pub async fn publish(&self, body: Body) -> Result<Confirmed, PublishFailed> {
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send(Request {
+                body,
+                done: Some(done),
+            })
+            .await
+            .map_err(|_| PublishFailed::Stopped)?;
+        rx.await.map_err(|_| PublishFailed::Stopped)
+    }
+
+    /// Queues `body` without waiting for storage (waits only for queue room).
+    pub async fn submit(&self, body: Body) -> Result<(), PublishFailed> {
+        self.tx
+            .send(Request { body, done: None })
+            .await
+            .map_err(|_| PublishFailed::Stopped)
+    }
+
+    /// The last confirmed (epoch, seq).
+    pub fn last(&self) -> Confirmed {
+        *self.confirmed.borrow()
+    }
+}
+
+struct Pending {
+    seq: u64,
+    subject: String,
+    bytes: Bytes,
+    done: Option<oneshot::Sender<Confirmed>>,
+}
+
+/// Reads the chain head from the origin's own stream (resume after restart).
+async fn resume(js: &Context, origin: &str, member: &str, epoch: u64) -> anyhow::Result<Chain> {
+    let name = events::subjects::stream_name(origin);
+    let mut stream = js.get_stream(&name).await.context("own stream")?;
+    let last = stream.info().await?.state.last_sequence;
+    // Walk back over foreign messages (garbage someone published on our
+    // subjects) to the last event of ours; the chain links valid events.
+    let mut seq = last;
+    while seq > 0 {
+        match stream.get_raw_message(seq).await {
+            Ok(msg) => {
+                if let Ok(ev) = events::decode(&msg.payload) {
+                    if ev.origin == origin && ev.seq == seq {
+                        let e = epoch.max(ev.epoch);
+                        let mut chain =
+                            Chain::resume(origin, member, e, last, events::hash(&msg.payload));
+                        chain.set_epoch(e).ok();
+                        return Ok(chain);
+                    }
+                }
+                seq -= 1;
+            }
+            // Deleted or expired by retention: nothing older to link to.
+            Err(_) => break,
+        }
+    }
+    if last == 0 {
+        Ok(Chain::new(origin, member, epoch))
+    } else {
+        // No valid event left (all expired or foreign): start a fresh link
+        // after the stream's tail so seq == stream sequence still holds.
+        Ok(Chain::resume(
+            origin,
+            member,
+            epoch,
+            last,
+            events::ZERO_HASH,
+        ))
+    }
+}
+
+/// Starts the publisher of `origin` on its own stream.
+pub async fn start(
+    js: Context,
+    origin: String,
+    member: String,
+    epoch: u64,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) -> anyhow::Result<(Publisher, tokio::task::JoinHandle<()>)> {
+    let chain = resume(&js, &origin, &member, epoch).await?;
+    let head = Confirmed {
+        epoch,
+        seq: chain.next_seq() - 1,
+    };
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let (ctx, crx) = watch::channel(head);
+    let task = Task {
+        appender: Appender::new(js.clone(), WINDOW),
+        js,
+        origin,
+        member,
+        chain,
+        pending: VecDeque::new(),
+        unsent: 0,
+        confirmed: ctx,
+        metrics,
+    };
+    let handle = tokio::spawn(task.run(rx, cancel));
+    Ok((Publisher { tx, confirmed: crx }, handle))
+}
+
+struct Task {
+    js: Context,
+    appender: Appender,
+    origin: String,
+    member: String,
+    chain: Chain,
+    /// Sealed, not yet confirmed, oldest first. `pending[..len-unsent]` are in flight.
+    pending: VecDeque<Pending>,
+    /// How many of the newest pending are not sent yet (after a reset).
+    unsent: usize,
+    confirmed: watch::Sender<Confirmed>,
+    metrics: Arc<Metrics>,
+}
+
+impl Task {
+    async fn run(mut self, mut rx: mpsc::Receiver<Request>, cancel: CancellationToken) {
+        let span = tracing::info_span!("publisher", origin = %self.origin, member = %self.member);
+        let _g = span.enter();
+        let mut open = true;
+        loop {
+            // Send what was queued by a recovery, within the window.
+            while self.unsent > 0 && !self.appender.is_full() {
+                let idx = self.pending.len() - self.unsent;
+                let p = &self.pending[idx];
+                let res = self
+                    .appender
+                    .send(
+                        p.subject.clone(),
+                        msg_id(&self.origin, p.seq),
+                        p.seq,
+                        p.bytes.clone(),
+                    )
+                    .await;
+                if let Err(e) = res {
+                    self.recover(&e.to_string(), &cancel).await;
+                    continue;
+                }
+                self.unsent -= 1;
+            }
+            let can_take = open
+                && self.unsent == 0
+                && !self.appender.is_full()
+                && self.pending.len() < MAX_PENDING;
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled(), if open => {
+                    // Drain: take nothing new, confirm what is in flight.
+                    open = false;
+                    rx.close();
+                }
+                ack = self.appender.next_ack(), if !self.appender.is_empty() => {
+                    match ack {
+                        Ok(seq) => self.confirm(seq),
+                        Err(e) => self.recover(&e.to_string(), &cancel).await,
+                    }
+                }
+                req = rx.recv(), if can_take => {
+                    match req {
+                        Some(req) => self.seal_and_send(req, &cancel).await,
+                        None => open = false,
+                    }
+                }
+            }
+            if !open && self.pending.is_empty() {
+                return;
+            }
+            if !open && cancel.is_cancelled() && self.appender.is_empty() && self.unsent > 0 {
+                // Shutting down with the stream unavailable: the unsent
+                // events are lost with this process only if it never comes
+                // back; they were never acknowledged to anyone.
+                tracing::warn!(unsent = self.unsent, "stopping with unsent events");
+                return;
+            }
+        }
+    }
+
+    async fn seal_and_send(&mut self, req: Request, cancel: &CancellationToken) {
+        let ts = now_us();
+        let subject = events::subjects::event_subject(&self.origin, req.body.subject_token());
+        let sealed = match self.chain.seal(ts, req.body) {
+            Ok(s) => s,
+            Err(e) => {
+                // A body no reader could accept (bad name, oversized): refuse
+                // it here rather than occupy a seq nobody can fold past.
+                self.metrics.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::error!("refusing to publish an invalid event: {e}");
+                return;
+            }
+        };
+        let seq = sealed.event.seq;
+        let bytes = Bytes::from(sealed.bytes);
+        self.pending.push_back(Pending {
+            seq,
+            subject: subject.clone(),
+            bytes: bytes.clone(),
+            done: req.done,
+        });
+        if let Err(e) = self
+            .appender
+            .send(subject, msg_id(&self.origin, seq), seq, bytes)
+            .await
+        {
+            self.unsent += 1;
+            self.recover(&e.to_string(), cancel).await;
+        }
+    }
+
+    fn confirm(&mut self, seq: u64) {
+        while let Some(front) = self.pending.front() {
+            if front.seq > seq {
+                break;
+            }
+            if let Some(p) = self.pending.pop_front() {
+                let c = Confirmed {
+                    epoch: self.chain.epoch(),
+                    seq: p.seq,
+                };
+                if let Some(done) = p.done {
+                    let _ = done.send(c);
+                }
+                self.metrics.published.fetch_add(1, Ordering::Relaxed);
+                let _ = self.confirmed.send(c);
+            }
+        }
+    }
+
+    /// After a failed append: find out what the stream holds, confirm what
+    /// landed, and queue the rest for resending in order.
+    async fn recover(&mut self, why: &str, cancel: &CancellationToken) {
+        self.metrics.publish_retries.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!("append failed ({why}); resynchronising with the stream");
+        self.appender.reset();
+        let name = events::subjects::stream_name(&self.origin);
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            if cancel.is_cancelled() && self.pending.is_empty() {
+                return;
+            }
+            match self.stream_tail(&name).await {
+                Ok(last) => {
+                    self.reconcile(&name, last).await;
+                    self.unsent = self.pending.len();
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!("stream {name} not available: {e:#}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = cancel.cancelled() => {
+                            // Keep trying to flush for a short grace on shutdown.
+                            tokio::time::sleep(backoff).await;
+                        }
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    async fn stream_tail(&mut self, name: &str) -> anyhow::Result<u64> {
+        let mut s = self.js.get_stream(name).await?;
+        Ok(s.info().await?.state.last_sequence)
+    }
+
+    /// Confirms pending events the stream already holds (byte-identical) and
+    /// re-seals the rest when a foreign message took their place.
+    async fn reconcile(&mut self, name: &str, last: u64) {
+        let Ok(stream) = self.js.get_stream(name).await else {
+            return;
+        };
+        while let Some(front) = self.pending.front() {
+            if front.seq > last {
+                break;
+            }
+            let seq = front.seq;
+            match stream.get_raw_message(seq).await {
+                Ok(m) if m.payload == front.bytes => self.confirm(seq),
+                _ => {
+                    // Someone else's message holds this sequence: re-seal
+                    // everything pending after the stream's tail.
+                    self.metrics.rejected.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(
+                        seq,
+                        "a foreign message occupies our stream; re-sealing after it"
+                    );
+                    self.reseal_after(last);
+                    return;
+                }
+            }
+        }
+        if let Some(front) = self.pending.front() {
+            if front.seq != last + 1 {
+                tracing::error!(
+                    expected = front.seq,
+                    tail = last,
+                    "stream tail moved; re-sealing"
+                );
+                self.reseal_after(last);
+            }
+        }
+    }
+
+    fn reseal_after(&mut self, last: u64) {
+        // The chain links the last confirmed event; seqs restart after the tail.
+        let last_hash = self.last_confirmed_hash();
+        let epoch = self.chain.epoch();
+        self.chain = Chain::resume(&self.origin, &self.member, epoch, last, last_hash);
+        let old: Vec<Pending> = self.pending.drain(..).collect();
+        for p in old {
+            match events::decode(&p.bytes) {
+                Ok(ev) => match self.chain.seal(ev.ts, ev.body) {
+                    Ok(sealed) => self.pending.push_back(Pending {
+                        seq: sealed.event.seq,
+                        subject: p.subject,
+                        bytes: Bytes::from(sealed.bytes),
+                        done: p.done,
+                    }),
+                    Err(e) => tracing::error!("cannot re-seal our own event: {e}"),
+                },
+                Err(e) => tracing::error!("cannot re-seal our own event: {e}"),
+            }
+        }
+    }
+
+    fn last_confirmed_hash(&self) -> events::Hash {
+        // The chain's last hash is that of the newest sealed event; the
+        // newest confirmed one is the prev of the oldest pending.
+        match self
+            .pending
+            .front()
+            .and_then(|p| events::decode(&p.bytes).ok())
+        {
+            Some(ev) => ev.prev,
+            None => self.chain.last_hash(),
+        }
+    }
+}
+
+fn msg_id(origin: &str, seq: u64) -> String {
+    format!("{origin}:{seq}")
+}
+
+/// Unix time in microseconds.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,158 @@
+//! The replica puller: keeps this node's copy of a descendant origin's
+//! stream, seq for seq, by pulling from the child on the path to it.
+//!
+//! Why canopy pulls instead of using JetStream mirrors: a mirror that lost
+//! its upstream retries after 30 s and backs off to 2 min (catch-up measured
+//! at 11-41 s), and a mirror stores whatever the upstream holds. The puller
+//! resumes from its own last sequence within a second of the link healing,
+//! verifies every message on the way (counting foreign ones), and appends
+//! with the same expected-last-sequence fencing as the origin, so the
+//! replica's stream sequence is the origin's seq at every level.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+use async_nats::jetstream::{self, Context};
+use async_nats::Client;
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::metrics::Metrics;
+use super::verify::{Cursor, Verdict};
+use crate::append::Appender;
+use crate::streams;
+
+/// Appends in flight into the local replica.
+const WINDOW: usize = 512;
+
+/// One puller: `origin`'s stream from `source_domain` into the local replica.
+#[derive(Debug, Clone)]
+pub struct Puller {
+    /// This node (the holder of the replica).
+    pub holder: String,
+    /// The origin replicated.
+    pub origin: String,
+    /// The JetStream domain of the child the events come from.
+    pub source_domain: String,
+}
+
+impl Puller {
+    /// Runs until `cancel`, reconnecting and resuming by itself.
+    pub async fn run(
+        self,
+        client: Client,
+        local: Context,
+        metrics: Arc<Metrics>,
+        cancel: CancellationToken,
+    ) {
+        let span = tracing::info_span!("puller", origin = %self.origin, from = %self.source_domain);
+        let _g = span.enter();
+        let remote = jetstream::with_domain(client, &self.source_domain);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let res = tokio::select! {
+                r = self.pull_once(&remote, &local, &metrics, &cancel) => r,
+                _ = cancel.cancelled() => return,
+            };
+            match res {
+                Ok(()) => return,
+                Err(e) => {
+                    // The link or the source is down: retry soon. The cap is
+                    // low on purpose: catch-up must start within a second of
+                    // the link healing.
+                    tracing::debug!("pull interrupted: {e:#}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = cancel.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_millis(800));
+                }
+            }
+            if cancel.is_cancelled() {
+                return;
+            }
+        }
+    }
+
+    /// One session: from the local tail, pull and append until an error.
+    async fn pull_once(
+        &self,
+        remote: &Context,
+        local: &Context,
+        metrics: &Metrics,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let name = events::subjects::stream_name(&self.origin);
+        let mut mine = local.get_stream(&name).await.context("local replica")?;
+        let tail = mine.info().await?.state.last_sequence;
+        let mut cursor = if tail == 0 {
+            Cursor::new(&self.origin)
+        } else {
+            let last = mine
+                .get_raw_message(tail)
+                .await
+                .context("reading replica tail")?;
+            let epoch = events::decode(&last.payload).map(|e| e.epoch).unwrap_or(0);
+            Cursor::after(&self.origin, events::hash(&last.payload), epoch)
+        };
+        let mut source = remote.get_stream(&name).await.context("source stream")?;
+        let first = source.info().await?.state.first_sequence;
+        if tail == 0 && first > 1 {
+            // The source's history starts later (retention): start there too,
+            // so stream sequence == seq still holds here.
+            mine.purge()
+                .sequence(first)
+                .await
+                .context("aligning empty replica")?;
+        } else if tail > 0 && first > tail + 1 {
+            bail!(
+                "source lost events {}..{} to retention before they reached here",
+                tail + 1,
+                first - 1
+            );
+        }
+        let consumer = source
+            .create_consumer(pull::OrderedConfig {
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: tail + 1,
+                },
+                ..Default::default()
+            })
+            .await
+            .context("creating the pull consumer")?;
+        let mut messages = consumer.messages().await.context("starting the pull")?;
+        let mut appender = Appender::new(local.clone(), WINDOW);
+        let mut expected = tail + 1;
+        loop {
+            tokio::select! {
+                ack = appender.next_ack(), if !appender.is_empty() => {
+                    ack?;
+                    metrics.replicated.fetch_add(1, Ordering::Relaxed);
+                }
+                msg = messages.next(), if !appender.is_full() => {
+                    let Some(msg) = msg else { bail!("pull ended") };
+                    let msg = msg.map_err(|e| anyhow::anyhow!("pull: {e}"))?;
+                    let seq = msg.info().map_err(|e| anyhow::anyhow!("message info: {e}"))?.stream_sequence;
+                    if seq != expected {
+                        // Deleted at the source: seq alignment cannot be kept.
+                        bail!("source skipped from {expected} to {seq}");
+                    }
+                    if let Verdict::Foreign(why) = cursor.judge(seq, &msg.payload) {
+                        metrics.foreign_copied.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(seq, "foreign message in {}: {why}", self.origin);
+                    }
+                    let token = msg.subject.rsplit('.').next().unwrap_or("_").to_owned();
+                    let subject = streams::replica_subject(&self.holder, &self.origin, &token);
+                    let payload: Bytes = msg.payload.clone();
+                    appender.send(subject, format!("{}:{seq}", self.origin), seq, payload).await?;
+                    expected += 1;
+                }
+                _ = cancel.cancelled() => return Ok(()),
+            }
+        }
+    }
+}

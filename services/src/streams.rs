@@ -1,0 +1,83 @@
+//! The JetStream streams a node keeps, and how they are configured.
+//!
+//! Architecture invariant: in every domain, stream `EV_<origin>` holds the
+//! events of exactly one origin, and its stream sequence is the origin's
+//! seq. The origin's own stream captures `canopy.ev.<origin>.*`; a replica
+//! held by an ancestor captures `canopy.rp.<holder domain>.<origin>.*` and
+//! is written only by that ancestor's puller, so no stream ever captures a
+//! live publish of another origin and no two streams in the tree share a
+//! subject (two streams on one subject would both ack a publish).
+
+use std::time::Duration;
+
+use async_nats::jetstream::stream::{Config, DiscardPolicy, StorageType};
+use async_nats::jetstream::Context;
+use topology::Topology;
+
+/// Subject prefix of replica streams.
+pub const REPLICA_PREFIX: &str = "canopy.rp";
+
+/// The subject a replica held by `holder` stores `origin`'s `token` under.
+pub fn replica_subject(holder: &str, origin: &str, token: &str) -> String {
+    format!(
+        "{REPLICA_PREFIX}.{}.{origin}.{token}",
+        events::subjects::domain(holder)
+    )
+}
+
+fn base(topo: &Topology, name: String, subjects: Vec<String>, replicas: usize) -> Config {
+    Config {
+        name,
+        subjects,
+        storage: StorageType::File,
+        max_age: topo.mesh.retention.max_age,
+        max_bytes: i64::try_from(topo.mesh.retention.max_bytes).unwrap_or(i64::MAX),
+        discard: DiscardPolicy::Old,
+        num_replicas: replicas,
+        // Dedup by `<origin>:<seq>` only needs to cover a resend after a
+        // lost ack; expected-last-sequence does the real fencing.
+        duplicate_window: Duration::from_secs(120),
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
+/// The config of `origin`'s own stream.
+pub fn own(topo: &Topology, origin: &str, replicas: usize) -> Config {
+    base(
+        topo,
+        events::subjects::stream_name(origin),
+        vec![events::subjects::stream_subjects(origin)],
+        replicas,
+    )
+}
+
+/// The config of the replica of `origin` held by `holder`.
+pub fn replica(topo: &Topology, holder: &str, origin: &str, replicas: usize) -> Config {
+    base(
+        topo,
+        events::subjects::stream_name(origin),
+        vec![replica_subject(holder, origin, "*")],
+        replicas,
+    )
+}
+
+/// Creates the stream, or updates it to `config` when it exists (retention
+/// may have changed in the topology).
+pub async fn ensure(js: &Context, config: Config) -> anyhow::Result<()> {
+    match js.get_stream(&config.name).await {
+        Ok(mut s) => {
+            let current = s.info().await?.config.clone();
+            if current.max_age != config.max_age
+                || current.max_bytes != config.max_bytes
+                || current.subjects != config.subjects
+            {
+                js.update_stream(&config).await?;
+            }
+        }
+        Err(_) => {
+            js.create_stream(config).await?;
+        }
+    }
+    Ok(())
+}
