@@ -13,6 +13,7 @@ pub mod cmd;
 pub mod logging;
 pub mod member;
 pub mod natsconf;
+pub mod pull;
 pub mod streams;
 pub mod supervisor;
 pub mod wire;

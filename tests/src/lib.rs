@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use serde_json::Value as Json;
 
@@ -190,7 +190,7 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         let pid = Pid::from_raw(self.child.id() as i32);
-        let _ = kill(pid, Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -349,4 +349,55 @@ pub fn sim_point(name: &str, every_ms: u64) -> String {
     format!(
         "[[node.point]]\nname = \"{name}\"\nsource = \"sim\"\nsim = {{ kind = \"sine\", period_s = 5, min = 0.0, max = 100.0, every_ms = {every_ms} }}\n"
     )
+}
+
+/// Sends a signal to a process; false when it does not exist.
+pub fn kill(pid: u32, sig: Signal) -> bool {
+    nix::sys::signal::kill(Pid::from_raw(pid as i32), sig).is_ok()
+}
+
+/// A standard Modbus TCP server (pymodbus), killed on Drop.
+#[derive(Debug)]
+pub struct PyModbus {
+    child: Child,
+}
+
+impl PyModbus {
+    /// Starts `tests/py/modbus_server.py --port PORT ARGS` and waits until it listens.
+    pub fn start(port: u16, args: &[&str]) -> anyhow::Result<PyModbus> {
+        let mut child = Command::new(python_bin())
+            .arg(workspace_root().join("tests/py/modbus_server.py"))
+            .arg("--port")
+            .arg(port.to_string())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting pymodbus")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut server = PyModbus { child };
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        if !line.contains("ready") {
+            let _ = server.child.kill();
+            bail!("pymodbus did not start: {line:?}");
+        }
+        // The ready line comes just before the listen call: wait for the port.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("pymodbus never listened on {port}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(server)
+    }
+}
+
+impl Drop for PyModbus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

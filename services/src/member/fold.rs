@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use async_nats::jetstream::Context;
 use async_nats::Client;
 use events::{Applied, Event, State};
@@ -167,15 +166,7 @@ async fn feed_once(
     metrics: &Metrics,
 ) -> anyhow::Result<()> {
     let stream = js.get_stream(events::subjects::stream_name(origin)).await?;
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig {
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: *next,
-            },
-            ..Default::default()
-        })
-        .await?;
-    let mut messages = consumer.messages().await?;
+    let mut messages = crate::pull::from_seq(&stream, *next).await?;
     while let Some(msg) = messages.next().await {
         let msg = msg.map_err(|e| anyhow::anyhow!("{e}"))?;
         let seq = msg

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use async_nats::jetstream::{self, Context};
 use async_nats::Client;
 use bytes::Bytes;
@@ -115,16 +114,9 @@ impl Puller {
                 first - 1
             );
         }
-        let consumer = source
-            .create_consumer(pull::OrderedConfig {
-                deliver_policy: DeliverPolicy::ByStartSequence {
-                    start_sequence: tail + 1,
-                },
-                ..Default::default()
-            })
+        let mut messages = crate::pull::from_seq(&source, tail + 1)
             .await
-            .context("creating the pull consumer")?;
-        let mut messages = consumer.messages().await.context("starting the pull")?;
+            .context("starting the pull")?;
         let mut appender = Appender::new(local.clone(), WINDOW);
         let mut expected = tail + 1;
         loop {
