@@ -217,6 +217,19 @@ pub struct UnforceArgs {
 pub enum BenchCmd {
     /// Leaf→root throughput and latency of canopy's publish path against raw JetStream.
     Pipeline(BenchPipelineArgs),
+    /// CPU cost per event of the codec, the chain and the fold (no I/O).
+    Codec(BenchCodecArgs),
+}
+
+/// `canopy bench codec`.
+#[derive(Debug, Args)]
+pub struct BenchCodecArgs {
+    /// Events per measurement.
+    #[arg(long, default_value_t = 200_000)]
+    pub events: u64,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `canopy bench pipeline`.
@@ -228,6 +241,10 @@ pub struct BenchPipelineArgs {
     /// Rate of the latency runs (events per second).
     #[arg(long, default_value_t = 2000)]
     pub rate: u64,
+    /// JetStream write durability for the run: "always" (fsync every write,
+    /// the topology default) or a flush interval like "1s".
+    #[arg(long, default_value = "always")]
+    pub sync: String,
     /// Duration of each latency run.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub latency_for: std::time::Duration,

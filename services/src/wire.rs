@@ -103,9 +103,6 @@ pub struct Counters {
     /// Messages kept out of the state because they failed to decode or
     /// verify (garbage, forgeries).
     pub rejected: u64,
-    /// Foreign messages copied into replicas as they are (so that audits
-    /// see them), counted on the way.
-    pub foreign_copied: u64,
     /// Gaps seen by the fold (should stay 0; a gap is filled by re-reading).
     pub gaps: u64,
     /// Commands handled (ok or not).

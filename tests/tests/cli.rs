@@ -74,11 +74,20 @@ fn node_refuses_a_bad_topology_before_binding_anything() {
     std::fs::write(&path, "[mesh]\nname = 3\n").expect("write");
     let p = path.display().to_string();
     let data = dir.path().join("d").display().to_string();
-    let (code, _, err) = cli(&["node", "--topology", &p, "--node", "root", "--data", &data]).expect("run");
+    let (code, _, err) =
+        cli(&["node", "--topology", &p, "--node", "root", "--data", &data]).expect("run");
     assert_ne!(code, 0);
     assert!(err.contains("t.toml:2:"), "{err}");
-    let (code, _, err) = cli(&["node", "--topology", "/nonexistent.toml", "--node", "root", "--data", &data])
-        .expect("run");
+    let (code, _, err) = cli(&[
+        "node",
+        "--topology",
+        "/nonexistent.toml",
+        "--node",
+        "root",
+        "--data",
+        &data,
+    ])
+    .expect("run");
     assert_ne!(code, 0);
     assert!(err.contains("nonexistent.toml"), "{err}");
 }
@@ -89,7 +98,8 @@ fn nats_config_for_a_child_points_at_its_parent() {
     let path = dir.path().join("t.toml");
     std::fs::write(&path, topology::DEFAULT_TOPOLOGY).expect("write");
     let p = path.display().to_string();
-    let (code, out, err) = cli(&["nats-config", "--topology", &p, "--node", "root.south"]).expect("run");
+    let (code, out, err) =
+        cli(&["nats-config", "--topology", &p, "--node", "root.south"]).expect("run");
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("domain: \"root-south\""), "{out}");
     assert!(out.contains("nats-leaf://127.0.0.1:14001"), "{out}");

@@ -32,6 +32,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Cmd::Force(a) => client::command(crate::wire::Op::Force, a).await,
         Cmd::Unforce(a) => client::unforce(a).await,
         Cmd::Bench(BenchCmd::Pipeline(a)) => bench::pipeline(a).await,
+        Cmd::Bench(BenchCmd::Codec(a)) => bench::codec(a),
     }
 }
 

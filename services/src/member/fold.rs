@@ -176,8 +176,10 @@ async fn feed_once(
         let feed = match cursor.judge(seq, &msg.payload) {
             Verdict::Valid(ev) => Feed::Event(ev),
             Verdict::Foreign(why) => {
-                metrics.rejected.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%origin, seq, "not folded: {why}");
+                let n = metrics.rejected.fetch_add(1, Ordering::Relaxed) + 1;
+                if super::metrics::worth_logging(n) {
+                    tracing::warn!(%origin, seq, "not folded ({n} so far): {why}");
+                }
                 Feed::Foreign {
                     origin: origin.to_owned(),
                     seq,

@@ -12,7 +12,6 @@ pub struct Metrics {
     pub published: AtomicU64,
     pub replicated: AtomicU64,
     pub rejected: AtomicU64,
-    pub foreign_copied: AtomicU64,
     pub gaps: AtomicU64,
     pub commands: AtomicU64,
     pub bad_commands: AtomicU64,
@@ -27,7 +26,6 @@ impl Metrics {
             published: g(&self.published),
             replicated: g(&self.replicated),
             rejected: g(&self.rejected),
-            foreign_copied: g(&self.foreign_copied),
             gaps: g(&self.gaps),
             commands: g(&self.commands),
             bad_commands: g(&self.bad_commands),
@@ -35,4 +33,11 @@ impl Metrics {
             publish_retries: g(&self.publish_retries),
         }
     }
+}
+
+/// Whether the `n`-th occurrence (1-based) of a repeated problem should be
+/// logged: the first ten, then every thousandth. A flood of garbage must be
+/// counted in full but must not flood the log.
+pub fn worth_logging(n: u64) -> bool {
+    n <= 10 || n.is_multiple_of(1000)
 }

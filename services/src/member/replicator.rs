@@ -4,10 +4,12 @@
 //! Why canopy pulls instead of using JetStream mirrors: a mirror that lost
 //! its upstream retries after 30 s and backs off to 2 min (catch-up measured
 //! at 11-41 s), and a mirror stores whatever the upstream holds. The puller
-//! resumes from its own last sequence within a second of the link healing,
-//! verifies every message on the way (counting foreign ones), and appends
-//! with the same expected-last-sequence fencing as the origin, so the
-//! replica's stream sequence is the origin's seq at every level.
+//! resumes from its own last sequence within seconds of the link healing and
+//! appends with the same expected-last-sequence fencing as the origin, so
+//! the replica's stream sequence is the origin's seq at every level.
+//! Replicas are byte-faithful copies, foreign messages included, so that an
+//! auditor anywhere sees exactly what the origin's stream held; the fold of
+//! every node verifies each message before it touches the state.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -21,7 +23,6 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::Metrics;
-use super::verify::{Cursor, Verdict};
 use crate::append::Appender;
 use crate::streams;
 
@@ -88,16 +89,6 @@ impl Puller {
         let name = events::subjects::stream_name(&self.origin);
         let mut mine = local.get_stream(&name).await.context("local replica")?;
         let tail = mine.info().await?.state.last_sequence;
-        let mut cursor = if tail == 0 {
-            Cursor::new(&self.origin)
-        } else {
-            let last = mine
-                .get_raw_message(tail)
-                .await
-                .context("reading replica tail")?;
-            let epoch = events::decode(&last.payload).map(|e| e.epoch).unwrap_or(0);
-            Cursor::after(&self.origin, events::hash(&last.payload), epoch)
-        };
         let mut source = remote.get_stream(&name).await.context("source stream")?;
         let first = source.info().await?.state.first_sequence;
         if tail == 0 && first > 1 {
@@ -132,10 +123,6 @@ impl Puller {
                     if seq != expected {
                         // Deleted at the source: seq alignment cannot be kept.
                         bail!("source skipped from {expected} to {seq}");
-                    }
-                    if let Verdict::Foreign(why) = cursor.judge(seq, &msg.payload) {
-                        metrics.foreign_copied.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(seq, "foreign message in {}: {why}", self.origin);
                     }
                     let token = msg.subject.rsplit('.').next().unwrap_or("_").to_owned();
                     let subject = streams::replica_subject(&self.holder, &self.origin, &token);
