@@ -72,7 +72,17 @@ pub enum WriteError {
     /// the wire when the task was cancelled, the PLC may have applied it.
     #[error("the poller has stopped")]
     Stopped,
+    /// The write guard refused: this process may not write to the PLC now
+    /// (an HA member whose lease is not valid). Nothing was sent.
+    #[error("this member is not active: PLC writes are fenced")]
+    Fenced,
 }
+
+/// Decides, right before each write to the PLC (commands and the life
+/// sign), whether this process may write at all. An HA member passes its
+/// lease check here, so a member that lost its lease (frozen, cut off)
+/// writes nothing even if the role change has not reached its tasks yet.
+pub type WriteGuard = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// A request to the poller task. Closed on purpose: the task owns the link,
 /// and these are the only things one may ask of it. Private: callers use
@@ -183,6 +193,17 @@ impl Poller {
         readings: mpsc::Sender<Reading>,
         cancel: CancellationToken,
     ) -> PollerHandle {
+        Self::spawn_guarded(device, points, readings, Arc::new(|| true), cancel)
+    }
+
+    /// [`Poller::spawn`], with every PLC write checked by `guard` first.
+    pub fn spawn_guarded(
+        device: ModbusDevice,
+        points: Vec<Point>,
+        readings: mpsc::Sender<Reading>,
+        guard: WriteGuard,
+        cancel: CancellationToken,
+    ) -> PollerHandle {
         let mut ordered = Vec::new();
         let mut by_name = HashMap::new();
         for point in points {
@@ -235,6 +256,7 @@ impl Poller {
             life_sign_last: None,
             readings,
             shared: Arc::clone(&shared),
+            guard,
         };
         let span = tracing::info_span!("poller", device = %task.link.address());
         tokio::spawn(task.run(rx, cancel).instrument(span));
@@ -322,6 +344,8 @@ struct Task {
     life_sign_last: Option<u16>,
     readings: mpsc::Sender<Reading>,
     shared: Arc<Shared>,
+    /// Checked right before every write.
+    guard: WriteGuard,
 }
 
 impl Task {
@@ -383,6 +407,9 @@ impl Task {
         if !polled.writable {
             return Err(WriteError::NotWritable(point.to_owned()));
         }
+        if !(self.guard)() {
+            return Err(WriteError::Fenced);
+        }
         let outcome = self.link.write(&polled.modbus, value).await;
         self.note_connects();
         match outcome {
@@ -435,7 +462,7 @@ impl Task {
         let Some(address) = self.life_sign else {
             return false;
         };
-        let outcome = if self.shared.life_sign_enabled.load(Ordering::SeqCst) {
+        let outcome = if self.shared.life_sign_enabled.load(Ordering::SeqCst) && (self.guard)() {
             let next = self.life_sign_last.map_or(1, |v| v.wrapping_add(1));
             let written = self.link.write_register(address, next).await;
             if written.is_ok() {

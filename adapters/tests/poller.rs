@@ -329,3 +329,49 @@ async fn the_life_sign_is_read_when_standby_and_written_when_active() {
     assert_eq!(r.handle.stats().life_sign_seen, Some(last_written));
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn a_closed_write_guard_fences_commands_and_the_life_sign() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("writes.jsonl");
+    let sim = start_sim(config(&[], Some(&log))).await;
+    let open = Arc::new(AtomicBool::new(false));
+    let guard_open = Arc::clone(&open);
+    let (tx, _readings) = mpsc::channel(256);
+    let cancel = CancellationToken::new();
+    let handle = Poller::spawn_guarded(
+        device(sim.addr, 2000, Some("holding:900")),
+        points(),
+        tx,
+        Arc::new(move || guard_open.load(Ordering::SeqCst)),
+        cancel.clone(),
+    );
+    within("the switch", handle.set_life_sign(true))
+        .await
+        .unwrap();
+    assert!(matches!(
+        handle.write("speed", Value::Int(5)).await,
+        Err(WriteError::Fenced)
+    ));
+    let polls = handle.stats().polls;
+    eventually("three polls", || async {
+        (handle.stats().polls >= polls + 3).then_some(())
+    })
+    .await;
+    assert!(
+        plcsim::write_log_entries(&log).unwrap().is_empty(),
+        "nothing may reach the PLC while fenced"
+    );
+    open.store(true, Ordering::SeqCst);
+    within("a write", handle.write("speed", Value::Int(5)))
+        .await
+        .unwrap();
+    eventually("a life-sign write", || async {
+        handle.stats().life_sign_written.map(|_| ())
+    })
+    .await;
+    cancel.cancel();
+    sim.stop().await;
+}

@@ -105,6 +105,22 @@ pub fn render(
     }
     let _ = writeln!(c, "}}");
 
+    if node.is_pair() {
+        // The pair's two members and its witness form one 3-server cluster
+        // with one JetStream domain: the node's streams are R3 and survive
+        // the loss of any one of the three.
+        let routes: Vec<String> = servers(node)
+            .iter()
+            .filter(|s| !std::ptr::eq(**s, ep))
+            .map(|s| quote(&format!("nats-route://{}:{}", s.host, s.ports.cluster)))
+            .collect();
+        let _ = writeln!(c, "cluster {{");
+        let _ = writeln!(c, "  name: {}", quote(&domain));
+        let _ = writeln!(c, "  listen: {}", quote(&format!("{}:{}", ep.host, ep.ports.cluster)));
+        let _ = writeln!(c, "  routes: [{}]", routes.join(", "));
+        let _ = writeln!(c, "}}");
+    }
+
     let children = topo.children(&node.id);
     let parent = topo.parent(&node.id);
     if !children.is_empty() || parent.is_some() {
@@ -157,6 +173,20 @@ mod tests {
             "{conf}"
         );
         assert!(conf.contains("domain: \"root-south\""), "{conf}");
+    }
+
+    #[test]
+    fn pair_servers_form_a_cluster_routed_to_the_other_two() {
+        let t = Topology::parse("x.toml", topology::EXAMPLE_TOPOLOGY).expect("example");
+        let south = t.node("root.south").expect("south");
+        let conf = render(&t, south, Role::Witness, Path::new("/d")).expect("render");
+        assert!(conf.contains("cluster {"), "{conf}");
+        assert!(conf.contains("nats-route://127.0.0.1:14202"), "{conf}");
+        assert!(conf.contains("nats-route://127.0.0.1:14212"), "{conf}");
+        assert!(!conf.contains("nats-route://127.0.0.1:14222"), "routes to itself: {conf}");
+        // A child of a pair lists all three of its servers.
+        let root = render(&t, t.root(), Role::Member("a"), Path::new("/d")).expect("render");
+        assert!(!root.contains("remotes"), "{root}");
     }
 
     #[test]
