@@ -116,7 +116,11 @@ pub fn render(
             .collect();
         let _ = writeln!(c, "cluster {{");
         let _ = writeln!(c, "  name: {}", quote(&domain));
-        let _ = writeln!(c, "  listen: {}", quote(&format!("{}:{}", ep.host, ep.ports.cluster)));
+        let _ = writeln!(
+            c,
+            "  listen: {}",
+            quote(&format!("{}:{}", ep.host, ep.ports.cluster))
+        );
         let _ = writeln!(c, "  routes: [{}]", routes.join(", "));
         let _ = writeln!(c, "}}");
     }
@@ -183,7 +187,10 @@ mod tests {
         assert!(conf.contains("cluster {"), "{conf}");
         assert!(conf.contains("nats-route://127.0.0.1:14202"), "{conf}");
         assert!(conf.contains("nats-route://127.0.0.1:14212"), "{conf}");
-        assert!(!conf.contains("nats-route://127.0.0.1:14222"), "routes to itself: {conf}");
+        assert!(
+            !conf.contains("nats-route://127.0.0.1:14222"),
+            "routes to itself: {conf}"
+        );
         // A child of a pair lists all three of its servers.
         let root = render(&t, t.root(), Role::Member("a"), Path::new("/d")).expect("render");
         assert!(!root.contains("remotes"), "{root}");

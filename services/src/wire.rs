@@ -85,10 +85,22 @@ pub struct MemberInfo {
     pub pid: u32,
     /// Its nats-server's pid (None when attached to an external server or restarting).
     pub nats_pid: Option<u32>,
-    /// `active` for a single node's member.
+    /// `active`, `standby` or `witness`.
     pub role: String,
     /// Current epoch.
     pub epoch: u64,
+    /// The member it believes active (None during a failover).
+    #[serde(default)]
+    pub active: Option<String>,
+    /// Ready to serve (its NATS and, if any, its PLC link are up).
+    #[serde(default)]
+    pub healthy: bool,
+    /// PLC link health, for nodes with a PLC.
+    #[serde(default)]
+    pub plc_ok: Option<bool>,
+    /// Milliseconds since this process's role last changed.
+    #[serde(default)]
+    pub since_role_change_ms: u64,
     /// Counters.
     pub counters: Counters,
 }

@@ -268,6 +268,7 @@ async fn measure(
         LEAF.into(),
         "a".into(),
         1,
+        Arc::new(|| true),
         metrics,
         cancel.clone(),
     )

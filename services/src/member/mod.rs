@@ -1,14 +1,24 @@
 //! A node member: the process behind `canopy node`.
 //!
 //! It owns (or attaches to) a nats-server, makes sure the node's streams
-//! exist, and runs its tasks: the publisher (sole owner of the hash chain),
-//! the sources (simulated points, Modbus poller), one replica puller per
-//! descendant origin, the fold (materialised state + state requests), the
-//! command service and the member-info service. Every task takes the same
-//! cancellation token; shutdown drains the publisher under a grace timeout.
+//! exist, and runs two kinds of tasks:
+//!
+//! - always, whatever the role: the fold of the local streams (the state
+//!   service), the member-info and hello services, and the PLC poller's
+//!   reads (for health);
+//! - only while active: the resources of [`active::Active`] (publisher,
+//!   PLC readings → events and the life sign, replica pullers, simulated
+//!   points, commands, hooks).
+//!
+//! The role comes from a [`RoleState`] watch: constant (active, epoch 1)
+//! for a single node; driven by the pair's raft group and its lease for an
+//! HA pair. Every task takes a cancellation token; shutdown takes the active
+//! resources out of service and drains the publisher under a grace timeout.
 
+pub mod active;
 pub mod commands;
 pub mod fold;
+pub mod hooks;
 pub mod metrics;
 pub mod publisher;
 pub mod replicator;
@@ -22,15 +32,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use async_nats::jetstream;
-use events::{BirthBody, Body, PointInfo};
 use futures::StreamExt;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use topology::{Source, Topology};
+use topology::Topology;
 
 use crate::natsconf::{self, Role};
 use crate::supervisor;
 use crate::wire::MemberInfo;
 use metrics::Metrics;
+use publisher::Fence;
 
 /// How the member gets its NATS server.
 #[derive(Debug, Clone)]
@@ -54,6 +65,19 @@ pub struct Options {
     pub data: PathBuf,
     /// NATS server mode.
     pub nats: Nats,
+}
+
+/// What the member knows of its role.
+#[derive(Debug, Clone)]
+pub struct RoleState {
+    /// This member holds the role (and, for a pair, a valid lease).
+    pub me_active: bool,
+    /// The epoch of the current activation.
+    pub epoch: u64,
+    /// The member the group names active, if any.
+    pub active: Option<String>,
+    /// When this member's view last changed.
+    pub changed_at: Instant,
 }
 
 /// Runs the member until `cancel`.
@@ -82,36 +106,73 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> anyhow::Result<()>
     }
     std::fs::create_dir_all(&opts.data)
         .with_context(|| format!("creating data directory {}", opts.data.display()))?;
-    let span = tracing::info_span!("member", node = %node.id, member = %opts.member);
-    let _g = span.enter();
 
-    // The server: supervised child or external.
     let nats_cancel = CancellationToken::new();
-    let (url, supervised, nats_task) = match &opts.nats {
-        Nats::Supervise(binary) => {
-            let store = opts.data.join("jetstream");
-            let conf = natsconf::render(&topo, &node, Role::Member(&opts.member), &store)
-                .map_err(anyhow::Error::msg)?;
-            let conf_path = opts.data.join("nats.conf");
-            std::fs::write(&conf_path, conf)
-                .with_context(|| format!("writing {}", conf_path.display()))?;
-            let (sup, task) = supervisor::start(
-                binary.clone(),
-                conf_path,
-                opts.data.join("nats.log"),
-                nats_cancel.clone(),
-            )?;
-            (natsconf::client_url(&ep), Some(sup), Some(task))
-        }
-        Nats::Attach(url) => (url.clone(), None, None),
-    };
-    let result = serve(&opts, &node, &url, supervised, cancel).await;
+    let (url, supervised, nats_task) = start_nats(
+        &opts.nats,
+        &topo,
+        &node,
+        Role::Member(&opts.member),
+        &ep,
+        &opts.data,
+        &nats_cancel,
+    )?;
+    let span = tracing::info_span!("member", node = %node.id, member = %opts.member);
+    let result =
+        tracing::Instrument::instrument(serve(&opts, &node, &url, supervised, cancel), span).await;
     // Stop the server last: the publisher has drained into it.
     nats_cancel.cancel();
     if let Some(t) = nats_task {
         let _ = t.await;
     }
     result
+}
+
+/// Starts (or attaches to) the process's nats-server; returns its client URL.
+pub fn start_nats(
+    mode: &Nats,
+    topo: &Topology,
+    node: &topology::Node,
+    role: Role<'_>,
+    ep: &topology::Endpoint,
+    data: &std::path::Path,
+    cancel: &CancellationToken,
+) -> anyhow::Result<(
+    String,
+    Option<supervisor::Supervised>,
+    Option<tokio::task::JoinHandle<()>>,
+)> {
+    match mode {
+        Nats::Supervise(binary) => {
+            let conf = natsconf::render(topo, node, role, &data.join("jetstream"))
+                .map_err(anyhow::Error::msg)?;
+            let conf_path = data.join("nats.conf");
+            std::fs::write(&conf_path, conf)
+                .with_context(|| format!("writing {}", conf_path.display()))?;
+            let (sup, task) = supervisor::start(
+                binary.clone(),
+                conf_path,
+                data.join("nats.log"),
+                cancel.clone(),
+            )?;
+            Ok((natsconf::client_url(ep), Some(sup), Some(task)))
+        }
+        Nats::Attach(url) => Ok((url.clone(), None, None)),
+    }
+}
+
+/// Connects to the process's own server, retrying forever (it may be
+/// restarting).
+pub async fn connect_own(url: &str, name: String) -> anyhow::Result<async_nats::Client> {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(2))
+        .reconnect_delay_callback(|n| Duration::from_millis((50 * (n as u64 + 1)).min(500)))
+        .connect(url)
+        .await
+        .with_context(|| format!("connecting to {url}"))
 }
 
 async fn serve(
@@ -122,26 +183,19 @@ async fn serve(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let topo = &opts.topology;
-    let client = async_nats::ConnectOptions::new()
-        .name(format!("canopy {}/{}", node.id, opts.member))
-        .retry_on_initial_connect()
-        .max_reconnects(None)
-        .connection_timeout(Duration::from_secs(2))
-        .reconnect_delay_callback(|n| Duration::from_millis((50 * (n as u64 + 1)).min(500)))
-        .connect(url)
-        .await
-        .with_context(|| format!("connecting to {url}"))?;
+    let client = connect_own(url, format!("canopy {}/{}", node.id, opts.member)).await?;
     let domain = events::subjects::domain(&node.id);
     let js = jetstream::ContextBuilder::new()
         .domain(&domain)
         .timeout(Duration::from_secs(3))
         .build(client.clone());
+    let replicas = if node.is_pair() { 3 } else { 1 };
 
     // JetStream may take a moment after the port opens.
     let started = Instant::now();
     let mut last_note = Instant::now();
     loop {
-        match setup_streams(&js, topo, node).await {
+        match setup_streams(&js, topo, node, replicas).await {
             Ok(()) => break,
             Err(e) if !cancel.is_cancelled() && started.elapsed() < Duration::from_secs(60) => {
                 if last_note.elapsed() > Duration::from_secs(5) {
@@ -155,140 +209,153 @@ async fn serve(
     }
 
     let metrics = Arc::new(Metrics::default());
-    let tasks = CancellationToken::new();
-    // Single nodes are always active at epoch 1; HA pairs raise the epoch.
-    let epoch = 1;
-    let (publisher, pub_task) = publisher::start(
-        js.clone(),
-        node.id.clone(),
-        opts.member.clone(),
-        epoch,
-        metrics.clone(),
-        tasks.clone(),
-    )
-    .await?;
-
-    // Birth first: a watcher sees every point of this activation.
-    let birth = Body::Birth(BirthBody {
-        member: opts.member.clone(),
-        points: node
-            .points
-            .iter()
-            .map(|p| PointInfo {
-                name: p.name.clone(),
-                unit: p.unit.clone(),
-                writable: p.writable,
-            })
-            .collect(),
+    let always = CancellationToken::new();
+    // The role: constant for a single node.
+    let (_role_tx, mut role_rx) = watch::channel(RoleState {
+        me_active: true,
+        epoch: 1,
+        active: Some(opts.member.clone()),
+        changed_at: Instant::now(),
     });
-    publisher.submit(birth).await.ok();
+    let fence: Fence = Arc::new(|| true);
 
-    let mut handles = Vec::new();
-    let descendants: Vec<String> = topo
-        .descendants(&node.id)
-        .iter()
-        .map(|n| n.id.clone())
-        .collect();
-    for d in &descendants {
-        let Some(child) = topo.child_toward(&node.id, d) else {
-            continue;
-        };
-        let puller = replicator::Puller {
-            holder: node.id.clone(),
-            origin: d.clone(),
-            source_domain: events::subjects::domain(&child.id),
-        };
-        handles.push(tokio::spawn(puller.run(
-            client.clone(),
-            js.clone(),
-            metrics.clone(),
-            tasks.clone(),
-        )));
-    }
     let mut origins = vec![node.id.clone()];
-    origins.extend(descendants.iter().cloned());
-    handles.push(tokio::spawn({
-        let (client, js, node_id, member, metrics, tasks) = (
+    origins.extend(topo.descendants(&node.id).iter().map(|n| n.id.clone()));
+    let fold_task = tokio::spawn({
+        let (client, js, node_id, member, metrics, c) = (
             client.clone(),
             js.clone(),
             node.id.clone(),
             opts.member.clone(),
             metrics.clone(),
-            tasks.clone(),
+            always.clone(),
         );
         async move {
-            if let Err(e) = fold::run(client, js, node_id, member, origins, metrics, tasks).await {
+            if let Err(e) = fold::run(client, js, node_id, member, origins, metrics, c).await {
                 tracing::error!("state service stopped: {e:#}");
             }
         }
-    }));
-    for (i, p) in node.points.iter().enumerate() {
-        if matches!(p.source, Source::Sim(_)) {
-            let seed = (i as u64 + 1) * 7919;
-            handles.push(tokio::spawn(sources::run_sim(
-                p.clone(),
-                seed,
-                publisher.clone(),
-                tasks.clone(),
-            )));
-        }
-    }
-    let poller = sources::start_modbus(node, publisher.clone(), tasks.clone());
-    let handler = commands::Handler {
+    });
+    let (current_tx, current_rx) = watch::channel(None);
+    let plc = sources::start_modbus(node, fence.clone(), current_rx, always.clone());
+    let ctx = active::Ctx {
+        client: client.clone(),
+        js: js.clone(),
+        topo: topo.clone(),
         node: node.clone(),
-        publisher: publisher.clone(),
-        poller,
+        member: opts.member.clone(),
         metrics: metrics.clone(),
+        fence,
+        poller: plc.as_ref().map(|(h, _)| h.clone()),
+        current: current_tx,
     };
-    handles.push(tokio::spawn({
-        let (client, tasks) = (client.clone(), tasks.clone());
-        async move {
-            if let Err(e) = commands::serve(client, handler, tasks).await {
-                tracing::error!("command service stopped: {e:#}");
-            }
-        }
-    }));
+    let plc_health = plc.map(|(_, h)| h);
 
-    // Member info: the lab and `canopy status` ask it.
-    let info_subject = events::subjects::member_subject(&node.id, &opts.member);
-    let mut info_sub = client.subscribe(info_subject).await?;
-    tracing::info!("member up: {} events in own stream", publisher.last().seq);
+    let mut info_sub = client
+        .subscribe(events::subjects::member_subject(&node.id, &opts.member))
+        .await?;
+    let mut hello_sub = client.subscribe(HELLO.to_owned()).await?;
+    let mut active: Option<active::Active> = None;
+    let mut retry_at = Instant::now();
     loop {
+        // Converge the resources on the role.
+        let want = role_rx.borrow().clone();
+        match (&active, want.me_active) {
+            (None, true) if Instant::now() >= retry_at => {
+                match active::Active::start(&ctx, want.epoch, "granted").await {
+                    Ok(a) => active = Some(a),
+                    Err(e) => {
+                        tracing::warn!("activation failed, retrying: {e:#}");
+                        retry_at = Instant::now() + Duration::from_millis(200);
+                    }
+                }
+            }
+            (Some(a), true) if a.epoch != want.epoch => {
+                if let Some(a) = active.take() {
+                    a.stop(&ctx, false, "epoch moved on").await;
+                }
+                continue;
+            }
+            (Some(_), false) => {
+                if let Some(a) = active.take() {
+                    let announce = (ctx.fence)();
+                    a.stop(&ctx, announce, "role lost").await;
+                }
+            }
+            _ => {}
+        }
+        let pending_retry = active.is_none() && role_rx.borrow().me_active;
         tokio::select! {
+            changed = role_rx.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
             req = info_sub.next() => {
                 let Some(req) = req else { break };
-                let Some(reply) = req.reply else { continue };
-                let restarts = supervised.as_ref().map(|s| s.restarts.load(Ordering::Relaxed)).unwrap_or(0);
-                let info = MemberInfo {
-                    node: node.id.clone(),
-                    member: opts.member.clone(),
-                    pid: std::process::id(),
-                    nats_pid: supervised.as_ref().and_then(|s| *s.pid.borrow()),
-                    role: "active".to_owned(),
-                    epoch: publisher.last().epoch,
-                    counters: metrics.snapshot(restarts),
-                };
-                let body = serde_json::to_vec(&info).unwrap_or_default();
-                let _ = client.publish(reply, body.into()).await;
+                reply_info(&client, req.reply, opts, node, &role_rx, &active, &supervised, &metrics, &plc_health).await;
             }
+            req = hello_sub.next() => {
+                let Some(req) = req else { break };
+                reply_info(&client, req.reply, opts, node, &role_rx, &active, &supervised, &metrics, &plc_health).await;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(200)), if pending_retry => {}
             _ = cancel.cancelled() => break,
         }
     }
     tracing::info!("stopping");
-    tasks.cancel();
-    drop(publisher);
-    // Drain: the publisher confirms what is in flight, under a grace timeout.
-    if tokio::time::timeout(Duration::from_secs(5), pub_task)
-        .await
-        .is_err()
-    {
-        tracing::warn!("publisher did not drain within 5 s");
+    if let Some(a) = active.take() {
+        a.stop(&ctx, true, "shutting down").await;
     }
-    for h in handles {
-        let _ = tokio::time::timeout(Duration::from_secs(2), h).await;
-    }
+    always.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(2), fold_task).await;
     let _ = client.flush().await;
     Ok(())
+}
+
+/// Every member and witness answers this (no queue group): a scatter-gather
+/// request on it lists the whole tree (`canopy status`).
+pub const HELLO: &str = "canopy.hello";
+
+#[allow(clippy::too_many_arguments)]
+async fn reply_info(
+    client: &async_nats::Client,
+    reply: Option<async_nats::Subject>,
+    opts: &Options,
+    node: &topology::Node,
+    role: &watch::Receiver<RoleState>,
+    active: &Option<active::Active>,
+    supervised: &Option<supervisor::Supervised>,
+    metrics: &Metrics,
+    plc: &Option<watch::Receiver<Option<bool>>>,
+) {
+    let Some(reply) = reply else { return };
+    let r = role.borrow().clone();
+    let restarts = supervised
+        .as_ref()
+        .map(|s| s.restarts.load(Ordering::Relaxed))
+        .unwrap_or(0);
+    let plc_ok = plc.as_ref().and_then(|p| *p.borrow());
+    let info = MemberInfo {
+        node: node.id.clone(),
+        member: opts.member.clone(),
+        pid: std::process::id(),
+        nats_pid: supervised.as_ref().and_then(|s| *s.pid.borrow()),
+        role: if active.is_some() {
+            "active"
+        } else {
+            "standby"
+        }
+        .to_owned(),
+        epoch: active.as_ref().map(|a| a.epoch).unwrap_or(r.epoch),
+        active: r.active.clone(),
+        healthy: plc_ok != Some(false),
+        plc_ok,
+        since_role_change_ms: r.changed_at.elapsed().as_millis() as u64,
+        counters: metrics.snapshot(restarts),
+    };
+    let body = serde_json::to_vec(&info).unwrap_or_default();
+    let _ = client.publish(reply, body.into()).await;
 }
 
 /// Creates the node's own stream and one replica per descendant origin.
@@ -296,10 +363,12 @@ async fn setup_streams(
     js: &jetstream::Context,
     topo: &Topology,
     node: &topology::Node,
+    replicas: usize,
 ) -> anyhow::Result<()> {
-    crate::streams::ensure(js, crate::streams::own(topo, &node.id, 1)).await?;
+    crate::streams::ensure(js, crate::streams::own(topo, &node.id, replicas)).await?;
     for d in topo.descendants(&node.id) {
-        crate::streams::ensure(js, crate::streams::replica(topo, &node.id, &d.id, 1)).await?;
+        crate::streams::ensure(js, crate::streams::replica(topo, &node.id, &d.id, replicas))
+            .await?;
     }
     Ok(())
 }

@@ -22,6 +22,9 @@ use tokio_util::sync::CancellationToken;
 use super::metrics::Metrics;
 use crate::append::Appender;
 
+/// Whether this member may write now (see the `fence` field of the task).
+pub type Fence = adapters::poller::WriteGuard;
+
 /// Bound of the request queue. Full = the stream cannot keep up; senders
 /// wait (back-pressure reaches the PLC poll loop, which then polls later
 /// rather than dropping a change).
@@ -144,6 +147,7 @@ pub async fn start(
     origin: String,
     member: String,
     epoch: u64,
+    fence: Fence,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) -> anyhow::Result<(Publisher, tokio::task::JoinHandle<()>)> {
@@ -164,6 +168,7 @@ pub async fn start(
         unsent: 0,
         confirmed: ctx,
         metrics,
+        fence,
     };
     let handle = tokio::spawn(task.run(rx, cancel));
     Ok((Publisher { tx, confirmed: crx }, handle))
@@ -181,6 +186,11 @@ struct Task {
     unsent: usize,
     confirmed: watch::Sender<Confirmed>,
     metrics: Arc<Metrics>,
+    /// Checked right before every append: false once this member may no
+    /// longer write (an HA member whose lease ran out). The publisher then
+    /// stops at once; what it had not appended is dropped, and was never
+    /// acknowledged to anyone.
+    fence: Fence,
 }
 
 impl Task {
@@ -189,8 +199,15 @@ impl Task {
         let _g = span.enter();
         let mut open = true;
         loop {
+            if !(self.fence)() {
+                tracing::warn!(
+                    pending = self.pending.len(),
+                    "lease lost: the publisher stops appending"
+                );
+                return;
+            }
             // Send what was queued by a recovery, within the window.
-            while self.unsent > 0 && !self.appender.is_full() {
+            while self.unsent > 0 && !self.appender.is_full() && (self.fence)() {
                 let idx = self.pending.len() - self.unsent;
                 let p = &self.pending[idx];
                 let res = self
@@ -266,6 +283,11 @@ impl Task {
             bytes: bytes.clone(),
             done: req.done,
         });
+        if !(self.fence)() {
+            // Kept unsent; the run loop sees the fence and stops.
+            self.unsent += 1;
+            return;
+        }
         if let Err(e) = self
             .appender
             .send(subject, msg_id(&self.origin, seq), seq, bytes)

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 use adapters::poller::{Poller, PollerHandle, Reading};
 use adapters::sim::SimGenerator;
 use events::{Body, Quality, Value, ValueBody};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use topology::{Node, Point, Source};
 
-use super::publisher::Publisher;
+use super::publisher::{Fence, Publisher};
 
 /// Decides which readings are changes worth an event.
 ///
@@ -87,13 +87,18 @@ pub async fn run_sim(point: Point, seed: u64, publisher: Publisher, cancel: Canc
     }
 }
 
-/// Starts the Modbus poller of `node` (if it has Modbus points) and the task
-/// turning its readings into events. Returns the poller handle for writes.
+/// Starts the Modbus poller of `node` (if it has Modbus points) and the
+/// router that turns its readings into events while this member is active
+/// (`current` holds the publisher then; None while standby, when readings
+/// only feed the PLC health). Every PLC write is checked by `fence`.
+/// Returns the poller handle for writes and the PLC health (`Some(true)`
+/// while the last reading was good).
 pub fn start_modbus(
     node: &Node,
-    publisher: Publisher,
+    fence: Fence,
+    mut current: watch::Receiver<Option<Publisher>>,
     cancel: CancellationToken,
-) -> Option<PollerHandle> {
+) -> Option<(PollerHandle, watch::Receiver<Option<bool>>)> {
     let device = node.modbus.clone()?;
     let points: Vec<Point> = node
         .points
@@ -108,25 +113,42 @@ pub fn start_modbus(
         .iter()
         .map(|p| (p.name.clone(), p.deadband))
         .collect();
-    // Bound: one poll's worth of readings for a few polls; the poller waits
-    // when it is full (back-pressure, nothing dropped).
+    // Bound: a few polls' worth of readings; the poller drops (and counts)
+    // readings when it is full and sends every point again next poll.
     let (tx, mut rx) = mpsc::channel::<Reading>(points.len() * 4 + 16);
-    let handle = Poller::spawn(device, points, tx, cancel.clone());
+    let handle = Poller::spawn_guarded(device, points, tx, fence, cancel.clone());
+    let (health_tx, health) = watch::channel(None);
     tokio::spawn(async move {
         let mut filter = ChangeFilter::default();
-        while let Some(r) = rx.recv().await {
-            let db = deadbands.get(&r.point).copied().flatten();
-            if filter.admit(&r.point, &r.value, r.quality, db)
-                && publisher
-                    .submit(value_body(&r.point, r.value, r.quality))
-                    .await
-                    .is_err()
-            {
-                return;
+        loop {
+            tokio::select! {
+                r = rx.recv() => {
+                    let Some(r) = r else { return };
+                    health_tx.send_if_modified(|h| {
+                        let ok = Some(r.quality == Quality::Good);
+                        let changed = *h != ok;
+                        *h = ok;
+                        changed
+                    });
+                    let publisher = current.borrow().clone();
+                    let Some(publisher) = publisher else { continue };
+                    let db = deadbands.get(&r.point).copied().flatten();
+                    if filter.admit(&r.point, &r.value, r.quality, db) {
+                        let _ = publisher.submit(value_body(&r.point, r.value, r.quality)).await;
+                    }
+                }
+                changed = current.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    // A new activation announces every point afresh.
+                    filter = ChangeFilter::default();
+                }
+                _ = cancel.cancelled() => return,
             }
         }
     });
-    Some(handle)
+    Some((handle, health))
 }
 
 #[cfg(test)]
