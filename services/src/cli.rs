@@ -29,6 +29,8 @@ pub enum Cmd {
     NatsConfig(NatsConfigArgs),
     /// Print a node's materialised state.
     State(StateArgs),
+    /// Every node of the tree with its members' roles, epoch and health.
+    Status(StatusArgs),
     /// Print a snapshot of points matching a pattern, then every change, live.
     Watch(WatchArgs),
     /// Write a value to a writable PLC point (the change comes back as an event).
@@ -160,6 +162,22 @@ pub struct StateArgs {
     /// Print only a digest of the state (to compare two states exactly).
     #[arg(long)]
     pub digest: bool,
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `canopy status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub server: ServerArg,
+    /// The topology, to also list members that do not answer (as `down`).
+    #[arg(long, short)]
+    pub topology: Option<PathBuf>,
+    /// How long to collect answers after the last one arrived (ms).
+    #[arg(long, default_value_t = 300)]
+    pub settle_ms: u64,
     /// JSON instead of a table.
     #[arg(long)]
     pub json: bool,

@@ -12,7 +12,7 @@ use events::{Body, Event, GapTracker, Observation};
 use futures::StreamExt;
 use serde_json::{json, Value as Json};
 
-use crate::cli::{CommandArgs, ServerArg, StateArgs, UnforceArgs, WatchArgs};
+use crate::cli::{CommandArgs, ServerArg, StateArgs, StatusArgs, UnforceArgs, WatchArgs};
 use crate::wire::{Command, Op, Reply};
 
 async fn connect(s: &ServerArg) -> anyhow::Result<Client> {
@@ -365,6 +365,143 @@ async fn fetch(stream: &async_nats::jetstream::stream::Stream, seq: u64) -> Opti
     }
 }
 
+/// `canopy status`: asks every member and witness of the tree at once
+/// (scatter-gather on `canopy.hello`) and groups the answers by node.
+pub async fn status(a: StatusArgs) -> anyhow::Result<u8> {
+    let client = connect(&a.server).await?;
+    let inbox = client.new_inbox();
+    let mut sub = client.subscribe(inbox.clone()).await?;
+    client
+        .publish_with_reply(crate::member::HELLO, inbox, "".into())
+        .await?;
+    client.flush().await?;
+    let mut answers: Vec<Json> = Vec::new();
+    let overall = tokio::time::Instant::now() + Duration::from_secs_f64(a.server.timeout.max(0.1));
+    loop {
+        let settle = tokio::time::Instant::now() + Duration::from_millis(a.settle_ms);
+        match tokio::time::timeout_at(settle.min(overall), sub.next()).await {
+            Ok(Some(m)) => {
+                if let Ok(v) = serde_json::from_slice::<Json>(&m.payload) {
+                    answers.push(v);
+                }
+            }
+            _ => break,
+        }
+    }
+    let topo = match &a.topology {
+        Some(p) => Some(super::load_topology(p)?),
+        None => None,
+    };
+    let report = status_report(&answers, topo.as_ref());
+    if a.json {
+        println!("{report}");
+    } else {
+        print_status(&report);
+    }
+    Ok(0)
+}
+
+/// Groups hello answers into `{"nodes": [{"node", "epoch", "members":
+/// [{"name", "role", "healthy", ...}], "witness": {"up"}}]}`; with a
+/// topology, members that did not answer are listed as `down`.
+pub fn status_report(answers: &[Json], topo: Option<&topology::Topology>) -> Json {
+    let mut nodes: std::collections::BTreeMap<String, (Vec<Json>, Option<bool>, u64)> =
+        Default::default();
+    if let Some(t) = topo {
+        for n in &t.nodes {
+            let entry = nodes.entry(n.id.clone()).or_default();
+            for m in &n.members {
+                entry
+                    .0
+                    .push(json!({"name": m.name, "role": "down", "healthy": false}));
+            }
+            if n.witness.is_some() {
+                entry.1 = Some(false);
+            }
+        }
+    }
+    for ans in answers {
+        let Some(node) = ans.get("node").and_then(Json::as_str) else {
+            continue;
+        };
+        let member = ans.get("member").and_then(Json::as_str).unwrap_or("?");
+        let entry = nodes.entry(node.to_owned()).or_default();
+        if member == "witness" {
+            entry.1 = Some(true);
+            continue;
+        }
+        let m = json!({
+            "name": member,
+            "role": ans.get("role").cloned().unwrap_or(Json::Null),
+            "healthy": ans.get("healthy").cloned().unwrap_or(Json::Bool(false)),
+            "plc_ok": ans.get("plc_ok").cloned().unwrap_or(Json::Null),
+            "epoch": ans.get("epoch").cloned().unwrap_or(Json::Null),
+            "since_role_change_ms": ans.get("since_role_change_ms").cloned().unwrap_or(Json::Null),
+        });
+        if ans.get("role").and_then(Json::as_str) == Some("active") {
+            entry.2 = entry
+                .2
+                .max(ans.get("epoch").and_then(Json::as_u64).unwrap_or(0));
+        }
+        match entry.0.iter_mut().find(|x| x["name"] == member) {
+            Some(slot) => *slot = m,
+            None => entry.0.push(m),
+        }
+    }
+    let list: Vec<Json> = nodes
+        .into_iter()
+        .map(|(node, (members, witness, epoch))| {
+            let mut v = json!({ "node": node, "epoch": epoch, "members": members });
+            if let Some(up) = witness {
+                v["witness"] = json!({ "up": up });
+            }
+            v
+        })
+        .collect();
+    json!({ "nodes": list })
+}
+
+fn print_status(report: &Json) {
+    println!("{:<28} {:>6}  members", "node", "epoch");
+    for n in report["nodes"].as_array().into_iter().flatten() {
+        let members: Vec<String> = n["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| {
+                let since = m["since_role_change_ms"]
+                    .as_u64()
+                    .map(|ms| format!(" {:.1}s", ms as f64 / 1000.0))
+                    .unwrap_or_default();
+                let health = if m["healthy"] == true {
+                    ""
+                } else {
+                    " UNHEALTHY"
+                };
+                format!(
+                    "{}={}{}{}",
+                    m["name"].as_str().unwrap_or("?"),
+                    m["role"].as_str().unwrap_or("?"),
+                    since,
+                    health
+                )
+            })
+            .collect();
+        let witness = match n.get("witness") {
+            Some(w) if w["up"] == true => "  witness=up",
+            Some(_) => "  witness=DOWN",
+            None => "",
+        };
+        println!(
+            "{:<28} {:>6}  {}{}",
+            n["node"].as_str().unwrap_or("?"),
+            n["epoch"],
+            members.join("  "),
+            witness
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,6 +513,38 @@ mod tests {
         assert_eq!(parse_value("1.5").ok(), Some(json!(1.5)));
         assert!(parse_value("abc").is_err());
         assert!(parse_value("NaN").is_err());
+    }
+
+    #[test]
+    fn status_groups_answers_and_marks_the_silent_down() {
+        let t = topology::Topology::parse("x.toml", topology::EXAMPLE_TOPOLOGY).expect("example");
+        let answers = vec![
+            json!({"node": "root.south", "member": "a", "role": "active", "epoch": 4, "healthy": true}),
+            json!({"node": "root.south", "member": "witness", "role": "witness"}),
+        ];
+        let r = status_report(&answers, Some(&t));
+        let south = r["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .find(|n| n["node"] == "root.south")
+            .expect("south");
+        assert_eq!(south["epoch"], 4);
+        assert_eq!(south["witness"]["up"], true);
+        let b = south["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .find(|m| m["name"] == "b")
+            .expect("b");
+        assert_eq!(b["role"], "down");
+        let root = r["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .find(|n| n["node"] == "root")
+            .expect("root");
+        assert_eq!(root["witness"]["up"], false);
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Cmd::NatsConfig(a) => topo::nats_config(a),
         Cmd::State(a) => client::state(a).await,
         Cmd::Watch(a) => client::watch(a).await,
+        Cmd::Status(a) => client::status(a).await,
         Cmd::Write(a) => client::command(crate::wire::Op::Write, a).await,
         Cmd::Force(a) => client::command(crate::wire::Op::Force, a).await,
         Cmd::Unforce(a) => client::unforce(a).await,
