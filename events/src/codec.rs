@@ -1,13 +1,17 @@
 //! The CBOR codec of the envelope: [`encode`] and [`decode`].
 //!
 //! The encoder writes through [`crate::cbor::Writer`] so the bytes are fixed
-//! by this crate alone. The decoder reads with ciborium into a generic CBOR
-//! value, then takes every field out by hand, so a bad message gets an error
-//! naming the field and what was expected.
+//! by this crate alone. The decoder reads the envelope's schema in place
+//! with [`crate::cbor::Reader`], so a bad message gets an error naming the
+//! field and what was expected, and a good one costs little more than its
+//! own strings.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::BTreeSet;
 
-use crate::cbor::Writer;
+use crate::cbor::{
+    check_utf8, Head, Malformed, Reader, Writer, SIMPLE_FALSE, SIMPLE_NULL, SIMPLE_TRUE,
+};
 use crate::wire::{
     BirthBody, Body, Event, ForcedBody, Hash, InvalidEvent, PointInfo, Quality, Role, RoleBody,
     UnforcedBody, Value, ValueBody, MAX_EVENT_BYTES, WIRE_VERSION,
@@ -194,6 +198,16 @@ pub enum DecodeError {
     Invalid(#[from] InvalidEvent),
 }
 
+impl From<Malformed> for DecodeError {
+    fn from(m: Malformed) -> Self {
+        DecodeError::Malformed {
+            reason: m.to_string(),
+        }
+    }
+}
+
+/// The old decoder's value type, for the tests that build broken events.
+#[cfg(test)]
 type Cbor = ciborium::Value;
 
 /// Decode and validate one event from its exact message bytes.
@@ -201,6 +215,20 @@ type Cbor = ciborium::Value;
 /// Unknown keys in any map are skipped (forward compatibility: a later
 /// minor addition does not break older readers); everything the format
 /// defines is checked. Never panics.
+///
+/// One pass over the bytes, in place: every item is read once, the known
+/// fields straight into the event, everything else skipped (and checked).
+/// A canonical event allocates only its own strings (and a birth its
+/// points); the rest is off the common path: a set of unknown keys if a map
+/// has any, the chunks of an indefinite-length string joined, an error.
+///
+/// Which error a bad message gets does not depend on the order of its
+/// keys: `Malformed` if the bytes are not exactly one well-formed CBOR item
+/// (wherever the fault), else `TrailingBytes`, else the first problem in
+/// reading order: a map's keys (text, none twice) before its fields, the
+/// fields in the order of `docs/wire-format.md` (`v` first), and last
+/// [`Event::validate`]. So a schema error is noted where it is found and
+/// reported once the whole item is read (see [`Fault`]).
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     if bytes.len() > MAX_EVENT_BYTES {
         return Err(DecodeError::TooLarge {
@@ -208,115 +236,399 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             max: MAX_EVENT_BYTES,
         });
     }
-    let mut rest = bytes;
-    // ciborium bounds nesting (256) and grows containers as items arrive
-    // (no allocation from a claimed length), so hostile input is safe here.
-    let item: Cbor = ciborium::de::from_reader(&mut rest).map_err(malformed)?;
-    if !rest.is_empty() {
-        return Err(DecodeError::TrailingBytes { count: rest.len() });
-    }
-    let mut env = Fields::new(item, "")?;
-
-    // The version first: a newer layout gets "unsupported version", not a
-    // confusing complaint about some field.
-    let v = env.uint("v")?;
-    let v = u8::try_from(v)
-        .ok()
-        .filter(|v| *v == WIRE_VERSION)
-        .ok_or(InvalidEvent::UnsupportedVersion { got: v })?;
-
-    let event = Event {
-        v,
-        origin: env.text("origin")?,
-        member: env.text("member")?,
-        epoch: env.uint("epoch")?,
-        seq: env.uint("seq")?,
-        ts: env.uint("ts")?,
-        prev: env.hash("prev")?,
-        body: decode_body(env.take("body")?)?,
+    let mut r = Reader::new(bytes);
+    let event = match read_event(&mut r) {
+        Err(Fault::Malformed(m)) => return Err(m.into()),
+        Err(Fault::Schema(e)) => Err(*e),
+        Ok(event) => Ok(event),
     };
+    if let Some(count) = bytes.len().checked_sub(r.pos()).filter(|c| *c > 0) {
+        return Err(DecodeError::TrailingBytes { count });
+    }
+    let event = event?;
     event.validate()?;
     Ok(event)
 }
 
-fn malformed(e: ciborium::de::Error<std::io::Error>) -> DecodeError {
-    use ciborium::de::Error;
-    let reason = match e {
-        Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => "truncated input".into(),
-        Error::Io(io) => io.to_string(),
-        Error::Syntax(offset) => format!("invalid CBOR at byte {offset}"),
-        Error::Semantic(_, msg) => msg,
-        Error::RecursionLimitExceeded => "nesting too deep".into(),
-    };
-    DecodeError::Malformed { reason }
+/// Why reading one part of an event failed.
+#[derive(Debug)]
+enum Fault {
+    /// The bytes are not one well-formed item: the decode ends here, and
+    /// this is its error, whatever else is wrong.
+    Malformed(Malformed),
+    /// The part is well formed but not what the schema wants. The reader
+    /// is left just after the part all the same, so the caller can note
+    /// the error and read on (a `Malformed` further on takes precedence).
+    /// Boxed, as errors are rare: the results of the reader stay small.
+    Schema(Box<DecodeError>),
 }
 
-fn decode_body(item: Cbor) -> Result<Body, DecodeError> {
-    let Cbor::Map(entries) = item else {
-        return Err(wrong("body", "a map"));
+impl From<Malformed> for Fault {
+    fn from(m: Malformed) -> Self {
+        Fault::Malformed(m)
+    }
+}
+
+type Parsed<T> = Result<T, Fault>;
+
+fn schema<T>(error: DecodeError) -> Parsed<T> {
+    Err(Fault::Schema(Box::new(error)))
+}
+
+/// A field [`read_map`] vouched for; `None` cannot happen, and is reported
+/// as missing rather than unwrapped.
+fn need<T>(field: Option<T>, path: Path, name: &str) -> Parsed<T> {
+    field.map_or_else(
+        || {
+            schema(DecodeError::MissingField {
+                field: path.join(name),
+            })
+        },
+        Ok,
+    )
+}
+
+/// The envelope: the top-level item.
+fn read_event(r: &mut Reader<'_>) -> Parsed<Event> {
+    const NAMES: [&str; 8] = [
+        "v", "origin", "member", "epoch", "seq", "ts", "prev", "body",
+    ];
+    let env = Path::Event;
+    let (mut v, mut origin, mut member, mut epoch) = (None, None, None, None);
+    let (mut seq, mut ts, mut prev, mut body) = (None, None, None, None);
+    read_map(r, 0, env, &NAMES, |r, i, depth| {
+        let field = Field::of(env, &NAMES, i, depth);
+        match i {
+            0 => v = Some(field.version(r)?),
+            1 => origin = Some(field.text(r)?),
+            2 => member = Some(field.text(r)?),
+            3 => epoch = Some(field.uint(r)?),
+            4 => seq = Some(field.uint(r)?),
+            5 => ts = Some(field.uint(r)?),
+            6 => prev = Some(field.hash(r)?),
+            _ => body = Some(read_body(r, depth)?),
+        }
+        Ok(())
+    })?;
+    Ok(Event {
+        v: need(v, env, "v")?,
+        origin: need(origin, env, "origin")?,
+        member: need(member, env, "member")?,
+        epoch: need(epoch, env, "epoch")?,
+        seq: need(seq, env, "seq")?,
+        ts: need(ts, env, "ts")?,
+        prev: need(prev, env, "prev")?,
+        body: need(body, env, "body")?,
+    })
+}
+
+/// The body, `depth` containers deep: a one-entry map from the tag to the
+/// payload. A body of any other size is `BadBody`, whatever its entries.
+fn read_body(r: &mut Reader<'_>, depth: usize) -> Parsed<Body> {
+    let at = r.pos();
+    let head = r.head()?;
+    let Head::Map(len) = head else {
+        return mismatch(r, head, at, depth, wrong("body", "a map"));
     };
-    let entries_len = entries.len();
-    let Ok([(tag, payload)]) = <[(Cbor, Cbor); 1]>::try_from(entries) else {
-        return Err(DecodeError::BadBody {
-            entries: entries_len,
-        });
-    };
-    let Cbor::Text(tag) = tag else {
-        return Err(wrong("body", "a text tag"));
-    };
-    let path = format!("body.{tag}");
-    let body = match tag.as_str() {
-        "value" => {
-            let mut f = Fields::new(payload, &path)?;
-            Body::Value(ValueBody {
-                point: f.text("point")?,
-                value: f.value("value")?,
-                quality: f.quality("quality")?,
-            })
-        }
-        "forced" => {
-            let mut f = Fields::new(payload, &path)?;
-            Body::Forced(ForcedBody {
-                point: f.text("point")?,
-                value: f.value("value")?,
-                by: f.text("by")?,
-            })
-        }
-        "unforced" => {
-            let mut f = Fields::new(payload, &path)?;
-            Body::Unforced(UnforcedBody {
-                point: f.text("point")?,
-                by: f.text("by")?,
-            })
-        }
-        "role" => {
-            let mut f = Fields::new(payload, &path)?;
-            Body::Role(RoleBody {
-                member: f.text("member")?,
-                role: f.role("role")?,
-                reason: f.text("reason")?,
-            })
-        }
-        "birth" => {
-            let mut f = Fields::new(payload, &path)?;
-            let member = f.text("member")?;
-            let Cbor::Array(items) = f.take("points")? else {
-                return Err(wrong(format!("{path}.points"), "an array"));
-            };
-            let mut points = Vec::with_capacity(items.len());
-            for (i, item) in items.into_iter().enumerate() {
-                let mut p = Fields::new(item, &format!("{path}.points[{i}]"))?;
-                points.push(PointInfo {
-                    name: p.text("name")?,
-                    unit: p.opt_text("unit")?,
-                    writable: p.bool("writable")?,
-                });
+    let inner = depth + 1;
+    let mut left = len;
+    if !r.more(&mut left)? {
+        return schema(DecodeError::BadBody { entries: 0 });
+    }
+    let at = r.pos();
+    let head = r.head()?;
+    let body = if let Head::Text(len) = head {
+        let tag = r.raw_text(len)?;
+        match &*tag {
+            b"value" => read_value(r, inner),
+            b"forced" => read_forced(r, inner),
+            b"unforced" => read_unforced(r, inner),
+            b"role" => read_role(r, inner),
+            b"birth" => read_birth(r, inner),
+            _ => {
+                check_utf8(&tag, at)?;
+                r.skip(inner)?;
+                schema(DecodeError::UnknownBodyTag {
+                    tag: String::from_utf8_lossy(&tag).into_owned(),
+                })
             }
-            Body::Birth(BirthBody { member, points })
         }
-        _ => return Err(DecodeError::UnknownBodyTag { tag }),
+    } else {
+        r.skip_rest(head, at, inner)?;
+        r.skip(inner)?;
+        schema(wrong("body", "a text tag"))
     };
-    Ok(body)
+    if let Err(Fault::Malformed(m)) = body {
+        return Err(Fault::Malformed(m));
+    }
+    let mut entries = 1usize;
+    while r.more(&mut left)? {
+        r.skip(inner)?;
+        r.skip(inner)?;
+        entries = entries.saturating_add(1);
+    }
+    if entries != 1 {
+        return schema(DecodeError::BadBody { entries });
+    }
+    body
+}
+
+fn read_value(r: &mut Reader<'_>, depth: usize) -> Parsed<Body> {
+    const NAMES: [&str; 3] = ["point", "value", "quality"];
+    let path = Path::Body("value");
+    let (mut point, mut value, mut quality) = (None, None, None);
+    read_map(r, depth, path, &NAMES, |r, i, depth| {
+        let field = Field::of(path, &NAMES, i, depth);
+        match i {
+            0 => point = Some(field.text(r)?),
+            1 => value = Some(field.value(r)?),
+            _ => quality = Some(field.quality(r)?),
+        }
+        Ok(())
+    })?;
+    Ok(Body::Value(ValueBody {
+        point: need(point, path, "point")?,
+        value: need(value, path, "value")?,
+        quality: need(quality, path, "quality")?,
+    }))
+}
+
+fn read_forced(r: &mut Reader<'_>, depth: usize) -> Parsed<Body> {
+    const NAMES: [&str; 3] = ["point", "value", "by"];
+    let path = Path::Body("forced");
+    let (mut point, mut value, mut by) = (None, None, None);
+    read_map(r, depth, path, &NAMES, |r, i, depth| {
+        let field = Field::of(path, &NAMES, i, depth);
+        match i {
+            0 => point = Some(field.text(r)?),
+            1 => value = Some(field.value(r)?),
+            _ => by = Some(field.text(r)?),
+        }
+        Ok(())
+    })?;
+    Ok(Body::Forced(ForcedBody {
+        point: need(point, path, "point")?,
+        value: need(value, path, "value")?,
+        by: need(by, path, "by")?,
+    }))
+}
+
+fn read_unforced(r: &mut Reader<'_>, depth: usize) -> Parsed<Body> {
+    const NAMES: [&str; 2] = ["point", "by"];
+    let path = Path::Body("unforced");
+    let (mut point, mut by) = (None, None);
+    read_map(r, depth, path, &NAMES, |r, i, depth| {
+        let field = Field::of(path, &NAMES, i, depth);
+        match i {
+            0 => point = Some(field.text(r)?),
+            _ => by = Some(field.text(r)?),
+        }
+        Ok(())
+    })?;
+    Ok(Body::Unforced(UnforcedBody {
+        point: need(point, path, "point")?,
+        by: need(by, path, "by")?,
+    }))
+}
+
+fn read_role(r: &mut Reader<'_>, depth: usize) -> Parsed<Body> {
+    const NAMES: [&str; 3] = ["member", "role", "reason"];
+    let path = Path::Body("role");
+    let (mut member, mut role, mut reason) = (None, None, None);
+    read_map(r, depth, path, &NAMES, |r, i, depth| {
+        let field = Field::of(path, &NAMES, i, depth);
+        match i {
+            0 => member = Some(field.text(r)?),
+            1 => role = Some(field.role(r)?),
+            _ => reason = Some(field.text(r)?),
+        }
+        Ok(())
+    })?;
+    Ok(Body::Role(RoleBody {
+        member: need(member, path, "member")?,
+        role: need(role, path, "role")?,
+        reason: need(reason, path, "reason")?,
+    }))
+}
+
+fn read_birth(r: &mut Reader<'_>, depth: usize) -> Parsed<Body> {
+    const NAMES: [&str; 2] = ["member", "points"];
+    let path = Path::Body("birth");
+    let (mut member, mut points) = (None, None);
+    read_map(r, depth, path, &NAMES, |r, i, depth| {
+        match i {
+            0 => member = Some(Field::of(path, &NAMES, i, depth).text(r)?),
+            _ => points = Some(read_points(r, depth)?),
+        }
+        Ok(())
+    })?;
+    Ok(Body::Birth(BirthBody {
+        member: need(member, path, "member")?,
+        points: need(points, path, "points")?,
+    }))
+}
+
+/// A birth's points: the first bad point is the error, but every point is
+/// read (to the end of the array, for well-formedness).
+fn read_points(r: &mut Reader<'_>, depth: usize) -> Parsed<Vec<PointInfo>> {
+    let at = r.pos();
+    let head = r.head()?;
+    let Head::Array(len) = head else {
+        let expected = wrong(Path::Body("birth").join("points"), "an array");
+        return mismatch(r, head, at, depth, expected);
+    };
+    let inner = depth + 1;
+    // A claimed count is a hint, and a bounded one: don't reserve room for
+    // thousands of points on a length's word.
+    let hint = len
+        .definite()
+        .map_or(0, |n| usize::try_from(n.min(64)).unwrap_or(0));
+    let mut points = Vec::with_capacity(hint);
+    let mut error = None;
+    let mut left = len;
+    let mut i = 0usize;
+    while r.more(&mut left)? {
+        if error.is_some() {
+            r.skip(inner)?;
+        } else {
+            match read_point(r, inner, i) {
+                Ok(p) => points.push(p),
+                Err(Fault::Schema(e)) => error = Some(e),
+                Err(m) => return Err(m),
+            }
+        }
+        i = i.saturating_add(1);
+    }
+    match error {
+        Some(e) => Err(Fault::Schema(e)),
+        None => Ok(points),
+    }
+}
+
+fn read_point(r: &mut Reader<'_>, depth: usize, i: usize) -> Parsed<PointInfo> {
+    const NAMES: [&str; 3] = ["name", "unit", "writable"];
+    let path = Path::Point("birth", i);
+    let (mut name, mut unit, mut writable) = (None, None, None);
+    read_map(r, depth, path, &NAMES, |r, i, depth| {
+        let field = Field::of(path, &NAMES, i, depth);
+        match i {
+            0 => name = Some(field.text(r)?),
+            1 => unit = Some(field.opt_text(r)?),
+            _ => writable = Some(field.bool(r)?),
+        }
+        Ok(())
+    })?;
+    Ok(PointInfo {
+        name: need(name, path, "name")?,
+        unit: need(unit, path, "unit")?,
+        writable: need(writable, path, "writable")?,
+    })
+}
+
+/// Reads a map with text keys, `depth` containers deep, whose head comes
+/// next. For the first occurrence of each of `names`, `field(r, i, depth)`
+/// reads the value of `names[i]` (`depth` is now the value's); every other
+/// value is skipped.
+///
+/// `Ok` means every name was found and read without error. Otherwise the
+/// error is, in this order: the map is no map; the first bad key (not a
+/// text, or seen before in this map, known or not); then, name by name,
+/// the first that is missing or whose value was in error.
+fn read_map<'a, const N: usize>(
+    r: &mut Reader<'a>,
+    depth: usize,
+    path: Path,
+    names: &[&str; N],
+    mut field: impl FnMut(&mut Reader<'a>, usize, usize) -> Parsed<()>,
+) -> Parsed<()> {
+    let at = r.pos();
+    let head = r.head()?;
+    let Head::Map(len) = head else {
+        return mismatch(r, head, at, depth, wrong(path.name(), "a map"));
+    };
+    let depth = depth + 1;
+    let mut seen = [false; N];
+    // Unknown keys are rare; a set (not a list) keeps a hostile map of
+    // thousands of them from costing a quadratic duplicate check.
+    let mut unknown: Option<BTreeSet<Cow<'a, [u8]>>> = None;
+    let mut key_error = None;
+    // The error of the earliest name (in `names`) whose value was bad.
+    let mut field_error: Option<(usize, Box<DecodeError>)> = None;
+    // Keys usually come in the order of `names`: try the next one first.
+    let mut next = 0;
+    let mut left = len;
+    while r.more(&mut left)? {
+        let at = r.pos();
+        let head = r.head()?;
+        let Head::Text(len) = head else {
+            r.skip_rest(head, at, depth)?;
+            r.skip(depth)?;
+            key_error.get_or_insert_with(|| wrong(path.name(), "text map keys"));
+            continue;
+        };
+        let key = r.raw_text(len)?;
+        let known = names
+            .get(next)
+            .filter(|n| n.as_bytes() == &*key)
+            .map(|_| next)
+            .or_else(|| names.iter().position(|n| n.as_bytes() == &*key));
+        let first = match known.and_then(|i| seen.get_mut(i).map(|s| (i, s))) {
+            Some((i, seen)) if !*seen => {
+                *seen = true;
+                next = i + 1;
+                match field(r, i, depth) {
+                    Ok(()) => {}
+                    Err(Fault::Schema(e)) => {
+                        if field_error.as_ref().is_none_or(|(j, _)| i < *j) {
+                            field_error = Some((i, e));
+                        }
+                    }
+                    Err(m) => return Err(m),
+                }
+                continue;
+            }
+            Some(_) => false,
+            None => {
+                check_utf8(&key, at)?;
+                unknown
+                    .get_or_insert_with(BTreeSet::new)
+                    .insert(key.clone())
+            }
+        };
+        if !first {
+            key_error.get_or_insert_with(|| DecodeError::DuplicateKey {
+                field: path.join(&String::from_utf8_lossy(&key)),
+            });
+        }
+        r.skip(depth)?;
+    }
+    if let Some(e) = key_error {
+        return schema(e);
+    }
+    for (i, (name, seen)) in names.iter().zip(seen).enumerate() {
+        if let Some((_, e)) = field_error.take_if(|(j, _)| *j == i) {
+            return Err(Fault::Schema(e));
+        }
+        if !seen {
+            return schema(DecodeError::MissingField {
+                field: path.join(name),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A part of the wrong type, whose head (read at `at`) was just read: skip
+/// the rest of it and report `error`.
+fn mismatch<T>(
+    r: &mut Reader<'_>,
+    head: Head,
+    at: usize,
+    depth: usize,
+    error: DecodeError,
+) -> Parsed<T> {
+    r.skip_rest(head, at, depth)?;
+    schema(error)
 }
 
 fn wrong(field: impl Into<String>, expected: &'static str) -> DecodeError {
@@ -326,142 +638,192 @@ fn wrong(field: impl Into<String>, expected: &'static str) -> DecodeError {
     }
 }
 
-/// The entries of one CBOR map with text keys, taken out by name.
-struct Fields {
-    /// Path of the map itself ("" for the envelope), prefixed to field names
-    /// in errors.
-    path: String,
-    /// Entries not taken yet; whatever is left at the end is an unknown
-    /// (tolerated) key.
-    entries: BTreeMap<String, Cbor>,
+/// Where a map is in the event, to name it and its fields in errors. Kept
+/// as parts and only turned into a string for an error.
+#[derive(Debug, Clone, Copy)]
+enum Path {
+    /// The envelope.
+    Event,
+    /// A body payload, `body.<tag>`.
+    Body(&'static str),
+    /// A birth point, `body.<tag>.points[<i>]`.
+    Point(&'static str, usize),
 }
 
-impl Fields {
-    fn new(item: Cbor, path: &str) -> Result<Self, DecodeError> {
-        let Cbor::Map(raw) = item else {
-            let what = if path.is_empty() { "event" } else { path };
-            return Err(wrong(what, "a map"));
-        };
-        let mut entries = BTreeMap::new();
-        for (k, v) in raw {
-            let Cbor::Text(k) = k else {
-                let what = if path.is_empty() { "event" } else { path };
-                return Err(wrong(what, "text map keys"));
-            };
-            if entries.contains_key(&k) {
-                return Err(DecodeError::DuplicateKey {
-                    field: join(path, &k),
-                });
-            }
-            entries.insert(k, v);
+impl Path {
+    /// The map itself.
+    fn name(self) -> String {
+        match self {
+            Path::Event => "event".into(),
+            Path::Body(tag) => format!("body.{tag}"),
+            Path::Point(tag, i) => format!("body.{tag}.points[{i}]"),
         }
-        Ok(Self {
-            path: path.into(),
-            entries,
+    }
+
+    /// A field of the map.
+    fn join(self, field: &str) -> String {
+        match self {
+            Path::Event => field.into(),
+            _ => format!("{}.{field}", self.name()),
+        }
+    }
+}
+
+/// One known field, about to be read: where it is, to skip a value of the
+/// wrong type and to name the field in errors.
+#[derive(Debug, Clone, Copy)]
+struct Field {
+    /// How many containers enclose the value.
+    depth: usize,
+    path: Path,
+    name: &'static str,
+}
+
+impl Field {
+    fn of<const N: usize>(path: Path, names: &[&'static str; N], i: usize, depth: usize) -> Self {
+        Self {
+            depth,
+            path,
+            name: names.get(i).copied().unwrap_or_default(),
+        }
+    }
+
+    fn path(self) -> String {
+        self.path.join(self.name)
+    }
+
+    fn wrong<T>(
+        self,
+        r: &mut Reader<'_>,
+        head: Head,
+        at: usize,
+        expected: &'static str,
+    ) -> Parsed<T> {
+        mismatch(r, head, at, self.depth, wrong(self.path(), expected))
+    }
+
+    fn out_of_range<T>(self) -> Parsed<T> {
+        schema(DecodeError::OutOfRange { field: self.path() })
+    }
+
+    fn uint(self, r: &mut Reader<'_>) -> Parsed<u64> {
+        let at = r.pos();
+        match r.head()? {
+            Head::Uint(n) => Ok(n),
+            Head::Nint(_) => self.out_of_range(),
+            head => self.wrong(r, head, at, "an unsigned integer"),
+        }
+    }
+
+    /// `v`: checked here, so that it is the first error when it is wrong
+    /// (a later version may change other fields: "unsupported version" is
+    /// the useful error, not a complaint about some field).
+    fn version(self, r: &mut Reader<'_>) -> Parsed<u8> {
+        let v = self.uint(r)?;
+        match u8::try_from(v) {
+            Ok(v) if v == WIRE_VERSION => Ok(v),
+            _ => schema(InvalidEvent::UnsupportedVersion { got: v }.into()),
+        }
+    }
+
+    fn str<'a>(self, r: &mut Reader<'a>) -> Parsed<Cow<'a, str>> {
+        let at = r.pos();
+        match r.head()? {
+            Head::Text(len) => Ok(r.text(len)?),
+            head => self.wrong(r, head, at, "a text string"),
+        }
+    }
+
+    fn text(self, r: &mut Reader<'_>) -> Parsed<String> {
+        Ok(self.str(r)?.into_owned())
+    }
+
+    fn opt_text(self, r: &mut Reader<'_>) -> Parsed<Option<String>> {
+        let at = r.pos();
+        match r.head()? {
+            Head::Text(len) => Ok(Some(r.text(len)?.into_owned())),
+            Head::Simple(SIMPLE_NULL) => Ok(None),
+            head => self.wrong(r, head, at, "a text string or null"),
+        }
+    }
+
+    fn bool(self, r: &mut Reader<'_>) -> Parsed<bool> {
+        let at = r.pos();
+        match r.head()? {
+            Head::Simple(SIMPLE_FALSE) => Ok(false),
+            Head::Simple(SIMPLE_TRUE) => Ok(true),
+            head => self.wrong(r, head, at, "a boolean"),
+        }
+    }
+
+    fn hash(self, r: &mut Reader<'_>) -> Parsed<Hash> {
+        let at = r.pos();
+        match r.head()? {
+            Head::Bytes(len) => {
+                let b = r.bytes(len)?;
+                Hash::try_from(&*b).or_else(|_| schema(DecodeError::BadHashLength { len: b.len() }))
+            }
+            head => self.wrong(r, head, at, "a byte string"),
+        }
+    }
+
+    fn value(self, r: &mut Reader<'_>) -> Parsed<Value> {
+        let at = r.pos();
+        match r.head()? {
+            Head::Simple(SIMPLE_NULL) => Ok(Value::Null),
+            Head::Simple(SIMPLE_FALSE) => Ok(Value::Bool(false)),
+            Head::Simple(SIMPLE_TRUE) => Ok(Value::Bool(true)),
+            Head::Uint(n) => match i64::try_from(n) {
+                Ok(n) => Ok(Value::Int(n)),
+                Err(_) => self.out_of_range(),
+            },
+            // -1 - n, which is !n in two's complement (and cannot overflow).
+            Head::Nint(n) => match i64::try_from(n) {
+                Ok(n) => Ok(Value::Int(!n)),
+                Err(_) => self.out_of_range(),
+            },
+            Head::Float(f) => Ok(Value::Float(f)),
+            head => self.wrong(r, head, at, "null, a boolean, an integer or a float"),
+        }
+    }
+
+    /// A text enum (quality, role): a text first, then a known name.
+    fn name_of<T>(self, r: &mut Reader<'_>, known: impl Fn(&str) -> Option<T>) -> Parsed<T> {
+        let s = self.str(r)?;
+        known(&s).map_or_else(
+            || {
+                schema(DecodeError::UnknownVariant {
+                    field: self.path(),
+                    got: s.into_owned(),
+                })
+            },
+            Ok,
+        )
+    }
+
+    fn quality(self, r: &mut Reader<'_>) -> Parsed<Quality> {
+        self.name_of(r, |s| match s {
+            "good" => Some(Quality::Good),
+            "bad" => Some(Quality::Bad),
+            "uncertain" => Some(Quality::Uncertain),
+            _ => None,
         })
     }
 
-    fn field(&self, name: &str) -> String {
-        join(&self.path, name)
-    }
-
-    fn take(&mut self, name: &str) -> Result<Cbor, DecodeError> {
-        self.entries
-            .remove(name)
-            .ok_or_else(|| DecodeError::MissingField {
-                field: self.field(name),
-            })
-    }
-
-    fn uint(&mut self, name: &str) -> Result<u64, DecodeError> {
-        match self.take(name)? {
-            Cbor::Integer(i) => u64::try_from(i).map_err(|_| DecodeError::OutOfRange {
-                field: self.field(name),
-            }),
-            _ => Err(wrong(self.field(name), "an unsigned integer")),
-        }
-    }
-
-    fn text(&mut self, name: &str) -> Result<String, DecodeError> {
-        match self.take(name)? {
-            Cbor::Text(s) => Ok(s),
-            _ => Err(wrong(self.field(name), "a text string")),
-        }
-    }
-
-    fn opt_text(&mut self, name: &str) -> Result<Option<String>, DecodeError> {
-        match self.take(name)? {
-            Cbor::Text(s) => Ok(Some(s)),
-            Cbor::Null => Ok(None),
-            _ => Err(wrong(self.field(name), "a text string or null")),
-        }
-    }
-
-    fn bool(&mut self, name: &str) -> Result<bool, DecodeError> {
-        match self.take(name)? {
-            Cbor::Bool(b) => Ok(b),
-            _ => Err(wrong(self.field(name), "a boolean")),
-        }
-    }
-
-    fn hash(&mut self, name: &str) -> Result<Hash, DecodeError> {
-        match self.take(name)? {
-            Cbor::Bytes(b) => Hash::try_from(b.as_slice())
-                .map_err(|_| DecodeError::BadHashLength { len: b.len() }),
-            _ => Err(wrong(self.field(name), "a byte string")),
-        }
-    }
-
-    fn value(&mut self, name: &str) -> Result<Value, DecodeError> {
-        match self.take(name)? {
-            Cbor::Null => Ok(Value::Null),
-            Cbor::Bool(b) => Ok(Value::Bool(b)),
-            Cbor::Integer(i) => {
-                i64::try_from(i)
-                    .map(Value::Int)
-                    .map_err(|_| DecodeError::OutOfRange {
-                        field: self.field(name),
-                    })
-            }
-            Cbor::Float(f) => Ok(Value::Float(f)),
-            _ => Err(wrong(
-                self.field(name),
-                "null, a boolean, an integer or a float",
-            )),
-        }
-    }
-
-    fn quality(&mut self, name: &str) -> Result<Quality, DecodeError> {
-        match self.text(name)?.as_str() {
-            "good" => Ok(Quality::Good),
-            "bad" => Ok(Quality::Bad),
-            "uncertain" => Ok(Quality::Uncertain),
-            other => Err(DecodeError::UnknownVariant {
-                field: self.field(name),
-                got: other.into(),
-            }),
-        }
-    }
-
-    fn role(&mut self, name: &str) -> Result<Role, DecodeError> {
-        match self.text(name)?.as_str() {
-            "active" => Ok(Role::Active),
-            "standby" => Ok(Role::Standby),
-            other => Err(DecodeError::UnknownVariant {
-                field: self.field(name),
-                got: other.into(),
-            }),
-        }
+    fn role(self, r: &mut Reader<'_>) -> Parsed<Role> {
+        self.name_of(r, |s| match s {
+            "active" => Some(Role::Active),
+            "standby" => Some(Role::Standby),
+            _ => None,
+        })
     }
 }
 
-fn join(path: &str, name: &str) -> String {
-    if path.is_empty() {
-        name.into()
-    } else {
-        format!("{path}.{name}")
-    }
-}
+#[cfg(test)]
+mod oracle;
+
+#[cfg(test)]
+mod differential;
 
 #[cfg(test)]
 mod tests {
@@ -469,7 +831,7 @@ mod tests {
     use crate::wire::{hash, ZERO_HASH};
 
     /// The golden event of `docs/wire-format.md`.
-    fn golden() -> Event {
+    pub(super) fn golden() -> Event {
         let mut prev = ZERO_HASH;
         for (i, b) in prev.iter_mut().enumerate() {
             *b = i as u8;
@@ -558,7 +920,7 @@ mod tests {
         );
     }
 
-    fn every_body() -> Vec<Body> {
+    pub(super) fn every_body() -> Vec<Body> {
         let mut bodies = Vec::new();
         for value in [
             Value::Null,
