@@ -1,1 +1,175 @@
-//! raft (placeholder)
+//! # raft: who is active in an HA pair
+//!
+//! An HA pair is two members and a witness. The three run one openraft 0.9
+//! group with three voters: id 1 (first member in the topology), 2 (second
+//! member) and 3 (the witness, which has `enable_elect = false`: it votes
+//! but never leads and is never active). The group decides **only** which
+//! member is active and the epoch (the fencing token carried by every
+//! event and command reply). No plant data goes through it: that travels
+//! over the pair's JetStream streams.
+//!
+//! **Architecture invariant**: this crate never depends on NATS or on any
+//! other canopy crate. Raft RPC runs over its own TCP listener (the
+//! topology's raft port), so the election does not depend on the bus.
+//!
+//! ## Why a lease, and not "the leader is active"
+//!
+//! openraft 0.9 has no CheckQuorum and no leader transfer: a leader cut off
+//! from the others keeps believing it leads. So the leader is never taken
+//! for the active member. The replicated [`PairState`] names the active
+//! member; that member may act only while it holds a **lease** that it
+//! extends by getting renewals committed, and the leader grants the role to
+//! someone else only after that lease has certainly run out.
+//!
+//! ## The replicated state machine
+//!
+//! `PairState { active, epoch, renew_index, health }`, changed by:
+//! - `Renew { member, epoch }`: applied iff `active == Some(member)` and
+//!   `epoch == state.epoch`; sets `renew_index` to the entry's log index.
+//!   Answers `Ok` or `Fenced`.
+//! - `Acquire { member, expect_epoch, expect_renew_index }`: applied iff
+//!   `member` is 1 or 2 (never the witness), `state.epoch == expect_epoch`
+//!   and `state.renew_index == expect_renew_index`; then `active = member`,
+//!   `epoch += 1`, `renew_index` = entry index. Answers `Granted { epoch }`
+//!   or `Conflict`.
+//! - `Release { member, epoch }`: the active steps down: iff
+//!   `active == member` and `epoch == state.epoch`, `active = None` (the
+//!   epoch stays; the next Acquire raises it).
+//! - `Health { member, report }`: recorded.
+//! - `Probe`: a no-op (see the grant rule).
+//!
+//! Every node also records, **locally and not replicated**, the instant it
+//! applied the entry that last moved `renew_index`, and the instant it
+//! applied each member's last health report.
+//!
+//! ## Lease rule (the active member)
+//!
+//! The active member proposes `Renew` every `renew` (50 ms). When a
+//! proposal commits with `Ok`, its lease is valid until
+//! `send instant + lease` (250 ms), counted from when it **sent** the
+//! proposal. [`Lease::is_valid`] is what side effects check. When the
+//! lease runs out (no commit in time: partitioned, frozen, slow), the
+//! member stops being active locally at that instant (a timer, and the
+//! deadline check itself needs no task to run), even though the replicated
+//! state still names it. A member that releases drops its lease before it
+//! sends the `Release`, and never renews that epoch again.
+//!
+//! ## Grant rule (the leader)
+//!
+//! Only the current raft leader grants, and only after its own state
+//! machine has applied everything committed: after becoming leader it
+//! commits a `Probe` through `client_write` and waits for it; each decision
+//! then uses the state as applied. It proposes
+//! `Acquire { candidate, expect_epoch: state.epoch, expect_renew_index: state.renew_index }`
+//! over a named active only when
+//! `now − local_apply_instant(renew_index) ≥ grace` (350 ms).
+//!
+//! Why this keeps leases disjoint: any renewal that committed `Ok` was
+//! applied at the leader no earlier than it was sent, and no later than the
+//! renewal at `renew_index` (entries apply in order; a renewal ordered
+//! after the Acquire is fenced). So the grant comes at least `grace` (on
+//! the leader's clock) after the send of every successful renewal, while
+//! each lease lasts `lease` (on the member's clock) after its send. With
+//! clock-rate error at most ρ on every node and `margin` for the side
+//! effect in flight when the lease is checked, it suffices that
+//!
+//! ```text
+//! grace / (1 + ρ) > lease / (1 − ρ) + margin
+//! ```
+//!
+//! checked by [`Timing::validate`] (defaults: ρ = 1 %, margin = 50 ms:
+//! 305.6 ms < 350 ms). And because `Acquire` compares-and-sets on
+//! `renew_index`, a renewal that commits between the leader's check and
+//! its `Acquire` makes the `Acquire` fail; the leader retries next turn.
+//! A grant to a vacant role (none active, after a release or at first
+//! start) needs no wait: nobody holds a lease then.
+//!
+//! ## The witness stands only to rescue
+//!
+//! The witness runs with `enable_elect = false`: it votes, never campaigns on
+//! its own, never proposes and is never a candidate for the role. One case
+//! needs it to lead briefly. openraft (like any raft) elects only a voter
+//! whose log is at least as up to date as the voters it asks; with the
+//! leader dead, a member that missed the last entries (they reached the
+//! witness first, which was enough to commit them) can never collect the
+//! witness's vote, and the witness would never stand: the pair would stay
+//! without an active until the dead member returned. So when the witness
+//! rejects a member's vote request because that member's log is behind its
+//! own, and no leader has been heard for `election_max`, it triggers one
+//! election (`Raft::trigger().elect()`), wins it, and replicates its log to
+//! the member with openraft's leader blank entry. It then steps aside at
+//! once: it stops heartbeats and refuses every forwarded proposal, so the
+//! member (now up to date) times out and wins the next election. The witness
+//! never decides grants. Safety does not depend on who leads (see above).
+//!
+//! ## Role decisions
+//!
+//! [`decide()`] is a pure function of the applied state and local
+//! observations: grant a vacant role to a ready, recently heard-from member
+//! (prefer `prefer`, then a sound PLC link, then the lowest id); hand over
+//! after `grace` without renewals; sticky otherwise, unless `prefer` names
+//! the returning member; release on field health (the active's PLC link
+//! down for 3 reports while the standby's is up) or when not ready; no
+//! flapping within 2 s. See its module for the rules and their tests.
+//!
+//! ## Code map
+//!
+//! - `types`, `state`: requests, responses, [`PairState`] and its pure
+//!   apply rules.
+//! - `decide`: the pure role decision.
+//! - `lease`: the [`Lease`] deadline.
+//! - `timing`: [`Timing`] and the safety inequality.
+//! - `store`: log + vote (`raft-log.bin`, `raft-vote.json`) and state
+//!   machine snapshot (`raft-snapshot.json`) under the data directory.
+//! - `network`: the [`Transport`] trait, openraft's network over it, and
+//!   the TCP transport (hello, source-IP check, framing).
+//! - `router`: the in-process fault-injecting transport for tests.
+//! - `pair`: [`Pair`], the task that ties it together.
+
+#![forbid(unsafe_code)]
+
+pub mod decide;
+mod error;
+mod lease;
+pub mod network;
+mod pair;
+pub mod router;
+mod state;
+mod store;
+mod timing;
+mod types;
+
+pub use decide::decide;
+pub use decide::Action;
+pub use decide::DecisionInput;
+pub use decide::MemberStatus;
+pub use decide::ReleaseReason;
+pub use error::CallError;
+pub use error::ProposeError;
+pub use error::RaftError;
+pub use lease::Lease;
+pub use network::tcp::Hello;
+pub use network::Transport;
+pub use pair::Pair;
+pub use pair::PairConfig;
+pub use pair::PairMetrics;
+pub use pair::Peer;
+pub use pair::RoleView;
+pub use state::Effect;
+pub use state::PairState;
+pub use store::LOG_FILE;
+pub use store::SNAPSHOT_FILE;
+pub use store::VOTE_FILE;
+pub use timing::Timing;
+pub use types::is_member;
+pub use types::other_member;
+pub use types::Health;
+pub use types::NodeId;
+pub use types::Request;
+pub use types::Response;
+pub use types::TypeConfig;
+pub use types::MEMBERS;
+pub use types::MEMBER_A;
+pub use types::MEMBER_B;
+pub use types::VOTERS;
+pub use types::WITNESS;

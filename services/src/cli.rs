@@ -18,6 +18,8 @@ pub struct Cli {
 pub enum Cmd {
     /// Run one member of a node: its nats-server, sources, replicas, state and commands.
     Node(NodeArgs),
+    /// Run the witness of an HA pair (third nats-server and third raft voter; never active).
+    Witness(WitnessArgs),
     /// Start a whole topology on this machine (every member, its nats-server, PLC simulators).
     Lab(LabArgs),
     /// Run a Modbus TCP PLC simulator.
@@ -57,6 +59,26 @@ pub struct NodeArgs {
     #[arg(long)]
     pub member: Option<String>,
     /// Data directory: generated nats config, JetStream store, logs.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// nats-server binary (else $CANOPY_NATS_SERVER, else PATH).
+    #[arg(long)]
+    pub nats_server: Option<PathBuf>,
+    /// Use an already running nats-server at this URL instead of starting one.
+    #[arg(long, conflicts_with = "nats_server")]
+    pub attach: Option<String>,
+}
+
+/// `canopy witness`.
+#[derive(Debug, Args)]
+pub struct WitnessArgs {
+    /// The topology file (identical on every host).
+    #[arg(long, short)]
+    pub topology: PathBuf,
+    /// The HA pair this witness belongs to.
+    #[arg(long)]
+    pub node: String,
+    /// Data directory: generated nats config, JetStream store, raft log.
     #[arg(long)]
     pub data: PathBuf,
     /// nats-server binary (else $CANOPY_NATS_SERVER, else PATH).
@@ -237,6 +259,25 @@ pub enum BenchCmd {
     Pipeline(BenchPipelineArgs),
     /// CPU cost per event of the codec, the chain and the fold (no I/O).
     Codec(BenchCodecArgs),
+    /// Kill (then freeze) the active member of a Modbus pair N times; time the takeover.
+    Failover(BenchFailoverArgs),
+}
+
+/// `canopy bench failover`.
+#[derive(Debug, Args)]
+pub struct BenchFailoverArgs {
+    /// Trials per fault (SIGKILL, then SIGSTOP).
+    #[arg(long, default_value_t = 10)]
+    pub trials: u32,
+    /// The PLC poll interval of the pair (bounds "first PLC poll").
+    #[arg(long, default_value_t = 20)]
+    pub poll_ms: u64,
+    /// nats-server binary (else $CANOPY_NATS_SERVER, else PATH).
+    #[arg(long)]
+    pub nats_server: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `canopy bench codec`.

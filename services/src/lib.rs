@@ -10,6 +10,7 @@ pub mod append;
 pub mod child;
 pub mod cli;
 pub mod cmd;
+pub mod ha;
 pub mod logging;
 pub mod member;
 pub mod natsconf;

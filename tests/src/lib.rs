@@ -338,6 +338,15 @@ impl TopologyBuilder {
         self
     }
 
+    /// Adds an HA pair (members `a`, `b` and a witness) on free ports.
+    pub fn pair(mut self, id: &str, extra: &str, points: &str) -> Self {
+        let (a, b, w) = (free_ports(7), free_ports(7), free_ports(7));
+        self.text.push_str(&format!(
+            "\n[[node]]\nid = \"{id}\"\nmembers = [\n  {{ name = \"a\", host = \"127.0.0.1\", port_base = {a} }},\n  {{ name = \"b\", host = \"127.0.0.1\", port_base = {b} }},\n]\nwitness = {{ host = \"127.0.0.1\", port_base = {w} }}\n{extra}\n{points}\n"
+        ));
+        self
+    }
+
     /// The TOML text.
     pub fn build(self) -> String {
         self.text
@@ -397,6 +406,48 @@ impl PyModbus {
 
 impl Drop for PyModbus {
     fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A process restarted by a test from a ready line's `argv`, killed on Drop.
+#[derive(Debug)]
+pub struct Respawned {
+    child: Child,
+}
+
+impl Respawned {
+    /// Starts `argv` (a JSON array of strings) with its output discarded.
+    pub fn start(argv: &Json) -> anyhow::Result<Respawned> {
+        let args: Vec<String> = argv
+            .as_array()
+            .context("argv is not an array")?
+            .iter()
+            .map(|a| a.as_str().unwrap_or_default().to_owned())
+            .collect();
+        let (program, rest) = args.split_first().context("empty argv")?;
+        let child = Command::new(program)
+            .args(rest)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("restarting {args:?}"))?;
+        Ok(Respawned { child })
+    }
+}
+
+impl Drop for Respawned {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

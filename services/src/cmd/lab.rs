@@ -156,24 +156,35 @@ async fn start_and_wait(
     }
     let mut members = Vec::new();
     for node in &topo.nodes {
-        for m in &node.members {
-            let data = workdir.join(&node.id).join(&m.name);
+        // Members first, then the witness; each is its own process.
+        let mut procs_of_node: Vec<(String, &topology::Endpoint)> = node
+            .members
+            .iter()
+            .map(|m| (m.name.clone(), &m.endpoint))
+            .collect();
+        if let Some(w) = &node.witness {
+            procs_of_node.push(("witness".to_owned(), w));
+        }
+        for (name, endpoint) in procs_of_node {
+            let data = workdir.join(&node.id).join(&name);
             if let Err(e) = std::fs::create_dir_all(&data) {
                 return Err((anyhow::anyhow!("creating {}: {e}", data.display()), procs));
             }
-            let args: Vec<String> = vec![
-                "node".into(),
+            let mut args: Vec<String> = if name == "witness" {
+                vec!["witness".into()]
+            } else {
+                vec!["node".into(), "--member".into(), name.clone()]
+            };
+            args.extend([
                 "--topology".into(),
                 topo_path.display().to_string(),
                 "--node".into(),
                 node.id.clone(),
-                "--member".into(),
-                m.name.clone(),
                 "--data".into(),
                 data.display().to_string(),
                 "--nats-server".into(),
                 nats_bin.display().to_string(),
-            ];
+            ]);
             let c = match child::spawn(exe, &args, Output::File(data.join("member.log"))) {
                 Ok(c) => c,
                 Err(e) => return Err((e, procs)),
@@ -182,13 +193,13 @@ async fn start_and_wait(
             argv.extend(args);
             members.push(Started {
                 node: node.id.clone(),
-                member: m.name.clone(),
-                nats: natsconf::client_url(&m.endpoint),
+                member: name.clone(),
+                nats: natsconf::client_url(endpoint),
                 pid: c.id(),
                 data,
                 argv,
             });
-            procs.push(own(format!("{}/{}", node.id, m.name), c, stop.clone()));
+            procs.push(own(format!("{}/{}", node.id, name), c, stop.clone()));
         }
     }
     eprintln!(

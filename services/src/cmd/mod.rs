@@ -2,10 +2,12 @@
 
 pub mod bench;
 pub mod client;
+pub mod failover;
 pub mod lab;
 pub mod node;
 pub mod plcsim;
 pub mod topo;
+pub mod witness;
 
 use std::path::Path;
 
@@ -19,6 +21,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Cmd::Node(a) => node::run(a).await,
         Cmd::Lab(a) => lab::run(a).await,
+        Cmd::Witness(a) => witness::run(a).await,
         Cmd::PlcSim(a) => plcsim::run(a).await,
         Cmd::Topology(TopologyCmd::Check { file }) => topo::check(&file),
         Cmd::Topology(TopologyCmd::Default) => {
@@ -34,6 +37,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Cmd::Unforce(a) => client::unforce(a).await,
         Cmd::Bench(BenchCmd::Pipeline(a)) => bench::pipeline(a).await,
         Cmd::Bench(BenchCmd::Codec(a)) => bench::codec(a),
+        Cmd::Bench(BenchCmd::Failover(a)) => failover::run(a).await,
     }
 }
 

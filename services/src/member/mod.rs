@@ -30,7 +30,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use async_nats::jetstream;
 use futures::StreamExt;
 use tokio::sync::watch;
@@ -98,12 +98,6 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> anyhow::Result<()>
             )
         })?
         .clone();
-    if node.is_pair() {
-        bail!(
-            "node {} is an HA pair; HA pairs are not supported by this build yet",
-            node.id
-        );
-    }
     std::fs::create_dir_all(&opts.data)
         .with_context(|| format!("creating data directory {}", opts.data.display()))?;
 
@@ -210,14 +204,25 @@ async fn serve(
 
     let metrics = Arc::new(Metrics::default());
     let always = CancellationToken::new();
-    // The role: constant for a single node.
-    let (_role_tx, mut role_rx) = watch::channel(RoleState {
-        me_active: true,
-        epoch: 1,
-        active: Some(opts.member.clone()),
+    // The role: constant for a single node, from the raft group for a pair.
+    let (role_tx, mut role_rx) = watch::channel(RoleState {
+        me_active: !node.is_pair(),
+        epoch: if node.is_pair() { 0 } else { 1 },
+        active: (!node.is_pair()).then(|| opts.member.clone()),
         changed_at: Instant::now(),
     });
-    let fence: Fence = Arc::new(|| true);
+    let (fence, pair): (Fence, _) = if node.is_pair() {
+        let me = crate::ha::member_id(node, &opts.member).context("member id")?;
+        let cfg = crate::ha::pair_config(topo, node, me, &opts.data)?;
+        let (pair, task) = raft::Pair::start(cfg, always.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("starting the pair's raft group: {e}"))?;
+        let lease = pair.lease();
+        tokio::spawn(follow_pair(pair.view(), node.clone(), role_tx));
+        (Arc::new(move || lease.is_valid()), Some((pair, task)))
+    } else {
+        (Arc::new(|| true), None)
+    };
 
     let mut origins = vec![node.id.clone()];
     origins.extend(topo.descendants(&node.id).iter().map(|n| n.id.clone()));
@@ -250,6 +255,15 @@ async fn serve(
         current: current_tx,
     };
     let plc_health = plc.map(|(_, h)| h);
+    if let Some((pair, _)) = &pair {
+        tokio::spawn(report_health(
+            pair.clone(),
+            client.clone(),
+            plc_health.clone(),
+            ctx.poller.clone(),
+            always.clone(),
+        ));
+    }
 
     let mut info_sub = client
         .subscribe(events::subjects::member_subject(&node.id, &opts.member))
@@ -307,10 +321,72 @@ async fn serve(
     if let Some(a) = active.take() {
         a.stop(&ctx, true, "shutting down").await;
     }
+    if let Some((pair, _)) = &pair {
+        let _ = tokio::time::timeout(Duration::from_secs(1), pair.step_down()).await;
+    }
     always.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), fold_task).await;
+    if let Some((_, task)) = pair {
+        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+    }
     let _ = client.flush().await;
     Ok(())
+}
+
+/// Turns the pair's view into the member's [`RoleState`], waking the member
+/// only when the role, the active member or the epoch changes (health
+/// reports change the view several times a second).
+async fn follow_pair(
+    mut view: watch::Receiver<raft::RoleView>,
+    node: topology::Node,
+    role: watch::Sender<RoleState>,
+) {
+    loop {
+        let v = view.borrow_and_update().clone();
+        let active = v.active.map(|id| crate::ha::id_name(&node, id));
+        role.send_if_modified(|r| {
+            let changed = r.me_active != v.me_active || r.epoch != v.epoch || r.active != active;
+            if changed {
+                *r = RoleState {
+                    me_active: v.me_active,
+                    epoch: v.epoch,
+                    active: active.clone(),
+                    changed_at: Instant::now(),
+                };
+            }
+            changed
+        });
+        if view.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Tells the pair this member's health: its NATS link (a member that cannot
+/// publish must not hold the role) and its PLC link (failover on field
+/// health), with the last life-sign value it read.
+async fn report_health(
+    pair: raft::Pair,
+    client: async_nats::Client,
+    plc: Option<watch::Receiver<Option<bool>>>,
+    poller: Option<adapters::poller::PollerHandle>,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = cancel.cancelled() => return,
+        }
+        let ready = client.connection_state() == async_nats::connection::State::Connected;
+        let plc_ok = plc.as_ref().and_then(|p| *p.borrow());
+        let life_sign = poller.as_ref().and_then(|p| p.stats().life_sign_seen);
+        pair.report_health(raft::Health {
+            plc_ok,
+            life_sign,
+            ready,
+        });
+    }
 }
 
 /// Every member and witness answers this (no queue group): a scatter-gather

@@ -1,0 +1,654 @@
+//! Role decisions as a pure function: applied state and local observations
+//! in, proposals out. The pair task gathers the inputs, calls [`decide`]
+//! every turn and carries the actions out; nothing here does I/O or reads a
+//! clock, so every rule is tested below without sockets.
+//!
+//! Two kinds of rules:
+//! - leader side (`am_leader`: this node leads and has applied everything
+//!   committed before its term): who gets the role, via `Acquire`;
+//! - active side (`state.active == me`): when to give it up, via `Release`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::state::PairState;
+use crate::timing::Timing;
+use crate::types::is_member;
+use crate::types::other_member;
+use crate::types::Health;
+use crate::types::NodeId;
+use crate::types::MEMBERS;
+
+/// What the deciding node knows about one member.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemberStatus {
+    /// Its last replicated health report, if any.
+    pub health: Option<Health>,
+    /// Time since this node applied that report; `None` if it never did
+    /// (e.g. since it restarted): then the member is not alive here.
+    pub since_report: Option<Duration>,
+    /// Consecutive reports with `plc_ok == Some(false)`, as applied here.
+    pub plc_bad_streak: u32,
+    /// Time since the member last lost the role (released, or another was
+    /// granted), as applied here.
+    pub since_lost_role: Option<Duration>,
+    /// Time since the member was last granted the role, as applied here.
+    pub since_gained_role: Option<Duration>,
+}
+
+/// Everything a decision depends on.
+#[derive(Clone, Debug)]
+pub struct DecisionInput {
+    /// The deciding node.
+    pub me: NodeId,
+    /// This node is the leader and its probe committed in this term.
+    pub am_leader: bool,
+    /// The state as applied on this node.
+    pub state: PairState,
+    /// Time since this node applied the entry that last moved
+    /// `state.renew_index` (a Renew or an Acquire).
+    pub since_last_renewal: Duration,
+    /// Members 1 and 2; a missing entry counts as "never heard of".
+    pub members: BTreeMap<NodeId, MemberStatus>,
+    /// The member the topology prefers, if any.
+    pub prefer: Option<NodeId>,
+    /// Thresholds.
+    pub timing: Timing,
+}
+
+/// Why the active member gives the role up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReleaseReason {
+    /// It reports itself not ready while the other member is.
+    NotReady,
+    /// Its PLC link failed repeatedly while the other member's is fine.
+    FieldHealth,
+    /// The topology prefers the other member, which is back and no worse.
+    Preferred,
+    /// The service asked (`Pair::step_down`); never produced by [`decide`].
+    Requested,
+}
+
+/// A proposal the pair task should make.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Leader: grant the role to `candidate` (CAS on the applied epoch and
+    /// renew index).
+    ProposeAcquire {
+        /// The member to grant the role to.
+        candidate: NodeId,
+    },
+    /// Active member: give the role up.
+    ProposeRelease {
+        /// Why.
+        reason: ReleaseReason,
+    },
+}
+
+impl DecisionInput {
+    fn status(&self, id: NodeId) -> MemberStatus {
+        self.members.get(&id).cloned().unwrap_or_default()
+    }
+
+    fn alive(&self, id: NodeId) -> bool {
+        self.status(id)
+            .since_report
+            .is_some_and(|d| d < self.timing.health_fresh)
+    }
+
+    fn ready(&self, id: NodeId) -> bool {
+        self.status(id).health.is_some_and(|h| h.ready)
+    }
+
+    /// May be granted the role: a member, ready, and heard from recently.
+    fn eligible(&self, id: NodeId) -> bool {
+        is_member(id) && self.ready(id) && self.alive(id)
+    }
+
+    fn plc_bad(&self, id: NodeId) -> bool {
+        self.status(id)
+            .health
+            .is_some_and(|h| h.plc_ok == Some(false))
+    }
+
+    /// `a`'s field link is worse than `b`'s: only "down" versus "not down"
+    /// counts (a member without a PLC is not worse than one with a PLC).
+    fn worse(&self, a: NodeId, b: NodeId) -> bool {
+        self.plc_bad(a) && !self.plc_bad(b)
+    }
+
+    fn recently_lost(&self, id: NodeId) -> bool {
+        self.status(id)
+            .since_lost_role
+            .is_some_and(|d| d < self.timing.flap_hold)
+    }
+
+    fn recently_gained(&self, id: NodeId) -> bool {
+        self.status(id)
+            .since_gained_role
+            .is_some_and(|d| d < self.timing.flap_hold)
+    }
+
+    /// The member to grant a vacant role to.
+    fn pick_candidate(&self) -> Option<NodeId> {
+        let eligible: Vec<NodeId> = MEMBERS.into_iter().filter(|&m| self.eligible(m)).collect();
+        // No flapping: skip a member that just lost the role, unless it is
+        // the only one that can take it. If every candidate lost it
+        // recently, the one that lost it last is "the same member": take
+        // the other.
+        let settled: Vec<NodeId> = eligible
+            .iter()
+            .copied()
+            .filter(|&m| !self.recently_lost(m))
+            .collect();
+        let pool: Vec<NodeId> = if settled.is_empty() {
+            eligible
+                .iter()
+                .copied()
+                .max_by_key(|&m| self.status(m).since_lost_role)
+                .into_iter()
+                .collect()
+        } else {
+            settled
+        };
+        if let Some(p) = self.prefer.filter(|p| pool.contains(p)) {
+            if !pool.iter().any(|&o| o != p && self.worse(p, o)) {
+                return Some(p);
+            }
+        }
+        pool.iter()
+            .copied()
+            .find(|&m| !self.plc_bad(m))
+            .or_else(|| pool.first().copied())
+    }
+}
+
+/// The proposals this node should make now. Empty most of the time.
+pub fn decide(input: &DecisionInput) -> Vec<Action> {
+    let mut actions = Vec::new();
+    let state = &input.state;
+
+    if input.am_leader {
+        match state.active {
+            None => {
+                if let Some(candidate) = input.pick_candidate() {
+                    actions.push(Action::ProposeAcquire { candidate });
+                }
+            }
+            Some(active) => {
+                // The active's renewals stopped long enough that its lease
+                // has certainly run out: hand over, if there is anyone to
+                // hand over to (sticky otherwise: it may renew again).
+                if input.since_last_renewal >= input.timing.grace {
+                    if let Some(other) = other_member(active).filter(|&o| input.eligible(o)) {
+                        actions.push(Action::ProposeAcquire { candidate: other });
+                    }
+                }
+            }
+        }
+    }
+
+    if state.active == Some(input.me) {
+        if let Some(other) = other_member(input.me).filter(|&o| input.eligible(o)) {
+            let mine = input.status(input.me);
+            let not_ready = mine.health.as_ref().is_some_and(|h| !h.ready);
+            if not_ready {
+                actions.push(Action::ProposeRelease {
+                    reason: ReleaseReason::NotReady,
+                });
+            } else if !input.recently_gained(input.me) {
+                let theirs = input.status(other);
+                let field_bad = mine.plc_bad_streak >= input.timing.field_bad_reports
+                    && input.plc_bad(input.me)
+                    && theirs
+                        .health
+                        .as_ref()
+                        .is_some_and(|h| h.plc_ok == Some(true));
+                if field_bad {
+                    actions.push(Action::ProposeRelease {
+                        reason: ReleaseReason::FieldHealth,
+                    });
+                } else if input.prefer == Some(other) && !input.worse(other, input.me) {
+                    actions.push(Action::ProposeRelease {
+                        reason: ReleaseReason::Preferred,
+                    });
+                }
+            }
+        }
+    }
+    actions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    fn healthy(plc_ok: Option<bool>) -> MemberStatus {
+        MemberStatus {
+            health: Some(Health {
+                plc_ok,
+                life_sign: None,
+                ready: true,
+            }),
+            since_report: Some(MS(100)),
+            plc_bad_streak: u32::from(plc_ok == Some(false)),
+            since_lost_role: None,
+            since_gained_role: None,
+        }
+    }
+
+    fn not_ready() -> MemberStatus {
+        let mut s = healthy(None);
+        if let Some(h) = s.health.as_mut() {
+            h.ready = false;
+        }
+        s
+    }
+
+    fn silent() -> MemberStatus {
+        MemberStatus {
+            since_report: Some(MS(1500)),
+            ..healthy(None)
+        }
+    }
+
+    /// Leader input with no active and both members healthy.
+    fn vacant() -> DecisionInput {
+        DecisionInput {
+            me: 1,
+            am_leader: true,
+            state: PairState::default(),
+            since_last_renewal: MS(0),
+            members: BTreeMap::from([(1, healthy(None)), (2, healthy(None))]),
+            prefer: None,
+            timing: Timing::default(),
+        }
+    }
+
+    fn with_active(active: NodeId, me: NodeId, am_leader: bool) -> DecisionInput {
+        let mut i = vacant();
+        i.me = me;
+        i.am_leader = am_leader;
+        i.state.active = Some(active);
+        i.state.epoch = 4;
+        i.state.renew_index = 40;
+        i
+    }
+
+    fn edit(i: &mut DecisionInput, id: NodeId, f: impl FnOnce(&mut MemberStatus)) {
+        if let Some(s) = i.members.get_mut(&id) {
+            f(s);
+        }
+    }
+
+    fn acquire(candidate: NodeId) -> Vec<Action> {
+        vec![Action::ProposeAcquire { candidate }]
+    }
+
+    fn release(reason: ReleaseReason) -> Vec<Action> {
+        vec![Action::ProposeRelease { reason }]
+    }
+
+    // ---- vacant role -------------------------------------------------------
+
+    #[test]
+    fn vacant_role_goes_to_the_lowest_id_by_default() {
+        assert_eq!(decide(&vacant()), acquire(1));
+    }
+
+    #[test]
+    fn only_the_leader_grants() {
+        let mut i = vacant();
+        i.am_leader = false;
+        assert!(decide(&i).is_empty());
+    }
+
+    #[test]
+    fn vacant_role_prefers_prefer() {
+        let mut i = vacant();
+        i.prefer = Some(2);
+        assert_eq!(decide(&i), acquire(2));
+    }
+
+    #[test]
+    fn vacant_role_avoids_a_failed_plc_link() {
+        let mut i = vacant();
+        i.members.insert(1, healthy(Some(false)));
+        i.members.insert(2, healthy(Some(true)));
+        assert_eq!(decide(&i), acquire(2));
+        // Even over prefer: the preferred member's link is worse.
+        i.prefer = Some(1);
+        assert_eq!(decide(&i), acquire(2));
+        // Both bad: lowest id (or prefer).
+        i.members.insert(2, healthy(Some(false)));
+        assert_eq!(decide(&i), acquire(1));
+        i.prefer = Some(2);
+        assert_eq!(decide(&i), acquire(2));
+    }
+
+    #[test]
+    fn vacant_role_needs_ready_and_alive() {
+        let mut i = vacant();
+        i.members.insert(1, not_ready());
+        assert_eq!(decide(&i), acquire(2));
+        i.members.insert(2, silent());
+        assert!(decide(&i).is_empty(), "nobody ready and alive");
+        i.members.insert(2, MemberStatus::default());
+        assert!(decide(&i).is_empty(), "never heard of 2");
+        i.members.clear();
+        assert!(decide(&i).is_empty());
+    }
+
+    #[test]
+    fn the_witness_is_never_a_candidate() {
+        let mut i = vacant();
+        i.members = BTreeMap::from([(3, healthy(Some(true)))]);
+        i.prefer = Some(3);
+        assert!(decide(&i).is_empty());
+        i.members.insert(1, healthy(None));
+        assert_eq!(decide(&i), acquire(1));
+    }
+
+    #[test]
+    fn no_flapping_skips_a_member_that_just_lost_the_role() {
+        let mut i = vacant();
+        edit(&mut i, 1, |s| s.since_lost_role = Some(MS(500)));
+        assert_eq!(decide(&i), acquire(2));
+        // Even if preferred.
+        i.prefer = Some(1);
+        assert_eq!(decide(&i), acquire(2));
+        // Unless it is the only ready one.
+        i.members.insert(2, not_ready());
+        assert_eq!(decide(&i), acquire(1));
+        // And the hold ends.
+        i.members.insert(2, healthy(None));
+        edit(&mut i, 1, |s| s.since_lost_role = Some(MS(2000)));
+        assert_eq!(decide(&i), acquire(1));
+    }
+
+    #[test]
+    fn no_flapping_when_both_lost_the_role_recently_the_earlier_loser_wins() {
+        // 2 handed over to 1 (not ready) a second ago; 1 just released.
+        let mut i = vacant();
+        edit(&mut i, 2, |s| s.since_lost_role = Some(MS(1000)));
+        edit(&mut i, 1, |s| s.since_lost_role = Some(MS(5)));
+        assert_eq!(decide(&i), acquire(2));
+        edit(&mut i, 2, |s| s.since_lost_role = Some(MS(4)));
+        assert_eq!(decide(&i), acquire(1));
+    }
+
+    // ---- active exists, leader side ----------------------------------------
+
+    #[test]
+    fn a_renewing_active_keeps_the_role() {
+        let mut i = with_active(1, 2, true);
+        i.since_last_renewal = MS(349);
+        assert!(decide(&i).is_empty());
+    }
+
+    #[test]
+    fn after_grace_the_other_member_is_granted() {
+        let mut i = with_active(1, 2, true);
+        i.since_last_renewal = MS(350);
+        assert_eq!(decide(&i), acquire(2));
+        // Also when the leader is the witness-less other... any leader.
+        i.me = 1;
+        assert_eq!(decide(&i), acquire(2));
+    }
+
+    #[test]
+    fn after_grace_nobody_unfit_is_granted() {
+        let mut i = with_active(1, 1, true);
+        i.since_last_renewal = MS(5000);
+        i.members.insert(2, not_ready());
+        assert!(decide(&i).is_empty());
+        i.members.insert(2, silent());
+        assert!(decide(&i).is_empty());
+        i.members.remove(&2);
+        assert!(decide(&i).is_empty());
+    }
+
+    #[test]
+    fn after_grace_the_only_candidate_is_granted_even_if_it_just_lost_the_role() {
+        let mut i = with_active(1, 1, true);
+        i.since_last_renewal = MS(400);
+        edit(&mut i, 2, |s| s.since_lost_role = Some(MS(10)));
+        assert_eq!(decide(&i), acquire(2));
+    }
+
+    #[test]
+    fn a_follower_never_grants() {
+        let mut i = with_active(1, 2, false);
+        i.since_last_renewal = MS(5000);
+        assert!(decide(&i).is_empty());
+    }
+
+    // ---- sticky ------------------------------------------------------------
+
+    #[test]
+    fn sticky_a_returning_member_does_not_take_the_role() {
+        // 2 is active and renewing; 1 came back healthy, no prefer.
+        let mut i = with_active(2, 2, false);
+        edit(&mut i, 2, |s| s.since_gained_role = Some(MS(60_000)));
+        assert!(decide(&i).is_empty());
+        i.me = 1;
+        i.am_leader = true;
+        assert!(decide(&i).is_empty());
+        // Prefer naming the active does not move it either.
+        i.prefer = Some(2);
+        i.me = 2;
+        assert!(decide(&i).is_empty());
+    }
+
+    #[test]
+    fn prefer_makes_the_active_release_to_the_preferred_member() {
+        let mut i = with_active(2, 2, false);
+        i.prefer = Some(1);
+        assert_eq!(decide(&i), release(ReleaseReason::Preferred));
+        // Only the active decides that.
+        i.me = 1;
+        assert!(decide(&i).is_empty());
+    }
+
+    #[test]
+    fn prefer_waits_for_the_preferred_member_to_be_fit_and_no_worse() {
+        let mut i = with_active(2, 2, false);
+        i.prefer = Some(1);
+        i.members.insert(1, not_ready());
+        assert!(decide(&i).is_empty());
+        i.members.insert(1, silent());
+        assert!(decide(&i).is_empty());
+        i.members.insert(1, healthy(Some(false)));
+        i.members.insert(2, healthy(Some(true)));
+        assert!(
+            decide(&i).is_empty(),
+            "preferred member's PLC link is worse"
+        );
+        i.members.insert(1, healthy(None));
+        assert_eq!(decide(&i), release(ReleaseReason::Preferred));
+    }
+
+    #[test]
+    fn no_flapping_a_fresh_active_does_not_release_voluntarily() {
+        let mut i = with_active(2, 2, false);
+        i.prefer = Some(1);
+        edit(&mut i, 2, |s| s.since_gained_role = Some(MS(1999)));
+        assert!(decide(&i).is_empty());
+        edit(&mut i, 2, |s| s.since_gained_role = Some(MS(2000)));
+        assert_eq!(decide(&i), release(ReleaseReason::Preferred));
+    }
+
+    // ---- field health ------------------------------------------------------
+
+    fn field(streak: u32, mine: Option<bool>, theirs: Option<bool>) -> DecisionInput {
+        let mut i = with_active(1, 1, false);
+        let mut me = healthy(mine);
+        me.plc_bad_streak = streak;
+        i.members.insert(1, me);
+        i.members.insert(2, healthy(theirs));
+        i
+    }
+
+    #[test]
+    fn field_health_moves_the_role_after_three_bad_reports() {
+        assert!(decide(&field(2, Some(false), Some(true))).is_empty());
+        assert_eq!(
+            decide(&field(3, Some(false), Some(true))),
+            release(ReleaseReason::FieldHealth)
+        );
+        assert_eq!(
+            decide(&field(7, Some(false), Some(true))),
+            release(ReleaseReason::FieldHealth)
+        );
+    }
+
+    #[test]
+    fn field_health_needs_the_standby_link_to_be_up() {
+        assert!(decide(&field(5, Some(false), Some(false))).is_empty());
+        assert!(decide(&field(5, Some(false), None)).is_empty());
+        let mut i = field(5, Some(false), Some(true));
+        edit(&mut i, 2, |s| s.since_report = Some(MS(1000)));
+        assert!(decide(&i).is_empty(), "standby not alive");
+        let mut i = field(5, Some(false), Some(true));
+        edit(&mut i, 2, |s| {
+            if let Some(h) = s.health.as_mut() {
+                h.ready = false;
+            }
+        });
+        assert!(decide(&i).is_empty(), "standby not ready");
+    }
+
+    #[test]
+    fn field_health_ignores_a_recovered_link() {
+        // Streak counted, but the latest report says the link is back.
+        assert!(decide(&field(5, Some(true), Some(true))).is_empty());
+    }
+
+    #[test]
+    fn field_health_respects_the_flap_hold() {
+        let mut i = field(5, Some(false), Some(true));
+        edit(&mut i, 1, |s| s.since_gained_role = Some(MS(100)));
+        assert!(decide(&i).is_empty());
+    }
+
+    #[test]
+    fn after_a_field_health_release_the_leader_picks_the_standby() {
+        let mut i = vacant();
+        i.members.insert(1, healthy(Some(false)));
+        edit(&mut i, 1, |s| s.since_lost_role = Some(MS(10)));
+        i.members.insert(2, healthy(Some(true)));
+        assert_eq!(decide(&i), acquire(2));
+    }
+
+    // ---- readiness ---------------------------------------------------------
+
+    #[test]
+    fn an_active_that_is_not_ready_releases_if_the_other_can_serve() {
+        let mut i = with_active(1, 1, false);
+        i.members.insert(1, not_ready());
+        assert_eq!(decide(&i), release(ReleaseReason::NotReady));
+        // Even right after it gained the role.
+        edit(&mut i, 1, |s| s.since_gained_role = Some(MS(1)));
+        assert_eq!(decide(&i), release(ReleaseReason::NotReady));
+        // But not into the void.
+        i.members.insert(2, not_ready());
+        assert!(decide(&i).is_empty());
+    }
+
+    // ---- combined roles ----------------------------------------------------
+
+    #[test]
+    fn a_leading_active_may_release_and_never_grants_over_itself() {
+        let mut i = with_active(1, 1, true);
+        i.prefer = Some(2);
+        assert_eq!(decide(&i), release(ReleaseReason::Preferred));
+        i.prefer = None;
+        assert!(decide(&i).is_empty());
+    }
+
+    #[test]
+    fn the_witness_never_releases_or_renews_anything() {
+        let mut i = with_active(1, 3, false);
+        i.prefer = Some(2);
+        i.since_last_renewal = MS(10_000);
+        assert!(decide(&i).is_empty());
+    }
+
+    #[test]
+    fn exhaustive_invariants() {
+        // Over a grid of inputs: never grant the witness or an unfit member,
+        // never grant while the active renews, only the leader grants, only
+        // the active releases.
+        let statuses = [
+            MemberStatus::default(),
+            healthy(None),
+            healthy(Some(true)),
+            healthy(Some(false)),
+            MemberStatus {
+                plc_bad_streak: 3,
+                ..healthy(Some(false))
+            },
+            not_ready(),
+            silent(),
+            MemberStatus {
+                since_lost_role: Some(MS(10)),
+                ..healthy(None)
+            },
+            MemberStatus {
+                since_gained_role: Some(MS(10)),
+                ..healthy(Some(true))
+            },
+        ];
+        let mut count = 0;
+        for me in [1, 2, 3] {
+            for am_leader in [false, true] {
+                for active in [None, Some(1), Some(2)] {
+                    for since in [MS(0), MS(349), MS(350), MS(10_000)] {
+                        for prefer in [None, Some(1), Some(2), Some(3)] {
+                            for s1 in &statuses {
+                                for s2 in &statuses {
+                                    let i = DecisionInput {
+                                        me,
+                                        am_leader: am_leader && me != 3,
+                                        state: PairState {
+                                            active,
+                                            epoch: 5,
+                                            renew_index: 50,
+                                            health: BTreeMap::new(),
+                                        },
+                                        since_last_renewal: since,
+                                        members: BTreeMap::from([(1, s1.clone()), (2, s2.clone())]),
+                                        prefer,
+                                        timing: Timing::default(),
+                                    };
+                                    for a in decide(&i) {
+                                        count += 1;
+                                        match a {
+                                            Action::ProposeAcquire { candidate } => {
+                                                assert!(i.am_leader);
+                                                assert!(is_member(candidate));
+                                                assert!(i.eligible(candidate), "{i:?}");
+                                                if let Some(x) = active {
+                                                    assert!(since >= i.timing.grace);
+                                                    assert_ne!(candidate, x);
+                                                }
+                                            }
+                                            Action::ProposeRelease { .. } => {
+                                                assert_eq!(active, Some(me));
+                                                let other = other_member(me).unwrap_or(0);
+                                                assert!(i.eligible(other));
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(count > 0);
+    }
+}

@@ -1,0 +1,389 @@
+//! Raft RPC between the three voters, behind the [`Transport`] trait so that
+//! the same pair code runs over TCP (`tcp`) or over the in-process,
+//! fault-injecting [`Router`](crate::router::Router) in tests.
+//!
+//! Besides openraft's own RPCs there is one application RPC,
+//! [`Rpc::Forward`]: a node that is not the leader sends its proposal
+//! (Renew, Health, Release) to the leader, which proposes it and returns the
+//! state machine's response.
+
+pub(crate) mod tcp;
+
+use std::fmt::Debug;
+use std::io::Cursor;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use openraft::error::ClientWriteError;
+use openraft::error::InstallSnapshotError;
+use openraft::error::NetworkError;
+use openraft::error::RPCError;
+use openraft::error::RaftError as OpenraftError;
+use openraft::error::ReplicationClosed;
+use openraft::error::StreamingError;
+use openraft::error::Unreachable;
+use openraft::network::Backoff;
+use openraft::network::RPCOption;
+use openraft::raft::AppendEntriesRequest;
+use openraft::raft::AppendEntriesResponse;
+use openraft::raft::InstallSnapshotRequest;
+use openraft::raft::InstallSnapshotResponse;
+use openraft::raft::SnapshotResponse;
+use openraft::raft::VoteRequest;
+use openraft::raft::VoteResponse;
+use openraft::AnyError;
+use openraft::EmptyNode;
+use openraft::Raft;
+use openraft::RaftNetwork;
+use openraft::RaftNetworkFactory;
+use openraft::Snapshot;
+use openraft::SnapshotMeta;
+use openraft::Vote;
+use serde::Deserialize;
+use serde::Serialize;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::CallError;
+use crate::error::RaftError;
+use crate::pair::Counters;
+use crate::types::NodeId;
+use crate::types::Request;
+use crate::types::Response;
+use crate::types::TypeConfig;
+
+/// One request between voters (the TCP frame body after the hello).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Rpc {
+    /// openraft RequestVote.
+    Vote(VoteRequest<NodeId>),
+    /// openraft AppendEntries (also the heartbeat).
+    Append(AppendEntriesRequest<TypeConfig>),
+    /// A whole snapshot in one message (it is a few hundred bytes).
+    Snapshot {
+        /// The leader's vote.
+        vote: Vote<NodeId>,
+        /// Snapshot metadata.
+        meta: SnapshotMeta<NodeId, EmptyNode>,
+        /// Snapshot data (serde_json of `PairState`).
+        data: Vec<u8>,
+    },
+    /// Propose `Request` on the receiver, which should be the leader.
+    Forward(Request),
+}
+
+/// The answer to one [`Rpc`].
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Reply {
+    /// To [`Rpc::Vote`].
+    Vote(VoteResponse<NodeId>),
+    /// To [`Rpc::Append`].
+    Append(AppendEntriesResponse<NodeId>),
+    /// To [`Rpc::Snapshot`].
+    Snapshot(SnapshotResponse<NodeId>),
+    /// To [`Rpc::Forward`]: the state machine's response.
+    Forward(Response),
+    /// To [`Rpc::Forward`] on a node that is not the leader.
+    NotLeader {
+        /// The leader the receiver knows of.
+        leader: Option<NodeId>,
+    },
+    /// The receiver failed to handle the request.
+    Failed(String),
+}
+
+/// How a node reaches the other voters and receives their RPCs.
+///
+/// One instance per node (it knows who "me" is). `call` must not block on
+/// anything but the RPC itself and must honour `timeout`.
+pub trait Transport: Send + Sync + Debug + 'static {
+    /// Starts receiving RPCs for this node, handing each to `inbound`, until
+    /// `cancel`. Returns once the node can be reached (e.g. the listener is
+    /// bound), with the handle of the receiving task.
+    fn serve(
+        &self,
+        inbound: Inbound,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'static, Result<JoinHandle<()>, RaftError>>;
+
+    /// Sends `rpc` to voter `to` and waits for its reply, at most `timeout`.
+    fn call(
+        &self,
+        to: NodeId,
+        rpc: Rpc,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<Reply, CallError>>;
+}
+
+/// What the witness watches in incoming RPCs to notice that it must stand
+/// once (see `pair` for the rescue): a member asking for votes with a log
+/// behind the witness's while no leader is heard from.
+#[derive(Debug)]
+pub(crate) struct WitnessAid {
+    /// When an AppendEntries from a leader was last accepted here.
+    last_append: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// A member that cannot win (its log is behind) asked for a vote while
+    /// no leader was heard from for `quiet`.
+    pub(crate) rescue: tokio::sync::Notify,
+    /// How long without a leader before a behind member counts as stuck.
+    quiet: Duration,
+}
+
+impl WitnessAid {
+    pub(crate) fn new(quiet: Duration) -> Self {
+        Self {
+            last_append: std::sync::Mutex::new(None),
+            rescue: tokio::sync::Notify::new(),
+            quiet,
+        }
+    }
+
+    fn leader_heard(&self) {
+        *self
+            .last_append
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tokio::time::Instant::now());
+    }
+
+    fn leader_silent(&self) -> bool {
+        self.last_append
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_none_or(|t| t.elapsed() >= self.quiet)
+    }
+}
+
+/// The receiving side of one node: hands RPCs to its openraft instance.
+#[derive(Clone)]
+pub struct Inbound {
+    me: NodeId,
+    raft: Raft<TypeConfig>,
+    counters: Arc<Counters>,
+    /// Bound on handling one forwarded proposal, so a partitioned leader
+    /// does not keep connection tasks forever.
+    forward_timeout: Duration,
+    /// Set on the witness only.
+    aid: Option<Arc<WitnessAid>>,
+}
+
+impl Debug for Inbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inbound").field("me", &self.me).finish()
+    }
+}
+
+impl Inbound {
+    pub(crate) fn new(
+        me: NodeId,
+        raft: Raft<TypeConfig>,
+        counters: Arc<Counters>,
+        forward_timeout: Duration,
+        aid: Option<Arc<WitnessAid>>,
+    ) -> Self {
+        Self {
+            me,
+            raft,
+            counters,
+            forward_timeout,
+            aid,
+        }
+    }
+
+    /// The node this handler serves.
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
+    /// Counts a refused connection (for `PairMetrics::rejected_connections`).
+    pub fn count_rejected(&self) {
+        self.counters.bump_rejected();
+    }
+
+    /// Handles one RPC from voter `from`.
+    pub async fn handle(&self, from: NodeId, rpc: Rpc) -> Reply {
+        match rpc {
+            Rpc::Vote(req) => {
+                let candidate_log = req.last_log_id;
+                match self.raft.vote(req).await {
+                    Ok(r) => {
+                        if let Some(aid) = &self.aid {
+                            if !r.vote_granted
+                                && r.last_log_id > candidate_log
+                                && aid.leader_silent()
+                            {
+                                tracing::info!(
+                                    candidate = from,
+                                    "a member behind the witness's log asks for votes and no leader is heard"
+                                );
+                                aid.rescue.notify_one();
+                            }
+                        }
+                        Reply::Vote(r)
+                    }
+                    Err(e) => Reply::Failed(e.to_string()),
+                }
+            }
+            Rpc::Append(req) => match self.raft.append_entries(req).await {
+                Ok(r) => {
+                    if let Some(aid) = &self.aid {
+                        if !matches!(r, AppendEntriesResponse::HigherVote(_)) {
+                            aid.leader_heard();
+                        }
+                    }
+                    Reply::Append(r)
+                }
+                Err(e) => Reply::Failed(e.to_string()),
+            },
+            Rpc::Snapshot { vote, meta, data } => {
+                let snapshot = Snapshot {
+                    meta,
+                    snapshot: Box::new(Cursor::new(data)),
+                };
+                match self.raft.install_full_snapshot(vote, snapshot).await {
+                    Ok(r) => Reply::Snapshot(r),
+                    Err(e) => Reply::Failed(e.to_string()),
+                }
+            }
+            // The witness never proposes on anyone's behalf, even during
+            // the brief time it leads to rescue a member (see `pair`):
+            // refusing keeps its log still so the member can take over.
+            Rpc::Forward(_) if self.aid.is_some() => Reply::NotLeader { leader: None },
+            Rpc::Forward(req) => {
+                tracing::trace!(from, ?req, "forwarded proposal");
+                match tokio::time::timeout(self.forward_timeout, self.raft.client_write(req)).await
+                {
+                    Err(_) => Reply::Failed("forwarded proposal timed out".into()),
+                    Ok(Ok(r)) => Reply::Forward(r.data),
+                    Ok(Err(OpenraftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                        Reply::NotLeader {
+                            leader: f.leader_id,
+                        }
+                    }
+                    Ok(Err(e)) => Reply::Failed(e.to_string()),
+                }
+            }
+        }
+    }
+}
+
+/// openraft's network factory over a [`Transport`].
+pub(crate) struct NetFactory {
+    pub(crate) transport: Arc<dyn Transport>,
+    /// Pause after an unreachable peer before replication retries (openraft
+    /// defaults to 500 ms, slow for a pair that fails over in ~1 s).
+    pub(crate) backoff: Duration,
+}
+
+/// openraft's client towards one voter.
+pub(crate) struct NetClient {
+    target: NodeId,
+    transport: Arc<dyn Transport>,
+    backoff: Duration,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetFactory {
+    type Network = NetClient;
+
+    async fn new_client(&mut self, target: NodeId, _node: &EmptyNode) -> NetClient {
+        NetClient {
+            target,
+            transport: self.transport.clone(),
+            backoff: self.backoff,
+        }
+    }
+}
+
+fn rpc_error<E: std::error::Error>(e: CallError) -> RPCError<NodeId, EmptyNode, E> {
+    match e {
+        CallError::Unreachable(_) => RPCError::Unreachable(Unreachable::new(&e)),
+        CallError::Timeout | CallError::Protocol(_) => RPCError::Network(NetworkError::new(&e)),
+    }
+}
+
+fn unexpected(what: &str, reply: &Reply) -> CallError {
+    match reply {
+        Reply::Failed(msg) => CallError::Protocol(format!("{what}: remote error: {msg}")),
+        other => CallError::Protocol(format!("{what}: unexpected reply {other:?}")),
+    }
+}
+
+impl NetClient {
+    async fn call(&self, rpc: Rpc, timeout: Duration) -> Result<Reply, CallError> {
+        self.transport.call(self.target, rpc, timeout).await
+    }
+}
+
+impl RaftNetwork<TypeConfig> for NetClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, EmptyNode, OpenraftError<NodeId>>>
+    {
+        match self.call(Rpc::Append(rpc), option.hard_ttl()).await {
+            Ok(Reply::Append(r)) => Ok(r),
+            Ok(other) => Err(rpc_error(unexpected("append", &other))),
+            Err(e) => Err(rpc_error(e)),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        _rpc: InstallSnapshotRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, EmptyNode, OpenraftError<NodeId, InstallSnapshotError>>,
+    > {
+        // Never called: `full_snapshot` below sends snapshots whole.
+        Err(RPCError::Network(NetworkError::new(&AnyError::error(
+            "chunked snapshots are not used; see full_snapshot",
+        ))))
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, EmptyNode, OpenraftError<NodeId>>> {
+        match self.call(Rpc::Vote(rpc), option.hard_ttl()).await {
+            Ok(Reply::Vote(r)) => Ok(r),
+            Ok(other) => Err(rpc_error(unexpected("vote", &other))),
+            Err(e) => Err(rpc_error(e)),
+        }
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote<NodeId>,
+        snapshot: Snapshot<TypeConfig>,
+        cancel: impl std::future::Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, openraft::error::Fatal<NodeId>>>
+    {
+        let rpc = Rpc::Snapshot {
+            vote,
+            meta: snapshot.meta,
+            data: snapshot.snapshot.into_inner(),
+        };
+        let res = tokio::select! {
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+            res = self.call(rpc, option.hard_ttl()) => res,
+        };
+        match res {
+            Ok(Reply::Snapshot(r)) => Ok(r),
+            Ok(other) => Err(StreamingError::Network(NetworkError::new(&unexpected(
+                "snapshot", &other,
+            )))),
+            Err(e @ CallError::Unreachable(_)) => {
+                Err(StreamingError::Unreachable(Unreachable::new(&e)))
+            }
+            Err(e) => Err(StreamingError::Network(NetworkError::new(&e))),
+        }
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff::new(std::iter::repeat(self.backoff))
+    }
+}

@@ -1,0 +1,1110 @@
+//! The pair task: one owner of this node's openraft instance, lease and
+//! view, driven by ticks, applied-state changes, raft metrics, proposal
+//! outcomes and commands from cheap [`Pair`] handles.
+//!
+//! Every turn it reads the applied state, renews the lease if this member
+//! is active, proposes its health, asks [`decide`] what to do and carries
+//! the actions out. Proposals run as spawned tasks whose outcomes come back
+//! into the loop, so the loop never waits on the network and the lease
+//! timer fires on time.
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::ClientWriteError;
+use openraft::error::InitializeError;
+use openraft::error::RaftError as OpenraftError;
+use openraft::EmptyNode;
+use openraft::Raft;
+use openraft::RaftMetrics;
+use openraft::ServerState;
+use tokio::sync::mpsc;
+use tokio::sync::oneshot;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::decide::decide;
+use crate::decide::Action;
+use crate::decide::DecisionInput;
+use crate::decide::MemberStatus;
+use crate::decide::ReleaseReason;
+use crate::error::CallError;
+use crate::error::ProposeError;
+use crate::error::RaftError;
+use crate::lease::Lease;
+use crate::network::tcp::TcpTransport;
+use crate::network::Inbound;
+use crate::network::NetFactory;
+use crate::network::Reply;
+use crate::network::Rpc;
+use crate::network::Transport;
+use crate::network::WitnessAid;
+use crate::store::Applied;
+use crate::store::LogStore;
+use crate::store::StateMachine;
+use crate::timing::Timing;
+use crate::types::is_member;
+use crate::types::Health;
+use crate::types::NodeId;
+use crate::types::Request;
+use crate::types::Response;
+use crate::types::TypeConfig;
+use crate::types::MEMBERS;
+use crate::types::VOTERS;
+use crate::types::WITNESS;
+
+/// Renewals in flight at once: enough to ride out one slow commit without
+/// a gap, few enough that a stalled leader does not pile up proposals.
+const MAX_RENEW_INFLIGHT: usize = 3;
+/// Bound of the command queue from handles; `step_down` callers wait for a
+/// slot when it is full (back-pressure, nothing dropped).
+const COMMAND_QUEUE: usize = 16;
+
+/// How to reach one voter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// Its process name in the topology (for logs).
+    pub name: String,
+    /// Host name or IP: where its raft listener is, and the only source
+    /// address its connections are accepted from.
+    pub host: String,
+    /// Its raft listener port (the topology's raft port).
+    pub raft_port: u16,
+}
+
+/// Configuration of one voter of a pair.
+#[derive(Clone, Debug)]
+pub struct PairConfig {
+    /// The mesh (plant) name; a connection from another mesh is refused.
+    pub mesh: String,
+    /// The pair's node name in the topology; same purpose.
+    pub node: String,
+    /// This voter's id: 1 = first member, 2 = second member, 3 = witness.
+    pub me: NodeId,
+    /// All three voters, by id, this one included.
+    pub peers: BTreeMap<NodeId, Peer>,
+    /// Where the log, vote and snapshot live; must survive restarts and
+    /// belong to this voter alone.
+    pub data_dir: PathBuf,
+    /// The member the topology prefers as active (1 or 2), if any: it takes
+    /// the role back when it is fit; otherwise the role is sticky.
+    pub prefer: Option<NodeId>,
+    /// Timing of the group and of the lease.
+    pub timing: Timing,
+}
+
+impl PairConfig {
+    /// Checks ids, peers, prefer and timing; names the bad field.
+    pub fn validate(&self) -> Result<(), RaftError> {
+        let bad = |field: &str, reason: String| {
+            Err(RaftError::Config {
+                field: field.to_string(),
+                reason,
+            })
+        };
+        if self.mesh.is_empty() {
+            return bad("mesh", "must not be empty".into());
+        }
+        if self.node.is_empty() {
+            return bad("node", "must not be empty".into());
+        }
+        if !VOTERS.contains(&self.me) {
+            return bad("me", format!("{} is not a voter id (1, 2 or 3)", self.me));
+        }
+        let ids: BTreeSet<NodeId> = self.peers.keys().copied().collect();
+        if ids != BTreeSet::from(VOTERS) {
+            return bad(
+                "peers",
+                format!("must name exactly voters 1, 2 and 3, got {ids:?}"),
+            );
+        }
+        if let Some(p) = self.prefer {
+            if !is_member(p) {
+                return bad("prefer", format!("{p} is not a member (1 or 2)"));
+            }
+        }
+        self.timing.validate()
+    }
+}
+
+/// What this node knows about the pair's role, as of `changed_at`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoleView {
+    /// The member the replicated state names active (as applied here).
+    pub active: Option<NodeId>,
+    /// The current epoch (as applied here).
+    pub epoch: u64,
+    /// The replicated state names this member AND its lease is valid: the
+    /// only condition under which it may have side effects (re-check
+    /// [`Lease::is_valid`] right before each one).
+    pub me_active: bool,
+    /// The raft leader this node knows of (not the active member).
+    pub leader: Option<NodeId>,
+    /// Each member's last health report and how long before this view it
+    /// was applied here; members not heard of since this node started are
+    /// missing.
+    pub health: BTreeMap<NodeId, (Health, Duration)>,
+    /// When this view was created.
+    pub changed_at: std::time::Instant,
+}
+
+/// Counters of one node, since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PairMetrics {
+    /// Leaders seen (a new term with a known leader).
+    pub elections: u64,
+    /// Grants (Acquire) this node proposed as leader that were applied.
+    pub grants: u64,
+    /// Renewals by this member that failed, timed out or were fenced.
+    pub renew_failures: u64,
+    /// Times this member's lease ran out while the state still named it.
+    pub lease_expiries: u64,
+    /// Raft connections refused (bad hello, unknown id, wrong source IP).
+    pub rejected_connections: u64,
+}
+
+/// Shared counters behind [`PairMetrics`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    elections: AtomicU64,
+    grants: AtomicU64,
+    renew_failures: AtomicU64,
+    lease_expiries: AtomicU64,
+    rejected_connections: AtomicU64,
+}
+
+impl Counters {
+    fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn bump_rejected(&self) {
+        Self::bump(&self.rejected_connections);
+    }
+
+    fn snapshot(&self) -> PairMetrics {
+        PairMetrics {
+            elections: self.elections.load(Ordering::Relaxed),
+            grants: self.grants.load(Ordering::Relaxed),
+            renew_failures: self.renew_failures.load(Ordering::Relaxed),
+            lease_expiries: self.lease_expiries.load(Ordering::Relaxed),
+            rejected_connections: self.rejected_connections.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Requests from handles that need an answer.
+enum Command {
+    StepDown {
+        reply: oneshot::Sender<Result<(), RaftError>>,
+    },
+}
+
+struct Shared {
+    me: NodeId,
+    view: watch::Receiver<RoleView>,
+    lease: Lease,
+    health: watch::Sender<Health>,
+    ready: watch::Sender<bool>,
+    commands: mpsc::Sender<Command>,
+    counters: Arc<Counters>,
+}
+
+/// A cheap, cloneable handle on this node's pair task.
+#[derive(Clone)]
+pub struct Pair {
+    shared: Arc<Shared>,
+}
+
+impl Debug for Pair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pair")
+            .field("me", &self.shared.me)
+            .field("view", &*self.shared.view.borrow())
+            .finish()
+    }
+}
+
+impl Pair {
+    /// Starts this voter over TCP: binds the raft listener on the own
+    /// peer's host and port, opens the stores in `data_dir`, initialises
+    /// the group if this is a member that never was, and spawns the task.
+    /// The task runs until `cancel`; its handle ends after openraft and
+    /// the listener stopped.
+    pub async fn start(
+        cfg: PairConfig,
+        cancel: CancellationToken,
+    ) -> Result<(Pair, JoinHandle<()>), RaftError> {
+        cfg.validate()?;
+        for (id, p) in &cfg.peers {
+            if p.raft_port == 0 {
+                return Err(RaftError::Config {
+                    field: format!("peers.{id}.raft_port"),
+                    reason: "must not be 0".into(),
+                });
+            }
+        }
+        let transport = Arc::new(TcpTransport::new(
+            &cfg.mesh,
+            &cfg.node,
+            cfg.me,
+            cfg.peers.clone(),
+        ));
+        Self::start_with_transport(cfg, transport, cancel).await
+    }
+
+    /// As [`Pair::start`], over any [`Transport`] (tests use the
+    /// in-process [`Router`](crate::router::Router)).
+    pub async fn start_with_transport(
+        cfg: PairConfig,
+        transport: Arc<dyn Transport>,
+        cancel: CancellationToken,
+    ) -> Result<(Pair, JoinHandle<()>), RaftError> {
+        cfg.validate()?;
+        Lease::init_clock();
+        let me = cfg.me;
+        let span = tracing::info_span!("pair", mesh = %cfg.mesh, node = %cfg.node, me);
+        let log = LogStore::open(&cfg.data_dir)?;
+        let (sm, applied_rx) = StateMachine::open(&cfg.data_dir)?;
+        let config = cfg
+            .timing
+            .openraft_config(format!("{}/{}", cfg.mesh, cfg.node), me != WITNESS)?;
+        let net = NetFactory {
+            transport: transport.clone(),
+            backoff: cfg.timing.heartbeat,
+        };
+        let raft = Raft::new(me, Arc::new(config), net, log, sm)
+            .instrument(span.clone())
+            .await
+            .map_err(|e| RaftError::Openraft(e.to_string()))?;
+
+        let counters = Arc::new(Counters::default());
+        let aid = (me == WITNESS).then(|| Arc::new(WitnessAid::new(cfg.timing.election_max)));
+        let inbound = Inbound::new(
+            me,
+            raft.clone(),
+            counters.clone(),
+            cfg.timing.rpc_timeout.max(cfg.timing.lease) * 2,
+            aid.clone(),
+        );
+        let server_cancel = cancel.child_token();
+        let server = match transport.serve(inbound, server_cancel.clone()).await {
+            Ok(h) => h,
+            Err(e) => {
+                let _ = raft.shutdown().await;
+                return Err(e);
+            }
+        };
+
+        if me != WITNESS {
+            if let Err(e) = initialize(&raft).await {
+                server_cancel.cancel();
+                let _ = raft.shutdown().await;
+                return Err(e);
+            }
+        }
+
+        let applied = applied_rx.borrow().clone();
+        let metrics_rx = raft.metrics();
+        let metrics = metrics_rx.borrow().clone();
+        let lease = Lease::default();
+        let (view_tx, view_rx) = watch::channel(RoleView {
+            active: applied.state.active,
+            epoch: applied.state.epoch,
+            me_active: false,
+            leader: None,
+            health: BTreeMap::new(),
+            changed_at: std::time::Instant::now(),
+        });
+        let (health_tx, health_rx) = watch::channel(Health::default());
+        let (ready_tx, ready_rx) = watch::channel(true);
+        let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
+
+        let driver = Driver {
+            me,
+            prefer: cfg.prefer,
+            timing: cfg.timing.clone(),
+            raft,
+            transport,
+            applied_rx,
+            applied,
+            metrics_rx,
+            metrics,
+            health_rx,
+            ready_rx,
+            cmd_rx,
+            view_tx,
+            last_material: None,
+            lease: lease.clone(),
+            lease_epoch: None,
+            counters: counters.clone(),
+            tasks: JoinSet::new(),
+            seen_leader: None,
+            probe_term: None,
+            ready_term: None,
+            renew_inflight: 0,
+            next_renew_at: Instant::now(),
+            released_epoch: None,
+            release_inflight: false,
+            acquire_inflight: false,
+            health_inflight: false,
+            last_health: None,
+            step_down_waiters: Vec::new(),
+            aid,
+            last_rescue: None,
+            stepping_aside: false,
+            server,
+            server_cancel,
+        };
+        let handle = tokio::spawn(driver.run(cancel).instrument(span));
+        let pair = Pair {
+            shared: Arc::new(Shared {
+                me,
+                view: view_rx,
+                lease,
+                health: health_tx,
+                ready: ready_tx,
+                commands: cmd_tx,
+                counters,
+            }),
+        };
+        Ok((pair, handle))
+    }
+
+    /// This voter's id.
+    pub fn id(&self) -> NodeId {
+        self.shared.me
+    }
+
+    /// The role as this node sees it; updated on every change.
+    pub fn view(&self) -> watch::Receiver<RoleView> {
+        self.shared.view.clone()
+    }
+
+    /// This member's lease: valid only while it is active.
+    pub fn lease(&self) -> Lease {
+        self.shared.lease.clone()
+    }
+
+    /// The latest health of this member; proposed on change and every
+    /// `timing.health_interval`. Ignored on the witness.
+    pub fn report_health(&self, h: Health) {
+        self.shared.health.send_replace(h);
+    }
+
+    /// Whether this member can serve; a member that is not ready is never
+    /// granted the role and hands it over when the other member can take
+    /// it. Combined with the `ready` of the last reported health (both must
+    /// be true). Starts true.
+    pub fn set_ready(&self, ready: bool) {
+        self.shared.ready.send_replace(ready);
+    }
+
+    /// Gives the role up if this member holds it (its lease ends at once);
+    /// returns when the release is committed, or at once if not active.
+    pub async fn step_down(&self) -> Result<(), RaftError> {
+        let (reply, rx) = oneshot::channel();
+        self.shared
+            .commands
+            .send(Command::StepDown { reply })
+            .await
+            .map_err(|_| RaftError::Stopped)?;
+        rx.await.map_err(|_| RaftError::Stopped)?
+    }
+
+    /// Counters since start.
+    pub fn metrics(&self) -> PairMetrics {
+        self.shared.counters.snapshot()
+    }
+}
+
+/// Initialises the group with the three voters if this node never was part
+/// of it. Both members may do this: the same membership is allowed.
+async fn initialize(raft: &Raft<TypeConfig>) -> Result<(), RaftError> {
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|e| RaftError::Openraft(e.to_string()))?;
+    if initialized {
+        return Ok(());
+    }
+    match raft.initialize(BTreeSet::from(VOTERS)).await {
+        Ok(()) => {
+            tracing::info!("initialised the group with voters 1, 2, 3");
+            Ok(())
+        }
+        Err(OpenraftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+        Err(e) => Err(RaftError::Openraft(e.to_string())),
+    }
+}
+
+/// Proposes `req`: locally if this node leads, else (when `forward`) on
+/// the leader through [`Rpc::Forward`]. At most `timeout`.
+async fn propose(
+    raft: Raft<TypeConfig>,
+    transport: Arc<dyn Transport>,
+    me: NodeId,
+    req: Request,
+    timeout: Duration,
+    forward: bool,
+) -> Result<Response, ProposeError> {
+    let work = async {
+        match raft.client_write(req.clone()).await {
+            Ok(r) => Ok(r.data),
+            Err(OpenraftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                match f.leader_id {
+                    Some(l) if forward && l != me => {
+                        match transport.call(l, Rpc::Forward(req), timeout).await? {
+                            Reply::Forward(r) => Ok(r),
+                            Reply::NotLeader { leader } => Err(ProposeError::NotLeader { leader }),
+                            other => Err(ProposeError::Forward(CallError::Protocol(format!(
+                                "unexpected reply {other:?}"
+                            )))),
+                        }
+                    }
+                    Some(l) => Err(ProposeError::NotLeader { leader: Some(l) }),
+                    None => Err(ProposeError::NoLeader),
+                }
+            }
+            Err(e) => Err(ProposeError::Raft(e.to_string())),
+        }
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .unwrap_or(Err(ProposeError::Timeout))
+}
+
+/// The result of a spawned proposal, back in the loop.
+enum Outcome {
+    Probe {
+        term: u64,
+        result: Result<Response, ProposeError>,
+    },
+    Renew {
+        epoch: u64,
+        sent: Instant,
+        result: Result<Response, ProposeError>,
+    },
+    Health {
+        result: Result<Response, ProposeError>,
+    },
+    Acquire {
+        candidate: NodeId,
+        result: Result<Response, ProposeError>,
+    },
+    Release {
+        result: Result<Response, ProposeError>,
+    },
+}
+
+/// The part of a view whose change is worth publishing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Material {
+    active: Option<NodeId>,
+    epoch: u64,
+    me_active: bool,
+    leader: Option<NodeId>,
+    /// Reports and whether each member is still alive.
+    health: BTreeMap<NodeId, (Health, bool)>,
+}
+
+async fn rescue_signal(aid: Option<Arc<WitnessAid>>) {
+    match aid {
+        Some(aid) => aid.rescue.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+struct Driver {
+    me: NodeId,
+    prefer: Option<NodeId>,
+    timing: Timing,
+    raft: Raft<TypeConfig>,
+    transport: Arc<dyn Transport>,
+
+    /// Applied state from the state machine; `applied` is the latest copy.
+    applied_rx: watch::Receiver<Applied>,
+    applied: Applied,
+    /// openraft metrics; `metrics` is the latest copy.
+    metrics_rx: watch::Receiver<RaftMetrics<NodeId, EmptyNode>>,
+    metrics: RaftMetrics<NodeId, EmptyNode>,
+
+    /// Latest health and readiness from handles.
+    health_rx: watch::Receiver<Health>,
+    ready_rx: watch::Receiver<bool>,
+    cmd_rx: mpsc::Receiver<Command>,
+
+    view_tx: watch::Sender<RoleView>,
+    last_material: Option<Material>,
+
+    lease: Lease,
+    /// The epoch the lease was last extended for; `None` = no lease.
+    lease_epoch: Option<u64>,
+    counters: Arc<Counters>,
+
+    /// Proposals in flight.
+    tasks: JoinSet<Outcome>,
+
+    /// (term, leader) last counted as an election.
+    seen_leader: Option<(u64, NodeId)>,
+    /// Term whose probe is in flight.
+    probe_term: Option<u64>,
+    /// Term in which this node leads and its probe committed: only then
+    /// does it decide grants.
+    ready_term: Option<u64>,
+
+    renew_inflight: usize,
+    next_renew_at: Instant,
+    /// This member gave up the role at this epoch: never renew it again,
+    /// keep proposing Release until the state no longer names it.
+    released_epoch: Option<u64>,
+    release_inflight: bool,
+    acquire_inflight: bool,
+    health_inflight: bool,
+    /// Last health proposed and when.
+    last_health: Option<(Health, Instant)>,
+    step_down_waiters: Vec<oneshot::Sender<Result<(), RaftError>>>,
+
+    /// Witness only: signals that a member cannot win an election.
+    aid: Option<Arc<WitnessAid>>,
+    /// Witness only: when it last stood.
+    last_rescue: Option<Instant>,
+    /// Witness only: it leads and has stopped heartbeats so that a member
+    /// takes over.
+    stepping_aside: bool,
+
+    server: JoinHandle<()>,
+    server_cancel: CancellationToken,
+}
+
+impl Driver {
+    async fn run(mut self, cancel: CancellationToken) {
+        // Half the renewal period, so renewals go out close to on time.
+        let mut tick = tokio::time::interval(self.timing.renew / 2);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let lease_timer = if self.lease_epoch.is_some() {
+                self.lease.deadline().filter(|d| *d > Instant::now())
+            } else {
+                None
+            };
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                _ = sleep_until_opt(lease_timer) => self.on_lease_timer(),
+                _ = rescue_signal(self.aid.clone()) => self.rescue().await,
+                Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    match joined {
+                        Ok(outcome) => self.on_outcome(outcome),
+                        Err(e) => tracing::error!(error = %e, "proposal task failed"),
+                    }
+                }
+                changed = self.applied_rx.changed() => {
+                    if changed.is_err() {
+                        tracing::error!("state machine stopped");
+                        break;
+                    }
+                }
+                changed = self.metrics_rx.changed() => {
+                    if changed.is_err() {
+                        tracing::error!("openraft stopped");
+                        break;
+                    }
+                    if let Err(e) = &self.metrics_rx.borrow().running_state {
+                        tracing::error!(error = %e, "openraft failed");
+                        break;
+                    }
+                }
+                Some(cmd) = self.cmd_rx.recv() => self.on_command(cmd),
+                _ = tick.tick() => {}
+            }
+            self.step();
+        }
+        self.shutdown().await;
+    }
+
+    fn spawn(&mut self, fut: impl std::future::Future<Output = Outcome> + Send + 'static) {
+        self.tasks.spawn(fut);
+    }
+
+    fn propose_fut(
+        &self,
+        req: Request,
+        timeout: Duration,
+        forward: bool,
+    ) -> impl std::future::Future<Output = Result<Response, ProposeError>> + Send + 'static {
+        propose(
+            self.raft.clone(),
+            self.transport.clone(),
+            self.me,
+            req,
+            timeout,
+            forward,
+        )
+    }
+
+    /// One turn: refresh inputs, keep the lease honest, renew, report,
+    /// decide, publish.
+    fn step(&mut self) {
+        let now = Instant::now();
+        self.applied = self.applied_rx.borrow_and_update().clone();
+        self.metrics = self.metrics_rx.borrow_and_update().clone();
+        self.track_leadership();
+        self.drop_lease_if_not_named();
+        if self.me == WITNESS {
+            self.witness_steps_aside();
+        }
+        if is_member(self.me) {
+            self.retry_release();
+            self.maybe_renew(now);
+            self.maybe_report_health(now);
+            self.run_decisions(now);
+        }
+        self.publish_view(now);
+    }
+
+    fn leading(&self) -> bool {
+        self.metrics.state == ServerState::Leader && self.metrics.current_leader == Some(self.me)
+    }
+
+    fn track_leadership(&mut self) {
+        let term = self.metrics.current_term;
+        if let Some(leader) = self.metrics.current_leader {
+            if self.seen_leader != Some((term, leader)) {
+                self.seen_leader = Some((term, leader));
+                Counters::bump(&self.counters.elections);
+                tracing::info!(term, leader, "raft leader");
+            }
+        }
+        if self.leading() && is_member(self.me) {
+            if self.ready_term != Some(term) && self.probe_term != Some(term) {
+                // Commit a no-op first: when it returns, everything
+                // committed before this term is applied here too.
+                self.probe_term = Some(term);
+                let fut = self.propose_fut(Request::Probe, self.timing.election_max * 2, false);
+                self.spawn(async move {
+                    Outcome::Probe {
+                        term,
+                        result: fut.await,
+                    }
+                });
+            }
+        } else {
+            self.ready_term = None;
+        }
+    }
+
+    /// The witness stands only to rescue a member whose log is behind its
+    /// own when there is no leader: openraft elects only a voter whose log
+    /// is at least as long as a quorum's, and with two voters left the
+    /// witness's vote is needed, so a member that missed the last entries
+    /// (they reached the witness, not it, before the leader died) could
+    /// never win while the witness never stands. Once leading, the witness
+    /// replicates its log to the member (openraft commits a blank entry on
+    /// election), then steps aside: no heartbeats and no proposals, so the
+    /// member, now up to date, times out and wins the next election.
+    async fn rescue(&mut self) {
+        let now = Instant::now();
+        if self.leading()
+            || self
+                .last_rescue
+                .is_some_and(|t| now < t + self.timing.election_max)
+        {
+            return;
+        }
+        self.last_rescue = Some(now);
+        tracing::warn!("witness stands once: a member is behind its log and no leader is heard");
+        if let Err(e) = self.raft.trigger().elect().await {
+            tracing::warn!(error = %e, "witness election trigger");
+        }
+    }
+
+    fn witness_steps_aside(&mut self) {
+        let leading = self.leading();
+        if leading && !self.stepping_aside {
+            tracing::warn!(
+                term = self.metrics.current_term,
+                "witness leads to bring a member up to date; stepping aside"
+            );
+            self.raft.runtime_config().heartbeat(false);
+            self.stepping_aside = true;
+        } else if !leading && self.stepping_aside {
+            tracing::info!("witness stepped aside");
+            self.raft.runtime_config().heartbeat(true);
+            self.stepping_aside = false;
+        }
+    }
+
+    fn am_leader(&self) -> bool {
+        self.leading() && self.ready_term == Some(self.metrics.current_term)
+    }
+
+    /// The lease belongs to an epoch naming this member; anything else ends
+    /// it at once.
+    fn drop_lease_if_not_named(&mut self) {
+        if let Some(epoch) = self.lease_epoch {
+            let st = &self.applied.state;
+            if st.active != Some(self.me) || st.epoch != epoch {
+                self.lease.revoke();
+                self.lease_epoch = None;
+                tracing::info!(epoch, now = st.epoch, active = ?st.active, "no longer named active; lease dropped");
+            }
+        }
+    }
+
+    fn maybe_renew(&mut self, now: Instant) {
+        let st = &self.applied.state;
+        if st.active != Some(self.me) || self.released_epoch == Some(st.epoch) {
+            return;
+        }
+        if self.renew_inflight >= MAX_RENEW_INFLIGHT || now < self.next_renew_at {
+            return;
+        }
+        let epoch = st.epoch;
+        self.next_renew_at = now + self.timing.renew;
+        self.renew_inflight += 1;
+        // `now` was read before the proposal leaves: the lease counts from
+        // no later than the send.
+        let sent = now;
+        let fut = self.propose_fut(
+            Request::Renew {
+                member: self.me,
+                epoch,
+            },
+            self.timing.lease,
+            true,
+        );
+        self.spawn(async move {
+            Outcome::Renew {
+                epoch,
+                sent,
+                result: fut.await,
+            }
+        });
+    }
+
+    fn effective_health(&self) -> Health {
+        let mut h = self.health_rx.borrow().clone();
+        h.ready = h.ready && *self.ready_rx.borrow();
+        h
+    }
+
+    fn maybe_report_health(&mut self, now: Instant) {
+        if self.health_inflight {
+            return;
+        }
+        let h = self.effective_health();
+        let due = match &self.last_health {
+            None => true,
+            Some((prev, at)) => *prev != h || now >= *at + self.timing.health_interval,
+        };
+        if !due {
+            return;
+        }
+        self.health_inflight = true;
+        self.last_health = Some((h.clone(), now));
+        let fut = self.propose_fut(
+            Request::Health {
+                member: self.me,
+                report: h,
+            },
+            self.timing.rpc_timeout,
+            true,
+        );
+        self.spawn(async move { Outcome::Health { result: fut.await } });
+    }
+
+    fn decision_input(&self, now: Instant) -> DecisionInput {
+        let st = &self.applied.state;
+        let local = &self.applied.local;
+        let since = |t: Option<&Instant>| t.map(|t| now.saturating_duration_since(*t));
+        let members = MEMBERS
+            .iter()
+            .map(|&m| {
+                (
+                    m,
+                    MemberStatus {
+                        health: st.health.get(&m).cloned(),
+                        since_report: since(local.health_at.get(&m)),
+                        plc_bad_streak: local.plc_bad_streak.get(&m).copied().unwrap_or(0),
+                        since_lost_role: since(local.lost_role_at.get(&m)),
+                        since_gained_role: since(local.gained_role_at.get(&m)),
+                    },
+                )
+            })
+            .collect();
+        DecisionInput {
+            me: self.me,
+            am_leader: self.am_leader(),
+            state: st.clone(),
+            since_last_renewal: now.saturating_duration_since(local.renewed_at),
+            members,
+            prefer: self.prefer,
+            timing: self.timing.clone(),
+        }
+    }
+
+    fn run_decisions(&mut self, now: Instant) {
+        let input = self.decision_input(now);
+        for action in decide(&input) {
+            match action {
+                Action::ProposeAcquire { candidate } => {
+                    if self.acquire_inflight {
+                        continue;
+                    }
+                    self.acquire_inflight = true;
+                    let st = &input.state;
+                    tracing::info!(
+                        candidate,
+                        epoch = st.epoch,
+                        renew_index = st.renew_index,
+                        since_last_renewal = ?input.since_last_renewal,
+                        "granting the role"
+                    );
+                    let fut = self.propose_fut(
+                        Request::Acquire {
+                            member: candidate,
+                            expect_epoch: st.epoch,
+                            expect_renew_index: st.renew_index,
+                        },
+                        self.timing.rpc_timeout,
+                        false,
+                    );
+                    self.spawn(async move {
+                        Outcome::Acquire {
+                            candidate,
+                            result: fut.await,
+                        }
+                    });
+                }
+                Action::ProposeRelease { reason } => self.release(reason),
+            }
+        }
+    }
+
+    /// Gives the role up: the lease ends now, before the Release is even
+    /// sent, and this epoch is never renewed again.
+    fn release(&mut self, reason: ReleaseReason) {
+        let st = &self.applied.state;
+        if st.active != Some(self.me) {
+            return;
+        }
+        if self.released_epoch != Some(st.epoch) {
+            tracing::info!(epoch = st.epoch, ?reason, "releasing the role");
+            self.released_epoch = Some(st.epoch);
+            self.lease.revoke();
+            self.lease_epoch = None;
+        }
+        self.send_release();
+    }
+
+    fn retry_release(&mut self) {
+        let st = &self.applied.state;
+        if st.active == Some(self.me) && self.released_epoch == Some(st.epoch) {
+            self.send_release();
+        }
+    }
+
+    fn send_release(&mut self) {
+        if self.release_inflight {
+            return;
+        }
+        let Some(epoch) = self.released_epoch else {
+            return;
+        };
+        self.release_inflight = true;
+        let fut = self.propose_fut(
+            Request::Release {
+                member: self.me,
+                epoch,
+            },
+            self.timing.rpc_timeout,
+            true,
+        );
+        self.spawn(async move { Outcome::Release { result: fut.await } });
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::StepDown { reply } => {
+                if is_member(self.me) && self.applied.state.active == Some(self.me) {
+                    self.release(ReleaseReason::Requested);
+                    self.step_down_waiters.push(reply);
+                } else {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+        }
+    }
+
+    fn on_lease_timer(&mut self) {
+        if self.lease_epoch.is_some() && !self.lease.is_valid() {
+            Counters::bump(&self.counters.lease_expiries);
+            tracing::warn!(epoch = ?self.lease_epoch, "lease expired without a committed renewal");
+        }
+    }
+
+    fn on_outcome(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Probe { term, result } => {
+                self.probe_term = None;
+                match result {
+                    Ok(_) => {
+                        if self.leading() && self.metrics.current_term == term {
+                            tracing::info!(term, "leading; applied state is current");
+                            self.ready_term = Some(term);
+                        }
+                    }
+                    Err(e) => tracing::debug!(term, error = %e, "probe failed"),
+                }
+            }
+            Outcome::Renew {
+                epoch,
+                sent,
+                result,
+            } => {
+                self.renew_inflight = self.renew_inflight.saturating_sub(1);
+                match result {
+                    Ok(Response::Ok) => {
+                        let st = &self.applied.state;
+                        let still_mine = st.active == Some(self.me) && st.epoch == epoch;
+                        if still_mine && self.released_epoch != Some(epoch) {
+                            if self.lease_epoch != Some(epoch) || !self.lease.is_valid() {
+                                tracing::info!(epoch, "lease held");
+                            }
+                            self.lease.extend_to(sent + self.timing.lease);
+                            self.lease_epoch = Some(epoch);
+                        }
+                    }
+                    Ok(Response::Fenced) => {
+                        Counters::bump(&self.counters.renew_failures);
+                        tracing::warn!(epoch, "renewal fenced: another member holds the role");
+                        self.lease.revoke();
+                        self.lease_epoch = None;
+                    }
+                    Ok(other) => {
+                        Counters::bump(&self.counters.renew_failures);
+                        tracing::warn!(epoch, ?other, "unexpected renewal response");
+                    }
+                    Err(e) => {
+                        Counters::bump(&self.counters.renew_failures);
+                        tracing::debug!(epoch, error = %e, "renewal failed");
+                    }
+                }
+            }
+            Outcome::Health { result } => {
+                self.health_inflight = false;
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "health report not committed");
+                }
+            }
+            Outcome::Acquire { candidate, result } => {
+                self.acquire_inflight = false;
+                match result {
+                    Ok(Response::Granted { epoch }) => {
+                        Counters::bump(&self.counters.grants);
+                        tracing::info!(candidate, epoch, "role granted");
+                    }
+                    Ok(other) => {
+                        tracing::info!(candidate, ?other, "grant lost its compare-and-set")
+                    }
+                    Err(e) => tracing::debug!(candidate, error = %e, "grant not committed"),
+                }
+            }
+            Outcome::Release { result } => {
+                self.release_inflight = false;
+                let answer = match &result {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(e.clone()),
+                };
+                if let Err(e) = &result {
+                    tracing::debug!(error = %e, "release not committed; retrying");
+                }
+                for w in self.step_down_waiters.drain(..) {
+                    let _ = w.send(answer.clone().map_err(RaftError::Propose));
+                }
+            }
+        }
+    }
+
+    fn publish_view(&mut self, now: Instant) {
+        let st = &self.applied.state;
+        let local = &self.applied.local;
+        let me_active = st.active == Some(self.me)
+            && self.lease_epoch == Some(st.epoch)
+            && self.lease.is_valid();
+        let health: BTreeMap<NodeId, (Health, Duration)> = st
+            .health
+            .iter()
+            .filter_map(|(id, h)| {
+                local
+                    .health_at
+                    .get(id)
+                    .map(|t| (*id, (h.clone(), now.saturating_duration_since(*t))))
+            })
+            .collect();
+        let material = Material {
+            active: st.active,
+            epoch: st.epoch,
+            me_active,
+            leader: self.metrics.current_leader,
+            health: health
+                .iter()
+                .map(|(id, (h, d))| (*id, (h.clone(), *d < self.timing.health_fresh)))
+                .collect(),
+        };
+        if self.last_material.as_ref() == Some(&material) {
+            return;
+        }
+        let was_active = self.last_material.as_ref().is_some_and(|m| m.me_active);
+        if was_active != me_active {
+            if me_active {
+                tracing::info!(epoch = st.epoch, "active");
+            } else {
+                tracing::info!(epoch = st.epoch, active = ?st.active, "not active");
+            }
+        }
+        self.last_material = Some(material);
+        self.view_tx.send_replace(RoleView {
+            active: st.active,
+            epoch: st.epoch,
+            me_active,
+            leader: self.metrics.current_leader,
+            health,
+            changed_at: std::time::Instant::now(),
+        });
+    }
+
+    async fn shutdown(mut self) {
+        self.lease.revoke();
+        self.lease_epoch = None;
+        self.publish_view(Instant::now());
+        for w in self.step_down_waiters.drain(..) {
+            let _ = w.send(Err(RaftError::Stopped));
+        }
+        self.tasks.abort_all();
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "openraft shutdown");
+        }
+        self.server_cancel.cancel();
+        let _ = (&mut self.server).await;
+        tracing::info!("pair task stopped");
+    }
+}

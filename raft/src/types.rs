@@ -1,0 +1,140 @@
+//! The replicated vocabulary: node ids, health reports, requests and
+//! responses, and the openraft type configuration that ties them together.
+//!
+//! These types are also the raft RPC wire format (serde_json), so renaming a
+//! field or variant is a wire change between members of one pair: upgrade
+//! both members and the witness together.
+
+use std::io::Cursor;
+
+use serde::Deserialize;
+use serde::Serialize;
+
+/// A voter of the pair's group. Fixed by position, not configurable:
+/// 1 = first member in the topology, 2 = second member, 3 = witness.
+pub type NodeId = u64;
+
+/// The first member of the pair in topology order.
+pub const MEMBER_A: NodeId = 1;
+/// The second member of the pair in topology order.
+pub const MEMBER_B: NodeId = 2;
+/// The witness: votes, never leads, never becomes active.
+pub const WITNESS: NodeId = 3;
+/// Every voter, in id order.
+pub const VOTERS: [NodeId; 3] = [MEMBER_A, MEMBER_B, WITNESS];
+/// The two ids that may ever hold the active role.
+pub const MEMBERS: [NodeId; 2] = [MEMBER_A, MEMBER_B];
+
+/// True for the two members (the only ids that can be active).
+pub fn is_member(id: NodeId) -> bool {
+    id == MEMBER_A || id == MEMBER_B
+}
+
+/// The other member of the pair, or `None` for an id that is not a member.
+pub fn other_member(id: NodeId) -> Option<NodeId> {
+    match id {
+        MEMBER_A => Some(MEMBER_B),
+        MEMBER_B => Some(MEMBER_A),
+        _ => None,
+    }
+}
+
+/// What a member says about itself; replicated so that the leader can pick
+/// a candidate and the active member can see its standby's field link.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// State of this member's PLC link: `None` when the member has no PLC
+    /// (so the field-health rules never fire), `Some(false)` when the link
+    /// is down; drives failover on field health.
+    pub plc_ok: Option<bool>,
+    /// Last life-sign counter read from the PLC (single-level HA: the
+    /// active writes it, the standby reads it); informational for the view.
+    pub life_sign: Option<u16>,
+    /// The member can serve (its NATS, stores and resources are usable);
+    /// a member that is not ready is never granted the role and releases it.
+    pub ready: bool,
+}
+
+impl Default for Health {
+    /// A member with no PLC that is ready: what a plain embedding reports
+    /// until the service says otherwise.
+    fn default() -> Self {
+        Self {
+            plc_ok: None,
+            life_sign: None,
+            ready: true,
+        }
+    }
+}
+
+/// A state-machine command. See the crate documentation for the rules each
+/// one is applied under.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// The active member confirms its role at `epoch`; its committed
+    /// proposal is what extends its lease.
+    Renew {
+        /// The proposing member.
+        member: NodeId,
+        /// The epoch the member believes it holds.
+        epoch: u64,
+    },
+    /// The leader grants the role to `member`, compare-and-set on the epoch
+    /// and on the index of the last renewal it waited out.
+    Acquire {
+        /// The member to make active.
+        member: NodeId,
+        /// The epoch the leader saw; the grant fails if it moved.
+        expect_epoch: u64,
+        /// The last renewal the leader saw; the grant fails if a newer one
+        /// committed in between (the active is still alive).
+        expect_renew_index: u64,
+    },
+    /// The active member gives the role up voluntarily.
+    Release {
+        /// The releasing member.
+        member: NodeId,
+        /// The epoch it releases.
+        epoch: u64,
+    },
+    /// A member's latest self-report.
+    Health {
+        /// The reporting member.
+        member: NodeId,
+        /// Its report.
+        report: Health,
+    },
+    /// No-op a new leader commits so that everything before it is applied
+    /// locally before it decides anything.
+    Probe,
+}
+
+/// The state machine's answer to one [`Request`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Applied (Renew, Release, Health, Probe, and non-request entries).
+    Ok,
+    /// Renew or Release by someone who is not the active at that epoch.
+    Fenced,
+    /// Acquire applied: `epoch` is the new fencing token.
+    Granted {
+        /// The epoch of the new activation.
+        epoch: u64,
+    },
+    /// Acquire lost its compare-and-set (or named the witness).
+    Conflict,
+    /// A request no rule accepts (e.g. Health from the witness).
+    Invalid,
+}
+
+openraft::declare_raft_types!(
+    /// openraft type configuration of a pair group.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = NodeId,
+        Node = openraft::EmptyNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);

@@ -1,0 +1,382 @@
+//! Group tests: real openraft, real state machine and file stores, on the
+//! in-process fault-injecting router. They check invariants (one active,
+//! never the witness, epochs grow, a lease ends before the next grant),
+//! never durations.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::stable;
+use common::Group;
+use common::SETTLE;
+use raft::other_member;
+use raft::Health;
+use raft::Timing;
+use tokio::time::Instant;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exactly_one_member_is_active_at_rest_and_never_the_witness() -> anyhow::Result<()> {
+    let g = Group::start(None).await?;
+    let (active, epoch) = g.settled().await?;
+    assert!(active == 1 || active == 2);
+    assert!(epoch >= 1);
+    assert!(!g.pair(3).view().borrow().me_active);
+    assert!(!g.pair(3).lease().is_valid());
+    // The standby's lease is not valid either.
+    let standby = other_member(active).expect("member");
+    assert!(!g.pair(standby).lease().is_valid());
+    assert!(g.pair(active).lease().is_valid());
+    // Someone granted the role, and the leaders were counted.
+    let grants: u64 = [1, 2].iter().map(|&id| g.pair(id).metrics().grants).sum();
+    assert!(grants >= 1);
+    assert!(g.pair(3).metrics().elections >= 1);
+    g.monitor.check()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_active_moves_the_role_with_a_larger_epoch() -> anyhow::Result<()> {
+    let mut g = Group::start(None).await?;
+    let (old, epoch) = g.settled().await?;
+    let other = other_member(old).expect("member");
+    g.stop_node(old).await?;
+    let views = g
+        .wait_for("the other member active", SETTLE, |v| {
+            v[&other].me_active && v[&other].epoch > epoch
+        })
+        .await?;
+    assert_eq!(
+        views[&3].active.filter(|_| views[&3].epoch > epoch),
+        Some(other)
+    );
+    g.monitor.check()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partitioned_active_loses_its_lease_before_the_other_is_granted_and_stays_standby_after_heal(
+) -> anyhow::Result<()> {
+    let g = Group::start(None).await?;
+    let (old, epoch) = g.settled().await?;
+    let other = other_member(old).expect("member");
+
+    // Record the instant the old active stops being active (its own view),
+    // and the instant the other member learns it was granted the role,
+    // together with whether the old lease was still valid right then.
+    let lost_at = Arc::new(Mutex::new(None));
+    {
+        let mut rx = g.pair(old).view();
+        let lost_at = lost_at.clone();
+        tokio::spawn(async move {
+            let _ = rx.wait_for(|v| !v.me_active).await;
+            *lost_at.lock().expect("lock") = Some(Instant::now());
+        });
+    }
+    let granted = {
+        let mut rx = g.pair(other).view();
+        let old_lease = g.pair(old).lease();
+        tokio::spawn(async move {
+            let _ = rx
+                .wait_for(|v| v.active == Some(other) && v.epoch > epoch)
+                .await;
+            (Instant::now(), old_lease.is_valid())
+        })
+    };
+
+    g.router.isolate(old);
+    let (granted_at, old_lease_valid_at_grant) = tokio::time::timeout(SETTLE, granted).await??;
+    assert!(
+        !old_lease_valid_at_grant,
+        "the old active's lease was still valid when the other was granted"
+    );
+    let lost = lost_at
+        .lock()
+        .expect("lock")
+        .expect("old active lost its lease");
+    assert!(
+        lost < granted_at,
+        "lease lost {lost:?} after grant {granted_at:?}"
+    );
+
+    // While cut off, the old active never regains the role.
+    g.wait_for("the other member active", SETTLE, |v| {
+        v[&other].me_active && !v[&old].me_active
+    })
+    .await?;
+
+    // Heal: the old active catches up and stays standby (sticky).
+    g.router.heal();
+    let views = g
+        .wait_for("old active caught up", SETTLE, |v| {
+            stable(v) && v[&old].active == Some(other)
+        })
+        .await?;
+    let new_epoch = views[&other].epoch;
+    // Make sure the others have applied a report from the healed member
+    // (so the leader could have chosen it), then watch that nothing moves.
+    g.pair(old).report_health(Health {
+        plc_ok: None,
+        life_sign: Some(1),
+        ready: true,
+    });
+    g.wait_for("old active heard from again", SETTLE, |v| {
+        v[&other]
+            .health
+            .get(&old)
+            .is_some_and(|(h, _)| h.life_sign == Some(1))
+    })
+    .await?;
+    let moved = tokio::time::timeout(
+        Duration::from_secs(1),
+        g.wait_for("role moved", SETTLE, |v| {
+            v[&other].epoch != new_epoch || v[&old].me_active
+        }),
+    )
+    .await;
+    assert!(
+        moved.is_err(),
+        "the role moved back without prefer: {moved:?}"
+    );
+    assert!(g.pair(other).view().borrow().me_active);
+    g.monitor.check()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_prefer_a_the_first_member_retakes_the_role_after_it_comes_back() -> anyhow::Result<()>
+{
+    let mut g = Group::start(Some(1)).await?;
+    // Whoever was granted first, the preferred member ends up active.
+    let views = g
+        .wait_for("member 1 active", SETTLE, |v| stable(v) && v[&1].me_active)
+        .await?;
+    let first_epoch = views[&1].epoch;
+
+    g.stop_node(1).await?;
+    let views = g
+        .wait_for("member 2 active", SETTLE, |v| {
+            v[&2].me_active && v[&2].epoch > first_epoch
+        })
+        .await?;
+    let second_epoch = views[&2].epoch;
+
+    g.start_node(1).await?;
+    let views = g
+        .wait_for("member 1 active again", SETTLE, |v| {
+            stable(v) && v[&1].me_active && v[&1].epoch > second_epoch
+        })
+        .await?;
+    assert!(!views[&2].me_active);
+    g.monitor.check()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn field_health_moves_the_role_to_the_member_with_a_working_plc_link() -> anyhow::Result<()> {
+    let g = Group::start(None).await?;
+    let (active, epoch) = g.settled().await?;
+    let standby = other_member(active).expect("member");
+    g.pair(active).report_health(Health {
+        plc_ok: Some(false),
+        life_sign: None,
+        ready: true,
+    });
+    g.pair(standby).report_health(Health {
+        plc_ok: Some(true),
+        life_sign: Some(7),
+        ready: true,
+    });
+    let views = g
+        .wait_for("the standby active", SETTLE, |v| {
+            stable(v) && v[&standby].me_active && v[&standby].epoch > epoch
+        })
+        .await?;
+    // Everyone sees both reports.
+    let (h, _) = &views[&3].health[&standby];
+    assert_eq!(h.plc_ok, Some(true));
+    assert_eq!(h.life_sign, Some(7));
+    g.monitor.check()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_that_is_not_ready_hands_the_role_over_and_step_down_releases(
+) -> anyhow::Result<()> {
+    let g = Group::start(None).await?;
+    let (active, epoch) = g.settled().await?;
+    let standby = other_member(active).expect("member");
+    g.pair(active).set_ready(false);
+    let views = g
+        .wait_for("the standby active", SETTLE, |v| {
+            stable(v) && v[&standby].me_active && v[&standby].epoch > epoch
+        })
+        .await?;
+    let epoch = views[&standby].epoch;
+
+    // The not-ready member cannot be granted; once ready again the role
+    // stays where it is (sticky) until the holder steps down.
+    g.pair(active).set_ready(true);
+    g.wait_for("the first member ready again everywhere", SETTLE, |v| {
+        v.values()
+            .all(|x| x.health.get(&active).is_some_and(|(h, _)| h.ready))
+    })
+    .await?;
+    g.pair(standby).step_down().await?;
+    assert!(
+        !g.pair(standby).lease().is_valid(),
+        "step_down ends the lease at once"
+    );
+    g.wait_for("the first member active again", SETTLE, |v| {
+        stable(v) && v[&active].me_active && v[&active].epoch > epoch
+    })
+    .await?;
+    // Stepping down when not active is a no-op.
+    g.pair(standby).step_down().await?;
+    g.pair(3).step_down().await?;
+    g.monitor.check()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restarted_nodes_recover_from_disk_and_the_pair_keeps_one_active() -> anyhow::Result<()> {
+    // Snapshot often so restarts go through snapshot + purged log.
+    let timing = Timing {
+        snapshot_every: 20,
+        ..Timing::default()
+    };
+    let mut g = Group::start_with(None, timing).await?;
+    let (mut active, mut epoch) = g.settled().await?;
+
+    // The witness, then the standby, then the active: one at a time.
+    for victim in [3, other_member(active).expect("member"), active] {
+        g.stop_node(victim).await?;
+        g.wait_for("one active without the victim", SETTLE, |v| {
+            v.values().filter(|x| x.me_active).count() == 1
+        })
+        .await?;
+        g.start_node(victim).await?;
+        let views = g
+            .wait_for("victim recovered", SETTLE, |v| {
+                stable(v) && v[&victim].epoch >= epoch
+            })
+            .await?;
+        let now_active = views[&victim].active.expect("active");
+        let now_epoch = views[&victim].epoch;
+        assert!(now_epoch >= epoch, "epochs never go back");
+        if now_active != active {
+            assert!(now_epoch > epoch, "a new active has a new epoch");
+        }
+        active = now_active;
+        epoch = now_epoch;
+    }
+    for id in [1, 2, 3] {
+        let dir = g.nodes[&id].pair.id();
+        assert_eq!(dir, id);
+    }
+    g.monitor.check()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn either_member_starts_alone_with_the_witness() -> anyhow::Result<()> {
+    for alone in [1, 2] {
+        let mut g = Group::start_only(None, Timing::default(), &[alone, 3]).await?;
+        let views = g
+            .wait_for("the lone member active", SETTLE, |v| {
+                stable(v) && v[&alone].me_active
+            })
+            .await?;
+        let epoch = views[&alone].epoch;
+        // The other member joins later from an empty directory: it catches
+        // up and stays standby.
+        let late = other_member(alone).expect("member");
+        g.start_node(late).await?;
+        g.wait_for("the late member caught up", SETTLE, |v| {
+            stable(v) && v[&late].active == Some(alone) && v[&late].epoch == epoch
+        })
+        .await?;
+        g.monitor.check()?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cutting_the_link_between_the_members_keeps_one_active() -> anyhow::Result<()> {
+    let g = Group::start(None).await?;
+    let (_, epoch) = g.settled().await?;
+    // Both members still reach the witness, not each other.
+    g.router.cut(1, 2);
+    let views = g
+        .wait_for("one active the witness agrees on", SETTLE, |v| {
+            let actives: Vec<_> = v
+                .iter()
+                .filter(|(_, x)| x.me_active)
+                .map(|(id, _)| *id)
+                .collect();
+            actives.len() == 1 && v[&3].active == Some(actives[0])
+        })
+        .await?;
+    assert!(views[&3].epoch >= epoch);
+    g.router.heal();
+    g.settled().await?;
+    g.monitor.check()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_network_still_settles_on_one_active_and_fails_over() -> anyhow::Result<()> {
+    let mut g = Group::start(None).await?;
+    g.router.set_delay(Duration::from_millis(20));
+    let (active, epoch) = g.settled().await?;
+    g.stop_node(active).await?;
+    let other = other_member(active).expect("member");
+    g.wait_for("the other member active", SETTLE, |v| {
+        v[&other].me_active && v[&other].epoch > epoch
+    })
+    .await?;
+    g.monitor.check()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_behind_the_witness_takes_over_when_the_leader_dies() -> anyhow::Result<()> {
+    // The witness never stands on its own; if the leader dies after an
+    // entry reached the witness but not the other member, that member
+    // cannot win a vote without the witness's help.
+    let mut g = Group::start(None).await?;
+    g.settled().await?;
+    let views = g
+        .wait_for("a leader known everywhere", SETTLE, |v| {
+            let l = v[&3].leader;
+            l.is_some() && v.values().all(|x| x.leader == l)
+        })
+        .await?;
+    let leader = views[&3].leader.expect("leader");
+    let behind = other_member(leader).expect("member");
+
+    // Cut the member off the leader only: entries commit with the witness.
+    g.router.cut(leader, behind);
+    g.pair(leader).report_health(Health {
+        plc_ok: None,
+        life_sign: Some(42),
+        ready: true,
+    });
+    g.wait_for("the witness ahead of the cut-off member", SETTLE, |v| {
+        v[&3]
+            .health
+            .get(&leader)
+            .is_some_and(|(h, _)| h.life_sign == Some(42))
+    })
+    .await?;
+    assert!(g
+        .pair(behind)
+        .view()
+        .borrow()
+        .health
+        .get(&leader)
+        .is_none_or(|(h, _)| h.life_sign != Some(42)));
+
+    g.stop_node(leader).await?;
+    g.router.heal();
+    let views = g
+        .wait_for("the member that was behind active", SETTLE, |v| {
+            v[&behind].me_active && v[&behind].leader == Some(behind)
+        })
+        .await?;
+    assert!(!views[&3].me_active);
+    g.monitor.check()
+}

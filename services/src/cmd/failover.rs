@@ -1,0 +1,322 @@
+//! `canopy bench failover`: how long a Modbus pair takes to move its role.
+//!
+//! Method. A lab (`canopy lab`, real processes) runs a single root and a
+//! pair `root.plc` (two members, a witness) polling a PLC simulator every
+//! `--poll-ms` with a life-sign register. Each trial finds the active
+//! member, notes the wall-clock time, and kills it (SIGKILL) or freezes it
+//! (SIGSTOP). Measured from that instant:
+//!
+//! - **first PLC poll**: the first life-sign write by another client in the
+//!   PLC simulator's write log (the new active writes the life sign at the
+//!   start of every poll);
+//! - **first event at the root**: arrival, at a pull consumer on the root's
+//!   replica of the pair's stream, of the first event with a newer epoch.
+//!
+//! The killed member is restarted from its ready-line argv (the frozen one
+//! is thawed) and the next trial waits until it is standby again. All
+//! processes are on one machine: clocks are the same clock.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use futures::StreamExt;
+use nix::sys::signal::Signal;
+use serde_json::{json, Value as Json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::child::{self, Output};
+use crate::cli::BenchFailoverArgs;
+use crate::member::publisher::now_us;
+
+const PAIR: &str = "root.plc";
+
+fn free_block(n: u16) -> anyhow::Result<u16> {
+    for _ in 0..200 {
+        let base = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        if base < 20000 || base.checked_add(n).is_none() {
+            continue;
+        }
+        if (base..base + n).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            return Ok(base);
+        }
+    }
+    bail!("no block of {n} free ports")
+}
+
+fn topology(poll_ms: u64) -> anyhow::Result<String> {
+    let (r, a, b, w, plc) = (
+        free_block(7)?,
+        free_block(7)?,
+        free_block(7)?,
+        free_block(7)?,
+        free_block(1)?,
+    );
+    Ok(format!(
+        r#"[mesh]
+name = "bench-failover"
+sync = "1s"
+
+[[node]]
+id = "root"
+members = [{{ name = "a", host = "127.0.0.1", port_base = {r} }}]
+
+[[node]]
+id = "{PAIR}"
+members = [
+  {{ name = "a", host = "127.0.0.1", port_base = {a} }},
+  {{ name = "b", host = "127.0.0.1", port_base = {b} }},
+]
+witness = {{ host = "127.0.0.1", port_base = {w} }}
+modbus = {{ address = "127.0.0.1:{plc}", unit = 1, poll_ms = {poll_ms}, timeout_ms = 200, life_sign = "holding:900" }}
+
+[[node.point]]
+name = "speed"
+source = "modbus"
+register = "holding:100"
+"#
+    ))
+}
+
+/// Runs the benchmark; prints the distributions.
+pub async fn run(a: BenchFailoverArgs) -> anyhow::Result<u8> {
+    let nats = crate::supervisor::find_nats_server(a.nats_server.as_deref())?;
+    let dir = std::env::temp_dir().join(format!("canopy-bench-failover-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let topo = dir.join("topology.toml");
+    std::fs::write(&topo, topology(a.poll_ms)?)?;
+    let exe = std::env::current_exe()?;
+    let args: Vec<String> = vec![
+        "lab".into(),
+        "--topology".into(),
+        topo.display().to_string(),
+        "--workdir".into(),
+        dir.join("work").display().to_string(),
+        "--nats-server".into(),
+        nats.display().to_string(),
+    ];
+    eprintln!("bench: starting the lab in {}", dir.display());
+    let mut lab = child::spawn(&exe, &args, Output::PipedStdout)?;
+    let result = async {
+        let stdout = lab.stdout.take().context("lab stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
+            .await
+            .context("the lab did not get ready in 120 s")??
+            .context("the lab exited")?;
+        let ready: Json = serde_json::from_str(&line)?;
+        trials(&a, &ready).await
+    }
+    .await;
+    child::stop(&mut lab, Duration::from_secs(20)).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let (kill, stop) = result?;
+    let summary = |v: &[(f64, f64)]| {
+        let mut poll: Vec<f64> = v.iter().map(|x| x.0).collect();
+        let mut root: Vec<f64> = v.iter().map(|x| x.1).collect();
+        json!({ "first_plc_poll_ms": dist(&mut poll), "first_event_at_root_ms": dist(&mut root), "trials": v.len() })
+    };
+    let out = json!({ "poll_ms": a.poll_ms, "sigkill": summary(&kill), "sigstop": summary(&stop) });
+    if a.json {
+        println!("{out}");
+    } else {
+        println!("failover of a Modbus pair (poll every {} ms), {} trials per fault, times from the fault in ms", a.poll_ms, a.trials);
+        println!(
+            "{:<10} {:<22} {:>8} {:>8} {:>8}",
+            "fault", "until", "p50", "p99", "max"
+        );
+        for (fault, key) in [("SIGKILL", "sigkill"), ("SIGSTOP", "sigstop")] {
+            for (what, k) in [
+                ("first PLC poll", "first_plc_poll_ms"),
+                ("first event at root", "first_event_at_root_ms"),
+            ] {
+                let d = &out[key][k];
+                println!(
+                    "{:<10} {:<22} {:>8.0} {:>8.0} {:>8.0}",
+                    fault,
+                    what,
+                    d["p50"].as_f64().unwrap_or(0.0),
+                    d["p99"].as_f64().unwrap_or(0.0),
+                    d["max"].as_f64().unwrap_or(0.0)
+                );
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn dist(v: &mut [f64]) -> Json {
+    if v.is_empty() {
+        return json!(null);
+    }
+    v.sort_by(f64::total_cmp);
+    let pct = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
+    json!({ "p50": pct(0.5), "p99": pct(0.99), "max": v[v.len() - 1] })
+}
+
+fn member<'a>(ready: &'a Json, node: &str, name: &str) -> anyhow::Result<&'a Json> {
+    ready["members"]
+        .as_array()
+        .and_then(|ms| ms.iter().find(|m| m["node"] == node && m["member"] == name))
+        .with_context(|| format!("{node}/{name} not in the ready line"))
+}
+
+async fn role_of(client: &async_nats::Client, name: &str) -> Option<(String, u64)> {
+    let subject = format!("canopy.member.{PAIR}.{name}");
+    let msg = tokio::time::timeout(
+        Duration::from_millis(300),
+        client.request(subject, "".into()),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let v: Json = serde_json::from_slice(&msg.payload).ok()?;
+    Some((v["role"].as_str()?.to_owned(), v["epoch"].as_u64()?))
+}
+
+/// Waits until one member is active and the other standby; returns (active, epoch).
+async fn settled(client: &async_nats::Client) -> anyhow::Result<(String, u64)> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (ra, rb) = (role_of(client, "a").await, role_of(client, "b").await);
+        match (ra, rb) {
+            (Some((x, e)), Some((y, _))) if x == "active" && y == "standby" => {
+                return Ok(("a".into(), e))
+            }
+            (Some((x, _)), Some((y, e))) if x == "standby" && y == "active" => {
+                return Ok(("b".into(), e))
+            }
+            _ if Instant::now() > deadline => bail!("the pair did not settle in 60 s"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+type Trials = Vec<(f64, f64)>;
+
+async fn trials(a: &BenchFailoverArgs, ready: &Json) -> anyhow::Result<(Trials, Trials)> {
+    let root_url = member(ready, "root", "a")?["nats"]
+        .as_str()
+        .context("root url")?
+        .to_owned();
+    let client = async_nats::connect(&root_url).await?;
+    let js = async_nats::jetstream::with_domain(client.clone(), "root");
+    let log = std::path::PathBuf::from(
+        ready["plcs"][0]["write_log"]
+            .as_str()
+            .context("write log")?,
+    );
+    let mut restarted: Vec<tokio::process::Child> = Vec::new();
+    let mut out = (Vec::new(), Vec::new());
+    for fault in [Signal::SIGKILL, Signal::SIGSTOP] {
+        for i in 0..a.trials {
+            let (act, epoch) = settled(&client).await?;
+            let pid = current_pid(&client, &act).await.context("active pid")?;
+            let mut replica = js.get_stream(events::subjects::stream_name(PAIR)).await?;
+            let tail = replica.info().await?.state.last_sequence;
+            let mut arrivals = crate::pull::from_seq(&replica, tail + 1).await?;
+            let old_peer = last_writer(&log)?;
+            let t0 = now_us();
+            crate::child::signal_pid(pid, fault);
+            let root_us = async {
+                while let Some(Ok(m)) = arrivals.next().await {
+                    if events::decode(&m.payload)
+                        .map(|e| e.epoch > epoch)
+                        .unwrap_or(false)
+                    {
+                        return Ok(now_us());
+                    }
+                }
+                bail!("the replica read ended")
+            };
+            let root_us = tokio::time::timeout(Duration::from_secs(60), root_us)
+                .await
+                .context("no new epoch at the root in 60 s")??;
+            let poll_us = first_write_by_other(&log, &old_peer, t0).await?;
+            let r = (
+                (poll_us.saturating_sub(t0)) as f64 / 1000.0,
+                (root_us.saturating_sub(t0)) as f64 / 1000.0,
+            );
+            eprintln!(
+                "bench: {fault:?} trial {}/{}: first poll {:.0} ms, first event at root {:.0} ms",
+                i + 1,
+                a.trials,
+                r.0,
+                r.1
+            );
+            if fault == Signal::SIGKILL {
+                out.0.push(r);
+                let argv: Vec<String> = member(ready, PAIR, &act)?["argv"]
+                    .as_array()
+                    .context("argv")?
+                    .iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect();
+                let (prog, rest) = argv.split_first().context("empty argv")?;
+                let log_file = std::env::temp_dir()
+                    .join(format!("canopy-bench-restart-{}.log", std::process::id()));
+                restarted.push(child::spawn(
+                    std::path::Path::new(prog),
+                    rest,
+                    Output::File(log_file),
+                )?);
+            } else {
+                out.1.push(r);
+                crate::child::signal_pid(pid, Signal::SIGCONT);
+            }
+        }
+    }
+    for mut c in restarted {
+        child::stop(&mut c, Duration::from_secs(10)).await;
+    }
+    Ok(out)
+}
+
+async fn current_pid(client: &async_nats::Client, name: &str) -> Option<u32> {
+    let subject = format!("canopy.member.{PAIR}.{name}");
+    let msg = tokio::time::timeout(
+        Duration::from_millis(500),
+        client.request(subject, "".into()),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let v: Json = serde_json::from_slice(&msg.payload).ok()?;
+    v["pid"].as_u64().map(|p| p as u32)
+}
+
+fn entries(log: &std::path::Path) -> anyhow::Result<Vec<Json>> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
+}
+
+fn last_writer(log: &std::path::Path) -> anyhow::Result<String> {
+    Ok(entries(log)?
+        .last()
+        .and_then(|e| e["peer"].as_str().map(str::to_owned))
+        .unwrap_or_default())
+}
+
+async fn first_write_by_other(
+    log: &std::path::Path,
+    old: &str,
+    after_us: u64,
+) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let found = entries(log)?.into_iter().find(|e| {
+            e["peer"].as_str() != Some(old) && e["ts_us"].as_u64().is_some_and(|t| t >= after_us)
+        });
+        if let Some(e) = found {
+            return e["ts_us"].as_u64().context("ts_us");
+        }
+        if Instant::now() > deadline {
+            bail!("no PLC write by the new active in 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,110 @@
+//! `canopy witness`: the third voter of an HA pair.
+//!
+//! Runs the pair's third nats-server (so the pair's streams are R3 and
+//! survive any one loss), the third raft voter (never a candidate, never
+//! active), keeps the pair's stream leaders on itself, and answers hello
+//! requests so `canopy status` shows it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::WitnessArgs;
+use crate::member::{self, Nats};
+use crate::natsconf::Role;
+use crate::{ha, supervisor};
+
+/// Runs the witness until SIGINT/SIGTERM.
+pub async fn run(a: WitnessArgs) -> anyhow::Result<u8> {
+    let topo = Arc::new(super::load_topology(&a.topology)?);
+    let node = topo
+        .node(&a.node)
+        .with_context(|| format!("node {:?} is not in {}", a.node, a.topology.display()))?
+        .clone();
+    let ep = node
+        .witness
+        .clone()
+        .with_context(|| format!("node {} has no witness: only an HA pair has one", node.id))?;
+    let nats = match a.attach {
+        Some(url) => Nats::Attach(url),
+        None => Nats::Supervise(supervisor::find_nats_server(a.nats_server.as_deref())?),
+    };
+    std::fs::create_dir_all(&a.data).with_context(|| format!("creating {}", a.data.display()))?;
+    let cancel = super::shutdown_token()?;
+    let nats_cancel = CancellationToken::new();
+    let (url, supervised, nats_task) = member::start_nats(
+        &nats,
+        &topo,
+        &node,
+        Role::Witness,
+        &ep,
+        &a.data,
+        &nats_cancel,
+    )?;
+    let result = serve(&topo, &node, &url, &a.data, supervised, cancel).await;
+    nats_cancel.cancel();
+    if let Some(t) = nats_task {
+        let _ = t.await;
+    }
+    result.map(|()| 0)
+}
+
+async fn serve(
+    topo: &topology::Topology,
+    node: &topology::Node,
+    url: &str,
+    data: &std::path::Path,
+    supervised: Option<supervisor::Supervised>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let tasks = CancellationToken::new();
+    let (pair, pair_task) = raft::Pair::start(
+        ha::pair_config(topo, node, ha::WITNESS_ID, data)?,
+        tasks.clone(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("starting the pair's raft voter: {e}"))?;
+    let client = member::connect_own(url, format!("canopy {}/witness", node.id)).await?;
+    let domain = events::subjects::domain(&node.id);
+    let js = async_nats::jetstream::with_domain(client.clone(), &domain);
+    let me = format!("{domain}-witness");
+    let keeper = tokio::spawn(ha::keep_leaders(
+        client.clone(),
+        js,
+        domain,
+        me,
+        tasks.clone(),
+    ));
+    let mut hello = client.subscribe(member::HELLO.to_owned()).await?;
+    let mut info = client
+        .subscribe(events::subjects::member_subject(&node.id, "witness"))
+        .await?;
+    tracing::info!(node = %node.id, "witness up");
+    loop {
+        let req = tokio::select! {
+            m = hello.next() => m,
+            m = info.next() => m,
+            _ = cancel.cancelled() => break,
+        };
+        let Some(req) = req else { break };
+        let Some(reply) = req.reply else { continue };
+        let view = pair.view().borrow().clone();
+        let body = serde_json::json!({
+            "node": node.id, "member": "witness", "role": "witness",
+            "pid": std::process::id(),
+            "nats_pid": supervised.as_ref().and_then(|s| *s.pid.borrow()),
+            "epoch": view.epoch,
+            "active": view.active.map(|id| ha::id_name(node, id)),
+            "leader": view.leader.map(|id| ha::id_name(node, id)),
+            "healthy": true,
+        });
+        let _ = client.publish(reply, body.to_string().into()).await;
+    }
+    tasks.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(3), keeper).await;
+    let _ = tokio::time::timeout(Duration::from_secs(3), pair_task).await;
+    Ok(())
+}

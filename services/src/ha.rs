@@ -1,0 +1,128 @@
+//! HA pair plumbing shared by members and the witness: the raft group's
+//! configuration from the topology, the role view a member acts on, and
+//! the JetStream leader keeper.
+//!
+//! Raft ids follow the topology: 1 = first member, 2 = second member,
+//! 3 = the witness.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::Context;
+use async_nats::Client;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+use topology::{Node, Topology};
+
+/// The witness's raft id.
+pub const WITNESS_ID: u64 = 3;
+
+/// The raft id of a member of `node` (1 or 2).
+pub fn member_id(node: &Node, member: &str) -> Option<u64> {
+    node.members
+        .iter()
+        .position(|m| m.name == member)
+        .map(|i| i as u64 + 1)
+}
+
+/// The member name of a raft id.
+pub fn id_name(node: &Node, id: u64) -> String {
+    match id {
+        WITNESS_ID => "witness".to_owned(),
+        i => node
+            .members
+            .get((i as usize).wrapping_sub(1))
+            .map(|m| m.name.clone())
+            .unwrap_or_else(|| format!("#{i}")),
+    }
+}
+
+/// The pair's raft configuration for process `me`.
+pub fn pair_config(
+    topo: &Topology,
+    node: &Node,
+    me: u64,
+    data: &Path,
+) -> anyhow::Result<raft::PairConfig> {
+    let witness = node
+        .witness
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("node {} is not an HA pair", node.id))?;
+    let mut peers = BTreeMap::new();
+    for (i, m) in node.members.iter().enumerate() {
+        peers.insert(
+            i as u64 + 1,
+            raft::Peer {
+                name: m.name.clone(),
+                host: m.endpoint.host.clone(),
+                raft_port: m.endpoint.ports.raft,
+            },
+        );
+    }
+    peers.insert(
+        WITNESS_ID,
+        raft::Peer {
+            name: "witness".to_owned(),
+            host: witness.host.clone(),
+            raft_port: witness.ports.raft,
+        },
+    );
+    Ok(raft::PairConfig {
+        mesh: topo.mesh.name.clone(),
+        node: node.id.clone(),
+        me,
+        peers,
+        data_dir: data.join("raft"),
+        prefer: node.prefer.as_deref().and_then(|p| member_id(node, p)),
+        timing: raft::Timing::default(),
+    })
+}
+
+/// Keeps the leaders of every stream in `js`'s domain on this server, the
+/// witness. (The JetStream meta leader can only be moved from the system
+/// account; it matters only for creating streams and consumers.)
+///
+/// Why: JetStream's own elections take 4-9 s (hard-coded in nats-server);
+/// a stream whose leader dies refuses writes that long. With the leaders on
+/// the witness, losing a member never stalls the pair's streams, and the
+/// role moves in canopy's own sub-second time.
+pub async fn keep_leaders(
+    client: Client,
+    js: Context,
+    domain: String,
+    me: String,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let body = serde_json::json!({ "placement": { "preferred": me } }).to_string();
+    let mut last_report = Instant::now() - Duration::from_secs(60);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = cancel.cancelled() => return,
+        }
+        let mut names = js.stream_names();
+        let mut moved = 0;
+        while let Some(Ok(name)) = names.next().await {
+            let Ok(mut stream) = js.get_stream(&name).await else {
+                continue;
+            };
+            let Ok(info) = stream.info().await else {
+                continue;
+            };
+            let leader = info.cluster.as_ref().and_then(|c| c.leader.clone());
+            if leader.as_deref().is_some_and(|l| l != me) {
+                let subject = format!("$JS.{domain}.API.STREAM.LEADER.STEPDOWN.{name}");
+                if client.request(subject, body.clone().into()).await.is_ok() {
+                    moved += 1;
+                }
+            }
+        }
+        if moved > 0 && last_report.elapsed() > Duration::from_secs(10) {
+            tracing::info!(moved, "asked stream leaders to move to the witness");
+            last_report = Instant::now();
+        }
+    }
+}

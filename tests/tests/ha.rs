@@ -1,0 +1,358 @@
+//! HA pair fault campaigns on real processes: kill, freeze, restart. Each
+//! test checks invariants (one writer at a time at the PLC, every
+//! acknowledged event at the root exactly once with contiguous seqs, epochs
+//! never going back), never timings.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use nix::sys::signal::Signal;
+use serde_json::Value as Json;
+use tests::{
+    check_contiguous_chain, connect, free_ports, read_stream, request, sim_point, state, wait_for,
+    Lab, TopologyBuilder,
+};
+
+const WAIT: Duration = Duration::from_secs(60);
+const PAIR: &str = "root.plc";
+
+fn pair_topology(plc_port: u16) -> String {
+    let modbus = format!(
+        "modbus = {{ address = \"127.0.0.1:{plc_port}\", unit = 1, poll_ms = 50, timeout_ms = 300, life_sign = \"holding:900\" }}"
+    );
+    let points = "[[node.point]]\nname = \"speed\"\nsource = \"modbus\"\nregister = \"holding:100\"\nwritable = true\n\
+                  [[node.point]]\nname = \"co\"\nsource = \"modbus\"\nregister = \"input:7\"\n";
+    TopologyBuilder::new("ha")
+        .node("root", "", &sim_point("uptime", 200))
+        .pair(PAIR, &modbus, points)
+        .build()
+}
+
+/// (member, epoch) of the member that answers as active, asking each
+/// member directly with a short timeout (a frozen or dead one is silent).
+async fn active(client: &async_nats::Client, node: &str) -> Option<(String, u64)> {
+    for m in ["a", "b"] {
+        let subject = format!("canopy.member.{node}.{m}");
+        let reply = tokio::time::timeout(
+            Duration::from_millis(500),
+            client.request(subject, "".into()),
+        )
+        .await;
+        if let Ok(Ok(msg)) = reply {
+            if let Ok(v) = serde_json::from_slice::<Json>(&msg.payload) {
+                if v["role"] == "active" {
+                    return Some((m.to_owned(), v["epoch"].as_u64().unwrap_or(0)));
+                }
+            }
+        }
+    }
+    None
+}
+
+async fn wait_active(
+    client: &async_nats::Client,
+    node: &str,
+    newer_than: u64,
+) -> anyhow::Result<(String, u64)> {
+    wait_for("an active member", WAIT, || async {
+        Ok(active(client, node).await.filter(|(_, e)| *e > newer_than))
+    })
+    .await
+}
+
+fn pid(lab: &Lab, node: &str, member: &str) -> anyhow::Result<u32> {
+    lab.member(node, member)?["pid"]
+        .as_u64()
+        .map(|p| p as u32)
+        .context("pid")
+}
+
+/// Forces `n` values through the root; returns the acknowledged seqs.
+async fn forced_events(
+    client: &async_nats::Client,
+    n: usize,
+    base: i64,
+) -> anyhow::Result<Vec<u64>> {
+    let mut seqs = Vec::new();
+    for i in 0..n {
+        let body = format!(
+            "{{\"op\":\"force\",\"point\":\"speed\",\"value\":{}}}",
+            base + i as i64
+        );
+        let r = wait_for("a force to be acknowledged", WAIT, || {
+            let body = body.clone();
+            async move {
+                let r = request(client, &format!("canopy.cmd.{PAIR}"), &body).await?;
+                Ok((r["ok"] == true).then_some(r))
+            }
+        })
+        .await?;
+        seqs.push(r["seq"].as_u64().context("seq")?);
+    }
+    Ok(seqs)
+}
+
+/// The root's copy of the pair's stream: contiguous, chained, epochs never
+/// going back, and holding every acknowledged seq exactly once.
+async fn check_root_copy(
+    root: &async_nats::Client,
+    acked: &[u64],
+) -> anyhow::Result<Vec<events::Event>> {
+    let max = acked.iter().copied().max().unwrap_or(0);
+    wait_for(
+        "the root to hold every acknowledged event",
+        WAIT,
+        || async {
+            let s = state(root, "root").await?;
+            Ok((s["origins"][PAIR]["seq"].as_u64().unwrap_or(0) >= max).then_some(()))
+        },
+    )
+    .await?;
+    let msgs = read_stream(root, "root", PAIR).await?;
+    check_contiguous_chain(PAIR, &msgs)?;
+    let evs: Vec<events::Event> = msgs
+        .iter()
+        .map(|(_, b)| events::decode(b))
+        .collect::<Result<_, _>>()?;
+    let mut last_epoch = 0;
+    for e in &evs {
+        if e.epoch < last_epoch {
+            bail!(
+                "epoch went back from {last_epoch} to {} at seq {}",
+                e.epoch,
+                e.seq
+            );
+        }
+        last_epoch = e.epoch;
+    }
+    let seqs: BTreeSet<u64> = evs.iter().map(|e| e.seq).collect();
+    for s in acked {
+        assert!(seqs.contains(s), "acknowledged seq {s} missing at the root");
+    }
+    Ok(evs)
+}
+
+/// The PLC's write log: each client connection (peer address) writes in
+/// one unbroken run: no two members ever wrote in overlapping intervals.
+fn check_one_writer_at_a_time(lab: &Lab) -> anyhow::Result<Vec<String>> {
+    let log = lab.ready["plcs"][0]["write_log"]
+        .as_str()
+        .context("write log")?;
+    let text = std::fs::read_to_string(log)?;
+    let mut runs: Vec<String> = Vec::new();
+    for line in text.lines() {
+        let e: Json = serde_json::from_str(line)?;
+        let peer = e["peer"].as_str().unwrap_or("?").to_owned();
+        if runs.last() != Some(&peer) {
+            if runs.contains(&peer) {
+                bail!("{peer} wrote again after another member had written: overlapping writers {runs:?}");
+            }
+            runs.push(peer);
+        }
+    }
+    Ok(runs)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_of_the_active_moves_the_role_and_loses_nothing() -> anyhow::Result<()> {
+    let lab = Lab::start(&pair_topology(free_ports(1)), &[])?;
+    let root = connect(&lab.url("root", "a")?).await?;
+    let (first, e1) = wait_active(&root, PAIR, 0).await?;
+    let mut acked = forced_events(&root, 10, 100).await?;
+    assert!(tests::kill(pid(&lab, PAIR, &first)?, Signal::SIGKILL));
+    let (second, e2) = wait_active(&root, PAIR, e1).await?;
+    assert_ne!(first, second);
+    acked.extend(forced_events(&root, 10, 200).await?);
+    let evs = check_root_copy(&root, &acked).await?;
+    assert!(evs.iter().any(|e| e.epoch == e2 && e.member == second));
+    // The new active writes the life sign too, after the old one stopped.
+    wait_for("life-sign writes from two members", WAIT, || async {
+        Ok((check_one_writer_at_a_time(&lab)?.len() >= 2).then_some(()))
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_active_that_wakes_up_writes_nothing_and_publishes_nothing() -> anyhow::Result<()>
+{
+    let lab = Lab::start(&pair_topology(free_ports(1)), &[])?;
+    let root = connect(&lab.url("root", "a")?).await?;
+    let (first, e1) = wait_active(&root, PAIR, 0).await?;
+    let mut acked = forced_events(&root, 5, 100).await?;
+    let frozen = pid(&lab, PAIR, &first)?;
+    assert!(tests::kill(frozen, Signal::SIGSTOP));
+    let thawed = scopeguard(frozen);
+    let (second, e2) = wait_active(&root, PAIR, e1).await?;
+    assert_ne!(first, second);
+    acked.extend(forced_events(&root, 5, 200).await?);
+    wait_for("life-sign writes from the new active", WAIT, || async {
+        Ok((check_one_writer_at_a_time(&lab)?.len() >= 2).then_some(()))
+    })
+    .await?;
+    drop(thawed); // SIGCONT
+                  // The woken member notices it lost the role and stays standby.
+    wait_for("the old active to answer as standby", WAIT, || async {
+        let subject = format!("canopy.member.{PAIR}.{first}");
+        let r = request(&root, &subject, "").await?;
+        Ok((r["role"] == "standby").then_some(()))
+    })
+    .await?;
+    acked.extend(forced_events(&root, 5, 300).await?);
+    // Still the same active, and the log shows no write by the old one
+    // after the new one started (one unbroken run per connection).
+    assert_eq!(
+        active(&root, PAIR).await.map(|(m, _)| m),
+        Some(second.clone())
+    );
+    check_one_writer_at_a_time(&lab)?;
+    let evs = check_root_copy(&root, &acked).await?;
+    let first_new = evs
+        .iter()
+        .position(|e| e.epoch == e2)
+        .context("no event of the new epoch")?;
+    assert!(
+        evs[first_new..].iter().all(|e| e.epoch >= e2),
+        "an event of the old epoch was accepted after the takeover"
+    );
+    Ok(())
+}
+
+/// Sends SIGCONT on drop, so a failing test never leaves a stopped process.
+struct Thaw(u32);
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        tests::kill(self.0, Signal::SIGCONT);
+    }
+}
+fn scopeguard(pid: u32) -> Thaw {
+    Thaw(pid)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn losing_the_witness_or_the_standby_changes_nothing() -> anyhow::Result<()> {
+    let lab = Lab::start(&pair_topology(free_ports(1)), &[])?;
+    let root = connect(&lab.url("root", "a")?).await?;
+    let (act, e1) = wait_active(&root, PAIR, 0).await?;
+    let mut acked = forced_events(&root, 5, 100).await?;
+    assert!(tests::kill(pid(&lab, PAIR, "witness")?, Signal::SIGKILL));
+    acked.extend(forced_events(&root, 5, 200).await?);
+    let standby = if act == "a" { "b" } else { "a" };
+    assert!(tests::kill(pid(&lab, PAIR, standby)?, Signal::SIGKILL));
+    // One voter left of three: no quorum, so the lease cannot be renewed and
+    // the active must stop. Bring the witness back: the active resumes.
+    let argv = lab.member(PAIR, "witness")?["argv"].clone();
+    let _witness = tests::Respawned::start(&argv)?;
+    let (now, e2) = wait_active(&root, PAIR, 0).await?;
+    assert_eq!(now, act, "the surviving member holds the role");
+    assert!(e2 >= e1);
+    acked.extend(forced_events(&root, 5, 300).await?);
+    check_root_copy(&root, &acked).await?;
+    check_one_writer_at_a_time(&lab)?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn both_members_restarted_or_one_alone_with_the_witness_continue_the_chain(
+) -> anyhow::Result<()> {
+    let lab = Lab::start(&pair_topology(free_ports(1)), &[])?;
+    let root = connect(&lab.url("root", "a")?).await?;
+    let (_, e1) = wait_active(&root, PAIR, 0).await?;
+    let mut acked = forced_events(&root, 5, 100).await?;
+    for m in ["a", "b"] {
+        assert!(tests::kill(pid(&lab, PAIR, m)?, Signal::SIGKILL));
+    }
+    // Only b comes back: it must take the role alone with the witness.
+    let _b = tests::Respawned::start(&lab.member(PAIR, "b")?["argv"])?;
+    let (m, e2) = wait_active(&root, PAIR, e1).await?;
+    assert_eq!(m, "b");
+    acked.extend(forced_events(&root, 5, 200).await?);
+    // Then a comes back: sticky, b keeps the role.
+    let _a = tests::Respawned::start(&lab.member(PAIR, "a")?["argv"])?;
+    wait_for("a back as standby", WAIT, || async {
+        let r = request(&root, &format!("canopy.member.{PAIR}.a"), "").await?;
+        Ok((r["role"] == "standby").then_some(()))
+    })
+    .await?;
+    assert_eq!(active(&root, PAIR).await, Some(("b".to_owned(), e2)));
+    acked.extend(forced_events(&root, 5, 300).await?);
+    check_root_copy(&root, &acked).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn children_keep_replicating_through_a_failover_of_their_parent_pair() -> anyhow::Result<()> {
+    let topo = TopologyBuilder::new("ha-parent")
+        .node("root", "", &sim_point("uptime", 200))
+        .pair("root.mid", "", &sim_point("x", 50))
+        .node("root.mid.leaf", "", &sim_point("a", 10))
+        .build();
+    let lab = Lab::start(&topo, &[])?;
+    let root = connect(&lab.url("root", "a")?).await?;
+    let (first, e1) = wait_active(&root, "root.mid", 0).await?;
+    let origin_seq = |s: Json, o: &str| s["origins"][o]["seq"].as_u64().unwrap_or(0);
+    wait_for("leaf events at the root", WAIT, || async {
+        Ok((origin_seq(state(&root, "root").await?, "root.mid.leaf") >= 100).then_some(()))
+    })
+    .await?;
+    assert!(tests::kill(pid(&lab, "root.mid", &first)?, Signal::SIGKILL));
+    wait_active(&root, "root.mid", e1).await?;
+    let leaf = connect(&lab.url("root.mid.leaf", "a")?).await?;
+    let js = async_nats::jetstream::with_domain(leaf.clone(), "root-mid-leaf");
+    let tail = js
+        .get_stream("EV_root-mid-leaf")
+        .await?
+        .info()
+        .await?
+        .state
+        .last_sequence;
+    wait_for("the root to catch up with the leaf", WAIT, || async {
+        Ok((origin_seq(state(&root, "root").await?, "root.mid.leaf") >= tail).then_some(()))
+    })
+    .await?;
+    let at_root = read_stream(&root, "root", "root.mid.leaf").await?;
+    let n = check_contiguous_chain("root.mid.leaf", &at_root)?;
+    let own = read_stream(&leaf, "root-mid-leaf", "root.mid.leaf").await?;
+    assert_eq!(&own[..n as usize], &at_root[..]);
+    check_contiguous_chain("root.mid", &read_stream(&root, "root", "root.mid").await?)?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_shows_exactly_one_active_per_pair_and_the_witness() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let text = pair_topology(free_ports(1));
+    let topo_file = dir.path().join("t.toml");
+    std::fs::write(&topo_file, &text)?;
+    let lab = Lab::start(&text, &[])?;
+    let url = lab.url("root", "a")?;
+    let root = connect(&url).await?;
+    wait_active(&root, PAIR, 0).await?;
+    let (code, out, err) = lab.cli(&[
+        "status",
+        "--server",
+        &url,
+        "--json",
+        "--topology",
+        &topo_file.display().to_string(),
+    ])?;
+    assert_eq!(code, 0, "{err}");
+    let v: Json = serde_json::from_str(out.trim())?;
+    let pair = v["nodes"]
+        .as_array()
+        .context("nodes")?
+        .iter()
+        .find(|n| n["node"] == PAIR)
+        .context("pair")?;
+    let actives = pair["members"]
+        .as_array()
+        .context("members")?
+        .iter()
+        .filter(|m| m["role"] == "active")
+        .count();
+    assert_eq!(actives, 1, "{pair}");
+    assert_eq!(pair["witness"]["up"], true);
+    assert!(pair["epoch"].as_u64().unwrap_or(0) >= 1);
+    Ok(())
+}
