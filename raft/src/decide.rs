@@ -6,7 +6,15 @@
 //! Two kinds of rules:
 //! - leader side (`am_leader`: this node leads and has applied everything
 //!   committed before its term): who gets the role, via `Acquire`;
-//! - active side (`state.active == me`): when to give it up, via `Release`.
+//! - active side (the state names this member *and* this process's
+//!   incarnation): when to give it up, via `Release`.
+//!
+//! A state naming this member under another incarnation names a previous
+//! process of this member (it restarted): this process is not active and
+//! releases nothing; the leader treats that activation as dead once
+//! `grace` has passed without renewals (nobody can renew it any more) and
+//! grants the role afresh, possibly to the restarted member itself, with a
+//! larger epoch.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -16,6 +24,7 @@ use crate::timing::Timing;
 use crate::types::is_member;
 use crate::types::other_member;
 use crate::types::Health;
+use crate::types::Incarnation;
 use crate::types::NodeId;
 use crate::types::MEMBERS;
 
@@ -41,9 +50,12 @@ pub struct MemberStatus {
 pub struct DecisionInput {
     /// The deciding node.
     pub me: NodeId,
+    /// The deciding process's incarnation.
+    pub incarnation: Incarnation,
     /// This node is the leader and its probe committed in this term.
     pub am_leader: bool,
-    /// The state as applied on this node.
+    /// The state as applied on this node (its `incarnations` are each
+    /// member's latest reported incarnation).
     pub state: PairState,
     /// Time since this node applied the entry that last moved
     /// `state.renew_index` (a Renew or an Acquire).
@@ -117,6 +129,11 @@ impl DecisionInput {
         self.plc_bad(a) && !self.plc_bad(b)
     }
 
+    /// The state names this process active.
+    fn i_am_active(&self) -> bool {
+        self.state.names_active(self.me, self.incarnation)
+    }
+
     fn recently_lost(&self, id: NodeId) -> bool {
         self.status(id)
             .since_lost_role
@@ -180,7 +197,17 @@ pub fn decide(input: &DecisionInput) -> Vec<Action> {
                 // has certainly run out: hand over, if there is anyone to
                 // hand over to (sticky otherwise: it may renew again).
                 if input.since_last_renewal >= input.timing.grace {
-                    if let Some(other) = other_member(active).filter(|&o| input.eligible(o)) {
+                    if state.active_superseded() {
+                        // The member restarted: the process the role was
+                        // granted to is gone and nobody can renew it. The
+                        // role is vacant in all but name; the restarted
+                        // member is a candidate like any other.
+                        if let Some(candidate) = input.pick_candidate() {
+                            actions.push(Action::ProposeAcquire { candidate });
+                        }
+                    } else if let Some(other) =
+                        other_member(active).filter(|&o| input.eligible(o))
+                    {
                         actions.push(Action::ProposeAcquire { candidate: other });
                     }
                 }
@@ -188,7 +215,7 @@ pub fn decide(input: &DecisionInput) -> Vec<Action> {
         }
     }
 
-    if state.active == Some(input.me) {
+    if input.i_am_active() {
         if let Some(other) = other_member(input.me).filter(|&o| input.eligible(o)) {
             let mine = input.status(input.me);
             let not_ready = mine.health.as_ref().is_some_and(|h| !h.ready);
@@ -254,12 +281,26 @@ mod tests {
         }
     }
 
+    /// The incarnation member `m` runs as in these tests.
+    fn inc(m: NodeId) -> Incarnation {
+        100 + m
+    }
+
+    /// A restarted process of member `m`.
+    fn next(m: NodeId) -> Incarnation {
+        200 + m
+    }
+
     /// Leader input with no active and both members healthy.
     fn vacant() -> DecisionInput {
         DecisionInput {
             me: 1,
+            incarnation: inc(1),
             am_leader: true,
-            state: PairState::default(),
+            state: PairState {
+                incarnations: BTreeMap::from([(1, inc(1)), (2, inc(2))]),
+                ..PairState::default()
+            },
             since_last_renewal: MS(0),
             members: BTreeMap::from([(1, healthy(None)), (2, healthy(None))]),
             prefer: None,
@@ -270,8 +311,10 @@ mod tests {
     fn with_active(active: NodeId, me: NodeId, am_leader: bool) -> DecisionInput {
         let mut i = vacant();
         i.me = me;
+        i.incarnation = inc(me);
         i.am_leader = am_leader;
         i.state.active = Some(active);
+        i.state.active_incarnation = inc(active);
         i.state.epoch = 4;
         i.state.renew_index = 40;
         i
@@ -423,6 +466,75 @@ mod tests {
         let mut i = with_active(1, 2, false);
         i.since_last_renewal = MS(5000);
         assert!(decide(&i).is_empty());
+    }
+
+    // ---- a restarted active ----------------------------------------------
+
+    /// Member `m` was active as `inc(m)` and restarted: its new process
+    /// `next(m)` reported itself. `me` decides as its current process.
+    fn restarted(m: NodeId, me: NodeId) -> DecisionInput {
+        let mut i = with_active(m, me, true);
+        i.state.incarnations.insert(m, next(m));
+        if me == m {
+            i.incarnation = next(m);
+        }
+        i
+    }
+
+    #[test]
+    fn a_restarted_active_alone_is_granted_the_role_again_after_grace() {
+        // Only the restarted member (leading) and the witness are up.
+        let mut i = restarted(2, 2);
+        i.members.insert(1, MemberStatus::default());
+        i.since_last_renewal = MS(349);
+        assert!(decide(&i).is_empty(), "its predecessor's lease may run");
+        i.since_last_renewal = MS(350);
+        assert_eq!(decide(&i), acquire(2));
+        // Whoever leads.
+        i.me = 1;
+        i.incarnation = inc(1);
+        assert_eq!(decide(&i), acquire(2));
+    }
+
+    #[test]
+    fn a_restarted_active_leaves_a_vacant_role_in_all_but_name() {
+        // Both members up: the vacant-role rules pick, as for a release.
+        let mut i = restarted(2, 1);
+        i.since_last_renewal = MS(400);
+        assert_eq!(decide(&i), acquire(1), "lowest id");
+        i.prefer = Some(2);
+        assert_eq!(decide(&i), acquire(2));
+        i.members.insert(2, not_ready());
+        assert_eq!(decide(&i), acquire(1));
+        i.members.insert(1, silent());
+        assert!(decide(&i).is_empty(), "nobody fit");
+    }
+
+    #[test]
+    fn a_current_active_is_not_superseded() {
+        // Same incarnation reported, or none reported: the usual rule (only
+        // the other member, and only if fit).
+        let mut i = with_active(2, 2, true);
+        i.members.insert(1, MemberStatus::default());
+        i.since_last_renewal = MS(5000);
+        assert!(decide(&i).is_empty());
+        i.state.incarnations.clear();
+        assert!(decide(&i).is_empty());
+    }
+
+    #[test]
+    fn a_restarted_member_does_not_act_for_its_predecessor() {
+        // The state names member 2 as its old process; the new process
+        // would release for prefer or readiness if it were the active.
+        let mut i = restarted(2, 2);
+        i.am_leader = false;
+        i.prefer = Some(1);
+        assert!(decide(&i).is_empty());
+        i.members.insert(2, not_ready());
+        assert!(decide(&i).is_empty());
+        // Its predecessor (same member, old incarnation) would have.
+        i.incarnation = inc(2);
+        assert_eq!(decide(&i), release(ReleaseReason::NotReady));
     }
 
     // ---- sticky ------------------------------------------------------------
@@ -603,6 +715,11 @@ mod tests {
         ];
         let mut count = 0;
         for me in [1, 2, 3] {
+            for (my_inc, active_inc, latest) in [
+                (inc(me), inc, inc as fn(NodeId) -> Incarnation),
+                (next(me), inc, next),
+                (inc(me), next, inc),
+            ] {
             for am_leader in [false, true] {
                 for active in [None, Some(1), Some(2)] {
                     for since in [MS(0), MS(349), MS(350), MS(10_000)] {
@@ -611,12 +728,19 @@ mod tests {
                                 for s2 in &statuses {
                                     let i = DecisionInput {
                                         me,
+                                        incarnation: my_inc,
                                         am_leader: am_leader && me != 3,
                                         state: PairState {
                                             active,
+                                            active_incarnation: active
+                                                .map_or(0, active_inc),
                                             epoch: 5,
                                             renew_index: 50,
                                             health: BTreeMap::new(),
+                                            incarnations: BTreeMap::from([
+                                                (1, latest(1)),
+                                                (2, latest(2)),
+                                            ]),
                                         },
                                         since_last_renewal: since,
                                         members: BTreeMap::from([(1, s1.clone()), (2, s2.clone())]),
@@ -632,11 +756,14 @@ mod tests {
                                                 assert!(i.eligible(candidate), "{i:?}");
                                                 if let Some(x) = active {
                                                     assert!(since >= i.timing.grace);
-                                                    assert_ne!(candidate, x);
+                                                    if candidate == x {
+                                                        assert!(i.state.active_superseded());
+                                                    }
                                                 }
                                             }
                                             Action::ProposeRelease { .. } => {
                                                 assert_eq!(active, Some(me));
+                                                assert!(i.i_am_active());
                                                 let other = other_member(me).unwrap_or(0);
                                                 assert!(i.eligible(other));
                                             }
@@ -647,6 +774,7 @@ mod tests {
                         }
                     }
                 }
+            }
             }
         }
         assert!(count > 0);

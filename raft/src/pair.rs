@@ -54,12 +54,15 @@ use crate::store::LogStore;
 use crate::store::StateMachine;
 use crate::timing::Timing;
 use crate::types::is_member;
+use crate::types::new_incarnation;
 use crate::types::Health;
+use crate::types::Incarnation;
 use crate::types::NodeId;
 use crate::types::Request;
 use crate::types::Response;
 use crate::types::TypeConfig;
 use crate::types::MEMBERS;
+use crate::types::NO_INCARNATION;
 use crate::types::VOTERS;
 use crate::types::WITNESS;
 
@@ -212,6 +215,7 @@ enum Command {
 
 struct Shared {
     me: NodeId,
+    incarnation: Incarnation,
     view: watch::Receiver<RoleView>,
     lease: Lease,
     health: watch::Sender<Health>,
@@ -230,6 +234,7 @@ impl Debug for Pair {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pair")
             .field("me", &self.shared.me)
+            .field("incarnation", &format_args!("{:016x}", self.shared.incarnation))
             .field("view", &*self.shared.view.borrow())
             .finish()
     }
@@ -241,6 +246,11 @@ impl Pair {
     /// the group if this is a member that never was, and spawns the task.
     /// The task runs until `cancel`; its handle ends after openraft and
     /// the listener stopped.
+    ///
+    /// Every start is a new [incarnation](Pair::incarnation): if the
+    /// recovered state names this member active, that was a previous
+    /// process, and this one becomes active only through a new grant, with
+    /// a larger epoch.
     pub async fn start(
         cfg: PairConfig,
         cancel: CancellationToken,
@@ -273,7 +283,14 @@ impl Pair {
         cfg.validate()?;
         Lease::init_clock();
         let me = cfg.me;
-        let span = tracing::info_span!("pair", mesh = %cfg.mesh, node = %cfg.node, me);
+        let incarnation = new_incarnation();
+        let span = tracing::info_span!(
+            "pair",
+            mesh = %cfg.mesh,
+            node = %cfg.node,
+            me,
+            incarnation = %format_args!("{incarnation:016x}")
+        );
         let log = LogStore::open(&cfg.data_dir)?;
         let (sm, applied_rx) = StateMachine::open(&cfg.data_dir)?;
         let config = cfg
@@ -332,6 +349,7 @@ impl Pair {
 
         let driver = Driver {
             me,
+            incarnation,
             prefer: cfg.prefer,
             timing: cfg.timing.clone(),
             raft,
@@ -354,6 +372,7 @@ impl Pair {
             ready_term: None,
             renew_inflight: 0,
             next_renew_at: Instant::now(),
+            predecessor_noted: None,
             released_epoch: None,
             release_inflight: false,
             acquire_inflight: false,
@@ -370,6 +389,7 @@ impl Pair {
         let pair = Pair {
             shared: Arc::new(Shared {
                 me,
+                incarnation,
                 view: view_rx,
                 lease,
                 health: health_tx,
@@ -386,6 +406,14 @@ impl Pair {
         self.shared.me
     }
 
+    /// This process's incarnation: random, chosen at start, never
+    /// [`NO_INCARNATION`](crate::NO_INCARNATION). Reported with every
+    /// health report; the role is granted to a member's incarnation, so a
+    /// restarted member never continues its predecessor's activation.
+    pub fn incarnation(&self) -> Incarnation {
+        self.shared.incarnation
+    }
+
     /// The role as this node sees it; updated on every change.
     pub fn view(&self) -> watch::Receiver<RoleView> {
         self.shared.view.clone()
@@ -397,7 +425,8 @@ impl Pair {
     }
 
     /// The latest health of this member; proposed on change and every
-    /// `timing.health_interval`. Ignored on the witness.
+    /// `timing.health_interval`, tagged with this process's incarnation by
+    /// the crate. Ignored on the witness.
     pub fn report_health(&self, h: Health) {
         self.shared.health.send_replace(h);
     }
@@ -534,6 +563,8 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 
 struct Driver {
     me: NodeId,
+    /// This process's incarnation: the only one whose role it may renew.
+    incarnation: Incarnation,
     prefer: Option<NodeId>,
     timing: Timing,
     raft: Raft<TypeConfig>,
@@ -572,6 +603,9 @@ struct Driver {
 
     renew_inflight: usize,
     next_renew_at: Instant,
+    /// Epoch at which the state was last seen naming a previous process
+    /// of this member (logged once).
+    predecessor_noted: Option<u64>,
     /// This member gave up the role at this epoch: never renew it again,
     /// keep proposing Release until the state no longer names it.
     released_epoch: Option<u64>,
@@ -672,6 +706,7 @@ impl Driver {
             self.witness_steps_aside();
         }
         if is_member(self.me) {
+            self.note_predecessor();
             self.retry_release();
             self.maybe_renew(now);
             self.maybe_report_health(now);
@@ -756,12 +791,38 @@ impl Driver {
         self.leading() && self.ready_term == Some(self.metrics.current_term)
     }
 
-    /// The lease belongs to an epoch naming this member; anything else ends
-    /// it at once.
+    /// The applied state names this process (member and incarnation)
+    /// active. A state naming this member under another incarnation names
+    /// a previous process of it: not this one's role to renew or release.
+    fn named_active(&self) -> bool {
+        self.applied.state.names_active(self.me, self.incarnation)
+    }
+
+    /// Logs once per epoch that the recovered state names a previous
+    /// process of this member: the role comes back only through a new
+    /// grant, after `grace`.
+    fn note_predecessor(&mut self) {
+        let st = &self.applied.state;
+        if st.active == Some(self.me)
+            && !self.named_active()
+            && self.predecessor_noted != Some(st.epoch)
+        {
+            self.predecessor_noted = Some(st.epoch);
+            tracing::info!(
+                epoch = st.epoch,
+                predecessor = %format_args!("{:016x}", st.active_incarnation),
+                "the state names a previous process of this member active; \
+                 waiting for a new grant"
+            );
+        }
+    }
+
+    /// The lease belongs to an epoch naming this process; anything else
+    /// ends it at once.
     fn drop_lease_if_not_named(&mut self) {
         if let Some(epoch) = self.lease_epoch {
             let st = &self.applied.state;
-            if st.active != Some(self.me) || st.epoch != epoch {
+            if !self.named_active() || st.epoch != epoch {
                 self.lease.revoke();
                 self.lease_epoch = None;
                 tracing::info!(epoch, now = st.epoch, active = ?st.active, "no longer named active; lease dropped");
@@ -771,7 +832,7 @@ impl Driver {
 
     fn maybe_renew(&mut self, now: Instant) {
         let st = &self.applied.state;
-        if st.active != Some(self.me) || self.released_epoch == Some(st.epoch) {
+        if !self.named_active() || self.released_epoch == Some(st.epoch) {
             return;
         }
         if self.renew_inflight >= MAX_RENEW_INFLIGHT || now < self.next_renew_at {
@@ -786,6 +847,7 @@ impl Driver {
         let fut = self.propose_fut(
             Request::Renew {
                 member: self.me,
+                incarnation: self.incarnation,
                 epoch,
             },
             self.timing.lease,
@@ -823,6 +885,7 @@ impl Driver {
         let fut = self.propose_fut(
             Request::Health {
                 member: self.me,
+                incarnation: self.incarnation,
                 report: h,
             },
             self.timing.rpc_timeout,
@@ -852,6 +915,7 @@ impl Driver {
             .collect();
         DecisionInput {
             me: self.me,
+            incarnation: self.incarnation,
             am_leader: self.am_leader(),
             state: st.clone(),
             since_last_renewal: now.saturating_duration_since(local.renewed_at),
@@ -871,8 +935,12 @@ impl Driver {
                     }
                     self.acquire_inflight = true;
                     let st = &input.state;
+                    // The candidate's latest reported incarnation: the
+                    // grant fails if it restarts before this applies.
+                    let incarnation = st.incarnation_of(candidate).unwrap_or(NO_INCARNATION);
                     tracing::info!(
                         candidate,
+                        incarnation = %format_args!("{incarnation:016x}"),
                         epoch = st.epoch,
                         renew_index = st.renew_index,
                         since_last_renewal = ?input.since_last_renewal,
@@ -881,6 +949,7 @@ impl Driver {
                     let fut = self.propose_fut(
                         Request::Acquire {
                             member: candidate,
+                            incarnation,
                             expect_epoch: st.epoch,
                             expect_renew_index: st.renew_index,
                         },
@@ -902,10 +971,10 @@ impl Driver {
     /// Gives the role up: the lease ends now, before the Release is even
     /// sent, and this epoch is never renewed again.
     fn release(&mut self, reason: ReleaseReason) {
-        let st = &self.applied.state;
-        if st.active != Some(self.me) {
+        if !self.named_active() {
             return;
         }
+        let st = &self.applied.state;
         if self.released_epoch != Some(st.epoch) {
             tracing::info!(epoch = st.epoch, ?reason, "releasing the role");
             self.released_epoch = Some(st.epoch);
@@ -916,8 +985,7 @@ impl Driver {
     }
 
     fn retry_release(&mut self) {
-        let st = &self.applied.state;
-        if st.active == Some(self.me) && self.released_epoch == Some(st.epoch) {
+        if self.named_active() && self.released_epoch == Some(self.applied.state.epoch) {
             self.send_release();
         }
     }
@@ -933,6 +1001,7 @@ impl Driver {
         let fut = self.propose_fut(
             Request::Release {
                 member: self.me,
+                incarnation: self.incarnation,
                 epoch,
             },
             self.timing.rpc_timeout,
@@ -944,7 +1013,7 @@ impl Driver {
     fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::StepDown { reply } => {
-                if is_member(self.me) && self.applied.state.active == Some(self.me) {
+                if is_member(self.me) && self.named_active() {
                     self.release(ReleaseReason::Requested);
                     self.step_down_waiters.push(reply);
                 } else {
@@ -983,8 +1052,7 @@ impl Driver {
                 self.renew_inflight = self.renew_inflight.saturating_sub(1);
                 match result {
                     Ok(Response::Ok) => {
-                        let st = &self.applied.state;
-                        let still_mine = st.active == Some(self.me) && st.epoch == epoch;
+                        let still_mine = self.named_active() && self.applied.state.epoch == epoch;
                         if still_mine && self.released_epoch != Some(epoch) {
                             if self.lease_epoch != Some(epoch) || !self.lease.is_valid() {
                                 tracing::info!(epoch, "lease held");
@@ -1047,7 +1115,7 @@ impl Driver {
     fn publish_view(&mut self, now: Instant) {
         let st = &self.applied.state;
         let local = &self.applied.local;
-        let me_active = st.active == Some(self.me)
+        let me_active = st.names_active(self.me, self.incarnation)
             && self.lease_epoch == Some(st.epoch)
             && self.lease.is_valid();
         let health: BTreeMap<NodeId, (Health, Duration)> = st

@@ -5,7 +5,13 @@
 //! field or variant is a wire change between members of one pair: upgrade
 //! both members and the witness together.
 
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::hash::Hasher;
 use std::io::Cursor;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
 
 use serde::Deserialize;
 use serde::Serialize;
@@ -24,6 +30,41 @@ pub const WITNESS: NodeId = 3;
 pub const VOTERS: [NodeId; 3] = [MEMBER_A, MEMBER_B, WITNESS];
 /// The two ids that may ever hold the active role.
 pub const MEMBERS: [NodeId; 2] = [MEMBER_A, MEMBER_B];
+
+/// One run of a member's process: a random number chosen when
+/// [`Pair::start`](crate::Pair::start) is called, never persisted. A process
+/// that restarts (same id, same data directory) is a new incarnation, and
+/// the state names the incarnation it granted the role to, so a restarted
+/// member can never renew its predecessor's activation: it has to be
+/// granted a new one, with a larger epoch.
+pub type Incarnation = u64;
+
+/// The incarnation no process ever has: what `PairState` holds while no
+/// member is active, and what entries and snapshots written before
+/// incarnations existed decode to (so such a state names nobody that can
+/// renew, and the role is granted again, with a larger epoch, after grace).
+pub const NO_INCARNATION: Incarnation = 0;
+
+/// A fresh incarnation: never [`NO_INCARNATION`], and unique with
+/// overwhelming probability across processes and within one. The standard
+/// library's `RandomState` is keyed from the operating system's entropy
+/// once per thread (then stepped per instance); a process-wide counter,
+/// the process id and the wall clock are mixed in as well.
+pub(crate) fn new_incarnation() -> Incarnation {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    loop {
+        let mut h = RandomState::new().build_hasher();
+        h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+        h.write_u32(std::process::id());
+        if let Ok(d) = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH) {
+            h.write_u128(d.as_nanos());
+        }
+        let v = h.finish();
+        if v != NO_INCARNATION {
+            return v;
+        }
+    }
+}
 
 /// True for the two members (the only ids that can be active).
 pub fn is_member(id: NodeId) -> bool {
@@ -69,6 +110,11 @@ impl Default for Health {
 
 /// A state-machine command. See the crate documentation for the rules each
 /// one is applied under.
+///
+/// Every `incarnation` field is `#[serde(default)]`: an entry written before
+/// incarnations existed decodes with [`NO_INCARNATION`] instead of failing
+/// (a log record that does not decode at the end of the log would be taken
+/// for a torn write and cut).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     /// The active member confirms its role at `epoch`; its committed
@@ -76,6 +122,10 @@ pub enum Request {
     Renew {
         /// The proposing member.
         member: NodeId,
+        /// The proposing process: must be the incarnation the role was
+        /// granted to.
+        #[serde(default)]
+        incarnation: Incarnation,
         /// The epoch the member believes it holds.
         epoch: u64,
     },
@@ -84,6 +134,11 @@ pub enum Request {
     Acquire {
         /// The member to make active.
         member: NodeId,
+        /// The incarnation of `member` to make active: its latest reported
+        /// one, as the leader saw it; the grant fails if the member has
+        /// reported another since (it restarted in between).
+        #[serde(default)]
+        incarnation: Incarnation,
         /// The epoch the leader saw; the grant fails if it moved.
         expect_epoch: u64,
         /// The last renewal the leader saw; the grant fails if a newer one
@@ -94,6 +149,11 @@ pub enum Request {
     Release {
         /// The releasing member.
         member: NodeId,
+        /// The releasing process: must be the incarnation the role was
+        /// granted to (a restarted member does not release its
+        /// predecessor's role; it waits out `grace` like anyone else).
+        #[serde(default)]
+        incarnation: Incarnation,
         /// The epoch it releases.
         epoch: u64,
     },
@@ -101,6 +161,11 @@ pub enum Request {
     Health {
         /// The reporting member.
         member: NodeId,
+        /// The reporting process: recorded as the member's latest
+        /// incarnation, which tells the leader that a member named active
+        /// under another incarnation has restarted.
+        #[serde(default)]
+        incarnation: Incarnation,
         /// Its report.
         report: Health,
     },
@@ -114,7 +179,8 @@ pub enum Request {
 pub enum Response {
     /// Applied (Renew, Release, Health, Probe, and non-request entries).
     Ok,
-    /// Renew or Release by someone who is not the active at that epoch.
+    /// Renew or Release by someone who is not the active (member and
+    /// incarnation) at that epoch.
     Fenced,
     /// Acquire applied: `epoch` is the new fencing token.
     Granted {
