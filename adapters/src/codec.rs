@@ -123,15 +123,30 @@ pub fn decode(point: &ModbusPoint, regs: &[u16]) -> Value {
             match point.data_type {
                 DataType::U32 => i64::from(word),
                 DataType::I32 => i64::from(word as i32),
-                _ => return Value::Float(f64::from(f32::from_bits(word)) * point.scale),
+                // Through the f32's shortest decimal form: a PLC's 296.34573
+                // should not read as 296.3457336425781.
+                _ => {
+                    let f = f32::from_bits(word);
+                    let exact: f64 = f.to_string().parse().unwrap_or(f64::from(f));
+                    return Value::Float(tidy(exact * point.scale));
+                }
             }
         }
     };
     if point.scale == 1.0 {
         Value::Int(raw)
     } else {
-        Value::Float(raw as f64 * point.scale)
+        Value::Float(tidy(raw as f64 * point.scale))
     }
+}
+
+/// Rounds a scaled reading to 12 significant digits, so that 3 × 0.1 reads
+/// 0.3, not 0.30000000000000004. No field value carries more precision.
+fn tidy(x: f64) -> f64 {
+    if !x.is_finite() || x == 0.0 {
+        return x;
+    }
+    format!("{x:.11e}").parse().unwrap_or(x)
 }
 
 /// Encodes `value` for a write to `point`; see the module docs for scale and
@@ -283,6 +298,18 @@ mod tests {
         assert_eq!(decode(&numeric_bit, &[1]), Value::Float(2.0));
         assert_eq!(read_count(&coil), 1);
         assert_eq!(read_count(&point("holding:0", DataType::F32, 1.0)), 2);
+        assert_eq!(
+            decode(&point("holding:0", DataType::U16, 0.1), &[3]),
+            Value::Float(0.3)
+        );
+        let bits = 296.34573_f32.to_bits();
+        assert_eq!(
+            decode(
+                &point("holding:0", DataType::F32, 1.0),
+                &[(bits >> 16) as u16, bits as u16]
+            ),
+            Value::Float(296.34573)
+        );
     }
 
     #[test]

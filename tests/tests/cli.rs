@@ -98,9 +98,24 @@ fn nats_config_for_a_child_points_at_its_parent() {
     let path = dir.path().join("t.toml");
     std::fs::write(&path, topology::DEFAULT_TOPOLOGY).expect("write");
     let p = path.display().to_string();
-    let (code, out, err) =
-        cli(&["nats-config", "--topology", &p, "--node", "root.south"]).expect("run");
+    let (code, out, err) = cli(&[
+        "nats-config",
+        "--topology",
+        &p,
+        "--node",
+        "root.south",
+        "--member",
+        "b",
+    ])
+    .expect("run");
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("domain: \"root-south\""), "{out}");
-    assert!(out.contains("nats-leaf://127.0.0.1:14001"), "{out}");
+    // A child of a pair lists all three of the pair's servers.
+    for port in [14001, 14011, 14021] {
+        assert!(
+            out.contains(&format!("nats-leaf://127.0.0.1:{port}")),
+            "{out}"
+        );
+    }
+    assert!(out.contains("cluster {"), "{out}");
 }

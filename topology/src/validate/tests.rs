@@ -102,11 +102,31 @@ fn default_topology_loads() {
         ["root", "root.north", "root.south", "root.south.cell1"]
     );
     assert_eq!(t.root().view, View::Tree);
+    let pairs: Vec<_> = t
+        .nodes
+        .iter()
+        .filter(|n| n.is_pair())
+        .map(|n| n.id.as_str())
+        .collect();
+    assert_eq!(pairs, ["root", "root.south"]);
+    assert!(t
+        .node("root.south")
+        .unwrap()
+        .modbus
+        .as_ref()
+        .unwrap()
+        .life_sign
+        .is_some());
     for node in &t.nodes {
-        assert_eq!(node.members.len(), 1, "{}", node.id);
-        let ep = &node.members[0].endpoint;
-        assert_eq!(ep.host, "127.0.0.1");
-        assert!(ep.ports.all().iter().all(|p| (14000..15000).contains(p)));
+        for ep in node
+            .members
+            .iter()
+            .map(|m| &m.endpoint)
+            .chain(node.witness.iter())
+        {
+            assert_eq!(ep.host, "127.0.0.1");
+            assert!(ep.ports.all().iter().all(|p| (14000..15000).contains(p)));
+        }
     }
     let kinds = |id: &str| -> Vec<SimKind> {
         t.node(id)
