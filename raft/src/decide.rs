@@ -205,8 +205,7 @@ pub fn decide(input: &DecisionInput) -> Vec<Action> {
                         if let Some(candidate) = input.pick_candidate() {
                             actions.push(Action::ProposeAcquire { candidate });
                         }
-                    } else if let Some(other) =
-                        other_member(active).filter(|&o| input.eligible(o))
+                    } else if let Some(other) = other_member(active).filter(|&o| input.eligible(o))
                     {
                         actions.push(Action::ProposeAcquire { candidate: other });
                     }
@@ -280,6 +279,8 @@ mod tests {
             ..healthy(None)
         }
     }
+
+    type IncFn = fn(NodeId) -> Incarnation;
 
     /// The incarnation member `m` runs as in these tests.
     fn inc(m: NodeId) -> Incarnation {
@@ -715,57 +716,63 @@ mod tests {
         ];
         let mut count = 0;
         for me in [1, 2, 3] {
-            for (my_inc, active_inc, latest) in [
-                (inc(me), inc, inc as fn(NodeId) -> Incarnation),
+            // (this process, the active's, each member's latest report):
+            // all current; this process restarted; the active restarted.
+            let cases: [(Incarnation, IncFn, IncFn); 3] = [
+                (inc(me), inc, inc),
                 (next(me), inc, next),
-                (inc(me), next, inc),
-            ] {
-            for am_leader in [false, true] {
-                for active in [None, Some(1), Some(2)] {
-                    for since in [MS(0), MS(349), MS(350), MS(10_000)] {
-                        for prefer in [None, Some(1), Some(2), Some(3)] {
-                            for s1 in &statuses {
-                                for s2 in &statuses {
-                                    let i = DecisionInput {
-                                        me,
-                                        incarnation: my_inc,
-                                        am_leader: am_leader && me != 3,
-                                        state: PairState {
-                                            active,
-                                            active_incarnation: active
-                                                .map_or(0, active_inc),
-                                            epoch: 5,
-                                            renew_index: 50,
-                                            health: BTreeMap::new(),
-                                            incarnations: BTreeMap::from([
-                                                (1, latest(1)),
-                                                (2, latest(2)),
+                (inc(me), inc, next),
+            ];
+            for (my_inc, active_inc, latest) in cases {
+                for am_leader in [false, true] {
+                    for active in [None, Some(1), Some(2)] {
+                        for since in [MS(0), MS(349), MS(350), MS(10_000)] {
+                            for prefer in [None, Some(1), Some(2), Some(3)] {
+                                for s1 in &statuses {
+                                    for s2 in &statuses {
+                                        let i = DecisionInput {
+                                            me,
+                                            incarnation: my_inc,
+                                            am_leader: am_leader && me != 3,
+                                            state: PairState {
+                                                active,
+                                                active_incarnation: active.map_or(0, active_inc),
+                                                epoch: 5,
+                                                renew_index: 50,
+                                                health: BTreeMap::new(),
+                                                incarnations: BTreeMap::from([
+                                                    (1, latest(1)),
+                                                    (2, latest(2)),
+                                                ]),
+                                            },
+                                            since_last_renewal: since,
+                                            members: BTreeMap::from([
+                                                (1, s1.clone()),
+                                                (2, s2.clone()),
                                             ]),
-                                        },
-                                        since_last_renewal: since,
-                                        members: BTreeMap::from([(1, s1.clone()), (2, s2.clone())]),
-                                        prefer,
-                                        timing: Timing::default(),
-                                    };
-                                    for a in decide(&i) {
-                                        count += 1;
-                                        match a {
-                                            Action::ProposeAcquire { candidate } => {
-                                                assert!(i.am_leader);
-                                                assert!(is_member(candidate));
-                                                assert!(i.eligible(candidate), "{i:?}");
-                                                if let Some(x) = active {
-                                                    assert!(since >= i.timing.grace);
-                                                    if candidate == x {
-                                                        assert!(i.state.active_superseded());
+                                            prefer,
+                                            timing: Timing::default(),
+                                        };
+                                        for a in decide(&i) {
+                                            count += 1;
+                                            match a {
+                                                Action::ProposeAcquire { candidate } => {
+                                                    assert!(i.am_leader);
+                                                    assert!(is_member(candidate));
+                                                    assert!(i.eligible(candidate), "{i:?}");
+                                                    if let Some(x) = active {
+                                                        assert!(since >= i.timing.grace);
+                                                        if candidate == x {
+                                                            assert!(i.state.active_superseded());
+                                                        }
                                                     }
                                                 }
-                                            }
-                                            Action::ProposeRelease { .. } => {
-                                                assert_eq!(active, Some(me));
-                                                assert!(i.i_am_active());
-                                                let other = other_member(me).unwrap_or(0);
-                                                assert!(i.eligible(other));
+                                                Action::ProposeRelease { .. } => {
+                                                    assert_eq!(active, Some(me));
+                                                    assert!(i.i_am_active());
+                                                    let other = other_member(me).unwrap_or(0);
+                                                    assert!(i.eligible(other));
+                                                }
                                             }
                                         }
                                     }
@@ -774,7 +781,6 @@ mod tests {
                         }
                     }
                 }
-            }
             }
         }
         assert!(count > 0);

@@ -21,22 +21,53 @@
 //! extends by getting renewals committed, and the leader grants the role to
 //! someone else only after that lease has certainly run out.
 //!
+//! ## Incarnations: every activation gets a strictly larger epoch
+//!
+//! The role is granted to a *process*, not just to a member id. Every
+//! [`Pair::start`] picks a random [`Incarnation`] (a `u64`, never
+//! [`NO_INCARNATION`] = 0, never persisted). A member process killed while
+//! active and started again on the same data directory recovers a state
+//! naming its member active; without incarnations it would renew that
+//! epoch and carry on, although everything the epoch stands for (publisher
+//! chain, PLC I/O, downstream fencing) starts from scratch in the new
+//! process. With them, the recovered activation belongs to the predecessor:
+//! the new process neither renews nor releases it, and becomes active only
+//! through a new `Acquire`, which raises the epoch.
+//!
 //! ## The replicated state machine
 //!
-//! `PairState { active, epoch, renew_index, health }`, changed by:
-//! - `Renew { member, epoch }`: applied iff `active == Some(member)` and
+//! `PairState { active, active_incarnation, epoch, renew_index, health,
+//! incarnations }`, changed by:
+//! - `Renew { member, incarnation, epoch }`: applied iff
+//!   `active == Some(member)`, `incarnation == active_incarnation` and
 //!   `epoch == state.epoch`; sets `renew_index` to the entry's log index.
 //!   Answers `Ok` or `Fenced`.
-//! - `Acquire { member, expect_epoch, expect_renew_index }`: applied iff
-//!   `member` is 1 or 2 (never the witness), `state.epoch == expect_epoch`
+//! - `Acquire { member, incarnation, expect_epoch, expect_renew_index }`:
+//!   applied iff `member` is 1 or 2 (never the witness), `incarnation` is
+//!   the member's latest reported one (`incarnations[member]`, or
+//!   `NO_INCARNATION` if it never reported), `state.epoch == expect_epoch`
 //!   and `state.renew_index == expect_renew_index`; then `active = member`,
-//!   `epoch += 1`, `renew_index` = entry index. Answers `Granted { epoch }`
-//!   or `Conflict`.
-//! - `Release { member, epoch }`: the active steps down: iff
-//!   `active == member` and `epoch == state.epoch`, `active = None` (the
-//!   epoch stays; the next Acquire raises it).
-//! - `Health { member, report }`: recorded.
+//!   `active_incarnation = incarnation`, `epoch += 1`, `renew_index` =
+//!   entry index. Answers `Granted { epoch }` or `Conflict`.
+//! - `Release { member, incarnation, epoch }`: the active steps down: iff
+//!   `active == member`, `incarnation == active_incarnation` and
+//!   `epoch == state.epoch`, `active = None` (the epoch stays; the next
+//!   Acquire raises it). A restarted member does **not** release its
+//!   predecessor's role: that would make the role vacant, and a vacant role
+//!   is granted without waiting, while nothing but the process table says
+//!   the predecessor is gone (a frozen process, or a second one on the
+//!   same data directory, could still hold a lease). It waits out `grace`
+//!   like any failover; a restart takes longer than that anyway.
+//! - `Health { member, incarnation, report }`: recorded, and `incarnation`
+//!   becomes `incarnations[member]`. The crate adds the incarnation;
+//!   services report [`Health`] as before.
 //! - `Probe`: a no-op (see the grant rule).
+//!
+//! Entries and snapshots written before incarnations existed decode with
+//! `NO_INCARNATION` (`#[serde(default)]`): such a state names an active no
+//! process can renew, so the role is granted again, with a larger epoch,
+//! after `grace`. A file that does not decode at all is a
+//! [`RaftError::Storage`] naming it, not a panic.
 //!
 //! Every node also records, **locally and not replicated**, the instant it
 //! applied the entry that last moved `renew_index`, and the instant it
@@ -44,7 +75,8 @@
 //!
 //! ## Lease rule (the active member)
 //!
-//! The active member proposes `Renew` every `renew` (50 ms). When a
+//! The active member (the process the state names: member *and*
+//! incarnation) proposes `Renew` every `renew` (50 ms). When a
 //! proposal commits with `Ok`, its lease is valid until
 //! `send instant + lease` (250 ms), counted from when it **sent** the
 //! proposal. [`Lease::is_valid`] is what side effects check. When the
@@ -84,6 +116,13 @@
 //! A grant to a vacant role (none active, after a release or at first
 //! start) needs no wait: nobody holds a lease then.
 //!
+//! An active whose member has since reported another incarnation (it
+//! restarted) is *superseded*: no process can renew it any more, so its
+//! renewals stop and `grace` elapses by the same rule; then the leader
+//! grants as for a vacant role, and the candidate may be the restarted
+//! member itself. Nothing in the safety argument changes: the
+//! predecessor's last successful renewal is waited out like any other.
+//!
 //! ## The witness stands only to rescue
 //!
 //! The witness runs with `enable_elect = false`: it votes, never campaigns on
@@ -107,7 +146,8 @@
 //! [`decide()`] is a pure function of the applied state and local
 //! observations: grant a vacant role to a ready, recently heard-from member
 //! (prefer `prefer`, then a sound PLC link, then the lowest id); hand over
-//! after `grace` without renewals; sticky otherwise, unless `prefer` names
+//! after `grace` without renewals (to the other member, or, if the active
+//! was superseded by a restart, as for a vacant role); sticky otherwise, unless `prefer` names
 //! the returning member; release on field health (the active's PLC link
 //! down for 3 reports while the standby's is up) or when not ready; no
 //! flapping within 2 s. See its module for the rules and their tests.
@@ -164,6 +204,7 @@ pub use timing::Timing;
 pub use types::is_member;
 pub use types::other_member;
 pub use types::Health;
+pub use types::Incarnation;
 pub use types::NodeId;
 pub use types::Request;
 pub use types::Response;
@@ -171,5 +212,6 @@ pub use types::TypeConfig;
 pub use types::MEMBERS;
 pub use types::MEMBER_A;
 pub use types::MEMBER_B;
+pub use types::NO_INCARNATION;
 pub use types::VOTERS;
 pub use types::WITNESS;

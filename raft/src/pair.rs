@@ -147,9 +147,12 @@ pub struct RoleView {
     pub active: Option<NodeId>,
     /// The current epoch (as applied here).
     pub epoch: u64,
-    /// The replicated state names this member AND its lease is valid: the
-    /// only condition under which it may have side effects (re-check
-    /// [`Lease::is_valid`] right before each one).
+    /// The replicated state names this member in this process's
+    /// incarnation AND its lease is valid: the only condition under which
+    /// it may have side effects (re-check [`Lease::is_valid`] right before
+    /// each one). After a restart, `active` may name this member while
+    /// `me_active` is false: the state names the previous process, until
+    /// the role is granted again with a larger epoch.
     pub me_active: bool,
     /// The raft leader this node knows of (not the active member).
     pub leader: Option<NodeId>,
@@ -234,7 +237,10 @@ impl Debug for Pair {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pair")
             .field("me", &self.shared.me)
-            .field("incarnation", &format_args!("{:016x}", self.shared.incarnation))
+            .field(
+                "incarnation",
+                &format_args!("{:016x}", self.shared.incarnation),
+            )
             .field("view", &*self.shared.view.borrow())
             .finish()
     }

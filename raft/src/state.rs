@@ -11,9 +11,9 @@ use crate::types::is_member;
 use crate::types::Health;
 use crate::types::Incarnation;
 use crate::types::NodeId;
-use crate::types::NO_INCARNATION;
 use crate::types::Request;
 use crate::types::Response;
+use crate::types::NO_INCARNATION;
 
 /// Everything the group agrees on. Small on purpose: it is the snapshot.
 ///
@@ -457,7 +457,10 @@ mod tests {
         .expect("old state");
         assert_eq!(old.active_incarnation, NO_INCARNATION);
         assert!(old.incarnations.is_empty());
-        assert!(!old.active_superseded(), "nobody reported an incarnation yet");
+        assert!(
+            !old.active_superseded(),
+            "nobody reported an incarnation yet"
+        );
         let req: Request =
             serde_json::from_str(r#"{"Renew":{"member":2,"epoch":1}}"#).expect("old renew");
         assert_eq!(req, renew(2, NO_INCARNATION, 1));

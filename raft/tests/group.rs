@@ -380,3 +380,122 @@ async fn a_member_behind_the_witness_takes_over_when_the_leader_dies() -> anyhow
     assert!(!views[&3].me_active);
     g.monitor.check()
 }
+
+/// Records every view of `pair` from now on in which it is active at an
+/// epoch not above `epoch`: a restarted process must never continue its
+/// predecessor's activation.
+fn watch_for_stale_activation(pair: &raft::Pair, epoch: u64) -> Arc<Mutex<Vec<u64>>> {
+    let stale = Arc::new(Mutex::new(Vec::new()));
+    let mut rx = pair.view();
+    let lease = pair.lease();
+    let out = stale.clone();
+    tokio::spawn(async move {
+        loop {
+            {
+                let v = rx.borrow_and_update();
+                if v.me_active && v.epoch <= epoch {
+                    out.lock().expect("lock").push(v.epoch);
+                }
+            }
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+    });
+    // The lease too, sampled often: it is what side effects check.
+    let pair_view = pair.view();
+    let out = stale.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        for _ in 0..20_000 {
+            tick.tick().await;
+            let e = pair_view.borrow().epoch;
+            if lease.is_valid() && e <= epoch {
+                out.lock().expect("lock").push(e);
+            }
+        }
+    });
+    stale
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_active_alone_with_the_witness_is_granted_a_larger_epoch() -> anyhow::Result<()>
+{
+    let mut g = Group::start(None).await?;
+    let (active, _) = g.settled().await?;
+    let standby = other_member(active).expect("member");
+    let old_incarnation = g.pair(active).incarnation();
+
+    // The standby dies first: the active keeps its role with the witness.
+    g.stop_node(standby).await?;
+    let views = g
+        .wait_for("the active still active with the witness", SETTLE, |v| {
+            stable(v) && v[&active].me_active
+        })
+        .await?;
+    let epoch = views[&active].epoch;
+
+    // Then the active dies too (like kill -9: nothing released), so the
+    // state on every disk still names it at `epoch`.
+    g.stop_node(active).await?;
+    assert_eq!(g.pair(3).view().borrow().active, Some(active));
+    assert_eq!(g.pair(3).view().borrow().epoch, epoch);
+
+    // A new process of the same member, same data directory: a new
+    // incarnation. It recovers a state naming its member active, but that
+    // activation was its predecessor's.
+    g.start_node(active).await?;
+    let new_incarnation = g.pair(active).incarnation();
+    assert_ne!(new_incarnation, old_incarnation);
+    assert_ne!(new_incarnation, raft::NO_INCARNATION);
+    let stale = watch_for_stale_activation(g.pair(active), epoch);
+
+    let views = g
+        .wait_for(
+            "the restarted member active under a larger epoch",
+            SETTLE,
+            |v| stable(v) && v[&active].me_active && v[&active].epoch > epoch,
+        )
+        .await?;
+    assert_eq!(views[&3].active, Some(active));
+    assert_eq!(views[&3].epoch, views[&active].epoch);
+    assert!(
+        stale.lock().expect("lock").is_empty(),
+        "the restarted process acted under its predecessor's epoch: {:?}",
+        stale.lock().expect("lock")
+    );
+
+    // The other member comes back: it catches up and stays standby.
+    let new_epoch = views[&active].epoch;
+    g.start_node(standby).await?;
+    g.wait_for("the other member caught up", SETTLE, |v| {
+        stable(v) && v[&standby].active == Some(active) && v[&standby].epoch == new_epoch
+    })
+    .await?;
+    assert!(stale.lock().expect("lock").is_empty());
+    g.monitor.check()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_active_restarted_at_once_never_continues_its_old_epoch() -> anyhow::Result<()> {
+    // The other member is up: whoever gets the role, it is a new
+    // activation with a larger epoch, and the restarted process never acts
+    // under the old one.
+    let mut g = Group::start(None).await?;
+    let (active, epoch) = g.settled().await?;
+    g.stop_node(active).await?;
+    g.start_node(active).await?;
+    let stale = watch_for_stale_activation(g.pair(active), epoch);
+    let views = g
+        .wait_for("one active under a larger epoch", SETTLE, |v| {
+            stable(v) && v[&3].epoch > epoch
+        })
+        .await?;
+    assert!(views.values().all(|v| v.epoch > epoch));
+    assert!(
+        stale.lock().expect("lock").is_empty(),
+        "the restarted process acted under its predecessor's epoch: {:?}",
+        stale.lock().expect("lock")
+    );
+    g.monitor.check()
+}

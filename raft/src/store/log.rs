@@ -319,6 +319,7 @@ mod tests {
             log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
             payload: EntryPayload::Normal(Request::Renew {
                 member: 1,
+                incarnation: 7,
                 epoch: index,
             }),
         }
@@ -365,6 +366,7 @@ mod tests {
             all[2].payload,
             EntryPayload::Normal(Request::Renew {
                 member: 1,
+                incarnation: 7,
                 epoch: 3
             })
         );

@@ -323,6 +323,7 @@ mod tests {
     use super::*;
     use crate::types::Health;
     use crate::types::Request;
+    use crate::types::NO_INCARNATION;
 
     fn normal(index: u64, req: Request) -> Entry<TypeConfig> {
         Entry {
@@ -348,6 +349,7 @@ mod tests {
                     1,
                     Request::Acquire {
                         member: 2,
+                        incarnation: NO_INCARNATION,
                         expect_epoch: 0,
                         expect_renew_index: 0,
                     },
@@ -356,6 +358,7 @@ mod tests {
                     2,
                     Request::Health {
                         member: 1,
+                        incarnation: 11,
                         report: bad.clone(),
                     },
                 ),
@@ -363,6 +366,7 @@ mod tests {
                     3,
                     Request::Health {
                         member: 1,
+                        incarnation: 11,
                         report: bad.clone(),
                     },
                 ),
@@ -370,6 +374,7 @@ mod tests {
                     4,
                     Request::Renew {
                         member: 1,
+                        incarnation: 11,
                         epoch: 1,
                     },
                 ),
@@ -399,14 +404,25 @@ mod tests {
     async fn a_snapshot_survives_a_restart_and_installs_elsewhere() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut sm, _rx) = StateMachine::open(dir.path()).expect("open");
-        sm.apply(vec![normal(
-            1,
-            Request::Acquire {
-                member: 1,
-                expect_epoch: 0,
-                expect_renew_index: 0,
-            },
-        )])
+        sm.apply(vec![
+            normal(
+                1,
+                Request::Health {
+                    member: 1,
+                    incarnation: 11,
+                    report: Health::default(),
+                },
+            ),
+            normal(
+                2,
+                Request::Acquire {
+                    member: 1,
+                    incarnation: 11,
+                    expect_epoch: 0,
+                    expect_renew_index: 0,
+                },
+            ),
+        ])
         .await
         .expect("apply");
         let snap = sm
@@ -419,8 +435,9 @@ mod tests {
 
         let (mut again, rx) = StateMachine::open(dir.path()).expect("reopen");
         assert_eq!(rx.borrow().state.active, Some(1));
+        assert_eq!(rx.borrow().state.active_incarnation, 11);
         let (applied, _) = again.applied_state().await.expect("applied");
-        assert_eq!(applied.map(|l| l.index), Some(1));
+        assert_eq!(applied.map(|l| l.index), Some(2));
         let current = again
             .get_current_snapshot()
             .await
@@ -435,9 +452,64 @@ mod tests {
             .await
             .expect("install");
         assert_eq!(rx.borrow().state.epoch, 1);
+        assert!(rx.borrow().state.names_active(1, 11));
         assert_eq!(
             fresh.applied_state().await.expect("applied").0,
             snap.meta.last_log_id
         );
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_from_before_incarnations_loads_and_names_no_process() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut sm, _rx) = StateMachine::open(dir.path()).expect("open");
+        sm.apply(vec![normal(
+            1,
+            Request::Acquire {
+                member: 2,
+                incarnation: NO_INCARNATION,
+                expect_epoch: 0,
+                expect_renew_index: 0,
+            },
+        )])
+        .await
+        .expect("apply");
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("build");
+        drop(sm);
+        // Strip the incarnation fields, as the format was before them.
+        let path = dir.path().join(SNAPSHOT_FILE);
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+        let state = json
+            .get_mut("state")
+            .and_then(|v| v.as_object_mut())
+            .expect("state object");
+        assert!(state.remove("active_incarnation").is_some());
+        assert!(state.remove("incarnations").is_some());
+        std::fs::write(&path, serde_json::to_vec(&json).expect("encode")).expect("write");
+
+        let (_, rx) = StateMachine::open(dir.path()).expect("old snapshot opens");
+        let st = rx.borrow().state.clone();
+        assert_eq!((st.active, st.epoch), (Some(2), 1));
+        assert_eq!(st.active_incarnation, NO_INCARNATION);
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_snapshot_is_a_storage_error_naming_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(SNAPSHOT_FILE);
+        std::fs::write(&path, br#"{"meta":{},"state":{"active":"b"}}"#).expect("write");
+        match StateMachine::open(dir.path()) {
+            Err(RaftError::Storage { path: p, source }) => {
+                assert_eq!(p, path);
+                assert_eq!(source.kind(), io::ErrorKind::InvalidData);
+            }
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("a corrupt snapshot opened"),
+        }
     }
 }
