@@ -356,3 +356,99 @@ async fn status_shows_exactly_one_active_per_pair_and_the_witness() -> anyhow::R
     assert!(pair["epoch"].as_u64().unwrap_or(0) >= 1);
     Ok(())
 }
+
+/// The endpoints of the pair in a topology text: (a, b, witness).
+fn pair_ports(text: &str) -> anyhow::Result<[topology::Ports; 3]> {
+    let t = topology::Topology::parse("t.toml", text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let n = t.node(PAIR).context("pair")?;
+    Ok([
+        n.members[0].endpoint.ports.clone(),
+        n.members[1].endpoint.ports.clone(),
+        n.witness.clone().context("witness")?.ports,
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_role_moves_when_the_active_loses_its_plc_link() -> anyhow::Result<()> {
+    let plc_port = free_ports(1);
+    let text = pair_topology(plc_port);
+    let lab = Lab::start(&text, &[])?;
+    let root = connect(&lab.url("root", "a")?).await?;
+    let (first, e1) = wait_active(&root, PAIR, 0).await?;
+    let mut acked = forced_events(&root, 5, 100).await?;
+    // Cut only the active member's link to the PLC.
+    let mut fault = tests::NetFault::new(&[pid(&lab, PAIR, &first)?])?;
+    fault.drop_to(&[plc_port])?;
+    let (second, _) = wait_active(&root, PAIR, e1).await?;
+    assert_ne!(first, second, "the member without a PLC link kept the role");
+    acked.extend(forced_events(&root, 5, 200).await?);
+    wait_for("life-sign writes from the new active", WAIT, || async {
+        Ok((check_one_writer_at_a_time(&lab)?.len() >= 2).then_some(()))
+    })
+    .await?;
+    fault.heal();
+    // Sticky: the healed member does not take the role back.
+    wait_for("the old active healthy again, as standby", WAIT, || async {
+        let r = request(&root, &format!("canopy.member.{PAIR}.{first}"), "").await?;
+        Ok((r["role"] == "standby" && r["plc_ok"] == true).then_some(()))
+    })
+    .await?;
+    assert_eq!(active(&root, PAIR).await.map(|(m, _)| m), Some(second));
+    check_one_writer_at_a_time(&lab)?;
+    check_root_copy(&root, &acked).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_active_cut_off_from_its_peer_and_witness_stops_before_the_other_starts(
+) -> anyhow::Result<()> {
+    let text = pair_topology(free_ports(1));
+    let lab = Lab::start(&text, &[])?;
+    let root = connect(&lab.url("root", "a")?).await?;
+    let (first, e1) = wait_active(&root, PAIR, 0).await?;
+    let mut acked = forced_events(&root, 5, 100).await?;
+    let ports = pair_ports(&text)?;
+    let (mine, others): (usize, [usize; 2]) = if first == "a" {
+        (0, [1, 2])
+    } else {
+        (1, [0, 2])
+    };
+    let nats_pid = request(&root, &format!("canopy.member.{PAIR}.{first}"), "").await?["nats_pid"]
+        .as_u64()
+        .context("nats pid")? as u32;
+    // Raft and NATS cluster links between the active and the other two are
+    // cut both ways; its PLC link and its leafnode to the parent stay up
+    // (the case where Ignition ends with two active gateways).
+    let mut fault = tests::NetFault::new(&[pid(&lab, PAIR, &first)?, nats_pid])?;
+    let mut to = Vec::new();
+    for o in others {
+        to.extend([ports[o].raft, ports[o].cluster]);
+    }
+    fault.drop_to(&to)?;
+    fault.drop_from(&[ports[mine].raft, ports[mine].cluster])?;
+    let (second, e2) = wait_active(&root, PAIR, e1).await?;
+    assert_ne!(first, second);
+    acked.extend(forced_events(&root, 5, 200).await?);
+    wait_for("life-sign writes from the new active", WAIT, || async {
+        Ok((check_one_writer_at_a_time(&lab)?.len() >= 2).then_some(()))
+    })
+    .await?;
+    fault.heal();
+    wait_for("the cut-off member back as standby", WAIT, || async {
+        let r = request(&root, &format!("canopy.member.{PAIR}.{first}"), "").await?;
+        Ok((r["role"] == "standby").then_some(()))
+    })
+    .await?;
+    acked.extend(forced_events(&root, 5, 300).await?);
+    check_one_writer_at_a_time(&lab)?;
+    let evs = check_root_copy(&root, &acked).await?;
+    let first_new = evs
+        .iter()
+        .position(|e| e.epoch == e2)
+        .context("no event of the new epoch")?;
+    assert!(
+        evs[first_new..].iter().all(|e| e.epoch >= e2),
+        "an old-epoch event after the takeover"
+    );
+    Ok(())
+}
