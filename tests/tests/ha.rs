@@ -362,8 +362,8 @@ fn pair_ports(text: &str) -> anyhow::Result<[topology::Ports; 3]> {
     let t = topology::Topology::parse("t.toml", text).map_err(|e| anyhow::anyhow!("{e}"))?;
     let n = t.node(PAIR).context("pair")?;
     Ok([
-        n.members[0].endpoint.ports.clone(),
-        n.members[1].endpoint.ports.clone(),
+        n.members[0].endpoint.ports,
+        n.members[1].endpoint.ports,
         n.witness.clone().context("witness")?.ports,
     ])
 }
