@@ -365,7 +365,8 @@ pub fn kill(pid: u32, sig: Signal) -> bool {
     nix::sys::signal::kill(Pid::from_raw(pid as i32), sig).is_ok()
 }
 
-/// A standard Modbus TCP server (pymodbus), killed on Drop.
+/// A Python helper server from `tests/py/` (pymodbus, the Modbus tap),
+/// killed on Drop.
 #[derive(Debug)]
 pub struct PyModbus {
     child: Child,
@@ -374,29 +375,47 @@ pub struct PyModbus {
 impl PyModbus {
     /// Starts `tests/py/modbus_server.py --port PORT ARGS` and waits until it listens.
     pub fn start(port: u16, args: &[&str]) -> anyhow::Result<PyModbus> {
+        let mut all = vec!["--port".to_owned(), port.to_string()];
+        all.extend(args.iter().map(|a| a.to_string()));
+        Self::script("modbus_server.py", &all, port)
+    }
+
+    /// Starts `tests/py/modbus_tap.py` on `listen`, forwarding to `upstream`
+    /// and logging every write to `log`.
+    pub fn tap(listen: u16, upstream: u16, log: &Path) -> anyhow::Result<PyModbus> {
+        let args = vec![
+            "--listen".to_owned(),
+            listen.to_string(),
+            "--upstream".to_owned(),
+            upstream.to_string(),
+            "--log".to_owned(),
+            log.display().to_string(),
+        ];
+        Self::script("modbus_tap.py", &args, listen)
+    }
+
+    fn script(name: &str, args: &[String], port: u16) -> anyhow::Result<PyModbus> {
         let mut child = Command::new(python_bin())
-            .arg(workspace_root().join("tests/py/modbus_server.py"))
-            .arg("--port")
-            .arg(port.to_string())
+            .arg(workspace_root().join("tests/py").join(name))
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .context("starting pymodbus")?;
+            .with_context(|| format!("starting {name}"))?;
         let stdout = child.stdout.take().context("stdout")?;
         let mut server = PyModbus { child };
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line)?;
         if !line.contains("ready") {
             let _ = server.child.kill();
-            bail!("pymodbus did not start: {line:?}");
+            bail!("{name} did not start: {line:?}");
         }
-        // The ready line comes just before the listen call: wait for the port.
+        // The ready line may come just before the listen call: wait for the port.
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if Instant::now() > deadline {
-                bail!("pymodbus never listened on {port}");
+                bail!("{name} never listened on {port}");
             }
             std::thread::sleep(Duration::from_millis(50));
         }

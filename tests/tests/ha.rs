@@ -139,7 +139,12 @@ fn check_one_writer_at_a_time(lab: &Lab) -> anyhow::Result<Vec<String>> {
     let log = lab.ready["plcs"][0]["write_log"]
         .as_str()
         .context("write log")?;
-    let text = std::fs::read_to_string(log)?;
+    one_writer_at_a_time(std::path::Path::new(log))
+}
+
+/// Same check on any write log of that shape (plc-sim's, the Modbus tap's).
+fn one_writer_at_a_time(log: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
     let mut runs: Vec<String> = Vec::new();
     for line in text.lines() {
         let e: Json = serde_json::from_str(line)?;
@@ -449,6 +454,59 @@ async fn an_active_cut_off_from_its_peer_and_witness_stops_before_the_other_star
     assert!(
         evs[first_new..].iter().all(|e| e.epoch >= e2),
         "an old-epoch event after the takeover"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_standard_modbus_server_sees_one_life_sign_writer_at_a_time_across_kills_and_freezes(
+) -> anyhow::Result<()> {
+    let (plc, tap) = (free_ports(1), free_ports(1));
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("tap.jsonl");
+    let _plc = tests::PyModbus::start(plc, &["--holding", "100=5"])?;
+    let _tap = tests::PyModbus::tap(tap, plc, &log)?;
+    let lab = Lab::start(&pair_topology(tap), &["--no-plc-sim"])?;
+    let root = connect(&lab.url("root", "a")?).await?;
+    let mut restarted = Vec::new();
+    let (mut act, mut epoch) = wait_active(&root, PAIR, 0).await?;
+    // kill, kill, freeze: every activation uses a new PLC connection, so
+    // "each connection writes in one unbroken run" is exactly "never two
+    // writers at once".
+    for fault in [Signal::SIGKILL, Signal::SIGKILL, Signal::SIGSTOP] {
+        wait_for("life-sign writes by the active", WAIT, || async {
+            Ok((one_writer_at_a_time(&log)?.len() >= 1).then_some(()))
+        })
+        .await?;
+        let writers = one_writer_at_a_time(&log)?.len();
+        let victim = request(&root, &format!("canopy.member.{PAIR}.{act}"), "").await?["pid"]
+            .as_u64()
+            .context("pid")? as u32;
+        assert!(tests::kill(victim, fault));
+        let (next, e) = wait_active(&root, PAIR, epoch).await?;
+        assert_ne!(next, act);
+        wait_for("the new active's life-sign writes", WAIT, || async {
+            Ok((one_writer_at_a_time(&log)?.len() > writers).then_some(()))
+        })
+        .await?;
+        if fault == Signal::SIGKILL {
+            restarted.push(tests::Respawned::start(&lab.member(PAIR, &act)?["argv"])?);
+            let old = act.clone();
+            wait_for("the killed member back as standby", WAIT, || async {
+                let r = request(&root, &format!("canopy.member.{PAIR}.{old}"), "").await?;
+                Ok((r["role"] == "standby").then_some(()))
+            })
+            .await?;
+        } else {
+            assert!(tests::kill(victim, Signal::SIGCONT));
+        }
+        act = next;
+        epoch = e;
+    }
+    let runs = one_writer_at_a_time(&log)?;
+    assert!(
+        runs.len() >= 4,
+        "expected four activations at the PLC, saw {runs:?}"
     );
     Ok(())
 }
