@@ -475,7 +475,7 @@ async fn a_standard_modbus_server_sees_one_life_sign_writer_at_a_time_across_kil
     // writers at once".
     for fault in [Signal::SIGKILL, Signal::SIGKILL, Signal::SIGSTOP] {
         wait_for("life-sign writes by the active", WAIT, || async {
-            Ok((one_writer_at_a_time(&log)?.len() >= 1).then_some(()))
+            Ok((!one_writer_at_a_time(&log)?.is_empty()).then_some(()))
         })
         .await?;
         let writers = one_writer_at_a_time(&log)?.len();
