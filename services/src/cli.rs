@@ -261,6 +261,25 @@ pub enum BenchCmd {
     Codec(BenchCodecArgs),
     /// Kill (then freeze) the active member of a Modbus pair N times; time the takeover.
     Failover(BenchFailoverArgs),
+    /// Cut a middle node while the leaf publishes N events; time the catch-up at the root.
+    Catchup(BenchCatchupArgs),
+}
+
+/// `canopy bench catchup`.
+#[derive(Debug, Args)]
+pub struct BenchCatchupArgs {
+    /// Events the leaf publishes while the middle node is cut off.
+    #[arg(long, default_value_t = 100_000)]
+    pub events: u64,
+    /// JetStream write durability for the run ("always" or an interval like "1s").
+    #[arg(long, default_value = "1s")]
+    pub sync: String,
+    /// nats-server binary (else $CANOPY_NATS_SERVER, else PATH).
+    #[arg(long)]
+    pub nats_server: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `canopy bench failover`.
@@ -272,6 +291,9 @@ pub struct BenchFailoverArgs {
     /// The PLC poll interval of the pair (bounds "first PLC poll").
     #[arg(long, default_value_t = 20)]
     pub poll_ms: u64,
+    /// Keep the lab's data and logs here instead of a temporary directory.
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
     /// nats-server binary (else $CANOPY_NATS_SERVER, else PATH).
     #[arg(long)]
     pub nats_server: Option<PathBuf>,

@@ -132,65 +132,94 @@ pub async fn pipeline(a: BenchPipelineArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// The bench tree: `root` and `root.mid` as real `canopy node` processes,
+/// the leaf's nats-server supervised by this process (the bench writes the
+/// leaf's stream itself).
+struct Tree {
+    topo: topology::Topology,
+    children: Vec<tokio::process::Child>,
+    stop: CancellationToken,
+    sup_task: tokio::task::JoinHandle<()>,
+}
+
+impl Tree {
+    async fn start(
+        dir: &std::path::Path,
+        nats_bin: &std::path::Path,
+        sync: &str,
+    ) -> anyhow::Result<Tree> {
+        let topo_path = dir.join("topology.toml");
+        std::fs::write(&topo_path, topology_text(sync)?)?;
+        let topo = super::load_topology(&topo_path)?;
+        let exe = std::env::current_exe()?;
+        let stop = CancellationToken::new();
+        let mut children = Vec::new();
+        eprintln!(
+            "bench: starting root and mid members and the leaf's nats-server in {}",
+            dir.display()
+        );
+        for id in ["root", "root.mid"] {
+            let data = dir.join(id);
+            std::fs::create_dir_all(&data)?;
+            let args: Vec<String> = vec![
+                "node".into(),
+                "--topology".into(),
+                topo_path.display().to_string(),
+                "--node".into(),
+                id.into(),
+                "--data".into(),
+                data.display().to_string(),
+                "--nats-server".into(),
+                nats_bin.display().to_string(),
+            ];
+            children.push(child::spawn(
+                &exe,
+                &args,
+                Output::File(data.join("member.log")),
+            )?);
+        }
+        let leaf = topo.node(LEAF).context("leaf")?.clone();
+        let leaf_data = dir.join(LEAF);
+        std::fs::create_dir_all(&leaf_data)?;
+        let conf = natsconf::render(
+            &topo,
+            &leaf,
+            Role::Member("a"),
+            &leaf_data.join("jetstream"),
+        )
+        .map_err(anyhow::Error::msg)?;
+        std::fs::write(leaf_data.join("nats.conf"), conf)?;
+        let (_sup, sup_task) = supervisor::start(
+            nats_bin.to_path_buf(),
+            leaf_data.join("nats.conf"),
+            leaf_data.join("nats.log"),
+            stop.clone(),
+        )?;
+        Ok(Tree {
+            topo,
+            children,
+            stop,
+            sup_task,
+        })
+    }
+
+    async fn shutdown(self) {
+        self.stop.cancel();
+        let _ = self.sup_task.await;
+        for mut c in self.children {
+            child::stop(&mut c, Duration::from_secs(5)).await;
+        }
+    }
+}
+
 async fn run(
     a: &BenchPipelineArgs,
     nats_bin: &std::path::Path,
     dir: &std::path::Path,
 ) -> anyhow::Result<(Figures, Figures, usize)> {
-    let topo_path = dir.join("topology.toml");
-    std::fs::write(&topo_path, topology_text(&a.sync)?)?;
-    let topo = super::load_topology(&topo_path)?;
-    let exe = std::env::current_exe()?;
-    let stop = CancellationToken::new();
-    let mut children = Vec::new();
-    eprintln!(
-        "bench: starting root and mid members and the leaf's nats-server in {}",
-        dir.display()
-    );
-    for id in ["root", "root.mid"] {
-        let data = dir.join(id);
-        std::fs::create_dir_all(&data)?;
-        let args: Vec<String> = vec![
-            "node".into(),
-            "--topology".into(),
-            topo_path.display().to_string(),
-            "--node".into(),
-            id.into(),
-            "--data".into(),
-            data.display().to_string(),
-            "--nats-server".into(),
-            nats_bin.display().to_string(),
-        ];
-        children.push(child::spawn(
-            &exe,
-            &args,
-            Output::File(data.join("member.log")),
-        )?);
-    }
-    let leaf = topo.node(LEAF).context("leaf")?.clone();
-    let leaf_data = dir.join(LEAF);
-    std::fs::create_dir_all(&leaf_data)?;
-    let conf = natsconf::render(
-        &topo,
-        &leaf,
-        Role::Member("a"),
-        &leaf_data.join("jetstream"),
-    )
-    .map_err(anyhow::Error::msg)?;
-    std::fs::write(leaf_data.join("nats.conf"), conf)?;
-    let (_sup, sup_task) = supervisor::start(
-        nats_bin.to_path_buf(),
-        leaf_data.join("nats.conf"),
-        leaf_data.join("nats.log"),
-        stop.clone(),
-    )?;
-
-    let result = measure(a, &topo).await;
-    stop.cancel();
-    let _ = sup_task.await;
-    for mut c in children {
-        child::stop(&mut c, Duration::from_secs(5)).await;
-    }
+    let tree = Tree::start(dir, nats_bin, &a.sync).await?;
+    let result = measure(a, &tree.topo).await;
+    tree.shutdown().await;
     result
 }
 
@@ -214,14 +243,15 @@ async fn connect_js(url: &str, domain: &str) -> anyhow::Result<(async_nats::Clie
     }
 }
 
-async fn measure(
-    a: &BenchPipelineArgs,
+/// Connections to the tree once it is up: (leaf JetStream, root client,
+/// the root's replica of the leaf).
+async fn tree_ready(
     topo: &topology::Topology,
-) -> anyhow::Result<(Figures, Figures, usize)> {
+) -> anyhow::Result<(Context, async_nats::Client, jetstream::stream::Stream)> {
     let leaf_url = natsconf::client_url(&topo.node(LEAF).context("leaf")?.members[0].endpoint);
     let root_url = natsconf::client_url(&topo.root().members[0].endpoint);
     let (_lc, leaf_js) = connect_js(&leaf_url, "root-mid-leaf").await?;
-    let (_rc, root_js) = connect_js(&root_url, "root").await?;
+    let (root_client, root_js) = connect_js(&root_url, "root").await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while let Err(e) = streams::ensure(&leaf_js, streams::own(topo, LEAF, 1)).await {
         if Instant::now() > deadline {
@@ -242,6 +272,14 @@ async fn measure(
             Err(e) => bail!("the root never created its replica: {e}"),
         }
     };
+    Ok((leaf_js, root_client, replica))
+}
+
+async fn measure(
+    a: &BenchPipelineArgs,
+    topo: &topology::Topology,
+) -> anyhow::Result<(Figures, Figures, usize)> {
+    let (leaf_js, _root, replica) = tree_ready(topo).await?;
     let size = sample_event_size();
     let arrivals = Arrivals::start(replica).await?;
 
@@ -512,4 +550,128 @@ pub fn codec(a: BenchCodecArgs) -> anyhow::Result<u8> {
         );
     }
     Ok(0)
+}
+
+/// `canopy bench catchup`: freeze the middle node (its member and its
+/// nats-server, SIGSTOP: cut off from both its child and its parent) while
+/// the leaf publishes N events, thaw it, and time until the root holds them
+/// all.
+pub async fn catchup(a: crate::cli::BenchCatchupArgs) -> anyhow::Result<u8> {
+    let nats_bin = supervisor::find_nats_server(a.nats_server.as_deref())?;
+    let dir = std::env::temp_dir().join(format!("canopy-bench-catchup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let tree = Tree::start(&dir, &nats_bin, &a.sync).await?;
+    let result = catchup_measure(&a, &tree).await;
+    tree.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let (cut_s, catchup_s) = result?;
+    let rate = a.events as f64 / catchup_s.max(1e-9);
+    let out = json!({"events": a.events, "sync": a.sync, "cut_s": cut_s, "catchup_s": catchup_s, "catchup_eps": rate});
+    if a.json {
+        println!("{out}");
+    } else {
+        println!(
+            "root.mid frozen while root.mid.leaf published {} events ({cut_s:.1} s), sync {}",
+            a.events, a.sync
+        );
+        println!("catch-up after the thaw: {catchup_s:.2} s until the root held them all ({rate:.0} events/s over two hops)");
+    }
+    Ok(0)
+}
+
+async fn catchup_measure(
+    a: &crate::cli::BenchCatchupArgs,
+    tree: &Tree,
+) -> anyhow::Result<(f64, f64)> {
+    let (leaf_js, root, mut replica) = tree_ready(&tree.topo).await?;
+    let metrics = Arc::new(Metrics::default());
+    let cancel = CancellationToken::new();
+    let (pubr, task) = publisher::start(
+        leaf_js.clone(),
+        LEAF.into(),
+        "a".into(),
+        1,
+        Arc::new(|| true),
+        metrics,
+        cancel.clone(),
+    )
+    .await?;
+    let root_tail = |target: u64| {
+        let mut r = replica.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(300);
+            loop {
+                if r.info()
+                    .await
+                    .map(|i| i.state.last_sequence >= target)
+                    .unwrap_or(false)
+                {
+                    return Ok(());
+                }
+                if Instant::now() > deadline {
+                    bail!("the root did not reach seq {target} in 300 s");
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    // Warm-up: everything flowing before the cut.
+    for i in 0..1000 {
+        pubr.submit(sample_body(i)).await?;
+    }
+    let warm = wait_confirmed(&pubr, 1000).await?;
+    root_tail(warm).await?;
+    let info = request_json(&root, "canopy.member.root.mid.a").await?;
+    let member_pid = info["pid"].as_u64().context("mid pid")? as u32;
+    let nats_pid = info["nats_pid"].as_u64().context("mid nats pid")? as u32;
+    eprintln!("bench: freezing root.mid (member {member_pid}, nats-server {nats_pid}); publishing {} events", a.events);
+    child::signal_pid(nats_pid, nix::sys::signal::Signal::SIGSTOP);
+    child::signal_pid(member_pid, nix::sys::signal::Signal::SIGSTOP);
+    let cut = Instant::now();
+    let target = warm + a.events;
+    for i in 0..a.events {
+        pubr.submit(sample_body(i)).await?;
+    }
+    wait_confirmed(&pubr, target).await?;
+    let cut_s = cut.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    child::signal_pid(nats_pid, nix::sys::signal::Signal::SIGCONT);
+    child::signal_pid(member_pid, nix::sys::signal::Signal::SIGCONT);
+    root_tail(target).await?;
+    let catchup_s = t0.elapsed().as_secs_f64();
+    let _ = replica.info().await;
+    cancel.cancel();
+    drop(pubr);
+    let _ = task.await;
+    Ok((cut_s, catchup_s))
+}
+
+async fn wait_confirmed(p: &publisher::Publisher, seq: u64) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while p.last().seq < seq {
+        if Instant::now() > deadline {
+            bail!("the leaf did not confirm seq {seq} in 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(p.last().seq)
+}
+
+async fn request_json(
+    client: &async_nats::Client,
+    subject: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match tokio::time::timeout(
+            Duration::from_secs(2),
+            client.request(subject.to_owned(), "".into()),
+        )
+        .await
+        {
+            Ok(Ok(m)) => return Ok(serde_json::from_slice(&m.payload)?),
+            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+            _ => bail!("no reply on {subject}"),
+        }
+    }
 }

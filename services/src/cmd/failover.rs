@@ -82,7 +82,10 @@ register = "holding:100"
 /// Runs the benchmark; prints the distributions.
 pub async fn run(a: BenchFailoverArgs) -> anyhow::Result<u8> {
     let nats = crate::supervisor::find_nats_server(a.nats_server.as_deref())?;
-    let dir = std::env::temp_dir().join(format!("canopy-bench-failover-{}", std::process::id()));
+    let keep = a.workdir.is_some();
+    let dir = a.workdir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("canopy-bench-failover-{}", std::process::id()))
+    });
     std::fs::create_dir_all(&dir)?;
     let topo = dir.join("topology.toml");
     std::fs::write(&topo, topology(a.poll_ms)?)?;
@@ -110,7 +113,9 @@ pub async fn run(a: BenchFailoverArgs) -> anyhow::Result<u8> {
     }
     .await;
     child::stop(&mut lab, Duration::from_secs(20)).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    if !keep {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     let (kill, stop) = result?;
     let summary = |v: &[(f64, f64)]| {
         let mut poll: Vec<f64> = v.iter().map(|x| x.0).collect();
