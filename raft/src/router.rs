@@ -1,11 +1,14 @@
 //! An in-process [`Transport`] for tests: every node of a group registers
 //! with one [`Router`], which delivers RPCs by calling the target's
 //! [`Inbound`] directly, and injects faults on command: isolate a node,
-//! cut a link, delay every message.
+//! cut a link, freeze a node, delay every message.
 //!
 //! Messages are round-tripped through serde_json on the way, so tests also
 //! exercise the wire types. A dropped message fails at once as unreachable
-//! (as a refused connection would) rather than after a timeout.
+//! (as a refused connection would) rather than after a timeout; a message
+//! to or from a frozen node is never answered and fails only when the
+//! caller's timeout runs out (as with a SIGSTOPped process, whose
+//! connections stay open).
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
@@ -37,6 +40,8 @@ struct RouterState {
     isolated: BTreeSet<NodeId>,
     /// Links cut in both directions, stored as (low, high).
     cut: BTreeSet<(NodeId, NodeId)>,
+    /// Nodes whose messages, both ways, hang until the caller gives up.
+    frozen: BTreeSet<NodeId>,
     /// Added before delivering every message.
     delay: Duration,
 }
@@ -85,17 +90,41 @@ impl Router {
         self.lock().cut.insert(link(a, b));
     }
 
-    /// Restores every link and isolated node, and removes the delay.
+    /// Restores the link between `a` and `b` (other faults stay).
+    pub fn mend(&self, a: NodeId, b: NodeId) {
+        self.lock().cut.remove(&link(a, b));
+    }
+
+    /// Freezes `id` as seen from the others: every message to or from it
+    /// hangs without an error until the caller's timeout, like a stopped
+    /// process whose connections stay open. The node's own tasks keep
+    /// running (its lease runs out, its proposals never commit).
+    pub fn freeze(&self, id: NodeId) {
+        self.lock().frozen.insert(id);
+    }
+
+    /// Ends the freeze of `id`.
+    pub fn thaw(&self, id: NodeId) {
+        self.lock().frozen.remove(&id);
+    }
+
+    /// Restores every link, isolated and frozen node, and removes the delay.
     pub fn heal(&self) {
         let mut s = self.lock();
         s.isolated.clear();
         s.cut.clear();
+        s.frozen.clear();
         s.delay = Duration::ZERO;
     }
 
     /// Delays every message by `delay`.
     pub fn set_delay(&self, delay: Duration) {
         self.lock().delay = delay;
+    }
+
+    fn frozen(&self, a: NodeId, b: NodeId) -> bool {
+        let s = self.lock();
+        s.frozen.contains(&a) || s.frozen.contains(&b)
     }
 
     fn reachable(&self, from: NodeId, to: NodeId) -> bool {
@@ -155,6 +184,9 @@ impl Transport for RouterTransport {
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
+                if router.frozen(me, to) {
+                    std::future::pending::<()>().await;
+                }
                 if !router.reachable(me, to) {
                     return Err(CallError::Unreachable(format!("router drops {me} -> {to}")));
                 }
@@ -163,6 +195,9 @@ impl Transport for RouterTransport {
                     return Err(CallError::Unreachable(format!("voter {to} is not running")));
                 };
                 let reply = inbound.handle(me, round_trip(&rpc)?).await;
+                if router.frozen(me, to) {
+                    std::future::pending::<()>().await;
+                }
                 if !router.reachable(me, to) {
                     return Err(CallError::Unreachable(format!("router drops {to} -> {me}")));
                 }

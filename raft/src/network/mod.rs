@@ -52,6 +52,7 @@ use crate::types::NodeId;
 use crate::types::Request;
 use crate::types::Response;
 use crate::types::TypeConfig;
+use crate::types::WITNESS;
 
 /// One request between voters (the TCP frame body after the hello).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -116,42 +117,81 @@ pub trait Transport: Send + Sync + Debug + 'static {
     ) -> BoxFuture<'static, Result<Reply, CallError>>;
 }
 
-/// What the witness watches in incoming RPCs to notice that it must stand
-/// once (see `pair` for the rescue): a member asking for votes with a log
-/// behind the witness's while no leader is heard from.
+/// What a node learns about the leader from the RPCs it receives: when it
+/// last heard from a leader (or granted a vote), and, on a member, whether
+/// it holds the witness's whole log while the witness leads to rescue it.
+/// The pair task stands for election from this (see `pair`); the witness
+/// also uses it to notice a member that cannot win (the rescue).
 #[derive(Debug)]
-pub(crate) struct WitnessAid {
-    /// When an AppendEntries from a leader was last accepted here.
-    last_append: std::sync::Mutex<Option<tokio::time::Instant>>,
-    /// A member that cannot win (its log is behind) asked for a vote while
-    /// no leader was heard from for `quiet`.
+pub(crate) struct LeaderWatch {
+    heard: std::sync::Mutex<Heard>,
+    /// Witness only: a member that cannot win (its log is behind) asked for
+    /// a vote while no leader was heard from for `quiet`.
     pub(crate) rescue: tokio::sync::Notify,
     /// How long without a leader before a behind member counts as stuck.
     quiet: Duration,
 }
 
-impl WitnessAid {
+/// See [`LeaderWatch`].
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Heard {
+    /// When an AppendEntries or a snapshot from a leader was last accepted.
+    pub(crate) leader_at: Option<tokio::time::Instant>,
+    /// When this node last granted its vote to a candidate.
+    pub(crate) voted_at: Option<tokio::time::Instant>,
+    /// The term in which the witness leads and this node is known to hold
+    /// its whole log: an append from the witness that ends with an entry the
+    /// witness wrote in that term (its blank entry; it writes nothing else)
+    /// was accepted.
+    pub(crate) witness_log_term: Option<u64>,
+}
+
+impl LeaderWatch {
     pub(crate) fn new(quiet: Duration) -> Self {
         Self {
-            last_append: std::sync::Mutex::new(None),
+            heard: std::sync::Mutex::new(Heard::default()),
             rescue: tokio::sync::Notify::new(),
             quiet,
         }
     }
 
-    fn leader_heard(&self) {
-        *self
-            .last_append
+    fn lock(&self) -> std::sync::MutexGuard<'_, Heard> {
+        self.heard
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tokio::time::Instant::now());
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn heard(&self) -> Heard {
+        *self.lock()
+    }
+
+    fn leader_heard(&self, witness_log_term: Option<u64>) {
+        let mut h = self.lock();
+        h.leader_at = Some(tokio::time::Instant::now());
+        if witness_log_term.is_some() {
+            h.witness_log_term = witness_log_term;
+        }
+    }
+
+    fn voted(&self) {
+        self.lock().voted_at = Some(tokio::time::Instant::now());
     }
 
     fn leader_silent(&self) -> bool {
-        self.last_append
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.lock()
+            .leader_at
             .is_none_or(|t| t.elapsed() >= self.quiet)
     }
+}
+
+/// The witness's term if `req` comes from the witness leading and ends
+/// with an entry it wrote in that term: accepting it means this node holds
+/// the witness's whole log.
+fn witness_log_term(req: &AppendEntriesRequest<TypeConfig>) -> Option<u64> {
+    let leader = req.vote.leader_id();
+    let last = req.entries.last().map(|e| e.log_id).or(req.prev_log_id)?;
+    (req.vote.is_committed() && leader.voted_for() == Some(WITNESS) && last.leader_id == *leader)
+        .then_some(leader.term)
 }
 
 /// The receiving side of one node: hands RPCs to its openraft instance.
@@ -163,8 +203,8 @@ pub struct Inbound {
     /// Bound on handling one forwarded proposal, so a partitioned leader
     /// does not keep connection tasks forever.
     forward_timeout: Duration,
-    /// Set on the witness only.
-    aid: Option<Arc<WitnessAid>>,
+    /// What this node hears from leaders.
+    watch: Arc<LeaderWatch>,
 }
 
 impl Debug for Inbound {
@@ -179,14 +219,14 @@ impl Inbound {
         raft: Raft<TypeConfig>,
         counters: Arc<Counters>,
         forward_timeout: Duration,
-        aid: Option<Arc<WitnessAid>>,
+        watch: Arc<LeaderWatch>,
     ) -> Self {
         Self {
             me,
             raft,
             counters,
             forward_timeout,
-            aid,
+            watch,
         }
     }
 
@@ -207,48 +247,60 @@ impl Inbound {
                 let candidate_log = req.last_log_id;
                 match self.raft.vote(req).await {
                     Ok(r) => {
-                        if let Some(aid) = &self.aid {
-                            if !r.vote_granted
-                                && r.last_log_id > candidate_log
-                                && aid.leader_silent()
-                            {
-                                tracing::info!(
-                                    candidate = from,
-                                    "a member behind the witness's log asks for votes and no leader is heard"
-                                );
-                                aid.rescue.notify_one();
-                            }
+                        if r.vote_granted {
+                            self.watch.voted();
+                        } else if self.me == WITNESS
+                            && r.last_log_id > candidate_log
+                            && self.watch.leader_silent()
+                        {
+                            // Logged by the pair task when it stands (at
+                            // most once per election_max).
+                            tracing::debug!(
+                                candidate = from,
+                                "a member behind the witness's log asks for votes and no leader is heard"
+                            );
+                            self.watch.rescue.notify_one();
                         }
                         Reply::Vote(r)
                     }
                     Err(e) => Reply::Failed(e.to_string()),
                 }
             }
-            Rpc::Append(req) => match self.raft.append_entries(req).await {
-                Ok(r) => {
-                    if let Some(aid) = &self.aid {
-                        if !matches!(r, AppendEntriesResponse::HigherVote(_)) {
-                            aid.leader_heard();
+            Rpc::Append(req) => {
+                let witness_term = witness_log_term(&req);
+                match self.raft.append_entries(req).await {
+                    Ok(r) => {
+                        match &r {
+                            AppendEntriesResponse::Success => self.watch.leader_heard(witness_term),
+                            AppendEntriesResponse::PartialSuccess(_)
+                            | AppendEntriesResponse::Conflict => self.watch.leader_heard(None),
+                            AppendEntriesResponse::HigherVote(_) => {}
                         }
+                        Reply::Append(r)
                     }
-                    Reply::Append(r)
+                    Err(e) => Reply::Failed(e.to_string()),
                 }
-                Err(e) => Reply::Failed(e.to_string()),
-            },
+            }
             Rpc::Snapshot { vote, meta, data } => {
+                let sent = vote;
                 let snapshot = Snapshot {
                     meta,
                     snapshot: Box::new(Cursor::new(data)),
                 };
                 match self.raft.install_full_snapshot(vote, snapshot).await {
-                    Ok(r) => Reply::Snapshot(r),
+                    Ok(r) => {
+                        if r.vote == sent {
+                            self.watch.leader_heard(None);
+                        }
+                        Reply::Snapshot(r)
+                    }
                     Err(e) => Reply::Failed(e.to_string()),
                 }
             }
             // The witness never proposes on anyone's behalf, even during
             // the brief time it leads to rescue a member (see `pair`):
             // refusing keeps its log still so the member can take over.
-            Rpc::Forward(_) if self.aid.is_some() => Reply::NotLeader { leader: None },
+            Rpc::Forward(_) if self.me == WITNESS => Reply::NotLeader { leader: None },
             Rpc::Forward(req) => {
                 tracing::trace!(from, ?req, "forwarded proposal");
                 match tokio::time::timeout(self.forward_timeout, self.raft.client_write(req)).await
@@ -270,9 +322,14 @@ impl Inbound {
 /// openraft's network factory over a [`Transport`].
 pub(crate) struct NetFactory {
     pub(crate) transport: Arc<dyn Transport>,
-    /// Pause after an unreachable peer before replication retries (openraft
-    /// defaults to 500 ms, slow for a pair that fails over in ~1 s).
+    /// First pause after an unreachable peer before replication retries
+    /// (openraft defaults to 500 ms, slow for a pair that fails over in
+    /// well under a second); doubles up to `backoff_max` while the peer
+    /// stays unreachable, and starts over once it answers.
     pub(crate) backoff: Duration,
+    pub(crate) backoff_max: Duration,
+    /// Reachability of each peer, logged on change.
+    pub(crate) peers: Arc<PeerLog>,
 }
 
 /// openraft's client towards one voter.
@@ -280,6 +337,8 @@ pub(crate) struct NetClient {
     target: NodeId,
     transport: Arc<dyn Transport>,
     backoff: Duration,
+    backoff_max: Duration,
+    peers: Arc<PeerLog>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetFactory {
@@ -290,6 +349,62 @@ impl RaftNetworkFactory<TypeConfig> for NetFactory {
             target,
             transport: self.transport.clone(),
             backoff: self.backoff,
+            backoff_max: self.backoff_max,
+            peers: self.peers.clone(),
+        }
+    }
+}
+
+/// Consecutive failed RPCs to a peer before it is logged as unreachable
+/// (one slow answer on a loaded machine is not worth a line).
+const FAILURES_BEFORE_LOG: u64 = 3;
+
+/// Each peer's reachability as seen by this node's RPCs, logged only when
+/// it changes: openraft itself logs an error for every failed RPC (every
+/// replication retry and every vote request to a dead or frozen peer).
+#[derive(Debug, Default)]
+pub(crate) struct PeerLog {
+    /// Peers whose last RPCs failed: since when and how many.
+    failing: std::sync::Mutex<std::collections::BTreeMap<NodeId, (tokio::time::Instant, u64)>>,
+}
+
+impl PeerLog {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<NodeId, (tokio::time::Instant, u64)>>
+    {
+        self.failing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn answered(&self, peer: NodeId) {
+        let Some((since, failures)) = self.lock().remove(&peer) else {
+            return;
+        };
+        if failures >= FAILURES_BEFORE_LOG {
+            tracing::info!(
+                peer,
+                failures,
+                after = ?since.elapsed(),
+                "raft peer answers again"
+            );
+        }
+    }
+
+    fn failed(&self, peer: NodeId, error: &CallError) {
+        let mut failing = self.lock();
+        let (since, failures) = failing
+            .entry(peer)
+            .or_insert((tokio::time::Instant::now(), 0));
+        *failures += 1;
+        if *failures == FAILURES_BEFORE_LOG {
+            tracing::warn!(
+                peer,
+                %error,
+                since = ?since.elapsed(),
+                "raft peer does not answer (logged again when it does)"
+            );
         }
     }
 }
@@ -310,7 +425,12 @@ fn unexpected(what: &str, reply: &Reply) -> CallError {
 
 impl NetClient {
     async fn call(&self, rpc: Rpc, timeout: Duration) -> Result<Reply, CallError> {
-        self.transport.call(self.target, rpc, timeout).await
+        let res = self.transport.call(self.target, rpc, timeout).await;
+        match &res {
+            Ok(_) => self.peers.answered(self.target),
+            Err(e) => self.peers.failed(self.target, e),
+        }
+        res
     }
 }
 
@@ -384,6 +504,9 @@ impl RaftNetwork<TypeConfig> for NetClient {
     }
 
     fn backoff(&self) -> Backoff {
-        Backoff::new(std::iter::repeat(self.backoff))
+        let max = self.backoff_max.max(self.backoff);
+        Backoff::new(std::iter::successors(Some(self.backoff), move |d| {
+            Some((*d * 2).min(max))
+        }))
     }
 }
