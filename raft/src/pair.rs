@@ -48,7 +48,8 @@ use crate::network::NetFactory;
 use crate::network::Reply;
 use crate::network::Rpc;
 use crate::network::Transport;
-use crate::network::WitnessAid;
+use crate::network::LeaderWatch;
+use crate::network::PeerLog;
 use crate::store::Applied;
 use crate::store::LogStore;
 use crate::store::StateMachine;
@@ -72,6 +73,11 @@ const MAX_RENEW_INFLIGHT: usize = 3;
 /// Bound of the command queue from handles; `step_down` callers wait for a
 /// slot when it is full (back-pressure, nothing dropped).
 const COMMAND_QUEUE: usize = 16;
+/// Longest pause before replication retries a peer that refuses
+/// connections (the pause doubles from `heartbeat` up to this): a dead
+/// peer costs a few RPCs (and openraft error lines) a second, and a
+/// restarted one is caught up within this.
+const UNREACHABLE_BACKOFF_MAX: Duration = Duration::from_millis(500);
 
 /// How to reach one voter.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -305,6 +311,8 @@ impl Pair {
         let net = NetFactory {
             transport: transport.clone(),
             backoff: cfg.timing.heartbeat,
+            backoff_max: UNREACHABLE_BACKOFF_MAX,
+            peers: Arc::new(PeerLog::default()),
         };
         let raft = Raft::new(me, Arc::new(config), net, log, sm)
             .instrument(span.clone())
@@ -312,13 +320,13 @@ impl Pair {
             .map_err(|e| RaftError::Openraft(e.to_string()))?;
 
         let counters = Arc::new(Counters::default());
-        let aid = (me == WITNESS).then(|| Arc::new(WitnessAid::new(cfg.timing.election_max)));
+        let watch = Arc::new(LeaderWatch::new(cfg.timing.election_max));
         let inbound = Inbound::new(
             me,
             raft.clone(),
             counters.clone(),
             cfg.timing.rpc_timeout.max(cfg.timing.lease) * 2,
-            aid.clone(),
+            watch.clone(),
         );
         let server_cancel = cancel.child_token();
         let server = match transport.serve(inbound, server_cancel.clone()).await {
@@ -377,15 +385,22 @@ impl Pair {
             probe_term: None,
             ready_term: None,
             renew_inflight: 0,
+            renew_term: 0,
             next_renew_at: Instant::now(),
             predecessor_noted: None,
             released_epoch: None,
             release_inflight: false,
             acquire_inflight: false,
-            health_inflight: false,
+            health_inflight: None,
             last_health: None,
             step_down_waiters: Vec::new(),
-            aid,
+            stand_after: cfg.timing.stand_after(new_incarnation()),
+            stand_retry: cfg.timing.stand_retry(new_incarnation()),
+            started_at: Instant::now(),
+            led_until: None,
+            last_stand: None,
+            ready_at: None,
+            watch,
             last_rescue: None,
             stepping_aside: false,
             server,
@@ -553,9 +568,9 @@ struct Material {
     health: BTreeMap<NodeId, (Health, bool)>,
 }
 
-async fn rescue_signal(aid: Option<Arc<WitnessAid>>) {
-    match aid {
-        Some(aid) => aid.rescue.notified().await,
+async fn rescue_signal(watch: Option<Arc<LeaderWatch>>) {
+    match watch {
+        Some(w) => w.rescue.notified().await,
         None => std::future::pending().await,
     }
 }
@@ -607,7 +622,11 @@ struct Driver {
     /// does it decide grants.
     ready_term: Option<u64>,
 
+    /// Renewals in flight that were proposed in term `renew_term`; those
+    /// of earlier terms (sent to a leader that may be gone or frozen) do
+    /// not hold back renewals through the new leader.
     renew_inflight: usize,
+    renew_term: u64,
     next_renew_at: Instant,
     /// Epoch at which the state was last seen naming a previous process
     /// of this member (logged once).
@@ -617,13 +636,29 @@ struct Driver {
     released_epoch: Option<u64>,
     release_inflight: bool,
     acquire_inflight: bool,
-    health_inflight: bool,
+    /// Term in which the health report in flight was proposed; a report
+    /// stuck on a previous leader does not hold back the next one.
+    health_inflight: Option<u64>,
     /// Last health proposed and when.
     last_health: Option<(Health, Instant)>,
     step_down_waiters: Vec<oneshot::Sender<Result<(), RaftError>>>,
 
-    /// Witness only: signals that a member cannot win an election.
-    aid: Option<Arc<WitnessAid>>,
+    /// Members: how long without hearing a leader before standing for
+    /// election (see `Timing::stand_after`; random per process).
+    stand_after: Duration,
+    /// Members: pause between two elections while none succeeds.
+    stand_retry: Duration,
+    started_at: Instant,
+    /// When this node last stopped leading.
+    led_until: Option<Instant>,
+    /// Members: when this node last stood for election on its own.
+    last_stand: Option<Instant>,
+    /// When this node's probe committed in the current term (it leads and
+    /// its state is current since then).
+    ready_at: Option<Instant>,
+    /// What this node hears from leaders; on the witness, also the signal
+    /// that a member cannot win an election.
+    watch: Arc<LeaderWatch>,
     /// Witness only: when it last stood.
     last_rescue: Option<Instant>,
     /// Witness only: it leads and has stopped heartbeats so that a member
@@ -649,7 +684,8 @@ impl Driver {
                 biased;
                 _ = cancel.cancelled() => break,
                 _ = sleep_until_opt(lease_timer) => self.on_lease_timer(),
-                _ = rescue_signal(self.aid.clone()) => self.rescue().await,
+                _ = rescue_signal((self.me == WITNESS).then(|| self.watch.clone())) => self.rescue().await,
+                _ = sleep_until_opt(self.stand_at()) => self.stand().await,
                 Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => {
                     match joined {
                         Ok(outcome) => self.on_outcome(outcome),
@@ -673,6 +709,8 @@ impl Driver {
                     }
                 }
                 Some(cmd) = self.cmd_rx.recv() => self.on_command(cmd),
+                // A grant falls due: decide on time, not on the next tick.
+                _ = sleep_until_opt(self.grace_at()) => {}
                 _ = tick.tick() => {}
             }
             self.step();

@@ -37,7 +37,13 @@ pub fn canopy_bin() -> PathBuf {
         .and_then(Path::parent)
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    profile_dir.join("canopy")
+    let bin = profile_dir.join("canopy");
+    assert!(
+        bin.is_file(),
+        "{} does not exist: build it first (`cargo build -p services --bin canopy`; scripts/test does)",
+        bin.display()
+    );
+    bin
 }
 
 /// nats-server: `CANOPY_NATS_SERVER`, else the project's `.venv`.
