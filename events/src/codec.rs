@@ -13,8 +13,8 @@ use crate::cbor::{
     check_utf8, Head, Malformed, Reader, Writer, SIMPLE_FALSE, SIMPLE_NULL, SIMPLE_TRUE,
 };
 use crate::wire::{
-    BirthBody, Body, Event, ForcedBody, Hash, InvalidEvent, PointInfo, Quality, Role, RoleBody,
-    UnforcedBody, Value, ValueBody, MAX_EVENT_BYTES, WIRE_VERSION,
+    BirthBody, Body, Event, ForcedBody, Hash, InvalidEvent, PointInfo, Quality, ResourceBody,
+    ResourceState, Role, RoleBody, UnforcedBody, Value, ValueBody, MAX_EVENT_BYTES, WIRE_VERSION,
 };
 
 /// Encode an event to its wire bytes (see `docs/wire-format.md`).
@@ -101,6 +101,17 @@ fn encode_body(w: &mut Writer, body: &Body) {
                 w.bool(p.writable);
             }
         }
+        Body::Resource(b) => {
+            w.map(4);
+            w.text("member");
+            w.text(&b.member);
+            w.text("resource");
+            w.text(&b.resource);
+            w.text("state");
+            w.text(b.state.as_str());
+            w.text("reason");
+            w.text(&b.reason);
+        }
     }
 }
 
@@ -185,7 +196,7 @@ pub enum DecodeError {
         /// The tag received.
         tag: String,
     },
-    /// A text enum (quality, role) with an unknown name.
+    /// A text enum (quality, role, resource state) with an unknown name.
     #[error("`{field}`: unknown variant `{got}`")]
     UnknownVariant {
         /// Path of the field.
@@ -345,6 +356,7 @@ fn read_body(r: &mut Reader<'_>, depth: usize) -> Parsed<Body> {
             b"unforced" => read_unforced(r, inner),
             b"role" => read_role(r, inner),
             b"birth" => read_birth(r, inner),
+            b"resource" => read_resource(r, inner),
             _ => {
                 check_utf8(&tag, at)?;
                 r.skip(inner)?;
@@ -447,6 +459,28 @@ fn read_role(r: &mut Reader<'_>, depth: usize) -> Parsed<Body> {
     Ok(Body::Role(RoleBody {
         member: need(member, path, "member")?,
         role: need(role, path, "role")?,
+        reason: need(reason, path, "reason")?,
+    }))
+}
+
+fn read_resource(r: &mut Reader<'_>, depth: usize) -> Parsed<Body> {
+    const NAMES: [&str; 4] = ["member", "resource", "state", "reason"];
+    let path = Path::Body("resource");
+    let (mut member, mut resource, mut state, mut reason) = (None, None, None, None);
+    read_map(r, depth, path, &NAMES, |r, i, depth| {
+        let field = Field::of(path, &NAMES, i, depth);
+        match i {
+            0 => member = Some(field.text(r)?),
+            1 => resource = Some(field.text(r)?),
+            2 => state = Some(field.resource_state(r)?),
+            _ => reason = Some(field.text(r)?),
+        }
+        Ok(())
+    })?;
+    Ok(Body::Resource(ResourceBody {
+        member: need(member, path, "member")?,
+        resource: need(resource, path, "resource")?,
+        state: need(state, path, "state")?,
         reason: need(reason, path, "reason")?,
     }))
 }
@@ -787,7 +821,8 @@ impl Field {
         }
     }
 
-    /// A text enum (quality, role): a text first, then a known name.
+    /// A text enum (quality, role, resource state): a text first, then a
+    /// known name.
     fn name_of<T>(self, r: &mut Reader<'_>, known: impl Fn(&str) -> Option<T>) -> Parsed<T> {
         let s = self.str(r)?;
         known(&s).map_or_else(
@@ -814,6 +849,15 @@ impl Field {
         self.name_of(r, |s| match s {
             "active" => Some(Role::Active),
             "standby" => Some(Role::Standby),
+            _ => None,
+        })
+    }
+
+    fn resource_state(self, r: &mut Reader<'_>) -> Parsed<ResourceState> {
+        self.name_of(r, |s| match s {
+            "in_service" => Some(ResourceState::InService),
+            "pending_oos" => Some(ResourceState::PendingOos),
+            "oos" => Some(ResourceState::Oos),
             _ => None,
         })
     }
@@ -920,6 +964,66 @@ mod tests {
         );
     }
 
+    /// The event after the golden one: a resource coming into service,
+    /// chained to it (the resource example of `docs/wire-format.md`).
+    pub(super) fn golden_resource() -> Event {
+        Event {
+            seq: 43,
+            ts: 1_700_000_000_223_456,
+            prev: hash(&encode(&golden())),
+            body: Body::Resource(ResourceBody {
+                member: "a".into(),
+                resource: "plc_poller".into(),
+                state: ResourceState::InService,
+                reason: "activation".into(),
+            }),
+            ..golden()
+        }
+    }
+
+    const GOLDEN_RESOURCE_HEX: &str = concat!(
+        "a8617601666f726967696e6a726f6f742e736f757468666d656d626572616165",
+        "65706f63680363736571182b6274731b00060a241821a8e06470726576582060",
+        "d86b393c90d4b6af6d1da674ecadfe9c9fdd5c42a8ba048731af1bc0f014b964",
+        "626f6479a1687265736f75726365a4666d656d6265726161687265736f757263",
+        "656a706c635f706f6c6c65726573746174656a696e5f73657276696365667265",
+        "61736f6e6a61637469766174696f6e",
+    );
+
+    #[test]
+    fn golden_resource_bytes_never_change() {
+        let event = golden_resource();
+        let bytes = encode(&event);
+        assert_eq!(bytes.len(), 175);
+        assert_eq!(hex::encode(&bytes), GOLDEN_RESOURCE_HEX);
+        assert_eq!(decode(&bytes).unwrap(), event);
+        assert_eq!(
+            hex::encode(hash(&bytes)),
+            "7f6e2d3cfd320b58f3b04f8a8c31b20e0579e673b597917f7f51376c05aac260",
+            "the hash the next event's prev would carry"
+        );
+        assert_eq!(event.subject(), "canopy.ev.root.south._resource");
+        // The other two states, body only.
+        for (state, hex_state) in [
+            (ResourceState::PendingOos, "6b70656e64696e675f6f6f73"),
+            (ResourceState::Oos, "636f6f73"),
+        ] {
+            let e = Event {
+                body: Body::Resource(ResourceBody {
+                    state,
+                    ..match golden_resource().body {
+                        Body::Resource(b) => b,
+                        _ => unreachable!(),
+                    }
+                }),
+                ..golden_resource()
+            };
+            let want = GOLDEN_RESOURCE_HEX.replace("6a696e5f73657276696365", hex_state);
+            assert_eq!(hex::encode(encode(&e)), want, "{state}");
+            assert_eq!(decode(&hex::decode(&want).unwrap()).unwrap(), e);
+        }
+    }
+
     pub(super) fn every_body() -> Vec<Body> {
         let mut bodies = Vec::new();
         for value in [
@@ -979,6 +1083,22 @@ mod tests {
                 },
             ],
         }));
+        for (state, resource, reason) in [
+            (ResourceState::InService, "plc_poller", "activation"),
+            (ResourceState::PendingOos, "publisher", ""),
+            (
+                ResourceState::Oos,
+                "hook_2",
+                "dépendance: plc_poller hors service",
+            ),
+        ] {
+            bodies.push(Body::Resource(ResourceBody {
+                member: "b".into(),
+                resource: resource.into(),
+                state,
+                reason: reason.into(),
+            }));
+        }
         bodies
     }
 
@@ -1362,6 +1482,121 @@ mod tests {
         }
     }
 
+    /// The resource body, held to the same rules as the others.
+    #[test]
+    fn resource_body_strictness() {
+        fn resource(item: &mut Cbor) -> &mut Cbor {
+            get(get(item, "body"), "resource")
+        }
+        let broken = |f: &dyn Fn(&mut Cbor)| {
+            let mut item: Cbor =
+                ciborium::de::from_reader(encode(&golden_resource()).as_slice()).unwrap();
+            f(&mut item);
+            decode(&to_bytes(&item))
+        };
+        assert_eq!(broken(&|_| ()).unwrap(), golden_resource());
+        for field in ["member", "resource", "state", "reason"] {
+            assert_eq!(
+                broken(&|m| entries(resource(m)).retain(|(k, _)| k.as_text() != Some(field))),
+                Err(DecodeError::MissingField {
+                    field: format!("body.resource.{field}")
+                })
+            );
+            assert!(matches!(
+                broken(&|m| *get(resource(m), field) = Cbor::Integer(1.into())),
+                Err(DecodeError::WrongType { field: f, .. }) if f == format!("body.resource.{field}")
+            ));
+        }
+        for bad in [
+            "InService",
+            "in-service",
+            "in service",
+            "",
+            "out_of_service",
+        ] {
+            assert_eq!(
+                broken(&|m| *get(resource(m), "state") = Cbor::Text(bad.into())),
+                Err(DecodeError::UnknownVariant {
+                    field: "body.resource.state".into(),
+                    got: bad.into()
+                })
+            );
+        }
+        for field in ["member", "resource"] {
+            assert_eq!(
+                broken(&|m| *get(resource(m), field) = Cbor::Text(String::new())),
+                Err(DecodeError::Invalid(InvalidEvent::EmptyName {
+                    field: format!("body.resource.{field}")
+                }))
+            );
+            for bad in ["Plc", "plc.poller", "plc-poller", "plc poller", "*", ">"] {
+                assert_eq!(
+                    broken(&|m| *get(resource(m), field) = Cbor::Text(bad.into())),
+                    Err(DecodeError::Invalid(InvalidEvent::BadName {
+                        field: format!("body.resource.{field}"),
+                        value: bad.into()
+                    }))
+                );
+            }
+        }
+        // A resource is a token, not a point name: a leading `_` is fine.
+        let mut e = golden_resource();
+        if let Body::Resource(b) = &mut e.body {
+            b.resource = "_hooks".into();
+        }
+        assert_eq!(decode(&encode(&e)).unwrap(), e);
+        // The writer's own check is the reader's.
+        let mut bad = golden_resource();
+        if let Body::Resource(b) = &mut bad.body {
+            b.resource = "PLC".into();
+        }
+        assert!(matches!(
+            bad.validate(),
+            Err(InvalidEvent::BadName { field, .. }) if field == "body.resource.resource"
+        ));
+        assert_eq!(
+            broken(&|m| entries(resource(m))
+                .push((Cbor::Text("state".into()), Cbor::Text("oos".into())))),
+            Err(DecodeError::DuplicateKey {
+                field: "body.resource.state".into()
+            })
+        );
+        // Unknown extra keys are ignored, in the payload and the envelope.
+        assert_eq!(
+            broken(&|m| {
+                entries(resource(m)).push((Cbor::Text("since".into()), Cbor::Integer(7.into())));
+                entries(resource(m)).push((Cbor::Text("deps".into()), Cbor::Array(vec![])));
+                entries(m).push((Cbor::Text("sig".into()), Cbor::Bytes(vec![0; 8])));
+            })
+            .unwrap(),
+            golden_resource()
+        );
+        // Keys in any order.
+        assert_eq!(
+            broken(&|m| entries(resource(m)).reverse()).unwrap(),
+            golden_resource()
+        );
+        // And only as the sole entry of a body.
+        assert_eq!(
+            broken(&|m| {
+                let body = get(m, "body");
+                let inner = get(body, "resource").clone();
+                entries(body).push((Cbor::Text("role".into()), inner));
+            }),
+            Err(DecodeError::BadBody { entries: 2 })
+        );
+        assert_eq!(
+            broken(&|m| {
+                let body = get(m, "body");
+                let inner = get(body, "resource").clone();
+                *body = Cbor::Map(vec![(Cbor::Text("resources".into()), inner)]);
+            }),
+            Err(DecodeError::UnknownBodyTag {
+                tag: "resources".into()
+            })
+        );
+    }
+
     #[test]
     fn body_accessors_and_json() {
         let e = golden();
@@ -1380,6 +1615,21 @@ mod tests {
             points: vec![],
         });
         assert_eq!(birth.subject_token(), "_birth");
+        let resource = golden_resource();
+        assert_eq!(resource.body.tag(), "resource");
+        assert_eq!(resource.body.point(), None);
+        assert_eq!(resource.body.subject_token(), "_resource");
+        assert_eq!(
+            resource.body.subject_token(),
+            crate::subjects::RESOURCE_TOKEN
+        );
+        assert_eq!(
+            serde_json::to_value(&resource.body).unwrap(),
+            serde_json::json!({"resource": {
+                "member": "a", "resource": "plc_poller",
+                "state": "in_service", "reason": "activation"
+            }})
+        );
         let json = serde_json::to_value(&e).unwrap();
         assert_eq!(json["prev"], hex::encode(e.prev));
         assert_eq!(json["body"]["value"]["value"], 21.5);

@@ -28,6 +28,7 @@ pub use codec::{decode, encode, DecodeError};
 pub use state::{point_key, Applied, OriginState, PointState, State};
 pub use verify::{GapTracker, Observation, OriginCursor, Violation};
 pub use wire::{
-    hash, BirthBody, Body, Event, ForcedBody, Hash, InvalidEvent, PointInfo, Quality, Role,
-    RoleBody, UnforcedBody, Value, ValueBody, MAX_EVENT_BYTES, WIRE_VERSION, ZERO_HASH,
+    hash, BirthBody, Body, Event, ForcedBody, Hash, InvalidEvent, PointInfo, Quality, ResourceBody,
+    ResourceState, Role, RoleBody, UnforcedBody, Value, ValueBody, MAX_EVENT_BYTES, WIRE_VERSION,
+    ZERO_HASH,
 };

@@ -162,6 +162,10 @@ impl State {
                     }
                 }
             }
+            // A resource transition is history, not plant state: like a
+            // role event it only advances the origin (seq, epoch, ts and
+            // active member, above) and touches no point.
+            Body::Resource(_) => {}
             Body::Birth(b) => {
                 for info in &b.points {
                     self.points
@@ -343,7 +347,8 @@ impl Serialize for PointState {
 mod tests {
     use super::*;
     use crate::wire::{
-        BirthBody, ForcedBody, PointInfo, RoleBody, UnforcedBody, ValueBody, ZERO_HASH,
+        BirthBody, ForcedBody, PointInfo, ResourceBody, ResourceState, RoleBody, UnforcedBody,
+        ValueBody, ZERO_HASH,
     };
 
     /// Builds events of one origin with consecutive seqs (no hashing: the
@@ -529,6 +534,57 @@ mod tests {
         s.apply(&o.next(role("b", Role::Active)));
         assert_eq!(s.origins["root.south"].active_member.as_deref(), Some("b"));
         assert_eq!(s.origins["root.south"].epoch, 2);
+    }
+
+    #[test]
+    fn resource_events_advance_the_origin_only() {
+        let mut o = Origin::new("root.south");
+        let mut s = State::new();
+        let resource = |name: &str, state| {
+            Body::Resource(ResourceBody {
+                member: "b".into(),
+                resource: name.into(),
+                state,
+                reason: "activation".into(),
+            })
+        };
+        s.apply(&o.value("temp1", 20, Quality::Good));
+        let before = s.clone();
+        o.member = "b";
+        o.epoch = 2;
+        for (name, state) in [
+            ("plc_poller", ResourceState::InService),
+            ("publisher", ResourceState::PendingOos),
+            ("publisher", ResourceState::Oos),
+        ] {
+            assert_eq!(s.apply(&o.next(resource(name, state))), Applied::Applied);
+        }
+        // No point is created or touched: the digest does not move.
+        assert_eq!(s.points, before.points);
+        assert_eq!(s.digest(), before.digest());
+        let origin = &s.origins["root.south"];
+        assert_eq!((origin.seq, origin.epoch, origin.ts), (4, 2, 4000));
+        assert_eq!(origin.active_member.as_deref(), Some("b"));
+        // Sequencing rules as for any event.
+        let dup = Event {
+            seq: 3,
+            ..o.next(resource("plc_poller", ResourceState::Oos))
+        };
+        assert_eq!(s.apply(&dup), Applied::Duplicate);
+        o.seq += 1;
+        let after_gap = o.next(resource("plc_poller", ResourceState::Oos));
+        assert_eq!(
+            s.apply(&after_gap),
+            Applied::Gap {
+                expected: 5,
+                got: 7
+            }
+        );
+        o.epoch = 1;
+        o.seq = 4;
+        let stale = o.next(resource("plc_poller", ResourceState::Oos));
+        assert_eq!(s.apply(&stale), Applied::StaleEpoch);
+        assert_eq!(s.origins["root.south"].seq, 4);
     }
 
     #[test]

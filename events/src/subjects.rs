@@ -12,6 +12,10 @@ pub const ROLE_TOKEN: &str = "_role";
 /// Subject token of birth events.
 pub const BIRTH_TOKEN: &str = "_birth";
 
+/// Subject token of resource events (an HA member's resource going into or
+/// out of service).
+pub const RESOURCE_TOKEN: &str = "_resource";
+
 /// Header that makes JetStream drop a re-published event (value: [`msg_id`]).
 pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
 
@@ -21,7 +25,7 @@ pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
 pub const EXPECTED_LAST_SEQ_HEADER: &str = "Nats-Expected-Last-Sequence";
 
 /// `canopy.ev.<origin>.<token>`; `token` is a point name or
-/// [`ROLE_TOKEN`] / [`BIRTH_TOKEN`].
+/// [`ROLE_TOKEN`] / [`BIRTH_TOKEN`] / [`RESOURCE_TOKEN`].
 pub fn event_subject(origin: &str, token: &str) -> String {
     format!("{EVENT_PREFIX}.{origin}.{token}")
 }
@@ -125,6 +129,7 @@ mod tests {
         for (origin, token) in [
             ("root", "temp1"),
             ("root.south", "_role"),
+            ("root.south", "_resource"),
             ("root.tunnel_a.plc1", "fan1_speed"),
         ] {
             let s = event_subject(origin, token);
@@ -177,6 +182,9 @@ mod tests {
         }
         assert!(valid_point_name("temp1"));
         assert!(!valid_point_name("_role"));
+        for reserved in [ROLE_TOKEN, BIRTH_TOKEN, RESOURCE_TOKEN] {
+            assert!(valid_token(reserved) && !valid_point_name(reserved));
+        }
         assert!(valid_path("root.tunnel_a.plc1"));
         for bad in ["", "root.", ".root", "root..a", "root.A"] {
             assert!(!valid_path(bad), "{bad}");

@@ -10,7 +10,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::subjects::{self, BIRTH_TOKEN, ROLE_TOKEN};
+use crate::subjects::{self, BIRTH_TOKEN, RESOURCE_TOKEN, ROLE_TOKEN};
 
 /// The envelope version this crate writes and the only one it reads.
 pub const WIRE_VERSION: u8 = 1;
@@ -101,6 +101,9 @@ pub enum Body {
     Role(RoleBody),
     /// A member's activation announcing its points (tag `birth`).
     Birth(BirthBody),
+    /// A resource of the active member going into or out of service (tag
+    /// `resource`).
+    Resource(ResourceBody),
 }
 
 impl Body {
@@ -112,6 +115,7 @@ impl Body {
             Body::Unforced(_) => "unforced",
             Body::Role(_) => "role",
             Body::Birth(_) => "birth",
+            Body::Resource(_) => "resource",
         }
     }
 
@@ -121,16 +125,18 @@ impl Body {
             Body::Value(b) => Some(&b.point),
             Body::Forced(b) => Some(&b.point),
             Body::Unforced(b) => Some(&b.point),
-            Body::Role(_) | Body::Birth(_) => None,
+            Body::Role(_) | Body::Birth(_) | Body::Resource(_) => None,
         }
     }
 
-    /// The last subject token: the point name, or `_role` / `_birth` for
-    /// system bodies (reserved: point names never start with `_`).
+    /// The last subject token: the point name, or `_role` / `_birth` /
+    /// `_resource` for system bodies (reserved: point names never start
+    /// with `_`).
     pub fn subject_token(&self) -> &str {
         match self {
             Body::Role(_) => ROLE_TOKEN,
             Body::Birth(_) => BIRTH_TOKEN,
+            Body::Resource(_) => RESOURCE_TOKEN,
             _ => self.point().unwrap_or_default(),
         }
     }
@@ -153,6 +159,10 @@ impl Body {
                     }
                 }
                 Ok(())
+            }
+            Body::Resource(b) => {
+                check_token("body.resource.member", &b.member)?;
+                check_token("body.resource.resource", &b.resource)
             }
         }
     }
@@ -208,6 +218,23 @@ pub struct BirthBody {
     /// Every point of the origin, so a consumer knows them before their
     /// first value.
     pub points: Vec<PointInfo>,
+}
+
+/// A resource of an HA member changing state. The active member brings its
+/// resources (PLC poller, publisher, pullers, command handler, hook
+/// scripts...) into service in dependency order and takes them out in
+/// reverse; each step is one of these, so applications can follow it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResourceBody {
+    /// The member whose resource it is.
+    pub member: String,
+    /// The resource, one token (`plc_poller`, `publisher`...).
+    pub resource: String,
+    /// Its new state.
+    pub state: ResourceState,
+    /// Why (activation, failover, a dependency went out of service...),
+    /// free text: for people.
+    pub reason: String,
 }
 
 /// One point announced by a birth.
@@ -425,6 +452,36 @@ impl fmt::Display for Role {
     }
 }
 
+/// Where a resource of an HA member stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResourceState {
+    /// Running and serving.
+    InService,
+    /// Being taken out of service (draining, waiting for what depends on
+    /// it to stop first).
+    PendingOos,
+    /// Out of service.
+    Oos,
+}
+
+impl ResourceState {
+    /// The snake_case wire name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ResourceState::InService => "in_service",
+            ResourceState::PendingOos => "pending_oos",
+            ResourceState::Oos => "oos",
+        }
+    }
+}
+
+impl fmt::Display for ResourceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// SHA-256 of `bytes`: the chain links on the hash of an event's exact bytes.
 pub fn hash(bytes: &[u8]) -> Hash {
     Sha256::digest(bytes).into()
@@ -553,5 +610,17 @@ mod tests {
             serde_json::to_string(&Role::Standby).unwrap(),
             "\"standby\""
         );
+        for state in [
+            ResourceState::InService,
+            ResourceState::PendingOos,
+            ResourceState::Oos,
+        ] {
+            let json = serde_json::to_string(&state).unwrap();
+            assert_eq!(json, format!("\"{}\"", state.as_str()));
+            assert_eq!(state.to_string(), state.as_str());
+            assert_eq!(serde_json::from_str::<ResourceState>(&json).unwrap(), state);
+        }
+        assert_eq!(ResourceState::PendingOos.as_str(), "pending_oos");
+        assert!(serde_json::from_str::<ResourceState>("\"PendingOos\"").is_err());
     }
 }

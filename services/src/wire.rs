@@ -103,6 +103,10 @@ pub struct MemberInfo {
     pub since_role_change_ms: u64,
     /// Counters.
     pub counters: Counters,
+    /// The resources in service (active member only): name, state, health
+    /// check and failures.
+    #[serde(default)]
+    pub resources: Vec<serde_json::Value>,
 }
 
 /// Counters a member exposes (monotonic since start).

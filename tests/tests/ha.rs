@@ -510,3 +510,77 @@ async fn a_standard_modbus_server_sees_one_life_sign_writer_at_a_time_across_kil
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hooks_run_with_the_epoch_and_resource_transitions_are_events() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir()?;
+    let record = dir.path().join("hooks.log");
+    let script = dir.path().join("hook.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$CANOPY_TRANSITION $CANOPY_NODE $CANOPY_MEMBER $CANOPY_EPOCH\" >> {}\n",
+            record.display()
+        ),
+    )?;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+    let plc = free_ports(1);
+    let modbus = format!(
+        "modbus = {{ address = \"127.0.0.1:{plc}\", unit = 1, poll_ms = 50, timeout_ms = 300, life_sign = \"holding:900\" }}\n\
+         hooks = {{ on_activate = \"{s}\", on_deactivate = \"{s}\", timeout_ms = 2000 }}",
+        s = script.display()
+    );
+    let points = "[[node.point]]\nname = \"speed\"\nsource = \"modbus\"\nregister = \"holding:100\"\nwritable = true\n";
+    let text = TopologyBuilder::new("hooks")
+        .node("root", "", "")
+        .pair(PAIR, &modbus, points)
+        .build();
+    let lab = Lab::start(&text, &[])?;
+    let root = connect(&lab.url("root", "a")?).await?;
+    let (first, e1) = wait_active(&root, PAIR, 0).await?;
+    wait_for("the activate hook", WAIT, || async {
+        let text = std::fs::read_to_string(&record).unwrap_or_default();
+        Ok(text
+            .contains(&format!("activate {PAIR} {first} {e1}"))
+            .then_some(()))
+    })
+    .await?;
+    // The member reports its resources; the tree sees their transitions.
+    let info = request(&root, &format!("canopy.member.{PAIR}.{first}"), "").await?;
+    let names: Vec<&str> = info["resources"]
+        .as_array()
+        .context("resources")?
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert_eq!(names, ["publisher", "plc", "commands", "hooks"], "{info}");
+    assert!(tests::kill(pid(&lab, PAIR, &first)?, Signal::SIGKILL));
+    let (second, e2) = wait_active(&root, PAIR, e1).await?;
+    wait_for("the new active's hook with the new epoch", WAIT, || async {
+        let text = std::fs::read_to_string(&record).unwrap_or_default();
+        Ok(text
+            .contains(&format!("activate {PAIR} {second} {e2}"))
+            .then_some(()))
+    })
+    .await?;
+    let evs = check_root_copy(&root, &forced_events(&root, 1, 1).await?).await?;
+    let transitions: Vec<(String, String, u64)> = evs
+        .iter()
+        .filter_map(|e| match &e.body {
+            events::Body::Resource(r) => {
+                Some((r.resource.clone(), r.state.as_str().to_owned(), e.epoch))
+            }
+            _ => None,
+        })
+        .collect();
+    for epoch in [e1, e2] {
+        for name in ["publisher", "plc", "commands", "hooks"] {
+            assert!(
+                transitions.contains(&(name.to_owned(), "in_service".to_owned(), epoch)),
+                "{name} in_service at epoch {epoch} missing: {transitions:?}"
+            );
+        }
+    }
+    Ok(())
+}

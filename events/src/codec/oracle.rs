@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use super::DecodeError;
 use crate::wire::{
-    BirthBody, Body, Event, ForcedBody, Hash, InvalidEvent, PointInfo, Quality, Role, RoleBody,
-    UnforcedBody, Value, ValueBody, MAX_EVENT_BYTES, WIRE_VERSION,
+    BirthBody, Body, Event, ForcedBody, Hash, InvalidEvent, PointInfo, Quality, ResourceBody,
+    ResourceState, Role, RoleBody, UnforcedBody, Value, ValueBody, MAX_EVENT_BYTES, WIRE_VERSION,
 };
 
 type Cbor = ciborium::Value;
@@ -131,6 +131,15 @@ fn decode_body(item: Cbor) -> Result<Body, DecodeError> {
                 });
             }
             Body::Birth(BirthBody { member, points })
+        }
+        "resource" => {
+            let mut f = Fields::new(payload, &path)?;
+            Body::Resource(ResourceBody {
+                member: f.text("member")?,
+                resource: f.text("resource")?,
+                state: f.resource_state("state")?,
+                reason: f.text("reason")?,
+            })
         }
         _ => return Err(DecodeError::UnknownBodyTag { tag }),
     };
@@ -265,6 +274,18 @@ impl Fields {
         match self.text(name)?.as_str() {
             "active" => Ok(Role::Active),
             "standby" => Ok(Role::Standby),
+            other => Err(DecodeError::UnknownVariant {
+                field: self.field(name),
+                got: other.into(),
+            }),
+        }
+    }
+
+    fn resource_state(&mut self, name: &str) -> Result<ResourceState, DecodeError> {
+        match self.text(name)?.as_str() {
+            "in_service" => Ok(ResourceState::InService),
+            "pending_oos" => Ok(ResourceState::PendingOos),
+            "oos" => Ok(ResourceState::Oos),
             other => Err(DecodeError::UnknownVariant {
                 field: self.field(name),
                 got: other.into(),

@@ -220,6 +220,7 @@ fn event_json(ev: &Event) -> Json {
         Body::Unforced(b) => ("unforced", Some(b.point.as_str()), None, None),
         Body::Role(_) => ("role", None, None, None),
         Body::Birth(_) => ("birth", None, None, None),
+        Body::Resource(_) => ("resource", None, None, None),
     };
     json!({
         "kind": kind,
@@ -264,6 +265,14 @@ fn print_event(ev: &Event, as_json: bool) {
             ev.origin,
             b.member,
             b.points.len(),
+            ev.seq
+        ),
+        Body::Resource(b) => println!(
+            "{} resource: {}/{} is {} (seq {})",
+            ev.origin,
+            b.member,
+            b.resource,
+            b.state.as_str(),
             ev.seq
         ),
     }

@@ -1,21 +1,27 @@
 //! The resources an active member brings into service, and takes out of
 //! service in reverse order (seed 002's resource model).
 //!
-//! In dependency order: the publisher (resumes the chain from the node's
-//! stream under the new epoch, then announces the role and the points), the
-//! PLC readings and the life sign, the replica pullers, the simulated
-//! points, the command handler, and the `on_activate` hook. Every resource
-//! runs under one cancellation token; every side effect is also checked
-//! against the lease fence at the moment it happens, so a member that lost
-//! its lease stops writing even before this module hears about it.
+//! In dependency order: `publisher` (resumes the chain from the node's
+//! stream under the new epoch, then announces the role and the points),
+//! `plc` (PLC readings become events, the life sign is written), `pullers`
+//! (replicas of the subtree), `sims` (simulated points), `commands` (the
+//! command handler) and `hooks` (the `on_activate` script). Each resource
+//! exists only where the node needs it, has its own cancellation token, and
+//! goes `in_service` → `pending_oos` → `oos`; every transition is a
+//! `resource` event on `canopy.ev.<node>._resource` while the member may
+//! still publish. Every side effect is also checked against the lease fence
+//! at the moment it happens, so a member that lost its lease stops writing
+//! even before this module hears about it.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use adapters::poller::PollerHandle;
 use async_nats::jetstream::Context;
 use async_nats::Client;
-use events::{BirthBody, Body, PointInfo, Role, RoleBody};
+use events::{BirthBody, Body, PointInfo, ResourceBody, ResourceState, Role, RoleBody};
+use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -58,22 +64,45 @@ impl std::fmt::Debug for Ctx {
     }
 }
 
+/// One resource as the member-info service reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResourceInfo {
+    /// Its name (`publisher`, `plc`, `pullers`, `sims`, `commands`, `hooks`).
+    pub name: &'static str,
+    /// `in_service`, `pending_oos` or `oos`.
+    pub state: &'static str,
+    /// Its health check: for `plc` the PLC link, otherwise true while running.
+    pub healthy: bool,
+    /// Failures counted since the member started (PLC errors, publish
+    /// retries, interrupted pulls, failed hooks).
+    pub failures: u64,
+}
+
+/// A resource in service: its own token and tasks.
+#[derive(Debug)]
+struct Running {
+    name: &'static str,
+    cancel: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
 /// The resources in service for one activation.
 #[derive(Debug)]
 pub struct Active {
     /// The epoch of this activation.
     pub epoch: u64,
     publisher: Publisher,
-    cancel: CancellationToken,
+    pub_cancel: CancellationToken,
     pub_task: JoinHandle<()>,
-    tasks: Vec<JoinHandle<()>>,
+    /// In dependency order (the publisher is separate: first in, last out).
+    running: Vec<Running>,
 }
 
 impl Active {
     /// Brings every resource into service under `epoch`.
     pub async fn start(ctx: &Ctx, epoch: u64, reason: &str) -> anyhow::Result<Active> {
-        let cancel = CancellationToken::new();
         let node = &ctx.node;
+        let pub_cancel = CancellationToken::new();
         let (publisher, pub_task) = publisher::start(
             ctx.js.clone(),
             node.id.clone(),
@@ -81,17 +110,24 @@ impl Active {
             epoch,
             ctx.fence.clone(),
             ctx.metrics.clone(),
-            cancel.clone(),
+            pub_cancel.clone(),
         )
         .await?;
         tracing::info!(epoch, seq = publisher.last().seq, "active: {reason}");
+        let mut active = Active {
+            epoch,
+            publisher,
+            pub_cancel,
+            pub_task,
+            running: Vec::new(),
+        };
         // The role first, then the points: a watcher sees who speaks from here on.
         let role = Body::Role(RoleBody {
             member: ctx.member.clone(),
             role: Role::Active,
             reason: reason.to_owned(),
         });
-        publisher.submit(role).await.ok();
+        active.publisher.submit(role).await.ok();
         let birth = Body::Birth(BirthBody {
             member: ctx.member.clone(),
             points: node
@@ -104,103 +140,181 @@ impl Active {
                 })
                 .collect(),
         });
-        publisher.submit(birth).await.ok();
+        active.publisher.submit(birth).await.ok();
+        active
+            .transition(ctx, "publisher", ResourceState::InService, reason)
+            .await;
 
-        let mut tasks = Vec::new();
-        let _ = ctx.current.send(Some(publisher.clone()));
         if let Some(p) = &ctx.poller {
+            let _ = ctx.current.send(Some(active.publisher.clone()));
             if node.modbus.as_ref().is_some_and(|m| m.life_sign.is_some()) {
                 if let Err(e) = p.set_life_sign(true).await {
                     tracing::warn!("life sign not switched on: {e}");
                 }
             }
+            active
+                .bring_in(ctx, "plc", CancellationToken::new(), Vec::new(), reason)
+                .await;
         }
-        for d in ctx.topo.descendants(&node.id) {
-            let Some(child) = ctx.topo.child_toward(&node.id, &d.id) else {
-                continue;
-            };
-            let puller = replicator::Puller {
-                holder: node.id.clone(),
-                origin: d.id.clone(),
-                source_domain: events::subjects::domain(&child.id),
-            };
-            tasks.push(tokio::spawn(puller.run(
-                ctx.client.clone(),
-                ctx.js.clone(),
-                ctx.metrics.clone(),
-                cancel.clone(),
-            )));
-        }
-        for (i, p) in node.points.iter().enumerate() {
-            if matches!(p.source, Source::Sim(_)) {
-                let seed = (i as u64 + 1) * 7919 + epoch;
-                tasks.push(tokio::spawn(sources::run_sim(
-                    p.clone(),
-                    seed,
-                    publisher.clone(),
+
+        let descendants = ctx.topo.descendants(&node.id);
+        if !descendants.is_empty() {
+            let cancel = CancellationToken::new();
+            let mut tasks = Vec::new();
+            for d in descendants {
+                let Some(child) = ctx.topo.child_toward(&node.id, &d.id) else {
+                    continue;
+                };
+                let puller = replicator::Puller {
+                    holder: node.id.clone(),
+                    origin: d.id.clone(),
+                    source_domain: events::subjects::domain(&child.id),
+                };
+                tasks.push(tokio::spawn(puller.run(
+                    ctx.client.clone(),
+                    ctx.js.clone(),
+                    ctx.metrics.clone(),
                     cancel.clone(),
                 )));
             }
+            active.bring_in(ctx, "pullers", cancel, tasks, reason).await;
         }
+
+        let sims: Vec<_> = node
+            .points
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| matches!(p.source, Source::Sim(_)))
+            .collect();
+        if !sims.is_empty() {
+            let cancel = CancellationToken::new();
+            let tasks = sims
+                .into_iter()
+                .map(|(i, p)| {
+                    let seed = (i as u64 + 1) * 7919 + epoch;
+                    tokio::spawn(sources::run_sim(
+                        p.clone(),
+                        seed,
+                        active.publisher.clone(),
+                        cancel.clone(),
+                    ))
+                })
+                .collect();
+            active.bring_in(ctx, "sims", cancel, tasks, reason).await;
+        }
+
+        let cancel = CancellationToken::new();
         let handler = commands::Handler {
             node: node.clone(),
-            publisher: publisher.clone(),
+            publisher: active.publisher.clone(),
             poller: ctx.poller.clone(),
             metrics: ctx.metrics.clone(),
         };
         let (client, c) = (ctx.client.clone(), cancel.clone());
-        tasks.push(tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             if let Err(e) = commands::serve(client, handler, c).await {
                 tracing::error!("command service stopped: {e:#}");
             }
-        }));
-        if let Some(h) = node
+        });
+        active
+            .bring_in(ctx, "commands", cancel, vec![task], reason)
+            .await;
+
+        if let Some((script, timeout)) = node
             .hooks
             .as_ref()
             .and_then(|h| h.on_activate.clone().map(|s| (s, h.timeout_ms)))
         {
-            tasks.push(tokio::spawn(hooks::run(
-                h.0,
-                "activate",
-                node.id.clone(),
-                ctx.member.clone(),
-                epoch,
-                h.1,
-            )));
+            let metrics = ctx.metrics.clone();
+            let (n, m) = (node.id.clone(), ctx.member.clone());
+            let task = tokio::spawn(async move {
+                if !hooks::run(script, "activate", n, m, epoch, timeout).await {
+                    metrics.hook_failures.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            active
+                .bring_in(ctx, "hooks", CancellationToken::new(), vec![task], reason)
+                .await;
         }
-        Ok(Active {
-            epoch,
-            publisher,
+        Ok(active)
+    }
+
+    async fn bring_in(
+        &mut self,
+        ctx: &Ctx,
+        name: &'static str,
+        cancel: CancellationToken,
+        tasks: Vec<JoinHandle<()>>,
+        reason: &str,
+    ) {
+        self.running.push(Running {
+            name,
             cancel,
-            pub_task,
             tasks,
-        })
+        });
+        self.transition(ctx, name, ResourceState::InService, reason)
+            .await;
+    }
+
+    /// Publishes a resource transition, while this member may publish.
+    async fn transition(&self, ctx: &Ctx, name: &str, state: ResourceState, reason: &str) {
+        if !(ctx.fence)() {
+            return;
+        }
+        let body = Body::Resource(ResourceBody {
+            member: ctx.member.clone(),
+            resource: name.to_owned(),
+            state,
+            reason: reason.to_owned(),
+        });
+        let _ = self.publisher.submit(body).await;
     }
 
     /// Takes every resource out of service, in reverse order. With
-    /// `announce`, the member still holds its lease and says it steps down.
-    pub async fn stop(self, ctx: &Ctx, announce: bool, reason: &str) {
+    /// `announce`, the member still holds its lease and says so in events.
+    pub async fn stop(mut self, ctx: &Ctx, announce: bool, reason: &str) {
         tracing::info!(epoch = self.epoch, "leaving the active role: {reason}");
-        if let Some(h) = ctx
-            .node
-            .hooks
-            .as_ref()
-            .and_then(|h| h.on_deactivate.clone().map(|s| (s, h.timeout_ms)))
-        {
-            tokio::spawn(hooks::run(
-                h.0,
-                "deactivate",
-                ctx.node.id.clone(),
-                ctx.member.clone(),
-                self.epoch,
-                h.1,
-            ));
-        }
-        let _ = ctx.current.send(None);
-        if let Some(p) = &ctx.poller {
-            let _ = p.set_life_sign(false).await;
+        let say = |s| announce.then_some(s);
+        while let Some(r) = self.running.pop() {
+            if let Some(s) = say(ResourceState::PendingOos) {
+                self.transition(ctx, r.name, s, reason).await;
+            }
+            match r.name {
+                "plc" => {
+                    let _ = ctx.current.send(None);
+                    if let Some(p) = &ctx.poller {
+                        let _ = p.set_life_sign(false).await;
+                    }
+                }
+                "hooks" => {
+                    if let Some((script, timeout)) = ctx
+                        .node
+                        .hooks
+                        .as_ref()
+                        .and_then(|h| h.on_deactivate.clone().map(|s| (s, h.timeout_ms)))
+                    {
+                        let metrics = ctx.metrics.clone();
+                        let (n, m, e) = (ctx.node.id.clone(), ctx.member.clone(), self.epoch);
+                        tokio::spawn(async move {
+                            if !hooks::run(script, "deactivate", n, m, e, timeout).await {
+                                metrics.hook_failures.fetch_add(1, Ordering::Relaxed);
+                            }
+                        });
+                    }
+                }
+                _ => {}
+            }
+            r.cancel.cancel();
+            for t in r.tasks {
+                let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+            }
+            if let Some(s) = say(ResourceState::Oos) {
+                self.transition(ctx, r.name, s, reason).await;
+            }
         }
         if announce && (ctx.fence)() {
+            self.transition(ctx, "publisher", ResourceState::PendingOos, reason)
+                .await;
             let role = Body::Role(RoleBody {
                 member: ctx.member.clone(),
                 role: Role::Standby,
@@ -209,16 +323,43 @@ impl Active {
             let _ =
                 tokio::time::timeout(Duration::from_secs(1), self.publisher.publish(role)).await;
         }
-        self.cancel.cancel();
+        self.pub_cancel.cancel();
         drop(self.publisher);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.pub_task).await;
-        for t in self.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
-        }
     }
 
     /// The last confirmed (epoch, seq).
     pub fn last(&self) -> publisher::Confirmed {
         self.publisher.last()
+    }
+
+    /// The resources in service, for the member-info service.
+    pub fn resources(&self, ctx: &Ctx, plc_ok: Option<bool>) -> Vec<ResourceInfo> {
+        let m = &ctx.metrics;
+        let mut out = vec![ResourceInfo {
+            name: "publisher",
+            state: ResourceState::InService.as_str(),
+            healthy: true,
+            failures: m.publish_retries.load(Ordering::Relaxed),
+        }];
+        for r in &self.running {
+            let (healthy, failures) = match r.name {
+                "plc" => (
+                    plc_ok != Some(false),
+                    ctx.poller.as_ref().map(|p| p.stats().errors).unwrap_or(0),
+                ),
+                "pullers" => (true, m.pull_restarts.load(Ordering::Relaxed)),
+                "hooks" => (true, m.hook_failures.load(Ordering::Relaxed)),
+                "commands" => (true, m.bad_commands.load(Ordering::Relaxed)),
+                _ => (true, 0),
+            };
+            out.push(ResourceInfo {
+                name: r.name,
+                state: ResourceState::InService.as_str(),
+                healthy,
+                failures,
+            });
+        }
+        out
     }
 }

@@ -16,6 +16,8 @@ pub struct Metrics {
     pub commands: AtomicU64,
     pub bad_commands: AtomicU64,
     pub publish_retries: AtomicU64,
+    pub pull_restarts: AtomicU64,
+    pub hook_failures: AtomicU64,
 }
 
 impl Metrics {

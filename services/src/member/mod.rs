@@ -307,11 +307,11 @@ async fn serve(
             }
             req = info_sub.next() => {
                 let Some(req) = req else { break };
-                reply_info(&client, req.reply, opts, node, &role_rx, &active, &supervised, &metrics, &plc_health).await;
+                reply_info(&client, req.reply, opts, node, &role_rx, &active, &supervised, &metrics, &plc_health, &ctx).await;
             }
             req = hello_sub.next() => {
                 let Some(req) = req else { break };
-                reply_info(&client, req.reply, opts, node, &role_rx, &active, &supervised, &metrics, &plc_health).await;
+                reply_info(&client, req.reply, opts, node, &role_rx, &active, &supervised, &metrics, &plc_health, &ctx).await;
             }
             _ = tokio::time::sleep(Duration::from_millis(200)), if pending_retry => {}
             _ = cancel.cancelled() => break,
@@ -404,6 +404,7 @@ async fn reply_info(
     supervised: &Option<supervisor::Supervised>,
     metrics: &Metrics,
     plc: &Option<watch::Receiver<Option<bool>>>,
+    ctx: &active::Ctx,
 ) {
     let Some(reply) = reply else { return };
     let r = role.borrow().clone();
@@ -429,6 +430,15 @@ async fn reply_info(
         plc_ok,
         since_role_change_ms: r.changed_at.elapsed().as_millis() as u64,
         counters: metrics.snapshot(restarts),
+        resources: active
+            .as_ref()
+            .map(|a| {
+                a.resources(ctx, plc_ok)
+                    .iter()
+                    .filter_map(|r| serde_json::to_value(r).ok())
+                    .collect()
+            })
+            .unwrap_or_default(),
     };
     let body = serde_json::to_vec(&info).unwrap_or_default();
     let _ = client.publish(reply, body.into()).await;

@@ -61,6 +61,7 @@ impl Puller {
             match res {
                 Ok(()) => return,
                 Err(e) => {
+                    metrics.pull_restarts.fetch_add(1, Ordering::Relaxed);
                     // The link or the source is down: retry soon. The cap is
                     // low on purpose: catch-up must start within a second of
                     // the link healing.
