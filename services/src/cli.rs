@@ -27,6 +27,9 @@ pub enum Cmd {
     /// Topology file tools.
     #[command(subcommand)]
     Topology(TopologyCmd),
+    /// Key management: one nkey per member and witness, and a public manifest.
+    #[command(subcommand)]
+    Keys(KeysCmd),
     /// Print the nats-server config canopy generates for a member.
     NatsConfig(NatsConfigArgs),
     /// Print a node's materialised state.
@@ -135,6 +138,24 @@ pub enum TopologyCmd {
     },
     /// Print the embedded default topology (what `canopy lab` runs without --topology).
     Default,
+}
+
+/// `canopy keys ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCmd {
+    /// Create an nkey per member and witness of the topology, and `manifest.json`
+    /// (the public keys auditors check signatures against).
+    Gen {
+        /// The topology file.
+        #[arg(long, short)]
+        topology: PathBuf,
+        /// Output directory: `<node>/<member>.nk` seeds (mode 0600) and `manifest.json`.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace existing seeds (by default existing ones are kept).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// `canopy nats-config`.

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod client;
 pub mod failover;
+pub mod keys;
 pub mod lab;
 pub mod node;
 pub mod plcsim;
@@ -14,7 +15,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{BenchCmd, Cli, Cmd, TopologyCmd};
+use crate::cli::{BenchCmd, Cli, Cmd, KeysCmd, TopologyCmd};
 
 /// Runs a parsed command line; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
@@ -29,6 +30,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Cmd::NatsConfig(a) => topo::nats_config(a),
+        Cmd::Keys(KeysCmd::Gen {
+            topology,
+            out,
+            force,
+        }) => keys::gen(&topology, &out, force),
         Cmd::State(a) => client::state(a).await,
         Cmd::Watch(a) => client::watch(a).await,
         Cmd::Status(a) => client::status(a).await,
