@@ -13,8 +13,9 @@ use crate::cbor::{
     check_utf8, Head, Malformed, Reader, Writer, SIMPLE_FALSE, SIMPLE_NULL, SIMPLE_TRUE,
 };
 use crate::wire::{
-    BirthBody, Body, Event, ForcedBody, Hash, InvalidEvent, PointInfo, Quality, ResourceBody,
-    ResourceState, Role, RoleBody, UnforcedBody, Value, ValueBody, MAX_EVENT_BYTES, WIRE_VERSION,
+    BirthBody, Body, CheckpointBody, Event, ForcedBody, Hash, InvalidEvent, PointInfo, Quality,
+    ResourceBody, ResourceState, Role, RoleBody, UnforcedBody, Value, ValueBody, MAX_EVENT_BYTES,
+    WIRE_VERSION,
 };
 
 /// Encode an event to its wire bytes (see `docs/wire-format.md`).
@@ -112,6 +113,19 @@ fn encode_body(w: &mut Writer, body: &Body) {
             w.text("reason");
             w.text(&b.reason);
         }
+        Body::Checkpoint(b) => {
+            w.map(5);
+            w.text("member");
+            w.text(&b.member);
+            w.text("head_seq");
+            w.uint(b.head_seq);
+            w.text("head");
+            w.bytes(&b.head);
+            w.text("key");
+            w.text(&b.key);
+            w.text("sig");
+            w.bytes(&b.sig);
+        }
     }
 }
 
@@ -181,6 +195,17 @@ pub enum DecodeError {
     /// `prev` is not 32 bytes.
     #[error("`prev`: expected 32 bytes, got {len}")]
     BadHashLength {
+        /// Length received.
+        len: usize,
+    },
+    /// A byte string of a fixed size (a checkpoint's `head`, 32 bytes, or
+    /// `sig`, 64 bytes) has another length.
+    #[error("`{field}`: expected {expected} bytes, got {len}")]
+    BadLength {
+        /// Path of the field.
+        field: String,
+        /// The length the format requires.
+        expected: usize,
         /// Length received.
         len: usize,
     },
@@ -357,6 +382,7 @@ fn read_body(r: &mut Reader<'_>, depth: usize) -> Parsed<Body> {
             b"role" => read_role(r, inner),
             b"birth" => read_birth(r, inner),
             b"resource" => read_resource(r, inner),
+            b"checkpoint" => read_checkpoint(r, inner),
             _ => {
                 check_utf8(&tag, at)?;
                 r.skip(inner)?;
@@ -482,6 +508,30 @@ fn read_resource(r: &mut Reader<'_>, depth: usize) -> Parsed<Body> {
         resource: need(resource, path, "resource")?,
         state: need(state, path, "state")?,
         reason: need(reason, path, "reason")?,
+    }))
+}
+
+fn read_checkpoint(r: &mut Reader<'_>, depth: usize) -> Parsed<Body> {
+    const NAMES: [&str; 5] = ["member", "head_seq", "head", "key", "sig"];
+    let path = Path::Body("checkpoint");
+    let (mut member, mut head_seq, mut head, mut key, mut sig) = (None, None, None, None, None);
+    read_map(r, depth, path, &NAMES, |r, i, depth| {
+        let field = Field::of(path, &NAMES, i, depth);
+        match i {
+            0 => member = Some(field.text(r)?),
+            1 => head_seq = Some(field.uint(r)?),
+            2 => head = Some(field.fixed_bytes::<32>(r)?),
+            3 => key = Some(field.text(r)?),
+            _ => sig = Some(field.fixed_bytes::<64>(r)?),
+        }
+        Ok(())
+    })?;
+    Ok(Body::Checkpoint(CheckpointBody {
+        member: need(member, path, "member")?,
+        head_seq: need(head_seq, path, "head_seq")?,
+        head: need(head, path, "head")?,
+        key: need(key, path, "key")?,
+        sig: need(sig, path, "sig")?,
     }))
 }
 
@@ -801,6 +851,24 @@ impl Field {
         }
     }
 
+    /// A byte string of exactly `N` bytes (a checkpoint's `head`, `sig`).
+    fn fixed_bytes<const N: usize>(self, r: &mut Reader<'_>) -> Parsed<[u8; N]> {
+        let at = r.pos();
+        match r.head()? {
+            Head::Bytes(len) => {
+                let b = r.bytes(len)?;
+                <[u8; N]>::try_from(&*b).or_else(|_| {
+                    schema(DecodeError::BadLength {
+                        field: self.path(),
+                        expected: N,
+                        len: b.len(),
+                    })
+                })
+            }
+            head => self.wrong(r, head, at, "a byte string"),
+        }
+    }
+
     fn value(self, r: &mut Reader<'_>) -> Parsed<Value> {
         let at = r.pos();
         match r.head()? {
@@ -872,7 +940,7 @@ mod differential;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{hash, ZERO_HASH};
+    use crate::wire::{hash, CheckpointBody, ZERO_HASH};
 
     /// The golden event of `docs/wire-format.md`.
     pub(super) fn golden() -> Event {
@@ -1024,6 +1092,237 @@ mod tests {
         }
     }
 
+    /// The event after the resource one: member `a` signs it (seq 43) as
+    /// the chain head. The checkpoint example of `docs/wire-format.md`; the
+    /// key is `fixed_user(1)`'s (seed 32 × 0x01).
+    pub(super) fn golden_checkpoint() -> Event {
+        let head = hash(&encode(&golden_resource()));
+        let kp = crate::checkpoint::tests::fixed_user(1);
+        let body = crate::sign_checkpoint(&kp, "root.south", "a", 3, 43, head).unwrap();
+        Event {
+            seq: 44,
+            ts: 1_700_000_000_323_456,
+            prev: head,
+            body: Body::Checkpoint(body),
+            ..golden()
+        }
+    }
+
+    const GOLDEN_CHECKPOINT_HEX: &str = concat!(
+        "a8617601666f726967696e6a726f6f742e736f757468666d656d626572616165",
+        "65706f63680363736571182c6274731b00060a2418232f80647072657658207f",
+        "6e2d3cfd320b58f3b04f8a8c31b20e0579e673b597917f7f51376c05aac26064",
+        "626f6479a16a636865636b706f696e74a5666d656d626572616168686561645f",
+        "736571182b646865616458207f6e2d3cfd320b58f3b04f8a8c31b20e0579e673",
+        "b597917f7f51376c05aac260636b6579783855434649525936354f5145374446",
+        "50354b4c4e53325046324c565a4d555a594a58344f5a49455133364e32495141",
+        "4e55423558565a34354c63736967584074150c83a13d7e7a39fb8a86757865e1",
+        "d836422975ef911403ca2dfe9a46d9658dd9e22e5cd1348fa61d55ecf291922a",
+        "71f79b754b5e2e95f0c49dbd16d40e00",
+    );
+
+    /// The key of `fixed_user(1)`, and its signature in the golden
+    /// checkpoint.
+    const GOLDEN_KEY: &str = "UCFIRY65OQE7DFP5KLNS2PF2LVZMUZYJX4OZIEQ36N2IQANUB5XVZ45L";
+    const GOLDEN_SIG: &str = concat!(
+        "74150c83a13d7e7a39fb8a86757865e1d836422975ef911403ca2dfe9a46d965",
+        "8dd9e22e5cd1348fa61d55ecf291922a71f79b754b5e2e95f0c49dbd16d40e00",
+    );
+
+    #[test]
+    fn golden_checkpoint_bytes_never_change() {
+        let event = golden_checkpoint();
+        let bytes = encode(&event);
+        assert_eq!(bytes.len(), 304);
+        assert_eq!(hex::encode(&bytes), GOLDEN_CHECKPOINT_HEX);
+        assert_eq!(decode(&bytes).unwrap(), event);
+        assert_eq!(
+            hex::encode(hash(&bytes)),
+            "0071cbb4fa057eb1abed03325d926a1ad9ac840bd573ff2b69110eab1db24e82",
+            "the hash the next event's prev would carry"
+        );
+        assert_eq!(event.subject(), "canopy.ev.root.south._checkpoint");
+        assert_eq!(event.body.tag(), "checkpoint");
+        assert_eq!(event.body.point(), None);
+        let Body::Checkpoint(b) = &event.body else {
+            unreachable!()
+        };
+        assert_eq!(b.key, GOLDEN_KEY);
+        assert_eq!(hex::encode(b.sig), GOLDEN_SIG);
+        crate::verify_checkpoint("root.south", 3, b).unwrap();
+        // The message signed, as the doc spells it.
+        let msg = crate::checkpoint_message("root.south", "a", 3, 43, &b.head);
+        assert_eq!(
+            hex::encode(&msg),
+            concat!(
+                "63616e6f70792d636865636b706f696e742d763100",
+                "726f6f742e736f75746800",
+                "6100",
+                "0000000000000003",
+                "000000000000002b",
+                "7f6e2d3cfd320b58f3b04f8a8c31b20e0579e673b597917f7f51376c05aac260",
+            )
+        );
+        let json = serde_json::to_value(&event.body).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"checkpoint": {
+                "member": "a", "head_seq": 43,
+                "head": "7f6e2d3cfd320b58f3b04f8a8c31b20e0579e673b597917f7f51376c05aac260",
+                "key": GOLDEN_KEY, "sig": GOLDEN_SIG,
+            }})
+        );
+    }
+
+    /// The checkpoint body, held to the same rules as the others.
+    #[test]
+    fn checkpoint_body_strictness() {
+        fn cp(item: &mut Cbor) -> &mut Cbor {
+            get(get(item, "body"), "checkpoint")
+        }
+        let broken = |f: &dyn Fn(&mut Cbor)| {
+            let mut item: Cbor =
+                ciborium::de::from_reader(encode(&golden_checkpoint()).as_slice()).unwrap();
+            f(&mut item);
+            let bytes = to_bytes(&item);
+            let new = decode(&bytes);
+            // The old decoder (the oracle) agrees on every case here.
+            assert_eq!(super::oracle::decode(&bytes), new);
+            new
+        };
+        assert_eq!(broken(&|_| ()).unwrap(), golden_checkpoint());
+        for field in ["member", "head_seq", "head", "key", "sig"] {
+            assert_eq!(
+                broken(&|m| entries(cp(m)).retain(|(k, _)| k.as_text() != Some(field))),
+                Err(DecodeError::MissingField {
+                    field: format!("body.checkpoint.{field}")
+                })
+            );
+            assert!(matches!(
+                broken(&|m| *get(cp(m), field) = Cbor::Array(vec![])),
+                Err(DecodeError::WrongType { field: f, .. }) if f == format!("body.checkpoint.{field}")
+            ));
+            assert_eq!(
+                broken(&|m| entries(cp(m)).push((Cbor::Text(field.into()), Cbor::Null))),
+                Err(DecodeError::DuplicateKey {
+                    field: format!("body.checkpoint.{field}")
+                })
+            );
+        }
+        // Bytes are bytes: a hex text is no head, no signature.
+        for field in ["head", "sig"] {
+            assert!(matches!(
+                broken(&|m| *get(cp(m), field) = Cbor::Text("00".into())),
+                Err(DecodeError::WrongType { field: f, expected: "a byte string" })
+                    if f == format!("body.checkpoint.{field}")
+            ));
+        }
+        for (field, expected) in [("head", 32usize), ("sig", 64)] {
+            for len in [0, expected - 1, expected + 1, 2 * expected] {
+                assert_eq!(
+                    broken(&|m| *get(cp(m), field) = Cbor::Bytes(vec![7; len])),
+                    Err(DecodeError::BadLength {
+                        field: format!("body.checkpoint.{field}"),
+                        expected,
+                        len
+                    })
+                );
+            }
+        }
+        assert_eq!(
+            broken(&|m| *get(cp(m), "head_seq") = Cbor::Integer((-1).into())),
+            Err(DecodeError::OutOfRange {
+                field: "body.checkpoint.head_seq".into()
+            })
+        );
+        // Names and keys.
+        assert_eq!(
+            broken(&|m| *get(cp(m), "member") = Cbor::Text("A".into())),
+            Err(DecodeError::Invalid(InvalidEvent::BadName {
+                field: "body.checkpoint.member".into(),
+                value: "A".into()
+            }))
+        );
+        let account = nkeys::KeyPair::new_from_raw(nkeys::KeyPairType::Account, [1; 32])
+            .unwrap()
+            .public_key();
+        let server = nkeys::KeyPair::new_from_raw(nkeys::KeyPairType::Server, [1; 32])
+            .unwrap()
+            .public_key();
+        let seed = crate::checkpoint::tests::fixed_user(1).seed().unwrap();
+        let mut bad_crc = GOLDEN_KEY.to_owned();
+        bad_crc.replace_range(55.., "A");
+        let mut flipped = GOLDEN_KEY.to_owned();
+        flipped.replace_range(10..11, "B");
+        for bad in [
+            String::new(),
+            "U".into(),
+            GOLDEN_KEY.to_lowercase(),
+            format!("{GOLDEN_KEY}A"),
+            GOLDEN_KEY[..55].to_owned(),
+            format!(" {}", &GOLDEN_KEY[1..]),
+            bad_crc,
+            flipped,
+            account,
+            server,
+            seed,
+        ] {
+            assert_eq!(
+                broken(&|m| *get(cp(m), "key") = Cbor::Text(bad.clone())),
+                Err(DecodeError::Invalid(InvalidEvent::BadKey {
+                    field: "body.checkpoint.key".into(),
+                    value: bad.clone()
+                })),
+                "{bad}"
+            );
+        }
+        // Another valid user key decodes (the signature is the audit's
+        // business, not the decoder's).
+        let other = crate::checkpoint::tests::fixed_user(2).public_key();
+        assert!(matches!(
+            broken(&|m| *get(cp(m), "key") = Cbor::Text(other.clone())),
+            Ok(Event { body: Body::Checkpoint(CheckpointBody { key, .. }), .. }) if key == other
+        ));
+        // Unknown keys are ignored, keys come in any order.
+        assert_eq!(
+            broken(&|m| {
+                entries(cp(m)).push((Cbor::Text("alg".into()), Cbor::Text("ed25519".into())));
+                entries(cp(m)).reverse();
+            })
+            .unwrap(),
+            golden_checkpoint()
+        );
+        // Only as the sole entry of a body, under its exact tag.
+        assert_eq!(
+            broken(&|m| {
+                let body = get(m, "body");
+                let inner = get(body, "checkpoint").clone();
+                entries(body).push((Cbor::Text("role".into()), inner));
+            }),
+            Err(DecodeError::BadBody { entries: 2 })
+        );
+        assert_eq!(
+            broken(&|m| {
+                let body = get(m, "body");
+                let inner = get(body, "checkpoint").clone();
+                *body = Cbor::Map(vec![(Cbor::Text("Checkpoint".into()), inner)]);
+            }),
+            Err(DecodeError::UnknownBodyTag {
+                tag: "Checkpoint".into()
+            })
+        );
+        // The writer's own check is the reader's.
+        let mut bad = golden_checkpoint();
+        if let Body::Checkpoint(b) = &mut bad.body {
+            b.key = "UABC".into();
+        }
+        assert!(matches!(bad.validate(), Err(InvalidEvent::BadKey { .. })));
+        assert!(matches!(
+            crate::Chain::new("root.south", "a", 1).seal(0, bad.body),
+            Err(crate::SealError::Invalid(InvalidEvent::BadKey { .. }))
+        ));
+    }
+
     pub(super) fn every_body() -> Vec<Body> {
         let mut bodies = Vec::new();
         for value in [
@@ -1098,6 +1397,12 @@ mod tests {
                 state,
                 reason: reason.into(),
             }));
+        }
+        for (seed, member, head_seq) in [(1u8, "a", 1u64), (2, "b_2", u64::MAX)] {
+            let kp = crate::checkpoint::tests::fixed_user(seed);
+            let head = [seed.wrapping_mul(37); 32];
+            let body = crate::sign_checkpoint(&kp, "root.south", member, 9, head_seq, head);
+            bodies.push(Body::Checkpoint(body.unwrap()));
         }
         bodies
     }

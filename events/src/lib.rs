@@ -3,7 +3,9 @@
 //! Owns: the versioned event envelope and its CBOR codec ([`encode`],
 //! [`decode`]); the hash chain, origin side ([`Chain`]) and reader side
 //! ([`OriginCursor`]); gap detection ([`GapTracker`]); NATS subject,
-//! stream and header names ([`subjects`]); and the state fold ([`State`]).
+//! stream and header names ([`subjects`]); the state fold ([`State`]);
+//! signed checkpoints ([`sign_checkpoint`], [`verify_checkpoint`]); and the
+//! audit of an origin's stream ([`audit`]).
 //! `docs/wire-format.md` is the contract for readers in other languages.
 //!
 //! Must never depend on: I/O of any kind (files, sockets, clocks: callers
@@ -15,8 +17,10 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod audit;
 mod cbor;
 mod chain;
+mod checkpoint;
 mod codec;
 mod state;
 pub mod subjects;
@@ -24,11 +28,18 @@ mod verify;
 mod wire;
 
 pub use chain::{Chain, EpochError, SealError, Sealed};
+pub use checkpoint::{
+    checkpoint_message, sign_checkpoint, verify_checkpoint, SigError, CHECKPOINT_DOMAIN,
+};
 pub use codec::{decode, encode, DecodeError};
+/// The nkeys crate this one signs and verifies with, so callers build key
+/// pairs of the same version (`nkeys::KeyPair::new_user()` for `canopy keys
+/// gen`, `from_seed` to sign).
+pub use nkeys;
 pub use state::{point_key, Applied, OriginState, PointState, State};
 pub use verify::{GapTracker, Observation, OriginCursor, Violation};
 pub use wire::{
-    hash, BirthBody, Body, Event, ForcedBody, Hash, InvalidEvent, PointInfo, Quality, ResourceBody,
-    ResourceState, Role, RoleBody, UnforcedBody, Value, ValueBody, MAX_EVENT_BYTES, WIRE_VERSION,
-    ZERO_HASH,
+    hash, BirthBody, Body, CheckpointBody, Event, ForcedBody, Hash, InvalidEvent, PointInfo,
+    Quality, ResourceBody, ResourceState, Role, RoleBody, Signature, UnforcedBody, Value,
+    ValueBody, MAX_EVENT_BYTES, WIRE_VERSION, ZERO_HASH,
 };

@@ -166,6 +166,8 @@ impl State {
             // role event it only advances the origin (seq, epoch, ts and
             // active member, above) and touches no point.
             Body::Resource(_) => {}
+            // A checkpoint signs history; it is not plant state either.
+            Body::Checkpoint(_) => {}
             Body::Birth(b) => {
                 for info in &b.points {
                     self.points

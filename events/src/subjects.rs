@@ -16,6 +16,10 @@ pub const BIRTH_TOKEN: &str = "_birth";
 /// out of service).
 pub const RESOURCE_TOKEN: &str = "_resource";
 
+/// Subject token of checkpoint events (the active member's signature over
+/// the origin's chain head).
+pub const CHECKPOINT_TOKEN: &str = "_checkpoint";
+
 /// Header that makes JetStream drop a re-published event (value: [`msg_id`]).
 pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
 
@@ -25,7 +29,8 @@ pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
 pub const EXPECTED_LAST_SEQ_HEADER: &str = "Nats-Expected-Last-Sequence";
 
 /// `canopy.ev.<origin>.<token>`; `token` is a point name or
-/// [`ROLE_TOKEN`] / [`BIRTH_TOKEN`] / [`RESOURCE_TOKEN`].
+/// [`ROLE_TOKEN`] / [`BIRTH_TOKEN`] / [`RESOURCE_TOKEN`] /
+/// [`CHECKPOINT_TOKEN`].
 pub fn event_subject(origin: &str, token: &str) -> String {
     format!("{EVENT_PREFIX}.{origin}.{token}")
 }
@@ -182,7 +187,7 @@ mod tests {
         }
         assert!(valid_point_name("temp1"));
         assert!(!valid_point_name("_role"));
-        for reserved in [ROLE_TOKEN, BIRTH_TOKEN, RESOURCE_TOKEN] {
+        for reserved in [ROLE_TOKEN, BIRTH_TOKEN, RESOURCE_TOKEN, CHECKPOINT_TOKEN] {
             assert!(valid_token(reserved) && !valid_point_name(reserved));
         }
         assert!(valid_path("root.tunnel_a.plc1"));

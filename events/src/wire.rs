@@ -10,13 +10,16 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::subjects::{self, BIRTH_TOKEN, RESOURCE_TOKEN, ROLE_TOKEN};
+use crate::subjects::{self, BIRTH_TOKEN, CHECKPOINT_TOKEN, RESOURCE_TOKEN, ROLE_TOKEN};
 
 /// The envelope version this crate writes and the only one it reads.
 pub const WIRE_VERSION: u8 = 1;
 
 /// A SHA-256 digest: what links an event to the one before it.
 pub type Hash = [u8; 32];
+
+/// An ed25519 signature, as in a [`CheckpointBody`].
+pub type Signature = [u8; 64];
 
 /// The `prev` of an origin's first event (seq 1): nothing comes before it.
 pub const ZERO_HASH: Hash = [0; 32];
@@ -104,6 +107,9 @@ pub enum Body {
     /// A resource of the active member going into or out of service (tag
     /// `resource`).
     Resource(ResourceBody),
+    /// The active member's signature over the origin's chain head (tag
+    /// `checkpoint`).
+    Checkpoint(CheckpointBody),
 }
 
 impl Body {
@@ -116,6 +122,7 @@ impl Body {
             Body::Role(_) => "role",
             Body::Birth(_) => "birth",
             Body::Resource(_) => "resource",
+            Body::Checkpoint(_) => "checkpoint",
         }
     }
 
@@ -125,18 +132,19 @@ impl Body {
             Body::Value(b) => Some(&b.point),
             Body::Forced(b) => Some(&b.point),
             Body::Unforced(b) => Some(&b.point),
-            Body::Role(_) | Body::Birth(_) | Body::Resource(_) => None,
+            Body::Role(_) | Body::Birth(_) | Body::Resource(_) | Body::Checkpoint(_) => None,
         }
     }
 
     /// The last subject token: the point name, or `_role` / `_birth` /
-    /// `_resource` for system bodies (reserved: point names never start
-    /// with `_`).
+    /// `_resource` / `_checkpoint` for system bodies (reserved: point names
+    /// never start with `_`).
     pub fn subject_token(&self) -> &str {
         match self {
             Body::Role(_) => ROLE_TOKEN,
             Body::Birth(_) => BIRTH_TOKEN,
             Body::Resource(_) => RESOURCE_TOKEN,
+            Body::Checkpoint(_) => CHECKPOINT_TOKEN,
             _ => self.point().unwrap_or_default(),
         }
     }
@@ -163,6 +171,10 @@ impl Body {
             Body::Resource(b) => {
                 check_token("body.resource.member", &b.member)?;
                 check_token("body.resource.resource", &b.resource)
+            }
+            Body::Checkpoint(b) => {
+                check_token("body.checkpoint.member", &b.member)?;
+                check_user_key("body.checkpoint.key", &b.key)
             }
         }
     }
@@ -235,6 +247,38 @@ pub struct ResourceBody {
     /// Why (activation, failover, a dependency went out of service...),
     /// free text: for people.
     pub reason: String,
+}
+
+/// The active member's ed25519 signature over the origin's chain head: the
+/// event at `head_seq`, whose bytes hash to `head`, and through the chain
+/// every event before it. A broker (or anyone with write access to a
+/// stream) can forge an event's bytes, but not this signature; the audit
+/// checks it against the key of the member active in the checkpoint's
+/// epoch. The message signed is [`crate::checkpoint_message`]; see
+/// `docs/wire-format.md`.
+///
+/// The checkpoint is itself an ordinary chained event (its own seq, `prev`
+/// the hash of the event before it); `head_seq` is below its seq, usually
+/// just below (the audit checks that, and the head; the decoder checks the
+/// types, the lengths and that `key` is a user nkey). It changes no point.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckpointBody {
+    /// The signing member: the one active in the event's epoch.
+    pub member: String,
+    /// Seq of the chain head signed.
+    pub head_seq: u64,
+    /// Hash of the exact bytes of the event at `head_seq`.
+    #[serde(serialize_with = "hex_hash")]
+    pub head: Hash,
+    /// The signer's public nkey (a user key, `U` + 55 base32 characters).
+    pub key: String,
+    /// The ed25519 signature of [`crate::checkpoint_message`] by `key`.
+    #[serde(serialize_with = "hex_sig")]
+    pub sig: Signature,
+}
+
+fn hex_sig<S: serde::Serializer>(sig: &Signature, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&hex::encode(sig))
 }
 
 /// One point announced by a birth.
@@ -514,6 +558,16 @@ pub enum InvalidEvent {
     /// `seq` is 0; sequences start at 1.
     #[error("`seq` is 0; sequences start at 1")]
     SeqZero,
+    /// A checkpoint's `key` is not a public nkey of a user (`U...`: 56
+    /// base32 characters holding the prefix byte, 32 key bytes and a
+    /// CRC-16).
+    #[error("`{field}`: not a public user nkey: {value:?}")]
+    BadKey {
+        /// Path of the field.
+        field: String,
+        /// The key received.
+        value: String,
+    },
     /// A birth announces the same point twice.
     #[error("birth announces point `{name}` twice")]
     DuplicatePoint {
@@ -546,6 +600,31 @@ fn check_point(field: &str, value: &str) -> Result<(), InvalidEvent> {
             field: field.into(),
             value: value.into(),
         })
+    }
+}
+
+/// The prefix byte of a public user nkey (`U`): 20 << 3.
+pub(crate) const NKEY_USER_PREFIX: u8 = 20 << 3;
+
+/// The 32 raw ed25519 key bytes of a public user nkey, if `key` is one:
+/// exactly 56 characters of RFC 4648 base32 (upper case, no padding) of the
+/// prefix byte [`NKEY_USER_PREFIX`], the key, and the CRC-16/XMODEM of
+/// those 33 bytes (little endian). Whether the bytes are a valid curve
+/// point is left to the signature check.
+pub(crate) fn user_key_bytes(key: &str) -> Option<[u8; 32]> {
+    match nkeys::from_public_key(key) {
+        Ok((NKEY_USER_PREFIX, raw)) => Some(raw),
+        _ => None,
+    }
+}
+
+fn check_user_key(field: &str, value: &str) -> Result<(), InvalidEvent> {
+    match user_key_bytes(value) {
+        Some(_) => Ok(()),
+        None => Err(InvalidEvent::BadKey {
+            field: field.into(),
+            value: value.into(),
+        }),
     }
 }
 

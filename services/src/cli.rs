@@ -44,6 +44,8 @@ pub enum Cmd {
     Force(CommandArgs),
     /// Remove an operator override.
     Unforce(UnforceArgs),
+    /// Replay a node's streams and check them: contiguity, chain, epochs, signed checkpoints.
+    Audit(AuditArgs),
     /// Benchmarks that print figures (no pass/fail).
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -70,6 +72,9 @@ pub struct NodeArgs {
     /// Use an already running nats-server at this URL instead of starting one.
     #[arg(long, conflicts_with = "nats_server")]
     pub attach: Option<String>,
+    /// This member's nkey seed (`canopy keys gen`); its checkpoints are signed with it.
+    #[arg(long)]
+    pub key: Option<PathBuf>,
 }
 
 /// `canopy witness`.
@@ -222,6 +227,34 @@ pub struct StatusArgs {
     #[arg(long, default_value_t = 300)]
     pub settle_ms: u64,
     /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `canopy audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub server: ServerArg,
+    /// The node whose streams (its own and its replicas) are replayed.
+    #[arg(long)]
+    pub node: String,
+    /// Only this origin.
+    #[arg(long)]
+    pub origin: Option<String>,
+    /// The public keys (`manifest.json` from `canopy keys gen`).
+    #[arg(long)]
+    pub manifest: PathBuf,
+    /// The topology, for its checkpoint intervals (else the defaults 1000 events / 1000 ms).
+    #[arg(long, short)]
+    pub topology: Option<PathBuf>,
+    /// Also print the state after this seq of the origin (needs --origin).
+    #[arg(long, conflicts_with = "at")]
+    pub seq: Option<u64>,
+    /// Also print the state at this instant (RFC 3339, e.g. 2026-11-22T04:00:00Z).
+    #[arg(long)]
+    pub at: Option<String>,
+    /// JSON instead of a summary.
     #[arg(long)]
     pub json: bool,
 }

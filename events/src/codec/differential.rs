@@ -566,6 +566,44 @@ fn differential_against_the_old_decoder_on_mutated_events() {
     assert!(excuses < RUNS / 100, "excused {excuses}");
 }
 
+/// The mutation test again on checkpoint events only: their byte strings
+/// of fixed length (`head`, `sig`) and nkey (`key`, with its CRC) are two
+/// events of the general corpus. (A length that stays well formed is rare
+/// among mutants: `checkpoint_body_strictness` pins those errors, with the
+/// oracle agreeing.)
+#[test]
+fn differential_against_the_old_decoder_on_mutated_checkpoints() {
+    const RUNS: usize = 3000;
+    let corpus: Vec<Vec<u8>> = events()
+        .into_iter()
+        .filter(|e| matches!(e.body, Body::Checkpoint(_)))
+        .flat_map(|e| STYLES.map(|s| reencode(&e, s)))
+        .collect();
+    assert_eq!(corpus.len(), 2 * STYLES.len());
+    let mut rng = Lcg(0x0c4e_c4b0);
+    let (mut accepted, mut rejected) = (0, 0);
+    for run in 0..RUNS {
+        let mut bytes = corpus[rng.below(corpus.len())].clone();
+        for _ in 0..=rng.below(2) {
+            mutate(&mut rng, &mut bytes);
+        }
+        let (old, new) = both(&bytes);
+        assert!(
+            same(&old, &new) || excused(&bytes, &old, &new),
+            "run {run}: decoders disagree on {}\n old: {old:?}\n new: {new:?}",
+            hex::encode(&bytes)
+        );
+        if new.is_ok() {
+            accepted += 1;
+        } else {
+            rejected += 1;
+        }
+    }
+    eprintln!("{RUNS} checkpoint mutants: {accepted} accepted, {rejected} rejected");
+    assert!(accepted > RUNS / 50, "accepted {accepted}");
+    assert!(rejected > RUNS / 2, "rejected {rejected}");
+}
+
 #[test]
 fn differential_against_the_old_decoder_on_random_bytes() {
     let mut rng = Lcg(42);

@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 
 use super::DecodeError;
 use crate::wire::{
-    BirthBody, Body, Event, ForcedBody, Hash, InvalidEvent, PointInfo, Quality, ResourceBody,
-    ResourceState, Role, RoleBody, UnforcedBody, Value, ValueBody, MAX_EVENT_BYTES, WIRE_VERSION,
+    BirthBody, Body, CheckpointBody, Event, ForcedBody, Hash, InvalidEvent, PointInfo, Quality,
+    ResourceBody, ResourceState, Role, RoleBody, UnforcedBody, Value, ValueBody, MAX_EVENT_BYTES,
+    WIRE_VERSION,
 };
 
 type Cbor = ciborium::Value;
@@ -141,6 +142,16 @@ fn decode_body(item: Cbor) -> Result<Body, DecodeError> {
                 reason: f.text("reason")?,
             })
         }
+        "checkpoint" => {
+            let mut f = Fields::new(payload, &path)?;
+            Body::Checkpoint(CheckpointBody {
+                member: f.text("member")?,
+                head_seq: f.uint("head_seq")?,
+                head: f.fixed("head")?,
+                key: f.text("key")?,
+                sig: f.fixed("sig")?,
+            })
+        }
         _ => return Err(DecodeError::UnknownBodyTag { tag }),
     };
     Ok(body)
@@ -235,6 +246,19 @@ impl Fields {
         match self.take(name)? {
             Cbor::Bytes(b) => Hash::try_from(b.as_slice())
                 .map_err(|_| DecodeError::BadHashLength { len: b.len() }),
+            _ => Err(wrong(self.field(name), "a byte string")),
+        }
+    }
+
+    fn fixed<const N: usize>(&mut self, name: &str) -> Result<[u8; N], DecodeError> {
+        match self.take(name)? {
+            Cbor::Bytes(b) => {
+                <[u8; N]>::try_from(b.as_slice()).map_err(|_| DecodeError::BadLength {
+                    field: self.field(name),
+                    expected: N,
+                    len: b.len(),
+                })
+            }
             _ => Err(wrong(self.field(name), "a byte string")),
         }
     }

@@ -221,6 +221,7 @@ fn event_json(ev: &Event) -> Json {
         Body::Role(_) => ("role", None, None, None),
         Body::Birth(_) => ("birth", None, None, None),
         Body::Resource(_) => ("resource", None, None, None),
+        Body::Checkpoint(_) => ("checkpoint", None, None, None),
     };
     json!({
         "kind": kind,
@@ -274,6 +275,10 @@ fn print_event(ev: &Event, as_json: bool) {
             b.resource,
             b.state.as_str(),
             ev.seq
+        ),
+        Body::Checkpoint(b) => println!(
+            "{} checkpoint by {} over seq {} (seq {})",
+            ev.origin, b.member, b.head_seq, ev.seq
         ),
     }
 }

@@ -154,6 +154,12 @@ async fn start_and_wait(
             }
         }
     }
+    // Keys: one per member, kept across lab runs on the same workdir so that
+    // old checkpoints stay verifiable against the manifest.
+    let keys = workdir.join("keys");
+    if let Err(e) = super::keys::gen(topo_path, &keys, false) {
+        return Err((e.context("generating the lab's keys"), procs));
+    }
     let mut members = Vec::new();
     for node in &topo.nodes {
         // Members first, then the witness; each is its own process.
@@ -173,7 +179,14 @@ async fn start_and_wait(
             let mut args: Vec<String> = if name == "witness" {
                 vec!["witness".into()]
             } else {
-                vec!["node".into(), "--member".into(), name.clone()]
+                let key = keys.join(&node.id).join(format!("{name}.nk"));
+                vec![
+                    "node".into(),
+                    "--member".into(),
+                    name.clone(),
+                    "--key".into(),
+                    key.display().to_string(),
+                ]
             };
             args.extend([
                 "--topology".into(),
@@ -225,7 +238,8 @@ async fn start_and_wait(
                     "nats_pid": nats_pid, "data": s.data, "argv": s.argv })
         })
         .collect();
-    let ready = json!({ "ready": true, "topology": topo_path, "members": list, "plcs": plcs });
+    let manifest = workdir.join("keys").join("manifest.json");
+    let ready = json!({ "ready": true, "topology": topo_path, "manifest": manifest, "members": list, "plcs": plcs });
     println!("{ready}");
     eprintln!("lab: ready; Ctrl-C stops everything");
     Ok(procs)

@@ -1,5 +1,6 @@
 //! One module per subcommand; [`run`] dispatches.
 
+pub mod audit;
 pub mod bench;
 pub mod client;
 pub mod failover;
@@ -38,6 +39,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Cmd::State(a) => client::state(a).await,
         Cmd::Watch(a) => client::watch(a).await,
         Cmd::Status(a) => client::status(a).await,
+        Cmd::Audit(a) => audit::run(a).await,
         Cmd::Write(a) => client::command(crate::wire::Op::Write, a).await,
         Cmd::Force(a) => client::command(crate::wire::Op::Force, a).await,
         Cmd::Unforce(a) => client::unforce(a).await,

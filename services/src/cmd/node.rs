@@ -24,6 +24,7 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<u8> {
         member,
         data: a.data,
         nats,
+        key: a.key,
     };
     member::run(opts, cancel).await?;
     Ok(0)

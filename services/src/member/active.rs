@@ -53,6 +53,8 @@ pub struct Ctx {
     pub poller: Option<PollerHandle>,
     /// Where the PLC readings router finds the publisher; None while standby.
     pub current: watch::Sender<Option<Publisher>>,
+    /// Checkpoint signing (None: the member has no key; nothing is signed).
+    pub signer: Option<publisher::Signer>,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -109,6 +111,7 @@ impl Active {
             ctx.member.clone(),
             epoch,
             ctx.fence.clone(),
+            ctx.signer.clone(),
             ctx.metrics.clone(),
             pub_cancel.clone(),
         )

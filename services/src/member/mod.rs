@@ -65,6 +65,9 @@ pub struct Options {
     pub data: PathBuf,
     /// NATS server mode.
     pub nats: Nats,
+    /// The member's nkey seed file (`canopy keys gen`): checkpoints are
+    /// signed with it. None: no checkpoints.
+    pub key: Option<PathBuf>,
 }
 
 /// What the member knows of its role.
@@ -224,6 +227,17 @@ async fn serve(
         (Arc::new(|| true), None)
     };
 
+    let signer = match &opts.key {
+        Some(path) => Some(publisher::Signer {
+            key: Arc::new(crate::cmd::keys::load(path)?),
+            every_events: topo.mesh.checkpoint.every_events,
+            every_ms: topo.mesh.checkpoint.every_ms,
+        }),
+        None => {
+            tracing::warn!("no --key: this member signs no checkpoints (its history cannot be attributed by an audit)");
+            None
+        }
+    };
     let mut origins = vec![node.id.clone()];
     origins.extend(topo.descendants(&node.id).iter().map(|n| n.id.clone()));
     let fold_task = tokio::spawn({
@@ -253,6 +267,7 @@ async fn serve(
         fence,
         poller: plc.as_ref().map(|(h, _)| h.clone()),
         current: current_tx,
+        signer,
     };
     let plc_health = plc.map(|(_, h)| h);
     if let Some((pair, _)) = &pair {

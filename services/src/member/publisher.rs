@@ -25,6 +25,27 @@ use crate::append::Appender;
 /// Whether this member may write now (see the `fence` field of the task).
 pub type Fence = adapters::poller::WriteGuard;
 
+/// Signs checkpoints over the chain head: every `every_events` events, at
+/// least every `every_ms` while events flow, right after the first event of
+/// an activation (its role event) and when the publisher stops.
+#[derive(Clone)]
+pub struct Signer {
+    /// The member's key pair (seed loaded at start).
+    pub key: Arc<events::nkeys::KeyPair>,
+    /// From the topology's `checkpoint.every_events`.
+    pub every_events: u64,
+    /// From the topology's `checkpoint.every_ms`.
+    pub every_ms: u64,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer")
+            .field("key", &self.key.public_key())
+            .finish()
+    }
+}
+
 /// Bound of the request queue. Full = the stream cannot keep up; senders
 /// wait (back-pressure reaches the PLC poll loop, which then polls later
 /// rather than dropping a change).
@@ -148,6 +169,7 @@ pub async fn start(
     member: String,
     epoch: u64,
     fence: Fence,
+    signer: Option<Signer>,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) -> anyhow::Result<(Publisher, tokio::task::JoinHandle<()>)> {
@@ -169,6 +191,9 @@ pub async fn start(
         confirmed: ctx,
         metrics,
         fence,
+        signer,
+        unsigned: 0,
+        checkpoints: 0,
     };
     let handle = tokio::spawn(task.run(rx, cancel));
     Ok((Publisher { tx, confirmed: crx }, handle))
@@ -191,6 +216,12 @@ struct Task {
     /// stops at once; what it had not appended is dropped, and was never
     /// acknowledged to anyone.
     fence: Fence,
+    /// Checkpoint signing, when the member has a key.
+    signer: Option<Signer>,
+    /// Events sealed since the last checkpoint.
+    unsigned: u64,
+    /// Checkpoints sealed by this publisher.
+    checkpoints: u64,
 }
 
 impl Task {
@@ -198,6 +229,13 @@ impl Task {
         let span = tracing::info_span!("publisher", origin = %self.origin, member = %self.member);
         let _g = span.enter();
         let mut open = true;
+        let every = self
+            .signer
+            .as_ref()
+            .map(|s| s.every_ms.max(1))
+            .unwrap_or(3_600_000);
+        let mut checkpoint_tick = tokio::time::interval(Duration::from_millis(every));
+        checkpoint_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if !(self.fence)() {
                 tracing::warn!(
@@ -244,10 +282,26 @@ impl Task {
                 }
                 req = rx.recv(), if can_take => {
                     match req {
-                        Some(req) => self.seal_and_send(req, &cancel).await,
+                        Some(req) => {
+                            self.seal_and_send(req, &cancel).await;
+                            self.unsigned += 1;
+                            let due = self.signer.as_ref().is_some_and(|s| {
+                                self.checkpoints == 0 || self.unsigned >= s.every_events.max(1)
+                            });
+                            if due {
+                                self.checkpoint(&cancel).await;
+                            }
+                        }
                         None => open = false,
                     }
                 }
+                _ = checkpoint_tick.tick(), if open && self.unsigned > 0 && self.signer.is_some() => {
+                    self.checkpoint(&cancel).await;
+                }
+            }
+            if !open && self.unsigned > 0 && self.signer.is_some() && (self.fence)() {
+                // The last word of this activation is a signature.
+                self.checkpoint(&cancel).await;
             }
             if !open && self.pending.is_empty() {
                 return;
@@ -296,6 +350,41 @@ impl Task {
             self.unsent += 1;
             self.recover(&e.to_string(), cancel).await;
         }
+    }
+
+    /// Seals a checkpoint signing the current chain head.
+    async fn checkpoint(&mut self, cancel: &CancellationToken) {
+        let Some(signer) = self.signer.clone() else {
+            return;
+        };
+        let head_seq = self.chain.next_seq() - 1;
+        if head_seq == 0 {
+            return;
+        }
+        let body = match events::sign_checkpoint(
+            &signer.key,
+            &self.origin,
+            &self.member,
+            self.chain.epoch(),
+            head_seq,
+            self.chain.last_hash(),
+        ) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!("cannot sign a checkpoint: {e}");
+                return;
+            }
+        };
+        self.unsigned = 0;
+        self.checkpoints += 1;
+        self.seal_and_send(
+            Request {
+                body: Body::Checkpoint(body),
+                done: None,
+            },
+            cancel,
+        )
+        .await;
     }
 
     fn confirm(&mut self, seq: u64) {
