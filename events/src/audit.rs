@@ -18,7 +18,7 @@
 //! | `bad_signature` | a checkpoint's signature does not verify with its own `key` ([`crate::verify_checkpoint`]). |
 //! | `wrong_signer` | a checkpoint's `member` is not the member of its epoch (the first writer of that epoch), or its `key` is not that member's key in the [`Manifest`] (or the manifest has none). |
 //! | `bad_checkpoint` | a checkpoint's `head_seq` is 0 or not below its own seq, or goes back before the previous valid checkpoint's head, or the held event at `head_seq` does not hash to `head`. A head the audit does not hold (before a trusted start, in a gap, a message left out) cannot be compared and is not a violation. |
-//! | `unsigned_tail` | an event not covered by a valid checkpoint (one with no violation above; it covers the events up to its `head_seq`) while more than 3 × `checkpoint_every_events` chain events follow it, or while a chain event more than 3 × `checkpoint_every_ms` younger (by `ts`) follows it. Reported once per uncovered stretch, at its oldest event. |
+//! | `unsigned_tail` | an event not covered by a valid checkpoint (one with no violation above; it covers the events up to its `head_seq`) while more than 3 × `checkpoint_every_events` chain events *of its own epoch* follow it, or while a chain event of its own epoch more than 3 × `checkpoint_every_ms` younger (by `ts`) follows it. (The unsigned tail of a member that died is covered by the next epoch's first checkpoint, held to `no_checkpoint_at_role_change`.) Reported once per uncovered stretch, at its oldest event. |
 //! | `no_checkpoint_at_role_change` | an epoch that begins in the audited history (at seq 1, or after another epoch's event) has `checkpoint_every_events` events and none of them is a valid checkpoint of that epoch. Reported at the epoch's first event. |
 //!
 //! Slack: a checkpoint is sealed after the events it covers and may be in
@@ -156,6 +156,7 @@ struct Held {
     seq: u64,
     hash: Hash,
     ts: u64,
+    epoch: u64,
 }
 
 /// An epoch that began in view and has not yet shown its checkpoint.
@@ -314,6 +315,7 @@ impl Auditor {
             seq,
             hash,
             ts: event.ts,
+            epoch: event.epoch,
         });
         if let (true, Body::Checkpoint(b)) = (signed, &event.body) {
             self.covered = self.covered.max(b.head_seq);
@@ -324,7 +326,7 @@ impl Auditor {
         while self.held.len() > MAX_HELD {
             self.held.pop_front();
         }
-        self.unsigned(event.ts);
+        self.unsigned(event.ts, event.epoch);
         self.role_change(event, signed);
         self.last = Some((seq, hash));
     }
@@ -435,12 +437,19 @@ impl Auditor {
         }
     }
 
-    /// The unsigned-stretch rule, after a chain event of time `ts`.
-    fn unsigned(&mut self, ts: u64) {
+    /// The unsigned-stretch rule, after a chain event of time `ts` in
+    /// `epoch`. Only events of the oldest uncovered event's own epoch count
+    /// against it: a member killed before it could sign leaves a tail that
+    /// the next epoch's first checkpoint covers (its chain runs through
+    /// it), and that checkpoint is held to the role-change rule instead.
+    fn unsigned(&mut self, ts: u64, epoch: u64) {
         let at = self.held.partition_point(|h| h.seq <= self.covered);
         let Some(oldest) = self.held.get(at).copied() else {
             return;
         };
+        if oldest.epoch != epoch {
+            return;
+        }
         if self.unsigned_reported == Some(oldest.seq) {
             return;
         }

@@ -81,3 +81,151 @@ async fn a_wiped_root_rebuilds_an_identical_state_from_its_children() -> anyhow:
     assert_eq!(after, before);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_is_clean_after_failovers_and_reports_a_forged_event() -> anyhow::Result<()> {
+    let plc = free_ports(1);
+    let modbus = format!(
+        "modbus = {{ address = \"127.0.0.1:{plc}\", unit = 1, poll_ms = 50, timeout_ms = 300, life_sign = \"holding:900\" }}"
+    );
+    let points = "[[node.point]]\nname = \"speed\"\nsource = \"modbus\"\nregister = \"holding:100\"\nwritable = true\n";
+    let text = TopologyBuilder::new("audit")
+        .node("root", "", &tests::sim_point("uptime", 100))
+        .pair("root.plc", &modbus, points)
+        .build();
+    let lab = Lab::start(&text, &[])?;
+    let url = lab.url("root", "a")?;
+    let root = connect(&url).await?;
+    let manifest = lab.ready["manifest"]
+        .as_str()
+        .context("manifest")?
+        .to_owned();
+    let topo = lab.ready["topology"]
+        .as_str()
+        .context("topology")?
+        .to_owned();
+    // Two failovers; the killed members come back (stopped on Drop).
+    let mut restarted = Vec::new();
+    for _ in 0..2 {
+        let (act, epoch) = wait_for("an active member", WAIT, || async {
+            for m in ["a", "b"] {
+                if let Ok(r) = request(&root, &format!("canopy.member.root.plc.{m}"), "").await {
+                    if r["role"] == "active" {
+                        return Ok(Some((
+                            m.to_owned(),
+                            r["epoch"].as_u64().unwrap_or(0),
+                            r["pid"].as_u64().unwrap_or(0),
+                        )));
+                    }
+                }
+            }
+            Ok(None)
+        })
+        .await
+        .map(|(m, e, p)| ((m, p), e))?;
+        assert!(tests::kill(act.1 as u32, Signal::SIGKILL));
+        wait_for("a new epoch", WAIT, || async {
+            for m in ["a", "b"] {
+                if m == act.0 {
+                    continue;
+                }
+                if let Ok(r) = request(&root, &format!("canopy.member.root.plc.{m}"), "").await {
+                    if r["role"] == "active" && r["epoch"].as_u64().unwrap_or(0) > epoch {
+                        return Ok(Some(()));
+                    }
+                }
+            }
+            Ok(None)
+        })
+        .await?;
+        let argv = lab.member("root.plc", &act.0)?["argv"].clone();
+        restarted.push(tests::Respawned::start(&argv)?);
+    }
+    // Clean once the root holds the new epochs' checkpoints.
+    let audit = |args: Vec<String>| async move {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        tests::cli(&refs)
+    };
+    let args = vec![
+        "audit".into(),
+        "--server".into(),
+        url.clone(),
+        "--node".into(),
+        "root".into(),
+        "--manifest".into(),
+        manifest.clone(),
+        "--topology".into(),
+        topo.clone(),
+        "--json".into(),
+    ];
+    let last = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let clean = wait_for("a clean audit", WAIT, || {
+        let args = args.clone();
+        let last = last.clone();
+        async move {
+            let (code, out, _) = audit(args).await?;
+            if let Ok(mut l) = last.lock() {
+                *l = out.clone();
+            }
+            let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_default();
+            let epochs = v["origins"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|o| o["origin"] == "root.plc")
+                .map(|o| o["epochs"].as_array().map(Vec::len).unwrap_or(0))
+                .unwrap_or(0);
+            Ok((code == 0 && epochs >= 3).then_some(v))
+        }
+    })
+    .await
+    .with_context(|| {
+        format!(
+            "last audit: {}",
+            last.lock().map(|l| l.clone()).unwrap_or_default()
+        )
+    })?;
+    assert_eq!(
+        clean["violations"].as_array().map(Vec::len),
+        Some(0),
+        "{clean}"
+    );
+    // A forged event, straight onto an event subject.
+    let mut forger = events::Chain::new("root.plc", "a", 1);
+    let forged = forger.seal(
+        1,
+        events::Body::Value(events::ValueBody {
+            point: "speed".into(),
+            value: events::Value::Int(666),
+            quality: events::Quality::Good,
+        }),
+    )?;
+    root.publish("canopy.ev.root.plc.speed", forged.bytes.into())
+        .await?;
+    root.flush().await?;
+    let found = wait_for("the audit to report the forgery", WAIT, || {
+        let args = args.clone();
+        async move {
+            let (code, out, _) = audit(args).await?;
+            Ok((code == 1).then_some(out))
+        }
+    })
+    .await?;
+    let v: serde_json::Value = serde_json::from_str(found.trim())?;
+    let kinds: Vec<&str> = v["violations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x["kind"].as_str())
+        .collect();
+    assert!(!kinds.is_empty(), "{v}");
+    assert!(
+        v["violations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|x| x["origin"] == "root.plc"),
+        "{v}"
+    );
+    Ok(())
+}
