@@ -365,6 +365,11 @@ async fn connect(address: &str, unit: u8) -> io::Result<Connection> {
                 // Requests are small and latency matters more than
                 // throughput.
                 stream.set_nodelay(true)?;
+                // Abort, never linger: when a call times out the link is
+                // dropped, and a write still queued in the kernel must die
+                // with it (RST) rather than reach the PLC late, after this
+                // member lost its lease and another one took over.
+                stream.set_zero_linger()?;
                 let local = stream.local_addr()?;
                 let ctx = attach_slave(stream, Slave(unit));
                 return Ok(Connection { ctx, local });
