@@ -60,6 +60,12 @@ pub struct DecisionInput {
     /// Time since this node applied the entry that last moved
     /// `state.renew_index` (a Renew or an Acquire).
     pub since_last_renewal: Duration,
+    /// Time since this node leads with a current state (its probe
+    /// committed); `None` when it does not lead. Another member is alive
+    /// for a leader only on a report it applied since then: a report from
+    /// before may come from a member that froze, or was cut off, together
+    /// with the previous leader, and `health_fresh` is long.
+    pub since_leading: Option<Duration>,
     /// Members 1 and 2; a missing entry counts as "never heard of".
     pub members: BTreeMap<NodeId, MemberStatus>,
     /// The member the topology prefers, if any.
@@ -103,9 +109,10 @@ impl DecisionInput {
     }
 
     fn alive(&self, id: NodeId) -> bool {
-        self.status(id)
-            .since_report
-            .is_some_and(|d| d < self.timing.health_fresh)
+        self.status(id).since_report.is_some_and(|d| {
+            d < self.timing.health_fresh
+                && (id == self.me || self.since_leading.is_none_or(|l| d <= l))
+        })
     }
 
     fn ready(&self, id: NodeId) -> bool {
@@ -303,6 +310,7 @@ mod tests {
                 ..PairState::default()
             },
             since_last_renewal: MS(0),
+            since_leading: Some(MS(5000)),
             members: BTreeMap::from([(1, healthy(None)), (2, healthy(None))]),
             prefer: None,
             timing: Timing::default(),
@@ -459,6 +467,25 @@ mod tests {
         let mut i = with_active(1, 1, true);
         i.since_last_renewal = MS(400);
         edit(&mut i, 2, |s| s.since_lost_role = Some(MS(10)));
+        assert_eq!(decide(&i), acquire(2));
+    }
+
+    #[test]
+    fn a_new_leader_grants_another_member_only_on_a_report_it_applied_since() {
+        // 2 leads since 50 ms; active 2 stopped renewing; 1's last report is
+        // 100 ms old: it may have frozen with the previous leader.
+        let mut i = with_active(2, 2, true);
+        i.since_last_renewal = MS(400);
+        i.since_leading = Some(MS(50));
+        assert!(decide(&i).is_empty());
+        edit(&mut i, 1, |s| s.since_report = Some(MS(20)));
+        assert_eq!(decide(&i), acquire(1));
+        // Its own report counts whenever it was applied.
+        let mut i = vacant();
+        i.since_leading = Some(MS(10));
+        assert_eq!(decide(&i), acquire(1));
+        i.me = 2;
+        i.incarnation = inc(2);
         assert_eq!(decide(&i), acquire(2));
     }
 
@@ -726,7 +753,12 @@ mod tests {
             for (my_inc, active_inc, latest) in cases {
                 for am_leader in [false, true] {
                     for active in [None, Some(1), Some(2)] {
-                        for since in [MS(0), MS(349), MS(350), MS(10_000)] {
+                        for (since, since_leading) in [
+                            (MS(0), MS(10_000)),
+                            (MS(349), MS(120)),
+                            (MS(350), MS(10_000)),
+                            (MS(10_000), MS(50)),
+                        ] {
                             for prefer in [None, Some(1), Some(2), Some(3)] {
                                 for s1 in &statuses {
                                     for s2 in &statuses {
@@ -746,6 +778,8 @@ mod tests {
                                                 ]),
                                             },
                                             since_last_renewal: since,
+                                            since_leading: (am_leader && me != 3)
+                                                .then_some(since_leading),
                                             members: BTreeMap::from([
                                                 (1, s1.clone()),
                                                 (2, s2.clone()),

@@ -123,6 +123,22 @@
 //! member itself. Nothing in the safety argument changes: the
 //! predecessor's last successful renewal is waited out like any other.
 //!
+//! ## Elections: members stand on their own
+//!
+//! Who leads does not matter for safety, but a failover cannot grant before
+//! the group has a leader again. openraft's own election timer is slow for
+//! a pair: a follower that knew a leader waits its leader lease
+//! (`election_max`) plus its election timeout, and 2·`election_max` more
+//! after any vote answer showed it a longer log (a flag that stays set until
+//! its next timed election, so one rejected vote at start-up slowed the
+//! next failover by 0.6 s). So each member's pair task watches the RPCs it
+//! receives and stands by itself (`Raft::trigger().elect()`) once no leader
+//! was heard for `election_max` plus a small jitter (every voter's leader
+//! lease has run out by then, so the witness can vote), and again every
+//! `election_min` or so while nobody wins. A frozen peer (SIGSTOP) keeps its
+//! connections open, so RPCs to it time out instead of being refused;
+//! nothing waits for those: the member and the witness are a majority.
+//!
 //! ## The witness stands only to rescue
 //!
 //! The witness runs with `enable_elect = false`: it votes, never campaigns on
@@ -134,12 +150,17 @@
 //! witness's vote, and the witness would never stand: the pair would stay
 //! without an active until the dead member returned. So when the witness
 //! rejects a member's vote request because that member's log is behind its
-//! own, and no leader has been heard for `election_max`, it triggers one
-//! election (`Raft::trigger().elect()`), wins it, and replicates its log to
-//! the member with openraft's leader blank entry. It then steps aside at
-//! once: it stops heartbeats and refuses every forwarded proposal, so the
-//! member (now up to date) times out and wins the next election. The witness
-//! never decides grants. Safety does not depend on who leads (see above).
+//! own, and no leader has been heard for `election_max`, it triggers an
+//! election (`Raft::trigger().elect()`, at most once per `heartbeat`), wins
+//! it, and replicates its log to the member with openraft's leader blank
+//! entry. It then steps aside at once: it stops heartbeats and refuses
+//! every forwarded proposal; the member, as soon as it holds the witness's
+//! whole log, stands and wins. (If the member has raised its term past the
+//! witness's by standing repeatedly, the witness's first attempt fails but
+//! teaches it the member's term; its next attempt ties with the member's
+//! next term, and openraft breaks ties by node id, the witness's being 3.)
+//! The witness never decides grants. Safety does not depend on who leads
+//! (see above).
 //!
 //! ## Role decisions
 //!
@@ -147,7 +168,9 @@
 //! observations: grant a vacant role to a ready, recently heard-from member
 //! (prefer `prefer`, then a sound PLC link, then the lowest id); hand over
 //! after `grace` without renewals (to the other member, or, if the active
-//! was superseded by a restart, as for a vacant role); sticky otherwise, unless `prefer` names
+//! was superseded by a restart, as for a vacant role; a new leader takes
+//! another member for alive only on a health report it applied since it
+//! leads); sticky otherwise, unless `prefer` names
 //! the returning member; release on field health (the active's PLC link
 //! down for 3 reports while the standby's is up) or when not ready; no
 //! flapping within 2 s. See its module for the rules and their tests.

@@ -44,12 +44,12 @@ use crate::error::RaftError;
 use crate::lease::Lease;
 use crate::network::tcp::TcpTransport;
 use crate::network::Inbound;
+use crate::network::LeaderWatch;
 use crate::network::NetFactory;
+use crate::network::PeerLog;
 use crate::network::Reply;
 use crate::network::Rpc;
 use crate::network::Transport;
-use crate::network::LeaderWatch;
-use crate::network::PeerLog;
 use crate::store::Applied;
 use crate::store::LogStore;
 use crate::store::StateMachine;
@@ -73,11 +73,6 @@ const MAX_RENEW_INFLIGHT: usize = 3;
 /// Bound of the command queue from handles; `step_down` callers wait for a
 /// slot when it is full (back-pressure, nothing dropped).
 const COMMAND_QUEUE: usize = 16;
-/// Longest pause before replication retries a peer that refuses
-/// connections (the pause doubles from `heartbeat` up to this): a dead
-/// peer costs a few RPCs (and openraft error lines) a second, and a
-/// restarted one is caught up within this.
-const UNREACHABLE_BACKOFF_MAX: Duration = Duration::from_millis(500);
 
 /// How to reach one voter.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -311,7 +306,9 @@ impl Pair {
         let net = NetFactory {
             transport: transport.clone(),
             backoff: cfg.timing.heartbeat,
-            backoff_max: UNREACHABLE_BACKOFF_MAX,
+            // A restarted peer must hear the leader before it would stand
+            // for election itself (`stand_after`).
+            backoff_max: cfg.timing.election_min,
             peers: Arc::new(PeerLog::default()),
         };
         let raft = Raft::new(me, Arc::new(config), net, log, sm)
@@ -403,6 +400,7 @@ impl Pair {
             watch,
             last_rescue: None,
             stepping_aside: false,
+            was_leading: false,
             server,
             server_cancel,
         };
@@ -541,11 +539,13 @@ enum Outcome {
         result: Result<Response, ProposeError>,
     },
     Renew {
+        term: u64,
         epoch: u64,
         sent: Instant,
         result: Result<Response, ProposeError>,
     },
     Health {
+        term: u64,
         result: Result<Response, ProposeError>,
     },
     Acquire {
@@ -664,6 +664,8 @@ struct Driver {
     /// Witness only: it leads and has stopped heartbeats so that a member
     /// takes over.
     stepping_aside: bool,
+    /// This node led at the previous turn.
+    was_leading: bool,
 
     server: JoinHandle<()>,
     server_cancel: CancellationToken,
@@ -680,12 +682,15 @@ impl Driver {
             } else {
                 None
             };
+            let rescue = (self.me == WITNESS).then(|| self.watch.clone());
+            let stand_at = self.stand_at();
+            let grace_at = self.grace_at();
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
                 _ = sleep_until_opt(lease_timer) => self.on_lease_timer(),
-                _ = rescue_signal((self.me == WITNESS).then(|| self.watch.clone())) => self.rescue().await,
-                _ = sleep_until_opt(self.stand_at()) => self.stand().await,
+                _ = rescue_signal(rescue) => self.rescue().await,
+                _ = sleep_until_opt(stand_at) => self.stand().await,
                 Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => {
                     match joined {
                         Ok(outcome) => self.on_outcome(outcome),
@@ -710,7 +715,7 @@ impl Driver {
                 }
                 Some(cmd) = self.cmd_rx.recv() => self.on_command(cmd),
                 // A grant falls due: decide on time, not on the next tick.
-                _ = sleep_until_opt(self.grace_at()) => {}
+                _ = sleep_until_opt(grace_at) => {}
                 _ = tick.tick() => {}
             }
             self.step();
@@ -765,6 +770,11 @@ impl Driver {
 
     fn track_leadership(&mut self) {
         let term = self.metrics.current_term;
+        let leading = self.leading();
+        if !leading && self.was_leading {
+            self.led_until = Some(Instant::now());
+        }
+        self.was_leading = leading;
         if let Some(leader) = self.metrics.current_leader {
             if self.seen_leader != Some((term, leader)) {
                 self.seen_leader = Some((term, leader));
@@ -787,7 +797,99 @@ impl Driver {
             }
         } else {
             self.ready_term = None;
+            self.ready_at = None;
         }
+    }
+
+    /// The latest sign of a leader this member has: a leader's append or
+    /// snapshot accepted, an append from the leader it knows arrived (even
+    /// if not handled yet), a vote granted, or its own leadership ending.
+    fn heard_base(&self) -> Instant {
+        let heard = self.watch.heard();
+        let from_leader = heard.append_arrived.and_then(|(at, vote)| {
+            let l = vote.leader_id();
+            (vote.is_committed()
+                && l.voted_for() == self.metrics.current_leader
+                && l.term >= self.metrics.current_term)
+                .then_some(at)
+        });
+        [heard.leader_at, from_leader, heard.voted_at, self.led_until]
+            .into_iter()
+            .flatten()
+            .fold(self.started_at, Instant::max)
+    }
+
+    /// When this member stands for election on its own, if it should.
+    ///
+    /// openraft's own timer is slow for a pair: a follower that knew a
+    /// leader waits `election_max` (its leader lease) plus its election
+    /// timeout, and 2·`election_max` more once any vote answer showed it a
+    /// longer log, a flag that stays set until its next timed election, so
+    /// a single rejected vote at start-up slowed the first failover. So a
+    /// member stands by itself once no leader was heard for `stand_after`
+    /// (just above the voters' leader lease, so their leases have run out),
+    /// and again every `stand_retry` while nobody wins. While the witness
+    /// leads to rescue it, it stands as soon as it holds the witness's
+    /// whole log (the witness stopped heartbeats and its lease runs out as
+    /// above); before that only after a long silence.
+    fn stand_at(&self) -> Option<Instant> {
+        if !is_member(self.me)
+            || !matches!(
+                self.metrics.state,
+                ServerState::Follower | ServerState::Candidate
+            )
+        {
+            return None;
+        }
+        let base = self.heard_base();
+        let caught_up = self.watch.heard().witness_log_term == Some(self.metrics.current_term);
+        let after = if self.metrics.current_leader == Some(WITNESS) && !caught_up {
+            self.stand_after * 4
+        } else {
+            self.stand_after
+        };
+        let mut at = base + after;
+        if let Some(last) = self.last_stand.filter(|t| *t >= base) {
+            at = at.max(last + self.stand_retry);
+        }
+        Some(at)
+    }
+
+    async fn stand(&mut self) {
+        let now = Instant::now();
+        // The deadline was computed before the wait: a leader may have been
+        // heard since.
+        if self.stand_at().is_none_or(|t| t > now) {
+            return;
+        }
+        let base = self.heard_base();
+        if self.last_stand.is_none_or(|t| t < base) {
+            tracing::info!(
+                term = self.metrics.current_term,
+                leader = ?self.metrics.current_leader,
+                silent = ?now.saturating_duration_since(base),
+                "no leader heard; standing for election"
+            );
+        } else {
+            tracing::debug!(
+                term = self.metrics.current_term,
+                "standing for election again"
+            );
+        }
+        self.last_stand = Some(now);
+        self.stand_retry = self.timing.stand_retry(new_incarnation());
+        if let Err(e) = self.raft.trigger().elect().await {
+            tracing::warn!(error = %e, "election trigger");
+        }
+    }
+
+    /// When the leader may next grant the role over a named active that
+    /// stopped renewing (`grace` after the last renewal applied here).
+    fn grace_at(&self) -> Option<Instant> {
+        if !self.am_leader() || self.applied.state.active.is_none() {
+            return None;
+        }
+        Some(self.applied.local.renewed_at + self.timing.grace).filter(|t| *t > Instant::now())
     }
 
     /// The witness stands only to rescue a member whose log is behind its
@@ -798,18 +900,37 @@ impl Driver {
     /// never win while the witness never stands. Once leading, the witness
     /// replicates its log to the member (openraft commits a blank entry on
     /// election), then steps aside: no heartbeats and no proposals, so the
-    /// member, now up to date, times out and wins the next election.
+    /// member, now up to date, stands (see `stand_at`) and wins.
+    ///
+    /// The witness stands for each such vote request (at most once per
+    /// `heartbeat`): its election takes the term after its own vote's, and
+    /// the member may have raised its term past that by standing more than
+    /// once, so a first attempt can fail; openraft then records the
+    /// member's term in the witness's vote, and the attempt on the member's
+    /// next request (one term up) carries the same term as the member's own
+    /// vote, where the witness wins the tie (openraft orders equal terms by
+    /// node id, and the witness is 3).
     async fn rescue(&mut self) {
         let now = Instant::now();
         if self.leading()
             || self
                 .last_rescue
-                .is_some_and(|t| now < t + self.timing.election_max)
+                .is_some_and(|t| now < t + self.timing.heartbeat)
         {
             return;
         }
+        // Logged once per streak of rescues.
+        if self
+            .last_rescue
+            .is_some_and(|t| now < t + self.timing.election_max * 10)
+        {
+            tracing::debug!("witness stands again for a member behind its log");
+        } else {
+            tracing::warn!(
+                "witness stands once: a member is behind its log and no leader is heard"
+            );
+        }
         self.last_rescue = Some(now);
-        tracing::warn!("witness stands once: a member is behind its log and no leader is heard");
         if let Err(e) = self.raft.trigger().elect().await {
             tracing::warn!(error = %e, "witness election trigger");
         }
@@ -879,6 +1000,11 @@ impl Driver {
         if !self.named_active() || self.released_epoch == Some(st.epoch) {
             return;
         }
+        let term = self.metrics.current_term;
+        if self.renew_term != term {
+            self.renew_term = term;
+            self.renew_inflight = 0;
+        }
         if self.renew_inflight >= MAX_RENEW_INFLIGHT || now < self.next_renew_at {
             return;
         }
@@ -899,6 +1025,7 @@ impl Driver {
         );
         self.spawn(async move {
             Outcome::Renew {
+                term,
                 epoch,
                 sent,
                 result: fut.await,
@@ -913,18 +1040,21 @@ impl Driver {
     }
 
     fn maybe_report_health(&mut self, now: Instant) {
-        if self.health_inflight {
+        let term = self.metrics.current_term;
+        if self.health_inflight == Some(term) {
             return;
         }
         let h = self.effective_health();
+        // A report stuck on a previous leader goes again through the new one.
+        let stuck = self.health_inflight.is_some();
         let due = match &self.last_health {
             None => true,
-            Some((prev, at)) => *prev != h || now >= *at + self.timing.health_interval,
+            Some((prev, at)) => *prev != h || now >= *at + self.timing.health_interval || stuck,
         };
         if !due {
             return;
         }
-        self.health_inflight = true;
+        self.health_inflight = Some(term);
         self.last_health = Some((h.clone(), now));
         let fut = self.propose_fut(
             Request::Health {
@@ -935,7 +1065,12 @@ impl Driver {
             self.timing.rpc_timeout,
             true,
         );
-        self.spawn(async move { Outcome::Health { result: fut.await } });
+        self.spawn(async move {
+            Outcome::Health {
+                term,
+                result: fut.await,
+            }
+        });
     }
 
     fn decision_input(&self, now: Instant) -> DecisionInput {
@@ -963,6 +1098,10 @@ impl Driver {
             am_leader: self.am_leader(),
             state: st.clone(),
             since_last_renewal: now.saturating_duration_since(local.renewed_at),
+            since_leading: self
+                .ready_at
+                .filter(|_| self.am_leader())
+                .map(|t| now.saturating_duration_since(t)),
             members,
             prefer: self.prefer,
             timing: self.timing.clone(),
@@ -1083,17 +1222,21 @@ impl Driver {
                         if self.leading() && self.metrics.current_term == term {
                             tracing::info!(term, "leading; applied state is current");
                             self.ready_term = Some(term);
+                            self.ready_at = Some(Instant::now());
                         }
                     }
                     Err(e) => tracing::debug!(term, error = %e, "probe failed"),
                 }
             }
             Outcome::Renew {
+                term,
                 epoch,
                 sent,
                 result,
             } => {
-                self.renew_inflight = self.renew_inflight.saturating_sub(1);
+                if term == self.renew_term {
+                    self.renew_inflight = self.renew_inflight.saturating_sub(1);
+                }
                 match result {
                     Ok(Response::Ok) => {
                         let still_mine = self.named_active() && self.applied.state.epoch == epoch;
@@ -1121,8 +1264,10 @@ impl Driver {
                     }
                 }
             }
-            Outcome::Health { result } => {
-                self.health_inflight = false;
+            Outcome::Health { term, result } => {
+                if self.health_inflight == Some(term) {
+                    self.health_inflight = None;
+                }
                 if let Err(e) = result {
                     tracing::debug!(error = %e, "health report not committed");
                 }

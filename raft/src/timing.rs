@@ -11,12 +11,19 @@ use crate::error::RaftError;
 /// [`Timing::validate`]); the rest trades failover speed against load.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Timing {
-    /// openraft heartbeat: how often the leader confirms itself to followers.
+    /// openraft heartbeat: how often the leader confirms itself to followers
+    /// (openraft ticks every 1.5 × this, and gives each AppendEntries this
+    /// long to answer).
     pub heartbeat: Duration,
     /// openraft election timeout, lower bound; must exceed `heartbeat`.
+    /// Also the least pause between two elections a member starts on its
+    /// own while none succeeds (see `Timing::stand_retry`).
     pub election_min: Duration,
     /// openraft election timeout, upper bound (randomised in between so
-    /// that two members rarely stand at once).
+    /// that two members rarely stand at once). Also every voter's leader
+    /// lease: a voter that heard a leader within this refuses to vote for
+    /// another; a member stands on its own just after it (see
+    /// `Timing::stand_after`).
     pub election_max: Duration,
     /// How often the active member proposes a Renew; several renewals fit in
     /// one lease so that a single slow commit does not drop the role.
@@ -58,8 +65,8 @@ impl Default for Timing {
     fn default() -> Self {
         Self {
             heartbeat: Duration::from_millis(40),
-            election_min: Duration::from_millis(150),
-            election_max: Duration::from_millis(300),
+            election_min: Duration::from_millis(100),
+            election_max: Duration::from_millis(150),
             renew: Duration::from_millis(50),
             lease: Duration::from_millis(250),
             grace: Duration::from_millis(350),
@@ -163,6 +170,23 @@ impl Timing {
         Ok(())
     }
 
+    /// How long a member waits without hearing a leader before it stands
+    /// for election on its own (the pair task triggers it; openraft's timer
+    /// would wait about twice as long, longer after a rejected vote):
+    /// `election_max` (the voters' leader lease, which must have run out
+    /// for anyone to vote) plus a jitter between ¼ and ¾ `heartbeat` from
+    /// `random`, so two members rarely stand at once and a voter that heard
+    /// the last heartbeat a little later has let its lease run out too.
+    pub(crate) fn stand_after(&self, random: u64) -> Duration {
+        self.election_max + self.heartbeat / 4 + jitter(self.heartbeat / 2, random)
+    }
+
+    /// The pause before a member stands again while no election succeeds:
+    /// `election_min` plus up to `heartbeat` of jitter from `random`.
+    pub(crate) fn stand_retry(&self, random: u64) -> Duration {
+        self.election_min + jitter(self.heartbeat, random)
+    }
+
     /// The openraft configuration of one node; `can_lead` is false on the
     /// witness (`enable_elect = false`: it votes but never stands).
     pub(crate) fn openraft_config(
@@ -191,6 +215,15 @@ impl Timing {
     }
 }
 
+/// A duration in `[0, span)` picked by `random`.
+fn jitter(span: Duration, random: u64) -> Duration {
+    let span = u64::try_from(span.as_micros()).unwrap_or(u64::MAX);
+    if span == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_micros(random % span)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +235,19 @@ mod tests {
         assert!(t.grace > t.min_grace());
         t.openraft_config("m/n".into(), true)
             .expect("openraft config");
+    }
+
+    #[test]
+    fn members_stand_after_the_leader_lease_and_before_openraft_would() {
+        let t = Timing::default();
+        for r in [0, 1, 7_777, u64::MAX / 3, u64::MAX] {
+            let after = t.stand_after(r);
+            assert!(after > t.election_max, "{after:?}");
+            assert!(after < t.election_max + t.heartbeat, "{after:?}");
+            assert!(after < t.election_max + t.election_min);
+            let retry = t.stand_retry(r);
+            assert!(retry >= t.election_min && retry < t.election_min + t.heartbeat);
+        }
     }
 
     #[test]

@@ -499,3 +499,28 @@ async fn an_active_restarted_at_once_never_continues_its_old_epoch() -> anyhow::
     );
     g.monitor.check()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_restarted_behind_takes_over_when_the_leader_dies_at_once() -> anyhow::Result<()> {
+    // The bench's pattern: the active dies, the other takes over, the dead
+    // one restarts and, before it has caught up, the new active dies too.
+    // The restarted member can win only through the witness's rescue, and
+    // its own elections must not outrun the witness's term.
+    let mut g = Group::start(None).await?;
+    let (first, epoch) = g.settled().await?;
+    let second = other_member(first).expect("member");
+    g.stop_node(first).await?;
+    let views = g
+        .wait_for("the second member active", SETTLE, |v| {
+            v[&second].me_active && v[&second].epoch > epoch
+        })
+        .await?;
+    let epoch = views[&second].epoch;
+    g.start_node(first).await?;
+    g.stop_node(second).await?;
+    g.wait_for("the restarted member active", SETTLE, |v| {
+        v[&first].me_active && v[&first].epoch > epoch
+    })
+    .await?;
+    g.monitor.check()
+}

@@ -137,6 +137,10 @@ pub(crate) struct LeaderWatch {
 pub(crate) struct Heard {
     /// When an AppendEntries or a snapshot from a leader was last accepted.
     pub(crate) leader_at: Option<tokio::time::Instant>,
+    /// When an AppendEntries last arrived, before openraft handled it, and
+    /// the vote it carried: proof that its leader is alive even while this
+    /// node's own core is slow to answer (e.g. waiting for the disk).
+    pub(crate) append_arrived: Option<(tokio::time::Instant, Vote<NodeId>)>,
     /// When this node last granted its vote to a candidate.
     pub(crate) voted_at: Option<tokio::time::Instant>,
     /// The term in which the witness leads and this node is known to hold
@@ -171,6 +175,10 @@ impl LeaderWatch {
         if witness_log_term.is_some() {
             h.witness_log_term = witness_log_term;
         }
+    }
+
+    fn append_arrived(&self, vote: Vote<NodeId>) {
+        self.lock().append_arrived = Some((tokio::time::Instant::now(), vote));
     }
 
     fn voted(&self) {
@@ -267,6 +275,7 @@ impl Inbound {
                 }
             }
             Rpc::Append(req) => {
+                self.watch.append_arrived(req.vote);
                 let witness_term = witness_log_term(&req);
                 match self.raft.append_entries(req).await {
                     Ok(r) => {
@@ -508,5 +517,24 @@ impl RaftNetwork<TypeConfig> for NetClient {
         Backoff::new(std::iter::successors(Some(self.backoff), move |d| {
             Some((*d * 2).min(max))
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::Vote;
+
+    use crate::types::MEMBER_A;
+    use crate::types::MEMBER_B;
+    use crate::types::WITNESS;
+
+    #[test]
+    fn the_witness_wins_a_tie_with_a_member_in_the_same_term() {
+        // The rescue relies on it (see `pair`): openraft orders the votes
+        // of one term by node id unless "single-term-leader" is enabled.
+        for m in [MEMBER_A, MEMBER_B] {
+            assert!(Vote::new(7, WITNESS) > Vote::new(7, m));
+            assert!(Vote::new(7, WITNESS) < Vote::new(8, m));
+        }
     }
 }

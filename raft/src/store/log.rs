@@ -4,6 +4,15 @@
 //! openraft hands to replication tasks) and in `raft-log.bin`. An append is
 //! acknowledged to openraft only after the file is fsync'd. Truncate and
 //! purge rewrite the whole (small) file atomically.
+//!
+//! Appends reach the file on a thread of its own, which writes them in order
+//! and fsyncs (several appends share one fsync when they queue up):
+//! `append` is called by openraft's core task, which must keep sending and
+//! answering heartbeats while the disk takes its time (a write or an fsync
+//! can block for hundreds of milliseconds under write pressure). Blocking
+//! it there stalled heartbeats, so followers stood for election although
+//! every process was alive. The entries are in memory (readable) at once;
+//! openraft counts them as stored only when the thread reports the fsync.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -14,6 +23,7 @@ use std::io::Write;
 use std::ops::RangeBounds;
 use std::path::Path;
 use std::path::PathBuf;
+use std::sync::mpsc;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::MutexGuard;
@@ -74,12 +84,72 @@ fn read_range<RB: RangeBounds<u64>>(shared: &Shared, range: RB) -> Vec<Entry<Typ
         .collect()
 }
 
+/// Work for the flusher thread, done in order.
+enum Flush {
+    /// Append these encoded records, make them durable, then tell openraft.
+    Append(Vec<u8>, LogFlushed<TypeConfig>),
+    /// The file was rewritten (and fsync'd) and reopened: sync this one
+    /// from now on.
+    Switch(File),
+}
+
+/// Writes appends in order and fsyncs them, one fsync for every batch of
+/// appends that queued up meanwhile; ends when the store is dropped. After
+/// a failed write or fsync every later append fails too (openraft stops on
+/// a storage error anyway).
+fn flusher(mut file: File, jobs: mpsc::Receiver<Flush>) {
+    fn sync(
+        file: &File,
+        waiting: &mut Vec<LogFlushed<TypeConfig>>,
+        failed: &mut Option<io::Error>,
+    ) {
+        if waiting.is_empty() {
+            return;
+        }
+        if failed.is_none() {
+            if let Err(e) = file.sync_data() {
+                *failed = Some(e);
+            }
+        }
+        for cb in waiting.drain(..) {
+            cb.log_io_completed(match failed {
+                None => Ok(()),
+                Some(e) => Err(io::Error::new(e.kind(), e.to_string())),
+            });
+        }
+    }
+    let mut waiting = Vec::new();
+    let mut failed: Option<io::Error> = None;
+    while let Ok(first) = jobs.recv() {
+        for job in std::iter::once(first).chain(jobs.try_iter()) {
+            match job {
+                Flush::Append(bytes, cb) => {
+                    if failed.is_none() {
+                        if let Err(e) = file.write_all(&bytes) {
+                            failed = Some(e);
+                        }
+                    }
+                    waiting.push(cb);
+                }
+                Flush::Switch(new) => {
+                    // Entries written before the rewrite are in the new
+                    // file, fsync'd by the rewrite; syncing the old one
+                    // keeps the order simple.
+                    sync(&file, &mut waiting, &mut failed);
+                    file = new;
+                }
+            }
+        }
+        sync(&file, &mut waiting, &mut failed);
+    }
+}
+
 /// The log store of one node.
 pub(crate) struct LogStore {
     /// The data directory (for the vote file and rewrites).
     dir: PathBuf,
-    /// Append handle on the log file.
-    file: File,
+    /// The flusher thread's queue (it holds the append handle).
+    flush: mpsc::Sender<Flush>,
     /// The log in memory.
     shared: Shared,
     /// The persisted vote, cached.
@@ -154,9 +224,14 @@ impl LogStore {
             file.sync_all().map_err(|e| storage(&log_path, e))?;
         }
         file::sync_dir(dir).map_err(|e| storage(dir, e))?;
+        let (flush, jobs) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("raft-log-writer".into())
+            .spawn(move || flusher(file, jobs))
+            .map_err(|e| storage(&log_path, e))?;
         Ok(Self {
             dir: dir.to_path_buf(),
-            file,
+            flush,
             shared: Arc::new(Mutex::new(inner)),
             vote,
         })
@@ -180,21 +255,10 @@ impl LogStore {
         }
         let path = self.log_path();
         file::write_atomic(&path, &bytes)?;
-        self.file = OpenOptions::new().append(true).open(&path)?;
-        Ok(())
-    }
-
-    fn append_durably(&mut self, entries: Vec<Entry<TypeConfig>>) -> io::Result<()> {
-        let mut bytes = Vec::new();
-        for e in &entries {
-            file::encode_record(&Record::Entry(e.clone()), &mut bytes)?;
-        }
-        self.file.write_all(&bytes)?;
-        self.file.sync_data()?;
-        let mut inner = lock(&self.shared);
-        for e in entries {
-            inner.entries.insert(e.log_id.index, e);
-        }
+        let file = OpenOptions::new().append(true).open(&path)?;
+        self.flush
+            .send(Flush::Switch(file))
+            .map_err(|_| io::Error::other("the raft log writer stopped"))?;
         Ok(())
     }
 }
@@ -269,16 +333,28 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let entries: Vec<_> = entries.into_iter().collect();
-        match self.append_durably(entries) {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
+        let mut bytes = Vec::new();
+        for e in &entries {
+            if let Err(e) = file::encode_record(&Record::Entry(e.clone()), &mut bytes) {
                 callback.log_io_completed(Err(io::Error::new(e.kind(), e.to_string())));
-                Err(log_err(ErrorVerb::Write, e))
+                return Err(log_err(ErrorVerb::Write, e));
             }
         }
+        {
+            let mut inner = lock(&self.shared);
+            for e in entries {
+                inner.entries.insert(e.log_id.index, e);
+            }
+        }
+        // Written and acknowledged once fsync'd, by the writer thread.
+        if let Err(mpsc::SendError(job)) = self.flush.send(Flush::Append(bytes, callback)) {
+            let e = io::Error::other("the raft log writer stopped");
+            if let Flush::Append(_, callback) = job {
+                callback.log_io_completed(Err(io::Error::new(e.kind(), e.to_string())));
+            }
+            return Err(log_err(ErrorVerb::Write, e));
+        }
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
