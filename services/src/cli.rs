@@ -317,6 +317,25 @@ pub enum BenchCmd {
     Failover(BenchFailoverArgs),
     /// Cut a middle node while the leaf publishes N events; time the catch-up at the root.
     Catchup(BenchCatchupArgs),
+    /// Raw read rate of the root's replica against canopy's rebuild (decode, verify, fold).
+    Rebuild(BenchRebuildArgs),
+}
+
+/// `canopy bench rebuild`.
+#[derive(Debug, Args)]
+pub struct BenchRebuildArgs {
+    /// Events in the history that is read back.
+    #[arg(long, default_value_t = 200_000)]
+    pub events: u64,
+    /// JetStream write durability while the history is written.
+    #[arg(long, default_value = "1s")]
+    pub sync: String,
+    /// nats-server binary (else $CANOPY_NATS_SERVER, else PATH).
+    #[arg(long)]
+    pub nats_server: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `canopy bench catchup`.

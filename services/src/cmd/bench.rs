@@ -687,3 +687,112 @@ fn bench_signer() -> publisher::Signer {
         every_ms: 1000,
     }
 }
+
+/// `canopy bench rebuild`: the leaf writes N events, the tree carries them
+/// to the root; then, in one run on the root's replica, a raw pull consumer
+/// reads them all (count only) and canopy's rebuild reads them again and
+/// decodes, verifies the chain and folds each one. Both read the same
+/// stream through the same kind of consumer, one after the other.
+pub async fn rebuild(a: crate::cli::BenchRebuildArgs) -> anyhow::Result<u8> {
+    let nats_bin = supervisor::find_nats_server(a.nats_server.as_deref())?;
+    let dir = std::env::temp_dir().join(format!("canopy-bench-rebuild-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let tree = Tree::start(&dir, &nats_bin, &a.sync).await?;
+    let result = rebuild_measure(&a, &tree).await;
+    tree.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let (n, raw, canopy) = result?;
+    let ratio = if raw > 0.0 { canopy / raw } else { 0.0 };
+    let out = json!({"events": n, "raw_eps": raw, "rebuild_eps": canopy, "ratio": ratio});
+    if a.json {
+        println!("{out}");
+    } else {
+        println!("reading the root's replica of {n} events");
+        println!(
+            "{:<40} {:>12.0} events/s",
+            "raw pull consumer (count only)", raw
+        );
+        println!(
+            "{:<40} {:>12.0} events/s",
+            "canopy rebuild (decode + chain + fold)", canopy
+        );
+        println!("{:<40} {:>12.2}", "ratio", ratio);
+    }
+    Ok(0)
+}
+
+async fn rebuild_measure(
+    a: &crate::cli::BenchRebuildArgs,
+    tree: &Tree,
+) -> anyhow::Result<(u64, f64, f64)> {
+    let (leaf_js, _root, mut replica) = tree_ready(&tree.topo).await?;
+    let metrics = Arc::new(Metrics::default());
+    let cancel = CancellationToken::new();
+    let (pubr, task) = publisher::start(
+        leaf_js.clone(),
+        LEAF.into(),
+        "a".into(),
+        1,
+        Arc::new(|| true),
+        Some(bench_signer()),
+        metrics,
+        cancel.clone(),
+    )
+    .await?;
+    eprintln!("bench: writing {} events at the leaf", a.events);
+    for i in 0..a.events {
+        pubr.submit(sample_body(i)).await?;
+    }
+    let last = wait_confirmed(&pubr, a.events).await?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while replica.info().await?.state.last_sequence < last {
+        if Instant::now() > deadline {
+            bail!("the root did not receive the history in 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cancel.cancel();
+    drop(pubr);
+    let _ = task.await;
+    let n = replica.info().await?.state.last_sequence;
+    eprintln!("bench: raw read of {n} events");
+    let t = Instant::now();
+    let mut msgs = crate::pull::from_seq(&replica, 1).await?;
+    let mut count = 0u64;
+    while count < n {
+        let m = tokio::time::timeout(Duration::from_secs(10), msgs.next())
+            .await?
+            .context("read ended")?;
+        let _ = m.map_err(|e| anyhow::anyhow!("{e}"))?;
+        count += 1;
+    }
+    let raw = n as f64 / t.elapsed().as_secs_f64();
+    drop(msgs);
+    eprintln!("bench: canopy rebuild of {n} events");
+    let t = Instant::now();
+    let mut msgs = crate::pull::from_seq(&replica, 1).await?;
+    let mut cursor = crate::member::verify::Cursor::new(LEAF);
+    let mut state = events::State::default();
+    let mut count = 0u64;
+    while count < n {
+        let m = tokio::time::timeout(Duration::from_secs(10), msgs.next())
+            .await?
+            .context("read ended")?;
+        let m = m.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let seq = m
+            .info()
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .stream_sequence;
+        match cursor.judge(seq, &m.payload) {
+            crate::member::verify::Verdict::Valid(ev) => {
+                state.apply(&ev);
+            }
+            crate::member::verify::Verdict::Foreign(why) => {
+                bail!("seq {seq} does not verify: {why}")
+            }
+        }
+        count += 1;
+    }
+    let canopy = n as f64 / t.elapsed().as_secs_f64();
+    Ok((n, raw, canopy))
+}
