@@ -399,6 +399,9 @@ pub struct BenchPipelineArgs {
     /// the topology default) or a flush interval like "1s".
     #[arg(long, default_value = "always")]
     pub sync: String,
+    /// Leave out signed checkpoints from canopy's path (to measure their cost).
+    #[arg(long)]
+    pub no_checkpoints: bool,
     /// Duration of each latency run.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub latency_for: std::time::Duration,

@@ -89,7 +89,7 @@ pub async fn pipeline(a: BenchPipelineArgs) -> anyhow::Result<u8> {
     let out = json!({
         "method": "3-level tree on loopback; leaf stream -> mid replica -> root replica; see `canopy bench pipeline --help`",
         "events": a.events, "rate": a.rate, "latency_for_s": a.latency_for.as_secs_f64(),
-        "payload_bytes": size, "sync": a.sync, "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "payload_bytes": size, "sync": a.sync, "checkpoints": !a.no_checkpoints, "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "raw": {"throughput_eps": raw.throughput, "p50_ms": raw.p50_ms, "p99_ms": raw.p99_ms, "max_ms": raw.max_ms},
         "canopy": {"throughput_eps": canopy.throughput, "p50_ms": canopy.p50_ms, "p99_ms": canopy.p99_ms, "max_ms": canopy.max_ms},
         "ratio": {"throughput": ratio(canopy.throughput, raw.throughput), "p50": ratio(canopy.p50_ms, raw.p50_ms), "p99": ratio(canopy.p99_ms, raw.p99_ms)},
@@ -307,7 +307,7 @@ async fn measure(
         "a".into(),
         1,
         Arc::new(|| true),
-        Some(bench_signer()),
+        (!a.no_checkpoints).then(bench_signer),
         metrics,
         cancel.clone(),
     )
