@@ -51,7 +51,8 @@ struct Figures {
     max_ms: f64,
 }
 
-fn free_block(n: u16) -> anyhow::Result<u16> {
+/// A block of `n` consecutive free loopback ports, for a bench topology.
+pub(crate) fn free_block(n: u16) -> anyhow::Result<u16> {
     for _ in 0..200 {
         let base = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
@@ -299,19 +300,8 @@ async fn measure(
     );
     let raw_lat = paced(a, &arrivals, |_| raw_send(&leaf_js, size)).await?;
 
-    let metrics = Arc::new(Metrics::default());
     let cancel = CancellationToken::new();
-    let (pubr, task) = publisher::start(
-        leaf_js.clone(),
-        LEAF.into(),
-        "a".into(),
-        1,
-        Arc::new(|| true),
-        (!a.no_checkpoints).then(bench_signer),
-        metrics,
-        cancel.clone(),
-    )
-    .await?;
+    let (pubr, task) = leaf_publisher(&leaf_js, !a.no_checkpoints, &cancel).await?;
     let mut canopy_tp = 0f64;
     for round in 1..=ROUNDS {
         eprintln!(
@@ -585,19 +575,8 @@ async fn catchup_measure(
     tree: &Tree,
 ) -> anyhow::Result<(f64, f64)> {
     let (leaf_js, root, mut replica) = tree_ready(&tree.topo).await?;
-    let metrics = Arc::new(Metrics::default());
     let cancel = CancellationToken::new();
-    let (pubr, task) = publisher::start(
-        leaf_js.clone(),
-        LEAF.into(),
-        "a".into(),
-        1,
-        Arc::new(|| true),
-        Some(bench_signer()),
-        metrics,
-        cancel.clone(),
-    )
-    .await?;
+    let (pubr, task) = leaf_publisher(&leaf_js, true, &cancel).await?;
     let root_tail = |target: u64| {
         let mut r = replica.clone();
         async move {
@@ -678,6 +657,25 @@ async fn request_json(
     }
 }
 
+/// canopy's own publisher on the leaf's stream, as a member runs it.
+async fn leaf_publisher(
+    leaf_js: &Context,
+    checkpoints: bool,
+    cancel: &CancellationToken,
+) -> anyhow::Result<(publisher::Publisher, tokio::task::JoinHandle<()>)> {
+    publisher::start(
+        leaf_js.clone(),
+        LEAF.into(),
+        "a".into(),
+        1,
+        Arc::new(|| true),
+        checkpoints.then(bench_signer),
+        Arc::new(Metrics::default()),
+        cancel.clone(),
+    )
+    .await
+}
+
 /// The canopy path includes signed checkpoints (topology defaults: every
 /// 1000 events or 1000 ms), so the benchmark measures what a plant runs.
 fn bench_signer() -> publisher::Signer {
@@ -726,19 +724,8 @@ async fn rebuild_measure(
     tree: &Tree,
 ) -> anyhow::Result<(u64, f64, f64)> {
     let (leaf_js, _root, mut replica) = tree_ready(&tree.topo).await?;
-    let metrics = Arc::new(Metrics::default());
     let cancel = CancellationToken::new();
-    let (pubr, task) = publisher::start(
-        leaf_js.clone(),
-        LEAF.into(),
-        "a".into(),
-        1,
-        Arc::new(|| true),
-        Some(bench_signer()),
-        metrics,
-        cancel.clone(),
-    )
-    .await?;
+    let (pubr, task) = leaf_publisher(&leaf_js, true, &cancel).await?;
     eprintln!("bench: writing {} events at the leaf", a.events);
     for i in 0..a.events {
         pubr.submit(sample_body(i)).await?;

@@ -24,26 +24,12 @@ use nix::sys::signal::Signal;
 use serde_json::{json, Value as Json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+use super::bench::free_block;
 use crate::child::{self, Output};
 use crate::cli::BenchFailoverArgs;
 use crate::member::publisher::now_us;
 
 const PAIR: &str = "root.plc";
-
-fn free_block(n: u16) -> anyhow::Result<u16> {
-    for _ in 0..200 {
-        let base = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        if base < 20000 || base.checked_add(n).is_none() {
-            continue;
-        }
-        if (base..base + n).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
-            return Ok(base);
-        }
-    }
-    bail!("no block of {n} free ports")
-}
 
 fn topology(poll_ms: u64) -> anyhow::Result<String> {
     let (r, a, b, w, plc) = (
