@@ -164,7 +164,20 @@ impl Lab {
                     serde_json::from_str(&line).with_context(|| format!("ready line {line:?}"))?;
                 Ok(lab)
             }
-            other => bail!("the lab never printed its ready line: {other:?}"),
+            other => {
+                // Say why: the tail of every process's log in the lab.
+                let mut why = String::new();
+                for entry in walk_logs(&lab.dir.path().join("work")) {
+                    let text = std::fs::read_to_string(&entry).unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(15).collect();
+                    why.push_str(&format!("\n--- {}\n", entry.display()));
+                    for l in tail.into_iter().rev() {
+                        why.push_str(l);
+                        why.push('\n');
+                    }
+                }
+                bail!("the lab never printed its ready line: {other:?}{why}")
+            }
         }
     }
 
@@ -191,6 +204,27 @@ impl Lab {
     pub fn cli(&self, args: &[&str]) -> anyhow::Result<(i32, String, String)> {
         cli(args)
     }
+}
+
+/// Every `member.log` under a lab's work directory.
+fn walk_logs(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(nodes) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for node in nodes.flatten() {
+        let Ok(members) = std::fs::read_dir(node.path()) else {
+            continue;
+        };
+        for m in members.flatten() {
+            let log = m.path().join("member.log");
+            if log.is_file() {
+                out.push(log);
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 impl Drop for Lab {
