@@ -322,11 +322,11 @@ async fn serve(
             }
             req = info_sub.next() => {
                 let Some(req) = req else { break };
-                reply_info(&client, req.reply, opts, node, &role_rx, &active, &supervised, &metrics, &plc_health, &ctx).await;
+                reply_info(&client, req.reply, opts, node, &role_rx, &active, &supervised, &plc_health, &ctx).await;
             }
             req = hello_sub.next() => {
                 let Some(req) = req else { break };
-                reply_info(&client, req.reply, opts, node, &role_rx, &active, &supervised, &metrics, &plc_health, &ctx).await;
+                reply_info(&client, req.reply, opts, node, &role_rx, &active, &supervised, &plc_health, &ctx).await;
             }
             _ = tokio::time::sleep(Duration::from_millis(200)), if pending_retry => {}
             _ = cancel.cancelled() => break,
@@ -417,7 +417,6 @@ async fn reply_info(
     role: &watch::Receiver<RoleState>,
     active: &Option<active::Active>,
     supervised: &Option<supervisor::Supervised>,
-    metrics: &Metrics,
     plc: &Option<watch::Receiver<Option<bool>>>,
     ctx: &active::Ctx,
 ) {
@@ -444,7 +443,7 @@ async fn reply_info(
         healthy: plc_ok != Some(false),
         plc_ok,
         since_role_change_ms: r.changed_at.elapsed().as_millis() as u64,
-        counters: metrics.snapshot(restarts),
+        counters: ctx.metrics.snapshot(restarts),
         resources: active
             .as_ref()
             .map(|a| {
