@@ -4,8 +4,9 @@
 //! [`decode`]); the hash chain, origin side ([`Chain`]) and reader side
 //! ([`OriginCursor`]); gap detection ([`GapTracker`]); NATS subject,
 //! stream and header names ([`subjects`]); the state fold ([`State`]);
-//! signed checkpoints ([`sign_checkpoint`], [`verify_checkpoint`]); and the
-//! audit of an origin's stream ([`audit`]).
+//! the lenient reader of a local stream ([`StreamCursor`]); state snapshots
+//! ([`Snapshot`]); signed checkpoints ([`sign_checkpoint`],
+//! [`verify_checkpoint`]); and the audit of an origin's stream ([`audit`]).
 //! `docs/wire-format.md` is the contract for readers in other languages.
 //!
 //! Must never depend on: I/O of any kind (files, sockets, clocks: callers
@@ -22,7 +23,9 @@ mod cbor;
 mod chain;
 mod checkpoint;
 mod codec;
+mod snapshot;
 mod state;
+mod stream;
 pub mod subjects;
 mod verify;
 mod wire;
@@ -36,7 +39,9 @@ pub use codec::{decode, encode, DecodeError};
 /// pairs of the same version (`nkeys::KeyPair::new_user()` for `canopy keys
 /// gen`, `from_seed` to sign).
 pub use nkeys;
+pub use snapshot::{Position, Snapshot, SnapshotError};
 pub use state::{point_key, Applied, OriginState, PointState, State};
+pub use stream::{Mark, StreamCursor, Verdict};
 pub use verify::{GapTracker, Observation, OriginCursor, Violation};
 pub use wire::{
     hash, BirthBody, Body, CheckpointBody, Event, ForcedBody, Hash, InvalidEvent, PointInfo,

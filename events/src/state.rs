@@ -210,6 +210,13 @@ impl State {
         }
     }
 
+    /// Drop everything folded from `origin` (its points and its position),
+    /// so its stream can be folded again from the start.
+    pub fn forget_origin(&mut self, origin: &str) {
+        self.origins.remove(origin);
+        self.points.retain(|_, p| p.origin != origin);
+    }
+
     /// Hex SHA-256 of a canonical rendering of every point, so two nodes
     /// (or a node before and after `rebuild`) can compare states cheaply.
     ///

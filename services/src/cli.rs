@@ -319,6 +319,31 @@ pub enum BenchCmd {
     Catchup(BenchCatchupArgs),
     /// Raw read rate of the root's replica against canopy's rebuild (decode, verify, fold).
     Rebuild(BenchRebuildArgs),
+    /// Restart time of a root member with a long history, with and without its state snapshot.
+    Restart(BenchRestartArgs),
+}
+
+/// `canopy bench restart`.
+#[derive(Debug, Args)]
+pub struct BenchRestartArgs {
+    /// Events in the leaf's history (the root holds a replica of them all).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: u64,
+    /// Distinct points the events are spread over.
+    #[arg(long, default_value_t = 200)]
+    pub points: u64,
+    /// Keep the tree's data and logs here instead of a temporary directory.
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
+    /// JetStream write durability while the history is written.
+    #[arg(long, default_value = "1s")]
+    pub sync: String,
+    /// nats-server binary (else $CANOPY_NATS_SERVER, else PATH).
+    #[arg(long)]
+    pub nats_server: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `canopy bench rebuild`.

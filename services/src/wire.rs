@@ -129,4 +129,18 @@ pub struct Counters {
     pub nats_restarts: u64,
     /// Publisher recoveries (stream unavailable, refused appends).
     pub publish_retries: u64,
+    /// State snapshots written to the data directory.
+    #[serde(default)]
+    pub snapshots_written: u64,
+    /// State snapshots that could not be written (disk full, permissions).
+    #[serde(default)]
+    pub snapshot_failures: u64,
+    /// At start: a snapshot file refused (torn, another node's), or one
+    /// origin's snapshot position the stream did not confirm.
+    #[serde(default)]
+    pub snapshots_refused: u64,
+    /// At start: origins whose state came from the snapshot (the rest were
+    /// folded from the start of their streams).
+    #[serde(default)]
+    pub origins_restored: u64,
 }

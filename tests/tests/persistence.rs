@@ -1,5 +1,6 @@
 //! Persistence: a root whose data is wiped rebuilds the same state from
-//! its children's streams.
+//! its children's streams; an ordinary restart restores the state snapshot
+//! and refuses one that is torn or that the streams do not confirm.
 
 use std::time::Duration;
 
@@ -79,6 +80,104 @@ async fn a_wiped_root_rebuilds_an_identical_state_from_its_children() -> anyhow:
     })
     .await?;
     assert_eq!(after, before);
+    Ok(())
+}
+
+/// The member's counters (`canopy.member.<node>.<member>`).
+async fn counters(client: &async_nats::Client) -> anyhow::Result<serde_json::Value> {
+    let info = request(client, "canopy.member.root.a", "").await?;
+    Ok(info["counters"].clone())
+}
+
+/// Waits until the process `pid` is gone.
+async fn gone(pid: u32) -> anyhow::Result<()> {
+    wait_for("the root member to be gone", WAIT, || async {
+        Ok((!tests::kill(pid, Signal::SIGCONT)).then_some(()))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_restores_the_snapshot_and_refuses_a_torn_or_unconfirmed_one(
+) -> anyhow::Result<()> {
+    let plc = free_ports(1);
+    let _plc = PyModbus::start(plc, &["--holding", "100=1234", "--input", "7=77"])?;
+    let lab = Lab::start(&quiet_tree(plc), &["--no-plc-sim"])?;
+    let url = lab.url("root", "a")?;
+    let root = connect(&url).await?;
+    let r = request(
+        &root,
+        "canopy.cmd.root.mid",
+        r#"{"op":"force","point":"flow","value":5}"#,
+    )
+    .await?;
+    assert_eq!(r["ok"], true, "{r}");
+    let before = wait_for("a settled state at the root", WAIT, || async {
+        let s = request(&root, "canopy.state.root", "").await?;
+        let settled = s["points"]["root.mid.flow"]["forced"] == true
+            && s["points"]["root.mid.leaf.co"]["value"] == 77;
+        Ok(if settled {
+            Some(digest(&root).await?)
+        } else {
+            None
+        })
+    })
+    .await?;
+
+    let member = lab.member("root", "a")?;
+    let data = std::path::PathBuf::from(member["data"].as_str().context("data")?);
+    let snapshot = data.join("state.snapshot");
+    // A clean stop writes the snapshot.
+    let pid = member["pid"].as_u64().context("pid")? as u32;
+    assert!(tests::kill(pid, Signal::SIGTERM));
+    gone(pid).await?;
+    assert!(snapshot.exists(), "no snapshot at {}", snapshot.display());
+
+    // Three restarts: with the snapshot as written, with a torn copy, and
+    // with the snapshot kept but the JetStream store wiped (the streams no
+    // longer hold what it folded). Each must come back to the same digest;
+    // the counters tell which path it took.
+    for case in ["intact", "torn", "store wiped"] {
+        match case {
+            "torn" => {
+                let mut bytes = std::fs::read(&snapshot)?;
+                let mid = bytes.len() / 2;
+                bytes[mid] ^= 0x01;
+                std::fs::write(&snapshot, bytes)?;
+            }
+            "store wiped" => std::fs::remove_dir_all(data.join("jetstream"))?,
+            _ => {}
+        }
+        let restarted = tests::Respawned::start(&member["argv"])?;
+        let root = wait_for("the restarted root's server", WAIT, || async {
+            Ok(Some(connect(&url).await?))
+        })
+        .await?;
+        wait_for(
+            &format!("the state after a restart ({case})"),
+            WAIT,
+            || async { Ok((digest(&root).await? == before).then_some(())) },
+        )
+        .await?;
+        let c = counters(&root).await?;
+        match case {
+            "intact" => {
+                assert_eq!(c["origins_restored"], 3, "{c}");
+                assert_eq!(c["snapshots_refused"], 0, "{c}");
+            }
+            "torn" => {
+                assert_eq!(c["origins_restored"], 0, "{c}");
+                assert_eq!(c["snapshots_refused"], 1, "{c}");
+            }
+            _ => {
+                assert_eq!(c["origins_restored"], 0, "{c}");
+                assert_eq!(c["snapshots_refused"], 3, "{c}");
+            }
+        }
+        // Dropping it stops it cleanly, which writes a fresh snapshot.
+        drop(restarted);
+        assert!(snapshot.exists());
+    }
     Ok(())
 }
 

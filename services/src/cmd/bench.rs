@@ -138,7 +138,8 @@ pub async fn pipeline(a: BenchPipelineArgs) -> anyhow::Result<u8> {
 /// leaf's stream itself).
 struct Tree {
     topo: topology::Topology,
-    children: Vec<tokio::process::Child>,
+    /// The `canopy node` processes (root, then mid) and how to start each again.
+    children: Vec<Member>,
     stop: CancellationToken,
     sup_task: tokio::task::JoinHandle<()>,
 }
@@ -173,11 +174,14 @@ impl Tree {
                 "--nats-server".into(),
                 nats_bin.display().to_string(),
             ];
-            children.push(child::spawn(
-                &exe,
-                &args,
-                Output::File(data.join("member.log")),
-            )?);
+            let mut m = Member {
+                exe: exe.clone(),
+                args,
+                data,
+                process: None,
+            };
+            m.spawn()?;
+            children.push(m);
         }
         let leaf = topo.node(LEAF).context("leaf")?.clone();
         let leaf_data = dir.join(LEAF);
@@ -208,7 +212,33 @@ impl Tree {
         self.stop.cancel();
         let _ = self.sup_task.await;
         for mut c in self.children {
-            child::stop(&mut c, Duration::from_secs(5)).await;
+            c.stop().await;
+        }
+    }
+}
+
+/// One `canopy node` process of the bench tree.
+struct Member {
+    exe: std::path::PathBuf,
+    args: Vec<String>,
+    data: std::path::PathBuf,
+    process: Option<tokio::process::Child>,
+}
+
+impl Member {
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        self.process = Some(child::spawn(
+            &self.exe,
+            &self.args,
+            Output::File(self.data.join("member.log")),
+        )?);
+        Ok(())
+    }
+
+    /// SIGTERM, and SIGKILL after 30 s (a stop writes the state snapshot).
+    async fn stop(&mut self) {
+        if let Some(mut c) = self.process.take() {
+            child::stop(&mut c, Duration::from_secs(30)).await;
         }
     }
 }
@@ -517,11 +547,11 @@ pub fn codec(a: BenchCodecArgs) -> anyhow::Result<u8> {
     }
     let hash_ns = t.elapsed().as_nanos() as f64 / n as f64;
     let t = Instant::now();
-    let mut cursor = crate::member::verify::Cursor::new(LEAF);
+    let mut cursor = events::StreamCursor::new(LEAF);
     let mut state = events::State::default();
     for (i, b) in sealed.iter().enumerate() {
-        if let crate::member::verify::Verdict::Valid(ev) = cursor.judge(i as u64 + 1, b) {
-            state.apply(&ev);
+        if let events::Verdict::Valid { event, .. } = cursor.judge(i as u64 + 1, b) {
+            state.apply(&event);
         }
     }
     let verify_fold_ns = t.elapsed().as_nanos() as f64 / n as f64;
@@ -758,7 +788,7 @@ async fn rebuild_measure(
     eprintln!("bench: canopy rebuild of {n} events");
     let t = Instant::now();
     let mut msgs = crate::pull::from_seq(&replica, 1).await?;
-    let mut cursor = crate::member::verify::Cursor::new(LEAF);
+    let mut cursor = events::StreamCursor::new(LEAF);
     let mut state = events::State::default();
     let mut count = 0u64;
     while count < n {
@@ -771,10 +801,10 @@ async fn rebuild_measure(
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .stream_sequence;
         match cursor.judge(seq, &m.payload) {
-            crate::member::verify::Verdict::Valid(ev) => {
-                state.apply(&ev);
+            events::Verdict::Valid { event, .. } => {
+                state.apply(&event);
             }
-            crate::member::verify::Verdict::Foreign(why) => {
+            events::Verdict::Foreign(why) => {
                 bail!("seq {seq} does not verify: {why}")
             }
         }
@@ -782,4 +812,131 @@ async fn rebuild_measure(
     }
     let canopy = n as f64 / t.elapsed().as_secs_f64();
     Ok((n, raw, canopy))
+}
+
+/// `canopy bench restart`: the leaf writes N events over P points, the tree
+/// carries them to the root; then the root member is stopped and started
+/// again twice, once with the state snapshot its stop wrote and once with
+/// the snapshot deleted, timing each until its state service answers with
+/// the whole history folded.
+pub async fn restart(a: crate::cli::BenchRestartArgs) -> anyhow::Result<u8> {
+    let nats_bin = supervisor::find_nats_server(a.nats_server.as_deref())?;
+    let dir = a.workdir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("canopy-bench-restart-{}", std::process::id()))
+    });
+    std::fs::create_dir_all(&dir)?;
+    let mut tree = Tree::start(&dir, &nats_bin, &a.sync).await?;
+    let result = restart_measure(&a, &mut tree).await;
+    tree.shutdown().await;
+    if a.workdir.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let (n, with, without) = result?;
+    let out = json!({"events": n, "points": a.points, "sync": a.sync,
+        "with_snapshot": {"answers_s": with.0, "folded_s": with.1},
+        "without_snapshot": {"answers_s": without.0, "folded_s": without.1}});
+    if a.json {
+        println!("{out}");
+    } else {
+        println!(
+            "restart of the root member holding {n} events of root.mid.leaf ({} points)",
+            a.points
+        );
+        println!(
+            "{:<22} {:>16} {:>22}",
+            "", "state answers (s)", "history folded (s)"
+        );
+        println!("{:<22} {:>16.2} {:>22.2}", "with snapshot", with.0, with.1);
+        println!(
+            "{:<22} {:>16.2} {:>22.2}",
+            "without snapshot", without.0, without.1
+        );
+    }
+    Ok(0)
+}
+
+async fn restart_measure(
+    a: &crate::cli::BenchRestartArgs,
+    tree: &mut Tree,
+) -> anyhow::Result<(u64, (f64, f64), (f64, f64))> {
+    let (leaf_js, root, mut replica) = tree_ready(&tree.topo).await?;
+    let cancel = CancellationToken::new();
+    let (pubr, task) = leaf_publisher(&leaf_js, true, &cancel).await?;
+    eprintln!("bench: writing {} events at the leaf", a.events);
+    let points = a.points.max(1);
+    for i in 0..a.events {
+        pubr.submit(Body::Value(ValueBody {
+            point: format!("p{}", i % points),
+            value: Value::Float(i as f64 * 0.5),
+            quality: Quality::Good,
+        }))
+        .await?;
+        if (i + 1) % 100_000 == 0 {
+            eprintln!("bench: {} events submitted", i + 1);
+        }
+    }
+    let last = wait_confirmed(&pubr, a.events).await?;
+    cancel.cancel();
+    drop(pubr);
+    let _ = task.await;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while replica.info().await?.state.last_sequence < last {
+        if Instant::now() > deadline {
+            bail!("the root did not receive the history in 600 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("bench: the root holds {last} events; waiting for its fold");
+    folded(&root, last, Duration::from_secs(600)).await?;
+    let snapshot = crate::member::fold::snapshot_path(&tree.children[0].data);
+    let mut timed = Vec::new();
+    for keep in [true, false] {
+        tree.children[0].stop().await;
+        if !keep {
+            std::fs::remove_file(&snapshot)
+                .with_context(|| format!("removing {}", snapshot.display()))?;
+        } else if !snapshot.exists() {
+            bail!(
+                "the root's stop wrote no snapshot at {}",
+                snapshot.display()
+            );
+        }
+        eprintln!(
+            "bench: restarting the root member {} its snapshot",
+            if keep { "with" } else { "without" }
+        );
+        let t = Instant::now();
+        tree.children[0].spawn()?;
+        let answers = folded(&root, 0, Duration::from_secs(120)).await?;
+        let answers_s = answers.duration_since(t).as_secs_f64();
+        let done = folded(&root, last, Duration::from_secs(600)).await?;
+        timed.push((answers_s, done.duration_since(t).as_secs_f64()));
+    }
+    Ok((last, timed[0], timed[1]))
+}
+
+/// When the root's state service answered with the leaf folded to `seq`.
+async fn folded(
+    root: &async_nats::Client,
+    seq: u64,
+    patience: Duration,
+) -> anyhow::Result<Instant> {
+    let deadline = Instant::now() + patience;
+    loop {
+        let reply = tokio::time::timeout(
+            Duration::from_secs(1),
+            root.request("canopy.state.root".to_owned(), "".into()),
+        )
+        .await;
+        if let Ok(Ok(m)) = reply {
+            let v: serde_json::Value = serde_json::from_slice(&m.payload)?;
+            if v["origins"][LEAF]["seq"].as_u64().unwrap_or(0) >= seq {
+                return Ok(Instant::now());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the root's state did not reach seq {seq} of {LEAF} in {patience:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -48,6 +48,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Cmd::Bench(BenchCmd::Failover(a)) => failover::run(a).await,
         Cmd::Bench(BenchCmd::Catchup(a)) => bench::catchup(a).await,
         Cmd::Bench(BenchCmd::Rebuild(a)) => bench::rebuild(a).await,
+        Cmd::Bench(BenchCmd::Restart(a)) => bench::restart(a).await,
     }
 }
 

@@ -7,29 +7,45 @@
 //! derived only from what the local streams hold, a restarted node rebuilds
 //! exactly the same state by reading them again.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use async_nats::jetstream::Context;
 use async_nats::Client;
-use events::{Applied, Event, State};
+use events::{Applied, Event, Hash, Mark, Position, Snapshot, State, StreamCursor, Verdict};
 use futures::StreamExt;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::Metrics;
-use super::verify::{Cursor, Verdict};
 
 /// Bound of the feeders → owner queue; a full queue holds the feeders back
 /// (JetStream keeps the events, nothing is dropped).
 const QUEUE: usize = 4096;
 
+/// A snapshot is written after this many stream messages were folded...
+const SNAPSHOT_EVERY_EVENTS: u64 = 100_000;
+/// ...or this long after the last one if anything was folded since, and on
+/// stop.
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(30);
+/// How long a restoring member tries to check a snapshot's positions
+/// against streams that are still coming up (a pair's R3 streams need a
+/// leader) before it folds those origins again from the start.
+const CHECK_PATIENCE: Duration = Duration::from_secs(10);
+
+/// The snapshot file in a member's data directory.
+pub fn snapshot_path(data: &Path) -> PathBuf {
+    data.join("state.snapshot")
+}
+
 enum Feed {
-    /// A valid event at its stream sequence.
-    Event(Box<Event>),
+    /// A valid event at its stream sequence, with the hash of its bytes.
+    Event(Box<Event>, Hash),
     /// A foreign message occupies `seq` of `origin`'s stream.
     Foreign { origin: String, seq: u64 },
 }
@@ -46,56 +62,312 @@ pub struct StateRequest {
     pub digest: bool,
 }
 
-/// Starts the feeders and the owner; returns when the owner stops.
-pub async fn run(
-    client: Client,
-    js: Context,
-    node: String,
-    member: String,
-    origins: Vec<String>,
-    metrics: Arc<Metrics>,
-    cancel: CancellationToken,
-) -> anyhow::Result<()> {
+/// What the fold needs to know.
+#[derive(Debug)]
+pub struct Fold {
+    /// Connection to the member's own server (state requests).
+    pub client: Client,
+    /// Its JetStream (the node's domain).
+    pub js: Context,
+    /// The node.
+    pub node: String,
+    /// The member (named in state replies).
+    pub member: String,
+    /// The node's own origin and every descendant's: one local stream each.
+    pub origins: Vec<String>,
+    /// Where to keep the state snapshot; `None`: none (fold from the start).
+    pub snapshot: Option<PathBuf>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Restores from the snapshot where the streams confirm it, starts the
+/// feeders and the owner; returns when the owner stops (after writing a
+/// last snapshot).
+pub async fn run(f: Fold, cancel: CancellationToken) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let (mut state, mut positions) = restore(&f).await;
+    let restored = positions.len();
     let (tx, mut rx) = mpsc::channel(QUEUE);
-    for origin in origins {
+    for origin in &f.origins {
+        let pos = positions.get(origin).copied().unwrap_or(Position {
+            read: 0,
+            mark: None,
+        });
         tokio::spawn(feeder(
-            js.clone(),
-            origin,
+            f.js.clone(),
+            origin.clone(),
+            pos,
             tx.clone(),
-            metrics.clone(),
+            f.metrics.clone(),
             cancel.clone(),
         ));
     }
     drop(tx);
-    let mut requests = client
+    let mut requests = f
+        .client
         .queue_subscribe(
-            events::subjects::state_subject(&node),
+            events::subjects::state_subject(&f.node),
             "canopy-state".to_owned(),
         )
         .await
         .context("subscribing to state requests")?;
-    let mut state = State::default();
+    let mut writer = SnapshotWriter::new(&f);
+    if restored > 0 {
+        tracing::info!(
+            "state restored from {} for {restored} of {} origins in {:?}",
+            f.snapshot
+                .as_deref()
+                .map(Path::display)
+                .map(|d| d.to_string())
+                .unwrap_or_default(),
+            f.origins.len(),
+            started.elapsed()
+        );
+    }
+    let mut tick = tokio::time::interval(SNAPSHOT_EVERY);
+    tick.tick().await;
     loop {
         tokio::select! {
-            feed = rx.recv() => match feed {
-                Some(Feed::Event(ev)) => {
-                    if let Applied::Gap { .. } = state.apply(&ev) {
-                        metrics.gaps.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(origin = %ev.origin, seq = ev.seq, "gap in the fold");
+            feed = rx.recv() => {
+                match feed {
+                    Some(Feed::Event(ev, hash)) => {
+                        if let Applied::Gap { .. } = state.apply(&ev) {
+                            f.metrics.gaps.fetch_add(1, Ordering::Relaxed);
+                            tracing::error!(origin = %ev.origin, seq = ev.seq, "gap in the fold");
+                        }
+                        let pos = positions.entry(ev.origin.clone()).or_insert(Position { read: 0, mark: None });
+                        pos.read = ev.seq;
+                        pos.mark = Some(Mark { seq: ev.seq, epoch: ev.epoch, hash });
                     }
+                    Some(Feed::Foreign { origin, seq }) => {
+                        state.skip(&origin, seq);
+                        positions.entry(origin).or_insert(Position { read: 0, mark: None }).read = seq;
+                    }
+                    None => break,
                 }
-                Some(Feed::Foreign { origin, seq }) => state.skip(&origin, seq),
-                None => return Ok(()),
-            },
-            req = requests.next() => {
-                let Some(req) = req else { return Ok(()) };
-                let Some(reply) = req.reply.clone() else { continue };
-                let body = answer(&state, &node, &member, &req.payload);
-                let _ = client.publish(reply, body.into()).await;
+                writer.folded += 1;
+                if writer.folded >= SNAPSHOT_EVERY_EVENTS {
+                    writer.write(&state, &positions, &f.metrics);
+                }
             }
-            _ = cancel.cancelled() => return Ok(()),
+            req = requests.next() => {
+                let Some(req) = req else { break };
+                let Some(reply) = req.reply.clone() else { continue };
+                let body = answer(&state, &f.node, &f.member, &req.payload);
+                let _ = f.client.publish(reply, body.into()).await;
+            }
+            _ = tick.tick() => {
+                if writer.folded > 0 {
+                    writer.write(&state, &positions, &f.metrics);
+                }
+            }
+            _ = cancel.cancelled() => break,
         }
     }
+    if writer.folded > 0 {
+        writer.write(&state, &positions, &f.metrics);
+    }
+    writer.finish().await;
+    Ok(())
+}
+
+/// The state and positions a snapshot gives, for the origins whose streams
+/// still hold the snapshot's marks; everything else is left to fold again.
+async fn restore(f: &Fold) -> (State, BTreeMap<String, Position>) {
+    let empty = (State::default(), BTreeMap::new());
+    let Some(path) = &f.snapshot else {
+        return empty;
+    };
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return empty,
+        Err(e) => {
+            f.metrics.snapshots_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                "cannot read {}: {e}; folding every stream from the start",
+                path.display()
+            );
+            return empty;
+        }
+    };
+    let snap = match Snapshot::decode(&bytes) {
+        Ok(s) if s.node == f.node => s,
+        Ok(s) => {
+            f.metrics.snapshots_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                "{} is a snapshot of node {:?}, not {:?}; ignored",
+                path.display(),
+                s.node,
+                f.node
+            );
+            return empty;
+        }
+        Err(e) => {
+            f.metrics.snapshots_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                "{}: {e}; ignored, folding every stream from the start",
+                path.display()
+            );
+            return empty;
+        }
+    };
+    let Snapshot {
+        mut state,
+        positions: saved,
+        ..
+    } = snap;
+    let mut positions = BTreeMap::new();
+    let deadline = Instant::now() + CHECK_PATIENCE;
+    for origin in &f.origins {
+        let Some(pos) = saved.get(origin) else {
+            continue;
+        };
+        match holds(&f.js, origin, pos, deadline).await {
+            Ok(()) => {
+                positions.insert(origin.clone(), *pos);
+            }
+            Err(why) => {
+                f.metrics.snapshots_refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%origin, "snapshot position (read {}) not confirmed by the stream: {why}; folding it from the start", pos.read);
+            }
+        }
+    }
+    let stale: std::collections::BTreeSet<String> = state
+        .origins
+        .keys()
+        .chain(state.points.values().map(|p| &p.origin))
+        .filter(|o| !positions.contains_key(*o))
+        .cloned()
+        .collect();
+    for origin in stale {
+        state.forget_origin(&origin);
+    }
+    f.metrics
+        .origins_restored
+        .fetch_add(positions.len() as u64, Ordering::Relaxed);
+    (state, positions)
+}
+
+/// Whether `origin`'s local stream still holds what the snapshot folded:
+/// the event at the mark, byte for byte (or the mark's seq expired by
+/// retention with the stream past it), and at least `read` messages.
+async fn holds(
+    js: &Context,
+    origin: &str,
+    pos: &Position,
+    deadline: Instant,
+) -> Result<(), String> {
+    let name = events::subjects::stream_name(origin);
+    let mut last_err = String::new();
+    while Instant::now() < deadline {
+        match check_once(js, &name, pos).await {
+            Ok(Some(why)) => return Err(why),
+            Ok(None) => return Ok(()),
+            Err(e) => last_err = format!("{e:#}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(format!("stream {name} not readable: {last_err}"))
+}
+
+/// `Ok(None)`: confirmed; `Ok(Some(why))`: refuted; `Err`: ask again.
+async fn check_once(js: &Context, name: &str, pos: &Position) -> anyhow::Result<Option<String>> {
+    let mut stream = js.get_stream(name).await?;
+    let info = stream.info().await?.state.clone();
+    if info.last_sequence < pos.read {
+        return Ok(Some(format!(
+            "the stream ends at {} (history replaced or lost)",
+            info.last_sequence
+        )));
+    }
+    let Some(mark) = pos.mark else {
+        return Ok(None);
+    };
+    if mark.seq < info.first_sequence {
+        // Expired by retention; the stream went on past it.
+        return Ok(None);
+    }
+    match stream.get_raw_message(mark.seq).await {
+        Ok(m) if events::hash(&m.payload) == mark.hash => Ok(None),
+        Ok(_) => Ok(Some(format!("seq {} holds other bytes", mark.seq))),
+        Err(e) => Err(anyhow::anyhow!("reading seq {}: {e}", mark.seq)),
+    }
+}
+
+/// Writes snapshots off the owner's task, one at a time, atomically
+/// (temporary file, fsync, rename, fsync of the directory).
+struct SnapshotWriter {
+    path: Option<PathBuf>,
+    node: String,
+    /// Messages folded since the last snapshot started.
+    folded: u64,
+    pending: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl SnapshotWriter {
+    fn new(f: &Fold) -> Self {
+        Self {
+            path: f.snapshot.clone(),
+            node: f.node.clone(),
+            folded: 0,
+            pending: None,
+        }
+    }
+
+    fn write(
+        &mut self,
+        state: &State,
+        positions: &BTreeMap<String, Position>,
+        metrics: &Arc<Metrics>,
+    ) {
+        let Some(path) = self.path.clone() else {
+            return;
+        };
+        if self.pending.as_ref().is_some_and(|p| !p.is_finished()) {
+            return; // the next trigger takes it
+        }
+        self.folded = 0;
+        let snap = Snapshot {
+            node: self.node.clone(),
+            taken_ms: crate::member::publisher::now_us() / 1000,
+            state: state.clone(),
+            positions: positions.clone(),
+        };
+        let metrics = metrics.clone();
+        self.pending = Some(tokio::task::spawn_blocking(move || {
+            match write_atomic(&path, &snap.encode()) {
+                Ok(()) => {
+                    metrics.snapshots_written.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    metrics.snapshot_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!("writing the state snapshot {}: {e:#}", path.display());
+                }
+            }
+        }));
+    }
+
+    async fn finish(self) {
+        if let Some(p) = self.pending {
+            let _ = p.await;
+        }
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let tmp = path.with_extension("snapshot.tmp");
+    let mut file =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming onto {}", path.display()))?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 fn answer(state: &State, node: &str, member: &str, payload: &[u8]) -> Vec<u8> {
@@ -127,16 +399,17 @@ fn answer(state: &State, node: &str, member: &str, payload: &[u8]) -> Vec<u8> {
     v.to_string().into_bytes()
 }
 
-/// Reads one local stream in order, forever, feeding the owner.
+/// Reads one local stream in order from `pos`, forever, feeding the owner.
 async fn feeder(
     js: Context,
     origin: String,
+    pos: Position,
     tx: mpsc::Sender<Feed>,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) {
-    let mut next = 1u64;
-    let mut cursor = Cursor::new(&origin);
+    let mut next = pos.read + 1;
+    let mut cursor = StreamCursor::after(&origin, pos.mark);
     let mut backoff = Duration::from_millis(100);
     loop {
         let res = tokio::select! {
@@ -161,7 +434,7 @@ async fn feed_once(
     js: &Context,
     origin: &str,
     next: &mut u64,
-    cursor: &mut Cursor,
+    cursor: &mut StreamCursor,
     tx: &mpsc::Sender<Feed>,
     metrics: &Metrics,
 ) -> anyhow::Result<()> {
@@ -174,7 +447,7 @@ async fn feed_once(
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .stream_sequence;
         let feed = match cursor.judge(seq, &msg.payload) {
-            Verdict::Valid(ev) => Feed::Event(ev),
+            Verdict::Valid { event, hash } => Feed::Event(event, hash),
             Verdict::Foreign(why) => {
                 let n = metrics.rejected.fetch_add(1, Ordering::Relaxed) + 1;
                 if super::metrics::worth_logging(n) {

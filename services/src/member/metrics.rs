@@ -18,6 +18,10 @@ pub struct Metrics {
     pub publish_retries: AtomicU64,
     pub pull_restarts: AtomicU64,
     pub hook_failures: AtomicU64,
+    pub snapshots_written: AtomicU64,
+    pub snapshot_failures: AtomicU64,
+    pub snapshots_refused: AtomicU64,
+    pub origins_restored: AtomicU64,
 }
 
 impl Metrics {
@@ -33,6 +37,10 @@ impl Metrics {
             bad_commands: g(&self.bad_commands),
             nats_restarts,
             publish_retries: g(&self.publish_retries),
+            snapshots_written: g(&self.snapshots_written),
+            snapshot_failures: g(&self.snapshot_failures),
+            snapshots_refused: g(&self.snapshots_refused),
+            origins_restored: g(&self.origins_restored),
         }
     }
 }

@@ -23,7 +23,6 @@ pub mod metrics;
 pub mod publisher;
 pub mod replicator;
 pub mod sources;
-pub mod verify;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -241,16 +240,18 @@ async fn serve(
     let mut origins = vec![node.id.clone()];
     origins.extend(topo.descendants(&node.id).iter().map(|n| n.id.clone()));
     let fold_task = tokio::spawn({
-        let (client, js, node_id, member, metrics, c) = (
-            client.clone(),
-            js.clone(),
-            node.id.clone(),
-            opts.member.clone(),
-            metrics.clone(),
-            always.clone(),
-        );
+        let f = fold::Fold {
+            client: client.clone(),
+            js: js.clone(),
+            node: node.id.clone(),
+            member: opts.member.clone(),
+            origins,
+            snapshot: Some(fold::snapshot_path(&opts.data)),
+            metrics: metrics.clone(),
+        };
+        let c = always.clone();
         async move {
-            if let Err(e) = fold::run(client, js, node_id, member, origins, metrics, c).await {
+            if let Err(e) = fold::run(f, c).await {
                 tracing::error!("state service stopped: {e:#}");
             }
         }

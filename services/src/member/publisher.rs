@@ -228,9 +228,12 @@ struct Task {
 }
 
 impl Task {
-    async fn run(mut self, mut rx: mpsc::Receiver<Request>, cancel: CancellationToken) {
+    async fn run(self, rx: mpsc::Receiver<Request>, cancel: CancellationToken) {
         let span = tracing::info_span!("publisher", origin = %self.origin, member = %self.member);
-        let _g = span.enter();
+        tracing::Instrument::instrument(self.serve(rx, cancel), span).await
+    }
+
+    async fn serve(mut self, mut rx: mpsc::Receiver<Request>, cancel: CancellationToken) {
         let mut open = true;
         let every = self
             .signer

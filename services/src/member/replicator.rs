@@ -50,7 +50,16 @@ impl Puller {
         cancel: CancellationToken,
     ) {
         let span = tracing::info_span!("puller", origin = %self.origin, from = %self.source_domain);
-        let _g = span.enter();
+        tracing::Instrument::instrument(self.serve(client, local, metrics, cancel), span).await
+    }
+
+    async fn serve(
+        self,
+        client: Client,
+        local: Context,
+        metrics: Arc<Metrics>,
+        cancel: CancellationToken,
+    ) {
         let remote = jetstream::with_domain(client, &self.source_domain);
         let mut backoff = Duration::from_millis(100);
         loop {
