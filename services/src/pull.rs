@@ -19,7 +19,7 @@ const EXPIRES: Duration = Duration::from_secs(2);
 /// Idle heartbeat: two missed ones end the read (so ~2 s to notice a dead link).
 const HEARTBEAT: Duration = Duration::from_millis(1000);
 /// Messages per pull request (also the client-side buffer).
-const BATCH: usize = 1000;
+const BATCH: usize = 4000;
 
 /// Reads `stream` from `start` on, in order, without acks. The consumer is
 /// ephemeral and removed by the server shortly after the reader goes away.

@@ -258,9 +258,10 @@ impl Task {
                     .appender
                     .send(
                         p.subject.clone(),
-                        msg_id(&self.origin, p.seq),
+                        Some(msg_id(&self.origin, p.seq)),
                         p.seq,
                         p.bytes.clone(),
+                        true,
                     )
                     .await;
                 if let Err(e) = res {
@@ -350,7 +351,7 @@ impl Task {
         }
         if let Err(e) = self
             .appender
-            .send(subject, msg_id(&self.origin, seq), seq, bytes)
+            .send(subject, Some(msg_id(&self.origin, seq)), seq, bytes, true)
             .await
         {
             self.unsent += 1;

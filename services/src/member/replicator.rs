@@ -27,7 +27,10 @@ use crate::append::Appender;
 use crate::streams;
 
 /// Appends in flight into the local replica.
-const WINDOW: usize = 512;
+const WINDOW: usize = 2048;
+/// During catch-up, one append in this many asks for an ack (see
+/// `crate::append`); the last one of what the source holds always does.
+const ACK_EVERY: u64 = 256;
 
 /// One puller: `origin`'s stream from `source_domain` into the local replica.
 #[derive(Debug, Clone)]
@@ -120,16 +123,19 @@ impl Puller {
             .context("starting the pull")?;
         let mut appender = Appender::new(local.clone(), WINDOW);
         let mut expected = tail + 1;
+        let mut confirmed = tail;
         loop {
             tokio::select! {
                 ack = appender.next_ack(), if !appender.is_empty() => {
-                    ack?;
-                    metrics.replicated.fetch_add(1, Ordering::Relaxed);
+                    let seq = ack?;
+                    metrics.replicated.fetch_add(seq - confirmed, Ordering::Relaxed);
+                    confirmed = seq;
                 }
                 msg = messages.next(), if !appender.is_full() => {
                     let Some(msg) = msg else { bail!("pull ended") };
                     let msg = msg.map_err(|e| anyhow::anyhow!("pull: {e}"))?;
-                    let seq = msg.info().map_err(|e| anyhow::anyhow!("message info: {e}"))?.stream_sequence;
+                    let info = msg.info().map_err(|e| anyhow::anyhow!("message info: {e}"))?;
+                    let (seq, pending) = (info.stream_sequence, info.pending);
                     if seq != expected {
                         // Deleted at the source: seq alignment cannot be kept.
                         bail!("source skipped from {expected} to {seq}");
@@ -137,7 +143,8 @@ impl Puller {
                     let token = msg.subject.rsplit('.').next().unwrap_or("_").to_owned();
                     let subject = streams::replica_subject(&self.holder, &self.origin, &token);
                     let payload: Bytes = msg.payload.clone();
-                    appender.send(subject, format!("{}:{seq}", self.origin), seq, payload).await?;
+                    let ack = pending == 0 || seq.is_multiple_of(ACK_EVERY) || appender.window_left() <= 1;
+                    appender.send(subject, None, seq, payload, ack).await?;
                     expected += 1;
                 }
                 _ = cancel.cancelled() => return Ok(()),
