@@ -555,9 +555,20 @@ pub fn codec(a: BenchCodecArgs) -> anyhow::Result<u8> {
         }
     }
     let verify_fold_ns = t.elapsed().as_nanos() as f64 / n as f64;
+    // A checkpoint: one ed25519 signature over the chain head, then sealed
+    // like any event; spread over the default 1000 events per checkpoint.
+    let key = events::nkeys::KeyPair::new_user();
+    let signs = (n / 100).clamp(100, 2000);
+    let t = Instant::now();
+    for i in 0..signs {
+        std::hint::black_box(events::sign_checkpoint(&key, LEAF, "a", 1, i, [7; 32])?);
+    }
+    let sign_ns = t.elapsed().as_nanos() as f64 / signs as f64;
+    let per_event_ns = (sign_ns + seal_ns) / 1000.0;
     let size = sealed.first().map(Vec::len).unwrap_or(0);
     let out = json!({"events": n, "bytes": size, "seal_ns": seal_ns, "decode_ns": decode_ns,
-                     "hash_ns": hash_ns, "decode_verify_fold_ns": verify_fold_ns});
+                     "hash_ns": hash_ns, "decode_verify_fold_ns": verify_fold_ns,
+                     "checkpoint_sign_ns": sign_ns, "checkpoint_ns_per_event_at_1000": per_event_ns});
     if a.json {
         println!("{out}");
     } else {
@@ -569,6 +580,8 @@ pub fn codec(a: BenchCodecArgs) -> anyhow::Result<u8> {
             "  decode + verify chain + fold        {verify_fold_ns:>8.0} ns/event ({:.0} events/s)",
             1e9 / verify_fold_ns
         );
+        println!("  checkpoint signature (ed25519)      {sign_ns:>8.0} ns/checkpoint");
+        println!("  checkpoints every 1000 events       {per_event_ns:>8.1} ns/event (signature + one more sealed event)");
     }
     Ok(0)
 }

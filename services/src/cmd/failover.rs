@@ -153,16 +153,18 @@ fn member<'a>(ready: &'a Json, node: &str, name: &str) -> anyhow::Result<&'a Jso
         .with_context(|| format!("{node}/{name} not in the ready line"))
 }
 
-async fn role_of(client: &async_nats::Client, name: &str) -> Option<(String, u64)> {
+/// The member-info reply of pair member `name`, if it answers in `patience`.
+async fn info_of(client: &async_nats::Client, name: &str, patience: Duration) -> Option<Json> {
     let subject = format!("canopy.member.{PAIR}.{name}");
-    let msg = tokio::time::timeout(
-        Duration::from_millis(300),
-        client.request(subject, "".into()),
-    )
-    .await
-    .ok()?
-    .ok()?;
-    let v: Json = serde_json::from_slice(&msg.payload).ok()?;
+    let msg = tokio::time::timeout(patience, client.request(subject, "".into()))
+        .await
+        .ok()?
+        .ok()?;
+    serde_json::from_slice(&msg.payload).ok()
+}
+
+async fn role_of(client: &async_nats::Client, name: &str) -> Option<(String, u64)> {
+    let v = info_of(client, name, Duration::from_millis(300)).await?;
     Some((v["role"].as_str()?.to_owned(), v["epoch"].as_u64()?))
 }
 
@@ -265,15 +267,7 @@ async fn trials(a: &BenchFailoverArgs, ready: &Json) -> anyhow::Result<(Trials, 
 }
 
 async fn current_pid(client: &async_nats::Client, name: &str) -> Option<u32> {
-    let subject = format!("canopy.member.{PAIR}.{name}");
-    let msg = tokio::time::timeout(
-        Duration::from_millis(500),
-        client.request(subject, "".into()),
-    )
-    .await
-    .ok()?
-    .ok()?;
-    let v: Json = serde_json::from_slice(&msg.payload).ok()?;
+    let v = info_of(client, name, Duration::from_millis(500)).await?;
     v["pid"].as_u64().map(|p| p as u32)
 }
 

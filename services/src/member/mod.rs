@@ -323,11 +323,11 @@ async fn serve(
             }
             req = info_sub.next() => {
                 let Some(req) = req else { break };
-                reply_info(&client, req.reply, opts, node, &role_rx, &active, &supervised, &plc_health, &ctx).await;
+                reply_info(req.reply, &ctx, &role_rx, &active, &supervised, &plc_health).await;
             }
             req = hello_sub.next() => {
                 let Some(req) = req else { break };
-                reply_info(&client, req.reply, opts, node, &role_rx, &active, &supervised, &plc_health, &ctx).await;
+                reply_info(req.reply, &ctx, &role_rx, &active, &supervised, &plc_health).await;
             }
             _ = tokio::time::sleep(Duration::from_millis(200)), if pending_retry => {}
             _ = cancel.cancelled() => break,
@@ -409,17 +409,15 @@ async fn report_health(
 /// request on it lists the whole tree (`canopy status`).
 pub const HELLO: &str = "canopy.hello";
 
-#[allow(clippy::too_many_arguments)]
+/// Answers a member-info request; the member's identity, connection and
+/// counters come from `ctx`, its role from the rest.
 async fn reply_info(
-    client: &async_nats::Client,
     reply: Option<async_nats::Subject>,
-    opts: &Options,
-    node: &topology::Node,
+    ctx: &active::Ctx,
     role: &watch::Receiver<RoleState>,
     active: &Option<active::Active>,
     supervised: &Option<supervisor::Supervised>,
     plc: &Option<watch::Receiver<Option<bool>>>,
-    ctx: &active::Ctx,
 ) {
     let Some(reply) = reply else { return };
     let r = role.borrow().clone();
@@ -429,8 +427,8 @@ async fn reply_info(
         .unwrap_or(0);
     let plc_ok = plc.as_ref().and_then(|p| *p.borrow());
     let info = MemberInfo {
-        node: node.id.clone(),
-        member: opts.member.clone(),
+        node: ctx.node.id.clone(),
+        member: ctx.member.clone(),
         pid: std::process::id(),
         nats_pid: supervised.as_ref().and_then(|s| *s.pid.borrow()),
         role: if active.is_some() {
@@ -456,7 +454,7 @@ async fn reply_info(
             .unwrap_or_default(),
     };
     let body = serde_json::to_vec(&info).unwrap_or_default();
-    let _ = client.publish(reply, body.into()).await;
+    let _ = ctx.client.publish(reply, body.into()).await;
 }
 
 /// Creates the node's own stream and one replica per descendant origin.

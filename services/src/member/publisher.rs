@@ -426,8 +426,8 @@ impl Task {
                 return;
             }
             match self.stream_tail(&name).await {
-                Ok(last) => {
-                    self.reconcile(&name, last).await;
+                Ok((stream, last)) => {
+                    self.reconcile(&stream, last).await;
                     self.unsent = self.pending.len();
                     return;
                 }
@@ -446,17 +446,18 @@ impl Task {
         }
     }
 
-    async fn stream_tail(&mut self, name: &str) -> anyhow::Result<u64> {
+    async fn stream_tail(
+        &mut self,
+        name: &str,
+    ) -> anyhow::Result<(async_nats::jetstream::stream::Stream, u64)> {
         let mut s = self.js.get_stream(name).await?;
-        Ok(s.info().await?.state.last_sequence)
+        let last = s.info().await?.state.last_sequence;
+        Ok((s, last))
     }
 
     /// Confirms pending events the stream already holds (byte-identical) and
     /// re-seals the rest when a foreign message took their place.
-    async fn reconcile(&mut self, name: &str, last: u64) {
-        let Ok(stream) = self.js.get_stream(name).await else {
-            return;
-        };
+    async fn reconcile(&mut self, stream: &async_nats::jetstream::stream::Stream, last: u64) {
         while let Some(front) = self.pending.front() {
             if front.seq > last {
                 break;
