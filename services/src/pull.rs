@@ -15,9 +15,11 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy};
 use async_nats::jetstream::stream::Stream;
 
 /// How long one pull request waits server-side before being renewed.
-const EXPIRES: Duration = Duration::from_secs(2);
-/// Idle heartbeat: two missed ones end the read (so ~2 s to notice a dead link).
-const HEARTBEAT: Duration = Duration::from_millis(1000);
+const EXPIRES: Duration = Duration::from_millis(1000);
+/// Idle heartbeat: two missed ones end the read (so ~0.5 s to notice that
+/// the consumer is gone, e.g. with the server of a pair member that was
+/// killed).
+const HEARTBEAT: Duration = Duration::from_millis(250);
 /// Messages per pull request (also the client-side buffer).
 const BATCH: usize = 4000;
 

@@ -63,7 +63,13 @@ impl Puller {
         metrics: Arc<Metrics>,
         cancel: CancellationToken,
     ) {
-        let remote = jetstream::with_domain(client, &self.source_domain);
+        // Short API timeout: a consumer create that the meta leader placed
+        // on a server that just died never answers; asking again soon gets
+        // a live placement sooner than waiting out a long timeout.
+        let remote = jetstream::ContextBuilder::new()
+            .domain(&self.source_domain)
+            .timeout(Duration::from_millis(1000))
+            .build(client);
         let mut backoff = Duration::from_millis(100);
         loop {
             let res = tokio::select! {
@@ -82,7 +88,7 @@ impl Puller {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = cancel.cancelled() => return,
                     }
-                    backoff = (backoff * 2).min(Duration::from_millis(800));
+                    backoff = (backoff * 2).min(Duration::from_millis(400));
                 }
             }
             if cancel.is_cancelled() {
