@@ -181,24 +181,20 @@ pub async fn start(
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) -> anyhow::Result<(Publisher, tokio::task::JoinHandle<()>)> {
-    let (chain, resumed) = match tokio::time::timeout(
-        RESUME_PATIENCE,
-        resume(&js, &origin, &member, epoch),
-    )
-    .await
-    {
-        Ok(Ok(chain)) => (chain, true),
-        Ok(Err(e)) => {
-            tracing::warn!("own stream not readable yet ({e:#}); events queue until it is");
-            (Chain::new(&origin, &member, epoch), false)
-        }
-        Err(_) => {
-            tracing::warn!(
+    let (chain, resumed) =
+        match tokio::time::timeout(RESUME_PATIENCE, resume(&js, &origin, &member, epoch)).await {
+            Ok(Ok(chain)) => (chain, true),
+            Ok(Err(e)) => {
+                tracing::warn!("own stream not readable yet ({e:#}); events queue until it is");
+                (Chain::new(&origin, &member, epoch), false)
+            }
+            Err(_) => {
+                tracing::warn!(
                 "own stream not answering within {RESUME_PATIENCE:?}; events queue until it does"
             );
-            (Chain::new(&origin, &member, epoch), false)
-        }
-    };
+                (Chain::new(&origin, &member, epoch), false)
+            }
+        };
     let head = Confirmed {
         epoch,
         seq: chain.next_seq() - 1,
