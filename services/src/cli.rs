@@ -143,6 +143,17 @@ pub enum TopologyCmd {
     },
     /// Print the embedded default topology (what `canopy lab` runs without --topology).
     Default,
+    /// Print a docker compose file running the topology: one container per
+    /// member, witness and simulated PLC, each at its topology address
+    /// (hosts must be IPv4 addresses of one /24). See scripts/compose-lab.
+    Compose {
+        /// The topology file (mounted from beside the compose file as
+        /// `topology.toml`, with the keys from `keys/`).
+        file: PathBuf,
+        /// The image to run (built by scripts/compose-lab).
+        #[arg(long, default_value = "canopy:lab")]
+        image: String,
+    },
 }
 
 /// `canopy keys ...`.

@@ -349,10 +349,19 @@ async fn start_plc(exe: &Path, args: &[String]) -> anyhow::Result<(tokio::proces
 /// address, driving its read-only points with gentle profiles (writable
 /// points are left for clients to write).
 pub fn plc_sims(topo: &Topology) -> Vec<(String, Vec<String>)> {
+    plc_sims_where(topo, is_loopback)
+}
+
+/// [`plc_sims`] for the PLC addresses `simulated` accepts (the compose lab
+/// simulates every one).
+pub fn plc_sims_where(
+    topo: &Topology,
+    simulated: impl Fn(&str) -> bool,
+) -> Vec<(String, Vec<String>)> {
     let mut out: Vec<(String, Vec<String>)> = Vec::new();
     for node in &topo.nodes {
         let Some(dev) = &node.modbus else { continue };
-        if !is_loopback(&dev.address) {
+        if !simulated(&dev.address) {
             continue;
         }
         let drives: Vec<String> = node

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod bench;
 pub mod client;
+pub mod compose;
 pub mod failover;
 pub mod keys;
 pub mod lab;
@@ -26,6 +27,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Cmd::Witness(a) => witness::run(a).await,
         Cmd::PlcSim(a) => plcsim::run(a).await,
         Cmd::Topology(TopologyCmd::Check { file }) => topo::check(&file),
+        Cmd::Topology(TopologyCmd::Compose { file, image }) => {
+            let t = load_topology(&file)?;
+            print!(
+                "{}",
+                compose::render(&t, &file.display().to_string(), &image)?
+            );
+            Ok(0)
+        }
         Cmd::Topology(TopologyCmd::Default) => {
             print!("{}", topology::DEFAULT_TOPOLOGY);
             Ok(0)
