@@ -117,6 +117,20 @@ impl Node {
         self.members.len() == 2
     }
 
+    /// Every process the node runs, as (name, endpoint): its members, then
+    /// its witness (named `witness`) if it has one.
+    pub fn processes(&self) -> Vec<(&str, &Endpoint)> {
+        let mut out: Vec<(&str, &Endpoint)> = self
+            .members
+            .iter()
+            .map(|m| (m.name.as_str(), &m.endpoint))
+            .collect();
+        if let Some(w) = &self.witness {
+            out.push(("witness", w));
+        }
+        out
+    }
+
     /// The member called `name`.
     pub fn member(&self, name: &str) -> Option<&Member> {
         self.members.iter().find(|m| m.name == name)

@@ -25,15 +25,7 @@ const KEYS_MOUNT: &str = "/keys";
 pub fn render(topo: &Topology, topology_file: &str, image: &str) -> anyhow::Result<String> {
     let mut hosts: Vec<(String, Ipv4Addr)> = Vec::new();
     for node in &topo.nodes {
-        let mut eps: Vec<(&str, &topology::Endpoint)> = node
-            .members
-            .iter()
-            .map(|m| (m.name.as_str(), &m.endpoint))
-            .collect();
-        if let Some(w) = &node.witness {
-            eps.push(("witness", w));
-        }
-        for (name, ep) in eps {
+        for (name, ep) in node.processes() {
             let ip: Ipv4Addr = ep.host.parse().with_context(|| {
                 format!(
                     "{}: node {} member {name}: host {:?} is not an IPv4 address (the compose lab places every container at its topology address)",
@@ -84,15 +76,7 @@ pub fn render(topo: &Topology, topology_file: &str, image: &str) -> anyhow::Resu
     let _ = writeln!(y, "        - subnet: {}.{}.{}.0/24", net[0], net[1], net[2]);
     let _ = writeln!(y, "services:");
     for node in &topo.nodes {
-        let mut procs: Vec<(&str, &topology::Endpoint)> = node
-            .members
-            .iter()
-            .map(|m| (m.name.as_str(), &m.endpoint))
-            .collect();
-        if let Some(w) = &node.witness {
-            procs.push(("witness", w));
-        }
-        for (name, ep) in procs {
+        for (name, ep) in node.processes() {
             let mut args: Vec<String> = if name == "witness" {
                 vec!["witness".into()]
             } else {

@@ -163,15 +163,8 @@ async fn start_and_wait(
     let mut members = Vec::new();
     for node in &topo.nodes {
         // Members first, then the witness; each is its own process.
-        let mut procs_of_node: Vec<(String, &topology::Endpoint)> = node
-            .members
-            .iter()
-            .map(|m| (m.name.clone(), &m.endpoint))
-            .collect();
-        if let Some(w) = &node.witness {
-            procs_of_node.push(("witness".to_owned(), w));
-        }
-        for (name, endpoint) in procs_of_node {
+        for (name, endpoint) in node.processes() {
+            let name = name.to_owned();
             let data = workdir.join(&node.id).join(&name);
             if let Err(e) = std::fs::create_dir_all(&data) {
                 return Err((anyhow::anyhow!("creating {}: {e}", data.display()), procs));
