@@ -176,3 +176,69 @@ async fn a_publisher_started_before_its_stream_answers_queues_then_publishes_in_
     let _ = task.await;
     drop(server);
 }
+
+/// Two publishers of one origin, as around a failover: b (epoch 2) resumed
+/// at the tail, then a (epoch 1, not yet fenced off) appends once more. b's
+/// next append is refused, and b must re-seal onto a's event, the one the
+/// stream holds, not onto the last event b had seen: the chain stays
+/// unbroken across both members.
+#[tokio::test]
+async fn a_publisher_reseals_onto_the_event_another_member_wrote() {
+    let server = Server::start();
+    let js = context(&server.url).await;
+    let origin = "root.south";
+    let mut s = js
+        .create_stream(stream::Config {
+            name: events::subjects::stream_name(origin),
+            subjects: vec![format!("canopy.ev.{origin}.>")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let body = |i: i64| {
+        events::Body::Value(events::ValueBody {
+            point: "p".into(),
+            value: events::Value::Int(i),
+            quality: events::Quality::Good,
+        })
+    };
+    let cancel = CancellationToken::new();
+    let start = |member: &str, epoch: u64| {
+        publisher::start(
+            js.clone(),
+            origin.into(),
+            member.into(),
+            epoch,
+            Arc::new(|| true),
+            None,
+            Arc::new(Metrics::default()),
+            cancel.clone(),
+        )
+    };
+    let (a, a_task) = start("a", 1).await.unwrap();
+    for i in 1..=3 {
+        a.publish(body(i)).await.unwrap();
+    }
+    let (b, b_task) = start("b", 2).await.unwrap();
+    assert_eq!(a.publish(body(4)).await.unwrap().seq, 4);
+    let c = tokio::time::timeout(Duration::from_secs(30), b.publish(body(5)))
+        .await
+        .expect("b publishes after re-sealing")
+        .unwrap();
+    assert_eq!(c.seq, 5);
+    let mut cursor = events::OriginCursor::new(origin);
+    for seq in 1..=5u64 {
+        let m = s.get_raw_message(seq).await.unwrap();
+        let ev = events::decode(&m.payload).unwrap();
+        cursor
+            .advance(&ev, &m.payload)
+            .unwrap_or_else(|v| panic!("seq {seq}: {v}"));
+        assert_eq!(ev.member, if seq == 5 { "b" } else { "a" });
+    }
+    assert_eq!(s.info().await.unwrap().state.last_sequence, 5);
+    cancel.cancel();
+    drop((a, b));
+    let _ = a_task.await;
+    let _ = b_task.await;
+    drop(server);
+}

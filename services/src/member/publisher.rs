@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use async_nats::jetstream::stream::Stream;
 use async_nats::jetstream::Context;
 use bytes::Bytes;
 use events::{Body, Chain};
@@ -126,44 +127,66 @@ struct Pending {
     done: Option<oneshot::Sender<Confirmed>>,
 }
 
-/// Reads the chain head from the origin's own stream (resume after restart).
-async fn resume(js: &Context, origin: &str, member: &str, epoch: u64) -> anyhow::Result<Chain> {
-    let name = events::subjects::stream_name(origin);
-    let mut stream = js.get_stream(&name).await.context("own stream")?;
-    let last = stream.info().await?.state.last_sequence;
-    // Walk back over foreign messages (garbage someone published on our
-    // subjects) to the last event of ours; the chain links valid events.
-    let mut seq = last;
+/// The tail of the origin's own stream: its last sequence, read from the
+/// stream's leader. A clustered stream without a leader (a pair whose
+/// members both restarted) may be answered by a follower that is behind;
+/// sealing after such a tail would fork the chain, so it is an error (the
+/// caller asks again).
+async fn leader_tail(stream: &mut Stream) -> anyhow::Result<u64> {
+    let info = stream.info().await?;
+    if let Some(c) = &info.cluster {
+        if !c.replicas.is_empty() && c.leader.as_deref().unwrap_or("").is_empty() {
+            anyhow::bail!("stream {} has no leader yet", info.config.name);
+        }
+    }
+    Ok(info.state.last_sequence)
+}
+
+/// The last valid event of `origin` at or below `from` in its stream
+/// (walking back over foreign messages): its hash and epoch, what the next
+/// event must chain onto. None when there is none left (empty, expired,
+/// all foreign).
+async fn last_valid(stream: &Stream, origin: &str, from: u64) -> Option<(events::Hash, u64)> {
+    let mut seq = from;
     while seq > 0 {
         match stream.get_raw_message(seq).await {
             Ok(msg) => {
                 if let Ok(ev) = events::decode(&msg.payload) {
                     if ev.origin == origin && ev.seq == seq {
-                        let e = epoch.max(ev.epoch);
-                        let mut chain =
-                            Chain::resume(origin, member, e, last, events::hash(&msg.payload));
-                        chain.set_epoch(e).ok();
-                        return Ok(chain);
+                        return Some((events::hash(&msg.payload), ev.epoch));
                     }
                 }
                 seq -= 1;
             }
             // Deleted or expired by retention: nothing older to link to.
-            Err(_) => break,
+            Err(_) => return None,
         }
     }
-    if last == 0 {
-        Ok(Chain::new(origin, member, epoch))
-    } else {
+    None
+}
+
+/// Reads the chain head from the origin's own stream (resume after restart).
+async fn resume(js: &Context, origin: &str, member: &str, epoch: u64) -> anyhow::Result<Chain> {
+    let name = events::subjects::stream_name(origin);
+    let mut stream = js.get_stream(&name).await.context("own stream")?;
+    let last = leader_tail(&mut stream).await?;
+    match last_valid(&stream, origin, last).await {
+        Some((hash, ev_epoch)) => {
+            let e = epoch.max(ev_epoch);
+            let mut chain = Chain::resume(origin, member, e, last, hash);
+            chain.set_epoch(e).ok();
+            Ok(chain)
+        }
+        None if last == 0 => Ok(Chain::new(origin, member, epoch)),
         // No valid event left (all expired or foreign): start a fresh link
         // after the stream's tail so seq == stream sequence still holds.
-        Ok(Chain::resume(
+        None => Ok(Chain::resume(
             origin,
             member,
             epoch,
             last,
             events::ZERO_HASH,
-        ))
+        )),
     }
 }
 
@@ -500,18 +523,15 @@ impl Task {
         }
     }
 
-    async fn stream_tail(
-        &mut self,
-        name: &str,
-    ) -> anyhow::Result<(async_nats::jetstream::stream::Stream, u64)> {
+    async fn stream_tail(&mut self, name: &str) -> anyhow::Result<(Stream, u64)> {
         let mut s = self.js.get_stream(name).await?;
-        let last = s.info().await?.state.last_sequence;
+        let last = leader_tail(&mut s).await?;
         Ok((s, last))
     }
 
     /// Confirms pending events the stream already holds (byte-identical) and
     /// re-seals the rest when a foreign message took their place.
-    async fn reconcile(&mut self, stream: &async_nats::jetstream::stream::Stream, last: u64) {
+    async fn reconcile(&mut self, stream: &Stream, last: u64) {
         while let Some(front) = self.pending.front() {
             if front.seq > last {
                 break;
@@ -520,14 +540,16 @@ impl Task {
             match stream.get_raw_message(seq).await {
                 Ok(m) if m.payload == front.bytes => self.confirm(seq),
                 _ => {
-                    // Someone else's message holds this sequence: re-seal
-                    // everything pending after the stream's tail.
+                    // Another message holds this sequence (a foreign one, or
+                    // an event of the origin this publisher did not write):
+                    // re-seal everything pending after the stream's tail.
                     self.metrics.rejected.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(
                         seq,
-                        "a foreign message occupies our stream; re-sealing after it"
+                        "another message occupies our stream; re-sealing after it"
                     );
-                    self.reseal_after(last);
+                    let link = last_valid(stream, &self.origin, last).await;
+                    self.reseal_after(last, link);
                     return;
                 }
             }
@@ -539,15 +561,30 @@ impl Task {
                     tail = last,
                     "stream tail moved; re-sealing"
                 );
-                self.reseal_after(last);
+                let link = last_valid(stream, &self.origin, last).await;
+                self.reseal_after(last, link);
             }
         }
     }
 
-    fn reseal_after(&mut self, last: u64) {
-        // The chain links the last confirmed event; seqs restart after the tail.
-        let last_hash = self.last_confirmed_hash();
+    /// Re-seals every pending event after the stream's tail `last`,
+    /// chained onto `link`: the last valid event of the origin the stream
+    /// holds (hash, epoch), which may be another member's. Without one
+    /// (all foreign or expired), onto the last event this publisher had
+    /// confirmed.
+    fn reseal_after(&mut self, last: u64, link: Option<(events::Hash, u64)>) {
         let epoch = self.chain.epoch();
+        let last_hash = match link {
+            Some((hash, link_epoch)) => {
+                if link_epoch > epoch {
+                    // A newer epoch wrote it: this member is deposed, and
+                    // its fence stops the appends before any lands.
+                    tracing::error!(link_epoch, epoch, "the stream holds a newer epoch");
+                }
+                hash
+            }
+            None => self.last_confirmed_hash(),
+        };
         self.chain = Chain::resume(&self.origin, &self.member, epoch, last, last_hash);
         let old: Vec<Pending> = self.pending.drain(..).collect();
         for p in old {
