@@ -13,7 +13,7 @@
 //! at the moment it happens, so a member that lost its lease stops writing
 //! even before this module hears about it.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -96,6 +96,11 @@ pub struct Active {
     publisher: Publisher,
     pub_cancel: CancellationToken,
     pub_task: JoinHandle<()>,
+    /// Set when this activation ends: its publisher's fence is closed for
+    /// good, even if the member's lease becomes valid again under a later
+    /// epoch (a publisher still retrying a stalled stream must never append
+    /// its old epoch's events beside the next activation's).
+    retired: Arc<AtomicBool>,
     /// In dependency order (the publisher is separate: first in, last out).
     running: Vec<Running>,
 }
@@ -105,12 +110,17 @@ impl Active {
     pub async fn start(ctx: &Ctx, epoch: u64, reason: &str) -> anyhow::Result<Active> {
         let node = &ctx.node;
         let pub_cancel = CancellationToken::new();
+        let retired = Arc::new(AtomicBool::new(false));
+        let fence: Fence = {
+            let (lease, retired) = (ctx.fence.clone(), retired.clone());
+            Arc::new(move || !retired.load(Ordering::SeqCst) && lease())
+        };
         let (publisher, pub_task) = publisher::start(
             ctx.js.clone(),
             node.id.clone(),
             ctx.member.clone(),
             epoch,
-            ctx.fence.clone(),
+            fence,
             ctx.signer.clone(),
             ctx.metrics.clone(),
             pub_cancel.clone(),
@@ -122,6 +132,7 @@ impl Active {
             publisher,
             pub_cancel,
             pub_task,
+            retired,
             running: Vec::new(),
         };
         // The role first, then the points: a watcher sees who speaks from here on.
@@ -326,9 +337,20 @@ impl Active {
             let _ =
                 tokio::time::timeout(Duration::from_secs(1), self.publisher.publish(role)).await;
         }
+        self.retired.store(true, Ordering::SeqCst);
         self.pub_cancel.cancel();
         drop(self.publisher);
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.pub_task).await;
+        let abort = self.pub_task.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(5), self.pub_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                epoch = self.epoch,
+                "the publisher did not stop in 5 s; aborted"
+            );
+            abort.abort();
+        }
     }
 
     /// The last confirmed (epoch, seq).

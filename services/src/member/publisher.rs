@@ -470,7 +470,9 @@ impl Task {
         let name = events::subjects::stream_name(&self.origin);
         let mut backoff = Duration::from_millis(50);
         loop {
-            if cancel.is_cancelled() && self.pending.is_empty() {
+            // A closed fence ends the recovery: the serve loop then stops
+            // without appending (the pending events were never confirmed).
+            if !(self.fence)() || (cancel.is_cancelled() && self.pending.is_empty()) {
                 return;
             }
             match self.stream_tail(&name).await {
