@@ -1,8 +1,7 @@
 //! Stream writers against a real nats-server: the appender's sparse acks
 //! confirm what came before them and a refused unacknowledged append
-//! surfaces at the next acknowledged one; a publisher started before its
-//! stream answers queues its events and publishes them in order once it
-//! does.
+//! surfaces at the next acknowledged one; a publisher re-seals onto the
+//! event another member wrote.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -112,68 +111,6 @@ async fn sparse_acks_confirm_the_run_and_surface_a_refused_append() {
     let err = app.next_ack().await.unwrap_err();
     assert!(matches!(err, AppendError::Refused { seq: 12, .. }), "{err}");
     assert_eq!(s.info().await.unwrap().state.last_sequence, 8);
-    drop(server);
-}
-
-#[tokio::test]
-async fn a_publisher_started_before_its_stream_answers_queues_then_publishes_in_order() {
-    let server = Server::start();
-    let js = context(&server.url).await;
-    let origin = "root.south";
-    let cancel = CancellationToken::new();
-    // No stream yet: the start does not wait for it.
-    let (publisher, task) = publisher::start(
-        js.clone(),
-        origin.into(),
-        "a".into(),
-        1,
-        Arc::new(|| true),
-        None,
-        Arc::new(Metrics::default()),
-        cancel.clone(),
-    )
-    .await
-    .expect("a publisher even without its stream");
-    let body = |i: i64| {
-        events::Body::Value(events::ValueBody {
-            point: "p".into(),
-            value: events::Value::Int(i),
-            quality: events::Quality::Good,
-        })
-    };
-    for i in 1..=5 {
-        publisher.submit(body(i)).await.unwrap();
-    }
-    assert_eq!(publisher.last().seq, 0, "nothing can be stored yet");
-    let subject = format!("canopy.ev.{origin}.>");
-    let mut s = js
-        .create_stream(stream::Config {
-            name: events::subjects::stream_name(origin),
-            subjects: vec![subject],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let confirmed = tokio::time::timeout(Duration::from_secs(30), publisher.publish(body(6)))
-        .await
-        .expect("published once the stream answers")
-        .unwrap();
-    assert_eq!(confirmed.seq, 6);
-    assert_eq!(s.info().await.unwrap().state.last_sequence, 6);
-    let mut cursor = events::OriginCursor::new(origin);
-    for seq in 1..=6u64 {
-        let m = s.get_raw_message(seq).await.unwrap();
-        let ev = events::decode(&m.payload).unwrap();
-        cursor.advance(&ev, &m.payload).unwrap();
-        assert_eq!(
-            ev.body,
-            body(seq as i64),
-            "events stored in submission order"
-        );
-    }
-    cancel.cancel();
-    drop(publisher);
-    let _ = task.await;
     drop(server);
 }
 

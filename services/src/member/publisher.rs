@@ -56,11 +56,6 @@ const WINDOW: usize = 256;
 /// Sealed but unconfirmed events kept for resending. Past it the task stops
 /// taking new requests until the stream is back.
 const MAX_PENDING: usize = 100_000;
-/// How long `start` waits for the stream's tail before it hands back a
-/// publisher that queues events until the stream answers (a pair's stream
-/// may be electing a leader right after a member died: the field side must
-/// not wait for it).
-const RESUME_PATIENCE: Duration = Duration::from_millis(500);
 
 /// Where an event landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,20 +199,7 @@ pub async fn start(
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) -> anyhow::Result<(Publisher, tokio::task::JoinHandle<()>)> {
-    let (chain, resumed) =
-        match tokio::time::timeout(RESUME_PATIENCE, resume(&js, &origin, &member, epoch)).await {
-            Ok(Ok(chain)) => (chain, true),
-            Ok(Err(e)) => {
-                tracing::warn!("own stream not readable yet ({e:#}); events queue until it is");
-                (Chain::new(&origin, &member, epoch), false)
-            }
-            Err(_) => {
-                tracing::warn!(
-                "own stream not answering within {RESUME_PATIENCE:?}; events queue until it does"
-            );
-                (Chain::new(&origin, &member, epoch), false)
-            }
-        };
+    let chain = resume(&js, &origin, &member, epoch).await?;
     let head = Confirmed {
         epoch,
         seq: chain.next_seq() - 1,
@@ -238,7 +220,6 @@ pub async fn start(
         signer,
         unsigned: 0,
         checkpoints: 0,
-        resumed,
     };
     let handle = tokio::spawn(task.run(rx, cancel));
     Ok((Publisher { tx, confirmed: crx }, handle))
@@ -267,9 +248,6 @@ struct Task {
     unsigned: u64,
     /// Checkpoints sealed by this publisher.
     checkpoints: u64,
-    /// Whether `chain` continues the stream's tail; until then nothing is
-    /// sealed and requests wait in the queue.
-    resumed: bool,
 }
 
 impl Task {
@@ -279,9 +257,6 @@ impl Task {
     }
 
     async fn serve(mut self, mut rx: mpsc::Receiver<Request>, cancel: CancellationToken) {
-        if !self.resumed && !self.resume_until_ready(&cancel).await {
-            return;
-        }
         let mut open = true;
         let every = self
             .signer
@@ -493,35 +468,6 @@ impl Task {
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
             }
-        }
-    }
-
-    /// Reads the stream's tail until it answers; false when the lease ran
-    /// out or the publisher was stopped first (queued requests are then
-    /// dropped unacknowledged, as on any stop before storage).
-    async fn resume_until_ready(&mut self, cancel: &CancellationToken) -> bool {
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            if !(self.fence)() || cancel.is_cancelled() {
-                return false;
-            }
-            let epoch = self.chain.epoch();
-            match resume(&self.js, &self.origin, &self.member, epoch).await {
-                Ok(chain) => {
-                    let seq = chain.next_seq() - 1;
-                    tracing::info!(seq, "own stream answers; publishing");
-                    self.chain = chain;
-                    let _ = self.confirmed.send(Confirmed { epoch, seq });
-                    self.resumed = true;
-                    return true;
-                }
-                Err(e) => tracing::debug!("own stream still not readable: {e:#}"),
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = cancel.cancelled() => return false,
-            }
-            backoff = (backoff * 2).min(Duration::from_millis(500));
         }
     }
 
