@@ -64,19 +64,22 @@ pub fn python_bin() -> PathBuf {
 
 static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 
-/// A block of `n` consecutive free loopback ports (never fixed ports: the
-/// OS picks the start, then the block is checked and reserved in-process).
+/// A block of `n` consecutive free loopback ports (never fixed ports: a
+/// random start, then the block is checked and reserved in-process).
+///
+/// The block lies below the kernel's ephemeral range: a port handed out
+/// there can be taken, before the member binds it, by the source port of
+/// any outgoing connection on the machine ("cannot bind raft listener ...
+/// Address already in use" was the lab start-up flake).
 pub fn free_ports(n: u16) -> u16 {
-    for _ in 0..200 {
-        let Ok(l) = TcpListener::bind("127.0.0.1:0") else {
-            continue;
-        };
-        let Ok(addr) = l.local_addr() else { continue };
-        drop(l);
-        let base = addr.port();
-        if base.checked_add(n).is_none() || base < 20000 {
-            continue;
-        }
+    use std::hash::{BuildHasher, Hasher};
+    let low = 10000u16;
+    let high = ephemeral_low().saturating_sub(n);
+    assert!(high > low + n, "no room below the ephemeral port range");
+    for attempt in 0..1000u32 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(attempt);
+        let base = low + (h.finish() % u64::from(high - low)) as u16;
         let mut guard = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
         let set = guard.get_or_insert_with(HashSet::new);
         if (base..base + n).any(|p| set.contains(&p)) {
@@ -89,6 +92,14 @@ pub fn free_ports(n: u16) -> u16 {
         }
     }
     panic!("no block of {n} free ports found");
+}
+
+/// The first port of the kernel's ephemeral range (32768 if unknown).
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse().ok()))
+        .unwrap_or(32768)
 }
 
 /// Polls `check` until it returns `Ok(Some(v))` or the deadline passes.
