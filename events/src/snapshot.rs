@@ -39,8 +39,8 @@ pub struct Snapshot {
     pub positions: BTreeMap<String, Position>,
 }
 
-/// How far one origin's stream was folded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How far one origin's stream was folded (default: nothing read yet).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Position {
     /// The last stream sequence read (valid or foreign): reading resumes at
     /// `read + 1`.

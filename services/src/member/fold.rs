@@ -90,10 +90,7 @@ pub async fn run(f: Fold, cancel: CancellationToken) -> anyhow::Result<()> {
     let restored = positions.len();
     let (tx, mut rx) = mpsc::channel(QUEUE);
     for origin in &f.origins {
-        let pos = positions.get(origin).copied().unwrap_or(Position {
-            read: 0,
-            mark: None,
-        });
+        let pos = positions.get(origin).copied().unwrap_or_default();
         tokio::spawn(feeder(
             f.js.clone(),
             origin.clone(),
@@ -136,13 +133,13 @@ pub async fn run(f: Fold, cancel: CancellationToken) -> anyhow::Result<()> {
                             f.metrics.gaps.fetch_add(1, Ordering::Relaxed);
                             tracing::error!(origin = %ev.origin, seq = ev.seq, "gap in the fold");
                         }
-                        let pos = positions.entry(ev.origin.clone()).or_insert(Position { read: 0, mark: None });
+                        let pos = positions.entry(ev.origin.clone()).or_default();
                         pos.read = ev.seq;
                         pos.mark = Some(Mark { seq: ev.seq, epoch: ev.epoch, hash });
                     }
                     Some(Feed::Foreign { origin, seq }) => {
                         state.skip(&origin, seq);
-                        positions.entry(origin).or_insert(Position { read: 0, mark: None }).read = seq;
+                        positions.entry(origin).or_default().read = seq;
                     }
                     None => break,
                 }
