@@ -141,23 +141,32 @@ async fn leader_tail(stream: &mut Stream) -> anyhow::Result<u64> {
 /// (walking back over foreign messages): its hash and epoch, what the next
 /// event must chain onto. None when there is none left (empty, expired,
 /// all foreign).
-async fn last_valid(stream: &Stream, origin: &str, from: u64) -> Option<(events::Hash, u64)> {
+///
+/// A read that fails above the stream's first sequence is an error, not
+/// the end of history: treating a timeout during a leader change as
+/// "expired" would start a fresh link (zero `prev`) and break the chain.
+async fn last_valid(
+    stream: &mut Stream,
+    origin: &str,
+    from: u64,
+) -> anyhow::Result<Option<(events::Hash, u64)>> {
+    let first = stream.info().await?.state.first_sequence;
     let mut seq = from;
-    while seq > 0 {
+    while seq > 0 && seq >= first {
         match stream.get_raw_message(seq).await {
             Ok(msg) => {
                 if let Ok(ev) = events::decode(&msg.payload) {
                     if ev.origin == origin && ev.seq == seq {
-                        return Some((events::hash(&msg.payload), ev.epoch));
+                        return Ok(Some((events::hash(&msg.payload), ev.epoch)));
                     }
                 }
                 seq -= 1;
             }
-            // Deleted or expired by retention: nothing older to link to.
-            Err(_) => return None,
+            Err(e) => anyhow::bail!("reading seq {seq} of {origin}'s stream: {e}"),
         }
     }
-    None
+    // Below the first sequence: expired by retention, nothing to link to.
+    Ok(None)
 }
 
 /// Reads the chain head from the origin's own stream (resume after restart).
@@ -165,7 +174,7 @@ async fn resume(js: &Context, origin: &str, member: &str, epoch: u64) -> anyhow:
     let name = events::subjects::stream_name(origin);
     let mut stream = js.get_stream(&name).await.context("own stream")?;
     let last = leader_tail(&mut stream).await?;
-    match last_valid(&stream, origin, last).await {
+    match last_valid(&mut stream, origin, last).await? {
         Some((hash, ev_epoch)) => {
             let e = epoch.max(ev_epoch);
             let mut chain = Chain::resume(origin, member, e, last, hash);
@@ -451,8 +460,8 @@ impl Task {
                 return;
             }
             match self.stream_tail(&name).await {
-                Ok((stream, last)) => {
-                    self.reconcile(&stream, last).await;
+                Ok((mut stream, last)) => {
+                    self.reconcile(&mut stream, last).await;
                     self.unsent = self.pending.len();
                     return;
                 }
@@ -479,7 +488,7 @@ impl Task {
 
     /// Confirms pending events the stream already holds (byte-identical) and
     /// re-seals the rest when a foreign message took their place.
-    async fn reconcile(&mut self, stream: &Stream, last: u64) {
+    async fn reconcile(&mut self, stream: &mut Stream, last: u64) {
         while let Some(front) = self.pending.front() {
             if front.seq > last {
                 break;
@@ -496,8 +505,12 @@ impl Task {
                         seq,
                         "another message occupies our stream; re-sealing after it"
                     );
-                    let link = last_valid(stream, &self.origin, last).await;
-                    self.reseal_after(last, link);
+                    match last_valid(stream, &self.origin, last).await {
+                        Ok(link) => self.reseal_after(last, link),
+                        // Not re-sealed now: the next append fails and the
+                        // recovery runs again.
+                        Err(e) => tracing::warn!("cannot read the chain head: {e:#}"),
+                    }
                     return;
                 }
             }
@@ -509,8 +522,10 @@ impl Task {
                     tail = last,
                     "stream tail moved; re-sealing"
                 );
-                let link = last_valid(stream, &self.origin, last).await;
-                self.reseal_after(last, link);
+                match last_valid(stream, &self.origin, last).await {
+                    Ok(link) => self.reseal_after(last, link),
+                    Err(e) => tracing::warn!("cannot read the chain head: {e:#}"),
+                }
             }
         }
     }
