@@ -1,8 +1,8 @@
 //! The decoder as it was before the hand-written reader: ciborium into a
 //! generic CBOR value, then every field taken out by hand. Kept, for tests
 //! only, as the oracle the new decoder is checked against (the
-//! differential tests in `codec.rs`); where the two disagree on purpose,
-//! those tests say so.
+//! differential tests in `differential.rs`); where the two disagree on
+//! purpose, those tests say so.
 
 use std::collections::BTreeMap;
 
