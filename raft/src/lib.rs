@@ -187,15 +187,22 @@
 //! - `network`: the [`Transport`] trait, openraft's network over it, and
 //!   the TCP transport (hello, source-IP check, framing).
 //! - `router`: the in-process fault-injecting transport for tests.
+//! - `peer`: [`Peer`], how to reach a voter.
+//! - `metrics`: [`PairMetrics`] and the counters behind it.
 //! - `pair`: [`Pair`], the task that ties it together.
+//!
+//! **Architecture invariant**: `network` depends on `peer`, `metrics` and
+//! `types`, never on `pair`; `pair` drives the network.
 
 #![forbid(unsafe_code)]
 
 pub mod decide;
 mod error;
 mod lease;
+mod metrics;
 pub mod network;
 mod pair;
+mod peer;
 pub mod router;
 mod state;
 mod store;
@@ -211,13 +218,13 @@ pub use error::CallError;
 pub use error::ProposeError;
 pub use error::RaftError;
 pub use lease::Lease;
+pub use metrics::PairMetrics;
 pub use network::tcp::Hello;
 pub use network::Transport;
 pub use pair::Pair;
 pub use pair::PairConfig;
-pub use pair::PairMetrics;
-pub use pair::Peer;
 pub use pair::RoleView;
+pub use peer::Peer;
 pub use state::Effect;
 pub use state::PairState;
 pub use store::LOG_FILE;

@@ -12,8 +12,6 @@ use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,6 +40,8 @@ use crate::error::CallError;
 use crate::error::ProposeError;
 use crate::error::RaftError;
 use crate::lease::Lease;
+use crate::metrics::Counters;
+use crate::metrics::PairMetrics;
 use crate::network::tcp::TcpTransport;
 use crate::network::Inbound;
 use crate::network::LeaderWatch;
@@ -50,6 +50,7 @@ use crate::network::PeerLog;
 use crate::network::Reply;
 use crate::network::Rpc;
 use crate::network::Transport;
+use crate::peer::Peer;
 use crate::store::Applied;
 use crate::store::LogStore;
 use crate::store::StateMachine;
@@ -73,18 +74,6 @@ const MAX_RENEW_INFLIGHT: usize = 3;
 /// Bound of the command queue from handles; `step_down` callers wait for a
 /// slot when it is full (back-pressure, nothing dropped).
 const COMMAND_QUEUE: usize = 16;
-
-/// How to reach one voter.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Peer {
-    /// Its process name in the topology (for logs).
-    pub name: String,
-    /// Host name or IP: where its raft listener is, and the only source
-    /// address its connections are accepted from.
-    pub host: String,
-    /// Its raft listener port (the topology's raft port).
-    pub raft_port: u16,
-}
 
 /// Configuration of one voter of a pair.
 #[derive(Clone, Debug)]
@@ -163,51 +152,6 @@ pub struct RoleView {
     pub health: BTreeMap<NodeId, (Health, Duration)>,
     /// When this view was created.
     pub changed_at: std::time::Instant,
-}
-
-/// Counters of one node, since it started.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PairMetrics {
-    /// Leaders seen (a new term with a known leader).
-    pub elections: u64,
-    /// Grants (Acquire) this node proposed as leader that were applied.
-    pub grants: u64,
-    /// Renewals by this member that failed, timed out or were fenced.
-    pub renew_failures: u64,
-    /// Times this member's lease ran out while the state still named it.
-    pub lease_expiries: u64,
-    /// Raft connections refused (bad hello, unknown id, wrong source IP).
-    pub rejected_connections: u64,
-}
-
-/// Shared counters behind [`PairMetrics`].
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    elections: AtomicU64,
-    grants: AtomicU64,
-    renew_failures: AtomicU64,
-    lease_expiries: AtomicU64,
-    rejected_connections: AtomicU64,
-}
-
-impl Counters {
-    fn bump(c: &AtomicU64) {
-        c.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn bump_rejected(&self) {
-        Self::bump(&self.rejected_connections);
-    }
-
-    fn snapshot(&self) -> PairMetrics {
-        PairMetrics {
-            elections: self.elections.load(Ordering::Relaxed),
-            grants: self.grants.load(Ordering::Relaxed),
-            renew_failures: self.renew_failures.load(Ordering::Relaxed),
-            lease_expiries: self.lease_expiries.load(Ordering::Relaxed),
-            rejected_connections: self.rejected_connections.load(Ordering::Relaxed),
-        }
-    }
 }
 
 /// Requests from handles that need an answer.
@@ -778,7 +722,7 @@ impl Driver {
         if let Some(leader) = self.metrics.current_leader {
             if self.seen_leader != Some((term, leader)) {
                 self.seen_leader = Some((term, leader));
-                Counters::bump(&self.counters.elections);
+                self.counters.bump_elections();
                 tracing::info!(term, leader, "raft leader");
             }
         }
@@ -1208,7 +1152,7 @@ impl Driver {
 
     fn on_lease_timer(&mut self) {
         if self.lease_epoch.is_some() && !self.lease.is_valid() {
-            Counters::bump(&self.counters.lease_expiries);
+            self.counters.bump_lease_expiries();
             tracing::warn!(epoch = ?self.lease_epoch, "lease expired without a committed renewal");
         }
     }
@@ -1249,17 +1193,17 @@ impl Driver {
                         }
                     }
                     Ok(Response::Fenced) => {
-                        Counters::bump(&self.counters.renew_failures);
+                        self.counters.bump_renew_failures();
                         tracing::warn!(epoch, "renewal fenced: another member holds the role");
                         self.lease.revoke();
                         self.lease_epoch = None;
                     }
                     Ok(other) => {
-                        Counters::bump(&self.counters.renew_failures);
+                        self.counters.bump_renew_failures();
                         tracing::warn!(epoch, ?other, "unexpected renewal response");
                     }
                     Err(e) => {
-                        Counters::bump(&self.counters.renew_failures);
+                        self.counters.bump_renew_failures();
                         tracing::debug!(epoch, error = %e, "renewal failed");
                     }
                 }
@@ -1276,7 +1220,7 @@ impl Driver {
                 self.acquire_inflight = false;
                 match result {
                     Ok(Response::Granted { epoch }) => {
-                        Counters::bump(&self.counters.grants);
+                        self.counters.bump_grants();
                         tracing::info!(candidate, epoch, "role granted");
                     }
                     Ok(other) => {

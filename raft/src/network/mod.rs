@@ -47,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::CallError;
 use crate::error::RaftError;
-use crate::pair::Counters;
+use crate::metrics::Counters;
 use crate::types::NodeId;
 use crate::types::Request;
 use crate::types::Response;

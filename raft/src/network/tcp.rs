@@ -42,7 +42,7 @@ use super::Rpc;
 use super::Transport;
 use crate::error::CallError;
 use crate::error::RaftError;
-use crate::pair::Peer;
+use crate::peer::Peer;
 use crate::types::NodeId;
 
 /// Largest frame accepted from an authenticated peer (a snapshot or a batch

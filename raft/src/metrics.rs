@@ -1,0 +1,69 @@
+//! A node's counters: [`PairMetrics`], the copy handles read, and the
+//! shared atomics the pair task and the raft listener bump.
+//!
+//! Kept apart from `pair` so that `network` (which counts refused
+//! connections) does not depend on the pair task that depends on it.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
+
+/// Counters of one node, since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PairMetrics {
+    /// Leaders seen (a new term with a known leader).
+    pub elections: u64,
+    /// Grants (Acquire) this node proposed as leader that were applied.
+    pub grants: u64,
+    /// Renewals by this member that failed, timed out or were fenced.
+    pub renew_failures: u64,
+    /// Times this member's lease ran out while the state still named it.
+    pub lease_expiries: u64,
+    /// Raft connections refused (bad hello, unknown id, wrong source IP).
+    pub rejected_connections: u64,
+}
+
+/// Shared counters behind [`PairMetrics`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    elections: AtomicU64,
+    grants: AtomicU64,
+    renew_failures: AtomicU64,
+    lease_expiries: AtomicU64,
+    rejected_connections: AtomicU64,
+}
+
+impl Counters {
+    fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn bump_elections(&self) {
+        Self::bump(&self.elections);
+    }
+
+    pub(crate) fn bump_grants(&self) {
+        Self::bump(&self.grants);
+    }
+
+    pub(crate) fn bump_renew_failures(&self) {
+        Self::bump(&self.renew_failures);
+    }
+
+    pub(crate) fn bump_lease_expiries(&self) {
+        Self::bump(&self.lease_expiries);
+    }
+
+    pub(crate) fn bump_rejected(&self) {
+        Self::bump(&self.rejected_connections);
+    }
+
+    pub(crate) fn snapshot(&self) -> PairMetrics {
+        PairMetrics {
+            elections: self.elections.load(Ordering::Relaxed),
+            grants: self.grants.load(Ordering::Relaxed),
+            renew_failures: self.renew_failures.load(Ordering::Relaxed),
+            lease_expiries: self.lease_expiries.load(Ordering::Relaxed),
+            rejected_connections: self.rejected_connections.load(Ordering::Relaxed),
+        }
+    }
+}
