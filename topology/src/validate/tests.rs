@@ -235,7 +235,7 @@ members = [{ name = "a", host = "h" }]
 
 #[test]
 fn byte_sizes() {
-    use super::parse_bytes;
+    use super::mesh::parse_bytes;
     assert_eq!(parse_bytes("1GiB"), Some(1 << 30));
     assert_eq!(parse_bytes("512MiB"), Some(512 << 20));
     assert_eq!(parse_bytes("10MB"), Some(10_000_000));
