@@ -189,7 +189,11 @@
 //! - `router`: the in-process fault-injecting transport for tests.
 //! - `peer`: [`Peer`], how to reach a voter.
 //! - `metrics`: [`PairMetrics`] and the counters behind it.
-//! - `pair`: [`Pair`], the task that ties it together.
+//! - `pair`: [`Pair`], the handle on the task that ties it together, and
+//!   its start-up; `pair::config`: [`PairConfig`] and its validation;
+//!   `pair::view`: [`RoleView`]; `pair::driver`: the task's loop (the only
+//!   owner of the openraft instance, lease and view);
+//!   `pair::driver::proposals`: the proposals it spawns and their outcomes.
 //!
 //! **Architecture invariant**: `network` depends on `peer`, `metrics` and
 //! `types`, never on `pair`; `pair` drives the network.

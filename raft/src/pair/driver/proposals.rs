@@ -1,0 +1,384 @@
+//! The proposals the pair task spawns (renewals, health reports, grants,
+//! releases, the leader's probe) and what it does with their outcomes when
+//! they come back into the loop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::ClientWriteError;
+use openraft::error::RaftError as OpenraftError;
+use openraft::Raft;
+use tokio::time::Instant;
+
+use super::Driver;
+use crate::decide::decide;
+use crate::decide::Action;
+use crate::decide::DecisionInput;
+use crate::decide::MemberStatus;
+use crate::decide::ReleaseReason;
+use crate::error::CallError;
+use crate::error::ProposeError;
+use crate::error::RaftError;
+use crate::network::Reply;
+use crate::network::Rpc;
+use crate::network::Transport;
+use crate::types::Health;
+use crate::types::NodeId;
+use crate::types::Request;
+use crate::types::Response;
+use crate::types::TypeConfig;
+use crate::types::MEMBERS;
+use crate::types::NO_INCARNATION;
+
+/// Renewals in flight at once: enough to ride out one slow commit without
+/// a gap, few enough that a stalled leader does not pile up proposals.
+const MAX_RENEW_INFLIGHT: usize = 3;
+
+/// Proposes `req`: locally if this node leads, else (when `forward`) on
+/// the leader through [`Rpc::Forward`]. At most `timeout`.
+pub(super) async fn propose(
+    raft: Raft<TypeConfig>,
+    transport: Arc<dyn Transport>,
+    me: NodeId,
+    req: Request,
+    timeout: Duration,
+    forward: bool,
+) -> Result<Response, ProposeError> {
+    let work = async {
+        match raft.client_write(req.clone()).await {
+            Ok(r) => Ok(r.data),
+            Err(OpenraftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                match f.leader_id {
+                    Some(l) if forward && l != me => {
+                        match transport.call(l, Rpc::Forward(req), timeout).await? {
+                            Reply::Forward(r) => Ok(r),
+                            Reply::NotLeader { leader } => Err(ProposeError::NotLeader { leader }),
+                            other => Err(ProposeError::Forward(CallError::Protocol(format!(
+                                "unexpected reply {other:?}"
+                            )))),
+                        }
+                    }
+                    Some(l) => Err(ProposeError::NotLeader { leader: Some(l) }),
+                    None => Err(ProposeError::NoLeader),
+                }
+            }
+            Err(e) => Err(ProposeError::Raft(e.to_string())),
+        }
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .unwrap_or(Err(ProposeError::Timeout))
+}
+
+/// The result of a spawned proposal, back in the loop.
+pub(super) enum Outcome {
+    Probe {
+        term: u64,
+        result: Result<Response, ProposeError>,
+    },
+    Renew {
+        term: u64,
+        epoch: u64,
+        sent: Instant,
+        result: Result<Response, ProposeError>,
+    },
+    Health {
+        term: u64,
+        result: Result<Response, ProposeError>,
+    },
+    Acquire {
+        candidate: NodeId,
+        result: Result<Response, ProposeError>,
+    },
+    Release {
+        result: Result<Response, ProposeError>,
+    },
+}
+
+impl Driver {
+    pub(super) fn maybe_renew(&mut self, now: Instant) {
+        let st = &self.applied.state;
+        if !self.named_active() || self.released_epoch == Some(st.epoch) {
+            return;
+        }
+        let term = self.metrics.current_term;
+        if self.renew_term != term {
+            self.renew_term = term;
+            self.renew_inflight = 0;
+        }
+        if self.renew_inflight >= MAX_RENEW_INFLIGHT || now < self.next_renew_at {
+            return;
+        }
+        let epoch = st.epoch;
+        self.next_renew_at = now + self.timing.renew;
+        self.renew_inflight += 1;
+        // `now` was read before the proposal leaves: the lease counts from
+        // no later than the send.
+        let sent = now;
+        let fut = self.propose_fut(
+            Request::Renew {
+                member: self.me,
+                incarnation: self.incarnation,
+                epoch,
+            },
+            self.timing.lease,
+            true,
+        );
+        self.spawn(async move {
+            Outcome::Renew {
+                term,
+                epoch,
+                sent,
+                result: fut.await,
+            }
+        });
+    }
+
+    fn effective_health(&self) -> Health {
+        let mut h = self.health_rx.borrow().clone();
+        h.ready = h.ready && *self.ready_rx.borrow();
+        h
+    }
+
+    pub(super) fn maybe_report_health(&mut self, now: Instant) {
+        let term = self.metrics.current_term;
+        if self.health_inflight == Some(term) {
+            return;
+        }
+        let h = self.effective_health();
+        // A report stuck on a previous leader goes again through the new one.
+        let stuck = self.health_inflight.is_some();
+        let due = match &self.last_health {
+            None => true,
+            Some((prev, at)) => *prev != h || now >= *at + self.timing.health_interval || stuck,
+        };
+        if !due {
+            return;
+        }
+        self.health_inflight = Some(term);
+        self.last_health = Some((h.clone(), now));
+        let fut = self.propose_fut(
+            Request::Health {
+                member: self.me,
+                incarnation: self.incarnation,
+                report: h,
+            },
+            self.timing.rpc_timeout,
+            true,
+        );
+        self.spawn(async move {
+            Outcome::Health {
+                term,
+                result: fut.await,
+            }
+        });
+    }
+
+    fn decision_input(&self, now: Instant) -> DecisionInput {
+        let st = &self.applied.state;
+        let local = &self.applied.local;
+        let since = |t: Option<&Instant>| t.map(|t| now.saturating_duration_since(*t));
+        let members = MEMBERS
+            .iter()
+            .map(|&m| {
+                (
+                    m,
+                    MemberStatus {
+                        health: st.health.get(&m).cloned(),
+                        since_report: since(local.health_at.get(&m)),
+                        plc_bad_streak: local.plc_bad_streak.get(&m).copied().unwrap_or(0),
+                        since_lost_role: since(local.lost_role_at.get(&m)),
+                        since_gained_role: since(local.gained_role_at.get(&m)),
+                    },
+                )
+            })
+            .collect();
+        DecisionInput {
+            me: self.me,
+            incarnation: self.incarnation,
+            am_leader: self.am_leader(),
+            state: st.clone(),
+            since_last_renewal: now.saturating_duration_since(local.renewed_at),
+            since_leading: self
+                .ready_at
+                .filter(|_| self.am_leader())
+                .map(|t| now.saturating_duration_since(t)),
+            members,
+            prefer: self.prefer,
+            timing: self.timing.clone(),
+        }
+    }
+
+    pub(super) fn run_decisions(&mut self, now: Instant) {
+        let input = self.decision_input(now);
+        for action in decide(&input) {
+            match action {
+                Action::ProposeAcquire { candidate } => {
+                    if self.acquire_inflight {
+                        continue;
+                    }
+                    self.acquire_inflight = true;
+                    let st = &input.state;
+                    // The candidate's latest reported incarnation: the
+                    // grant fails if it restarts before this applies.
+                    let incarnation = st.incarnation_of(candidate).unwrap_or(NO_INCARNATION);
+                    tracing::info!(
+                        candidate,
+                        incarnation = %format_args!("{incarnation:016x}"),
+                        epoch = st.epoch,
+                        renew_index = st.renew_index,
+                        since_last_renewal = ?input.since_last_renewal,
+                        "granting the role"
+                    );
+                    let fut = self.propose_fut(
+                        Request::Acquire {
+                            member: candidate,
+                            incarnation,
+                            expect_epoch: st.epoch,
+                            expect_renew_index: st.renew_index,
+                        },
+                        self.timing.rpc_timeout,
+                        false,
+                    );
+                    self.spawn(async move {
+                        Outcome::Acquire {
+                            candidate,
+                            result: fut.await,
+                        }
+                    });
+                }
+                Action::ProposeRelease { reason } => self.release(reason),
+            }
+        }
+    }
+
+    /// Gives the role up: the lease ends now, before the Release is even
+    /// sent, and this epoch is never renewed again.
+    pub(super) fn release(&mut self, reason: ReleaseReason) {
+        if !self.named_active() {
+            return;
+        }
+        let st = &self.applied.state;
+        if self.released_epoch != Some(st.epoch) {
+            tracing::info!(epoch = st.epoch, ?reason, "releasing the role");
+            self.released_epoch = Some(st.epoch);
+            self.lease.revoke();
+            self.lease_epoch = None;
+        }
+        self.send_release();
+    }
+
+    pub(super) fn retry_release(&mut self) {
+        if self.named_active() && self.released_epoch == Some(self.applied.state.epoch) {
+            self.send_release();
+        }
+    }
+
+    fn send_release(&mut self) {
+        if self.release_inflight {
+            return;
+        }
+        let Some(epoch) = self.released_epoch else {
+            return;
+        };
+        self.release_inflight = true;
+        let fut = self.propose_fut(
+            Request::Release {
+                member: self.me,
+                incarnation: self.incarnation,
+                epoch,
+            },
+            self.timing.rpc_timeout,
+            true,
+        );
+        self.spawn(async move { Outcome::Release { result: fut.await } });
+    }
+
+    pub(super) fn on_outcome(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Probe { term, result } => {
+                self.probe_term = None;
+                match result {
+                    Ok(_) => {
+                        if self.leading() && self.metrics.current_term == term {
+                            tracing::info!(term, "leading; applied state is current");
+                            self.ready_term = Some(term);
+                            self.ready_at = Some(Instant::now());
+                        }
+                    }
+                    Err(e) => tracing::debug!(term, error = %e, "probe failed"),
+                }
+            }
+            Outcome::Renew {
+                term,
+                epoch,
+                sent,
+                result,
+            } => {
+                if term == self.renew_term {
+                    self.renew_inflight = self.renew_inflight.saturating_sub(1);
+                }
+                match result {
+                    Ok(Response::Ok) => {
+                        let still_mine = self.named_active() && self.applied.state.epoch == epoch;
+                        if still_mine && self.released_epoch != Some(epoch) {
+                            if self.lease_epoch != Some(epoch) || !self.lease.is_valid() {
+                                tracing::info!(epoch, "lease held");
+                            }
+                            self.lease.extend_to(sent + self.timing.lease);
+                            self.lease_epoch = Some(epoch);
+                        }
+                    }
+                    Ok(Response::Fenced) => {
+                        self.counters.bump_renew_failures();
+                        tracing::warn!(epoch, "renewal fenced: another member holds the role");
+                        self.lease.revoke();
+                        self.lease_epoch = None;
+                    }
+                    Ok(other) => {
+                        self.counters.bump_renew_failures();
+                        tracing::warn!(epoch, ?other, "unexpected renewal response");
+                    }
+                    Err(e) => {
+                        self.counters.bump_renew_failures();
+                        tracing::debug!(epoch, error = %e, "renewal failed");
+                    }
+                }
+            }
+            Outcome::Health { term, result } => {
+                if self.health_inflight == Some(term) {
+                    self.health_inflight = None;
+                }
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "health report not committed");
+                }
+            }
+            Outcome::Acquire { candidate, result } => {
+                self.acquire_inflight = false;
+                match result {
+                    Ok(Response::Granted { epoch }) => {
+                        self.counters.bump_grants();
+                        tracing::info!(candidate, epoch, "role granted");
+                    }
+                    Ok(other) => {
+                        tracing::info!(candidate, ?other, "grant lost its compare-and-set")
+                    }
+                    Err(e) => tracing::debug!(candidate, error = %e, "grant not committed"),
+                }
+            }
+            Outcome::Release { result } => {
+                self.release_inflight = false;
+                let answer = match &result {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(e.clone()),
+                };
+                if let Err(e) = &result {
+                    tracing::debug!(error = %e, "release not committed; retrying");
+                }
+                for w in self.step_down_waiters.drain(..) {
+                    let _ = w.send(answer.clone().map_err(RaftError::Propose));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! The pair task: one owner of this node's openraft instance, lease and
+//! view, driven by ticks, applied-state changes, raft metrics, proposal
+//! outcomes and commands from cheap [`Pair`] handles.
+//!
+//! Every turn it reads the applied state, renews the lease if this member
+//! is active, proposes its health, asks [`decide`](crate::decide()) what to
+//! do and carries the actions out. Proposals run as spawned tasks whose
+//! outcomes come back into the loop, so the loop never waits on the network
+//! and the lease timer fires on time.
+//!
+//! - `mod.rs`: the [`Pair`] handle, its `Command`s, and start-up.
+//! - `config`: [`PairConfig`] and its validation.
+//! - `view`: [`RoleView`], what the services see.
+//! - `driver`: the task itself: its loop, the proposals it spawns and what
+//!   it does with their outcomes.
+
+mod config;
+mod driver;
+mod view;
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use openraft::error::InitializeError;
+use openraft::error::RaftError as OpenraftError;
+use openraft::Raft;
+use tokio::sync::mpsc;
+use tokio::sync::oneshot;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+pub use self::config::PairConfig;
+use self::driver::Driver;
+use self::driver::Wiring;
+pub use self::view::RoleView;
+use crate::error::RaftError;
+use crate::lease::Lease;
+use crate::metrics::Counters;
+use crate::metrics::PairMetrics;
+use crate::network::tcp::TcpTransport;
+use crate::network::Inbound;
+use crate::network::LeaderWatch;
+use crate::network::NetFactory;
+use crate::network::PeerLog;
+use crate::network::Transport;
+use crate::store::LogStore;
+use crate::store::StateMachine;
+use crate::types::new_incarnation;
+use crate::types::Health;
+use crate::types::Incarnation;
+use crate::types::NodeId;
+use crate::types::TypeConfig;
+use crate::types::VOTERS;
+use crate::types::WITNESS;
+
+/// Bound of the command queue from handles; `step_down` callers wait for a
+/// slot when it is full (back-pressure, nothing dropped).
+const COMMAND_QUEUE: usize = 16;
+
+/// Requests from handles that need an answer.
+enum Command {
+    StepDown {
+        reply: oneshot::Sender<Result<(), RaftError>>,
+    },
+}
+
+struct Shared {
+    me: NodeId,
+    incarnation: Incarnation,
+    view: watch::Receiver<RoleView>,
+    lease: Lease,
+    health: watch::Sender<Health>,
+    ready: watch::Sender<bool>,
+    commands: mpsc::Sender<Command>,
+    counters: Arc<Counters>,
+}
+
+/// A cheap, cloneable handle on this node's pair task.
+#[derive(Clone)]
+pub struct Pair {
+    shared: Arc<Shared>,
+}
+
+impl Debug for Pair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pair")
+            .field("me", &self.shared.me)
+            .field(
+                "incarnation",
+                &format_args!("{:016x}", self.shared.incarnation),
+            )
+            .field("view", &*self.shared.view.borrow())
+            .finish()
+    }
+}
+
+impl Pair {
+    /// Starts this voter over TCP: binds the raft listener on the own
+    /// peer's host and port, opens the stores in `data_dir`, initialises
+    /// the group if this is a member that never was, and spawns the task.
+    /// The task runs until `cancel`; its handle ends after openraft and
+    /// the listener stopped.
+    ///
+    /// Every start is a new [incarnation](Pair::incarnation): if the
+    /// recovered state names this member active, that was a previous
+    /// process, and this one becomes active only through a new grant, with
+    /// a larger epoch.
+    pub async fn start(
+        cfg: PairConfig,
+        cancel: CancellationToken,
+    ) -> Result<(Pair, JoinHandle<()>), RaftError> {
+        cfg.validate()?;
+        for (id, p) in &cfg.peers {
+            if p.raft_port == 0 {
+                return Err(RaftError::Config {
+                    field: format!("peers.{id}.raft_port"),
+                    reason: "must not be 0".into(),
+                });
+            }
+        }
+        let transport = Arc::new(TcpTransport::new(
+            &cfg.mesh,
+            &cfg.node,
+            cfg.me,
+            cfg.peers.clone(),
+        ));
+        Self::start_with_transport(cfg, transport, cancel).await
+    }
+
+    /// As [`Pair::start`], over any [`Transport`] (tests use the
+    /// in-process [`Router`](crate::router::Router)).
+    pub async fn start_with_transport(
+        cfg: PairConfig,
+        transport: Arc<dyn Transport>,
+        cancel: CancellationToken,
+    ) -> Result<(Pair, JoinHandle<()>), RaftError> {
+        cfg.validate()?;
+        Lease::init_clock();
+        let me = cfg.me;
+        let incarnation = new_incarnation();
+        let span = tracing::info_span!(
+            "pair",
+            mesh = %cfg.mesh,
+            node = %cfg.node,
+            me,
+            incarnation = %format_args!("{incarnation:016x}")
+        );
+        let log = LogStore::open(&cfg.data_dir)?;
+        let (sm, applied_rx) = StateMachine::open(&cfg.data_dir)?;
+        let config = cfg
+            .timing
+            .openraft_config(format!("{}/{}", cfg.mesh, cfg.node), me != WITNESS)?;
+        let net = NetFactory {
+            transport: transport.clone(),
+            backoff: cfg.timing.heartbeat,
+            // A restarted peer must hear the leader before it would stand
+            // for election itself (`stand_after`).
+            backoff_max: cfg.timing.election_min,
+            peers: Arc::new(PeerLog::default()),
+        };
+        let raft = Raft::new(me, Arc::new(config), net, log, sm)
+            .instrument(span.clone())
+            .await
+            .map_err(|e| RaftError::Openraft(e.to_string()))?;
+
+        let counters = Arc::new(Counters::default());
+        let watch = Arc::new(LeaderWatch::new(cfg.timing.election_max));
+        let inbound = Inbound::new(
+            me,
+            raft.clone(),
+            counters.clone(),
+            cfg.timing.rpc_timeout.max(cfg.timing.lease) * 2,
+            watch.clone(),
+        );
+        let server_cancel = cancel.child_token();
+        let server = match transport.serve(inbound, server_cancel.clone()).await {
+            Ok(h) => h,
+            Err(e) => {
+                let _ = raft.shutdown().await;
+                return Err(e);
+            }
+        };
+
+        if me != WITNESS {
+            if let Err(e) = initialize(&raft).await {
+                server_cancel.cancel();
+                let _ = raft.shutdown().await;
+                return Err(e);
+            }
+        }
+
+        let (active, epoch) = {
+            let applied = applied_rx.borrow();
+            (applied.state.active, applied.state.epoch)
+        };
+        let metrics_rx = raft.metrics();
+        let lease = Lease::default();
+        let (view_tx, view_rx) = watch::channel(RoleView {
+            active,
+            epoch,
+            me_active: false,
+            leader: None,
+            health: BTreeMap::new(),
+            changed_at: std::time::Instant::now(),
+        });
+        let (health_tx, health_rx) = watch::channel(Health::default());
+        let (ready_tx, ready_rx) = watch::channel(true);
+        let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
+
+        let driver = Driver::new(
+            &cfg,
+            incarnation,
+            Wiring {
+                raft,
+                transport,
+                applied_rx,
+                metrics_rx,
+                health_rx,
+                ready_rx,
+                cmd_rx,
+                view_tx,
+                lease: lease.clone(),
+                counters: counters.clone(),
+                watch,
+                server,
+                server_cancel,
+            },
+        );
+        let handle = tokio::spawn(driver.run(cancel).instrument(span));
+        let pair = Pair {
+            shared: Arc::new(Shared {
+                me,
+                incarnation,
+                view: view_rx,
+                lease,
+                health: health_tx,
+                ready: ready_tx,
+                commands: cmd_tx,
+                counters,
+            }),
+        };
+        Ok((pair, handle))
+    }
+
+    /// This voter's id.
+    pub fn id(&self) -> NodeId {
+        self.shared.me
+    }
+
+    /// This process's incarnation: random, chosen at start, never
+    /// [`NO_INCARNATION`](crate::NO_INCARNATION). Reported with every
+    /// health report; the role is granted to a member's incarnation, so a
+    /// restarted member never continues its predecessor's activation.
+    pub fn incarnation(&self) -> Incarnation {
+        self.shared.incarnation
+    }
+
+    /// The role as this node sees it; updated on every change.
+    pub fn view(&self) -> watch::Receiver<RoleView> {
+        self.shared.view.clone()
+    }
+
+    /// This member's lease: valid only while it is active.
+    pub fn lease(&self) -> Lease {
+        self.shared.lease.clone()
+    }
+
+    /// The latest health of this member; proposed on change and every
+    /// `timing.health_interval`, tagged with this process's incarnation by
+    /// the crate. Ignored on the witness.
+    pub fn report_health(&self, h: Health) {
+        self.shared.health.send_replace(h);
+    }
+
+    /// Whether this member can serve; a member that is not ready is never
+    /// granted the role and hands it over when the other member can take
+    /// it. Combined with the `ready` of the last reported health (both must
+    /// be true). Starts true.
+    pub fn set_ready(&self, ready: bool) {
+        self.shared.ready.send_replace(ready);
+    }
+
+    /// Gives the role up if this member holds it (its lease ends at once);
+    /// returns when the release is committed, or at once if not active.
+    pub async fn step_down(&self) -> Result<(), RaftError> {
+        let (reply, rx) = oneshot::channel();
+        self.shared
+            .commands
+            .send(Command::StepDown { reply })
+            .await
+            .map_err(|_| RaftError::Stopped)?;
+        rx.await.map_err(|_| RaftError::Stopped)?
+    }
+
+    /// Counters since start.
+    pub fn metrics(&self) -> PairMetrics {
+        self.shared.counters.snapshot()
+    }
+}
+
+/// Initialises the group with the three voters if this node never was part
+/// of it. Both members may do this: the same membership is allowed.
+async fn initialize(raft: &Raft<TypeConfig>) -> Result<(), RaftError> {
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|e| RaftError::Openraft(e.to_string()))?;
+    if initialized {
+        return Ok(());
+    }
+    match raft.initialize(BTreeSet::from(VOTERS)).await {
+        Ok(()) => {
+            tracing::info!("initialised the group with voters 1, 2, 3");
+            Ok(())
+        }
+        Err(OpenraftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+        Err(e) => Err(RaftError::Openraft(e.to_string())),
+    }
+}

@@ -1,0 +1,44 @@
+//! [`RoleView`]: what this node tells the services about the role, and the
+//! part of it whose change is worth publishing.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::types::Health;
+use crate::types::NodeId;
+
+/// What this node knows about the pair's role, as of `changed_at`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoleView {
+    /// The member the replicated state names active (as applied here).
+    pub active: Option<NodeId>,
+    /// The current epoch (as applied here).
+    pub epoch: u64,
+    /// The replicated state names this member in this process's
+    /// incarnation AND its lease is valid: the only condition under which
+    /// it may have side effects (re-check
+    /// [`Lease::is_valid`](crate::Lease::is_valid) right before each one).
+    /// After a restart, `active` may name this member while `me_active` is
+    /// false: the state names the previous process, until the role is
+    /// granted again with a larger epoch.
+    pub me_active: bool,
+    /// The raft leader this node knows of (not the active member).
+    pub leader: Option<NodeId>,
+    /// Each member's last health report and how long before this view it
+    /// was applied here; members not heard of since this node started are
+    /// missing.
+    pub health: BTreeMap<NodeId, (Health, Duration)>,
+    /// When this view was created.
+    pub changed_at: std::time::Instant,
+}
+
+/// The part of a view whose change is worth publishing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Material {
+    pub(super) active: Option<NodeId>,
+    pub(super) epoch: u64,
+    pub(super) me_active: bool,
+    pub(super) leader: Option<NodeId>,
+    /// Reports and whether each member is still alive.
+    pub(super) health: BTreeMap<NodeId, (Health, bool)>,
+}
