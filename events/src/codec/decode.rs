@@ -26,7 +26,7 @@ use crate::wire::{
 /// reading order: a map's keys (text, none twice) before its fields, the
 /// fields in the order of `docs/wire-format.md` (`v` first), and last
 /// [`Event::validate`]. So a schema error is noted where it is found and
-/// reported once the whole item is read (see [`Fault`]).
+/// reported once the whole item is read (see `Fault` in `field.rs`).
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     if bytes.len() > MAX_EVENT_BYTES {
         return Err(DecodeError::TooLarge {

@@ -7,7 +7,7 @@ use crate::wire::InvalidEvent;
 /// `body.birth.points[2].name`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
-    /// Longer than [`MAX_EVENT_BYTES`]; refused before parsing.
+    /// Longer than [`MAX_EVENT_BYTES`](crate::MAX_EVENT_BYTES); refused before parsing.
     #[error("event is {len} bytes, more than the {max} allowed")]
     TooLarge {
         /// Length of the input.
