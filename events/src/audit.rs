@@ -3,6 +3,13 @@
 //! module decides. `docs/wire-format.md` ("Audit") states the rules for
 //! other implementations.
 //!
+//! Whether a message is the next event of the origin's chain is decided by
+//! [`crate::ChainVerifier`], the same rules every reader applies: the audit
+//! turns its [`Break`]s into `undecodable`, `foreign`, `duplicate` (an event
+//! not at its own seq), `broken_chain` and `stale_epoch`, and where the
+//! lenient reader steps over a broken link or an older epoch, the audit
+//! keeps that event in the chain, so what follows is checked against it.
+//!
 //! The rules, by [`Violation::kind`], in the order they are checked for
 //! each message (one message can break several):
 //!
@@ -38,6 +45,7 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::verify_checkpoint;
 use crate::codec::decode;
 use crate::state::{Applied, State};
+use crate::verify::{Break, ChainVerifier, Mark};
 use crate::wire::{hash, Body, CheckpointBody, Event, Hash, ZERO_HASH};
 
 /// The stable names of [`Violation::kind`].
@@ -177,10 +185,10 @@ pub struct Auditor {
     report: OriginReport,
     /// Stream sequence of the last message fed.
     last_stream: Option<u64>,
-    /// The last chain event: (seq, hash of its bytes).
-    last: Option<(u64, Hash)>,
-    /// Epoch of the last chain event.
-    last_epoch: Option<u64>,
+    /// The chain rules every reader shares (lenient: after a message left
+    /// out, the next event may chain over it), positioned on the last chain
+    /// event, broken or not.
+    verifier: ChainVerifier,
     /// Every epoch seen → its first member (the one active in it).
     epoch_members: BTreeMap<u64, String>,
     /// Chain events from the newest valid checkpoint's head on.
@@ -214,8 +222,7 @@ impl Auditor {
                 ..OriginReport::default()
             },
             last_stream: None,
-            last: None,
-            last_epoch: None,
+            verifier: ChainVerifier::new(origin),
             epoch_members: BTreeMap::new(),
             held: VecDeque::new(),
             covered: 0,
@@ -246,49 +253,56 @@ impl Auditor {
         self.last_stream = Some(stream_seq);
         self.report.last_seq = stream_seq;
 
-        let event = match decode(bytes) {
-            Ok(event) => event,
-            Err(e) => return self.violation(kind::UNDECODABLE, stream_seq, e.to_string()),
-        };
-        if event.origin != self.report.origin {
-            return self.violation(
+        match self.verifier.read(stream_seq, bytes) {
+            Ok(event) => self.chain(&event, hash(bytes)),
+            Err(why) => self.left_out(stream_seq, why),
+        }
+    }
+
+    /// A message that is not an event of this origin at its own seq: it is
+    /// reported and left out of the chain.
+    fn left_out(&mut self, stream_seq: u64, why: Break) {
+        let (kind, detail) = match why {
+            Break::Undecodable(e) => (kind::UNDECODABLE, e.to_string()),
+            Break::WrongOrigin { seq, expected, got } => (
                 kind::FOREIGN,
-                stream_seq,
-                format!(
-                    "event {} of origin {} in the stream of {}",
-                    event.seq, event.origin, self.report.origin
-                ),
-            );
-        }
-        if event.seq != stream_seq {
-            return self.violation(
+                format!("event {seq} of origin {got} in the stream of {expected}"),
+            ),
+            Break::Misplaced { seq, stream_seq } => (
                 kind::DUPLICATE,
-                stream_seq,
-                format!(
-                    "event seq {} stored at stream sequence {stream_seq}",
-                    event.seq
-                ),
-            );
-        }
-        self.chain(&event, hash(bytes));
+                format!("event seq {seq} stored at stream sequence {stream_seq}"),
+            ),
+            // Not from `read`: the chain rules are `chain`'s.
+            other => (kind::DUPLICATE, other.to_string()),
+        };
+        self.violation(kind, stream_seq, detail);
     }
 
     /// A valid event of this origin at its own seq: it joins the chain.
     fn chain(&mut self, event: &Event, hash: Hash) {
         let seq = event.seq;
         self.report.events += 1;
-        let expected = match self.last {
-            Some((last, h)) if last.checked_add(1) == Some(seq) => Some(h),
-            None if seq == 1 => Some(ZERO_HASH),
+        let broken = match self.verifier.check_link(event) {
+            Err(Break::NonZeroGenesis { got }) => Some((ZERO_HASH, got)),
+            Err(Break::BrokenPrev {
+                after,
+                expected,
+                got,
+                ..
+            }) if after.checked_add(1) == Some(seq) => Some((expected, got)),
+            // Across a message left out or a gap, an event that does not
+            // chain to the last one restarts the chain unverified: the
+            // cause was reported already. (`Behind` cannot happen: stream
+            // sequences only go up here, and seq is the stream's.)
             _ => None,
         };
-        if let Some(want) = expected.filter(|want| *want != event.prev) {
+        if let Some((want, got)) = broken {
             self.violation(
                 kind::BROKEN_CHAIN,
                 seq,
                 format!(
                     "prev {} but the previous event hashes to {}",
-                    hex::encode(event.prev),
+                    hex::encode(got),
                     hex::encode(want)
                 ),
             );
@@ -328,7 +342,11 @@ impl Auditor {
         }
         self.unsigned(event.ts, event.epoch);
         self.role_change(event, signed);
-        self.last = Some((seq, hash));
+        self.verifier.accept(Mark {
+            seq,
+            epoch: event.epoch,
+            hash,
+        });
     }
 
     /// The epoch rules; true if the event begins an epoch in view (at seq 1
@@ -336,14 +354,15 @@ impl Auditor {
     fn epochs(&mut self, event: &Event) -> bool {
         let (seq, epoch, member) = (event.seq, event.epoch, &event.member);
         let first_member = self.epoch_members.get(&epoch).cloned();
+        let last_epoch = self.verifier.last().map(|m| m.epoch);
         let mut new_epoch = false;
-        match self.last_epoch {
-            Some(last) if epoch < last => self.violation(
+        match (self.verifier.check_epoch(event), last_epoch) {
+            (Err(Break::OlderEpoch { current, .. }), _) => self.violation(
                 kind::STALE_EPOCH,
                 seq,
-                format!("epoch {epoch} (member {member}) after epoch {last}"),
+                format!("epoch {epoch} (member {member}) after epoch {current}"),
             ),
-            Some(last) if epoch > last && first_member.is_some() => self.violation(
+            (_, Some(last)) if epoch > last && first_member.is_some() => self.violation(
                 kind::INTERLEAVED_EPOCHS,
                 seq,
                 format!("epoch {epoch} had ended and appears again after epoch {last}"),
@@ -355,13 +374,12 @@ impl Auditor {
                     format!("written by {member} in epoch {epoch}, whose member is {first}"),
                 ),
                 Some(_) => {}
-                None => new_epoch = self.last_epoch.is_some() || seq == 1,
+                None => new_epoch = last_epoch.is_some() || seq == 1,
             },
         }
         if first_member.is_none() {
             self.epoch_members.insert(epoch, member.clone());
         }
-        self.last_epoch = Some(epoch);
         match self.report.epochs.last_mut() {
             Some((e, m, _, last)) if *e == epoch && m == member => *last = seq,
             _ => self.report.epochs.push((epoch, member.clone(), seq, seq)),

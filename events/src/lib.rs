@@ -1,13 +1,18 @@
 //! `events`: canopy's wire format and the pure logic over it.
 //!
 //! Owns: the versioned event envelope and its CBOR codec ([`encode`],
-//! [`decode`]); the hash chain, origin side ([`Chain`]) and reader side
-//! ([`OriginCursor`]); gap detection ([`GapTracker`]); NATS subject,
-//! stream and header names ([`subjects`]); the state fold ([`State`]);
-//! the lenient reader of a local stream ([`StreamCursor`]); state snapshots
-//! ([`Snapshot`]); signed checkpoints ([`sign_checkpoint`],
-//! [`verify_checkpoint`]); and the audit of an origin's stream ([`audit`]).
-//! `docs/wire-format.md` is the contract for readers in other languages.
+//! [`decode`]); the hash chain, origin side ([`Chain`]) and reader side:
+//! the one verifier of "is this message the next event of origin X's
+//! chain" ([`ChainVerifier`], its typed [`Break`], and the strict
+//! whole-stream [`verify_contiguous`]), which every reader below uses and
+//! none re-implements; gap detection ([`GapTracker`]); NATS subject, stream
+//! and header names ([`subjects`]); the state fold ([`State`]); the lenient
+//! reader of a local stream ([`StreamCursor`]: the verifier, stepping over
+//! a break); state snapshots ([`Snapshot`]); signed checkpoints
+//! ([`sign_checkpoint`], [`verify_checkpoint`]); and the audit of an
+//! origin's stream ([`audit`]: the verifier's breaks reported, plus the
+//! epoch and checkpoint rules). `docs/wire-format.md` is the contract for
+//! readers in other languages.
 //!
 //! Must never depend on: I/O of any kind (files, sockets, clocks: callers
 //! pass `ts`), an async runtime, a NATS client, or any other canopy crate.
@@ -23,6 +28,7 @@ mod cbor;
 mod chain;
 mod checkpoint;
 mod codec;
+mod gaps;
 mod snapshot;
 mod state;
 mod stream;
@@ -35,14 +41,15 @@ pub use checkpoint::{
     checkpoint_message, sign_checkpoint, verify_checkpoint, SigError, CHECKPOINT_DOMAIN,
 };
 pub use codec::{decode, encode, DecodeError};
+pub use gaps::{GapTracker, Observation};
 /// The nkeys crate this one signs and verifies with, so callers build key
 /// pairs of the same version (`nkeys::KeyPair::new_user()` for `canopy keys
 /// gen`, `from_seed` to sign).
 pub use nkeys;
 pub use snapshot::{Position, Snapshot, SnapshotError};
 pub use state::{point_key, Applied, OriginState, PointState, State};
-pub use stream::{Mark, StreamCursor, Verdict};
-pub use verify::{GapTracker, Observation, OriginCursor, Violation};
+pub use stream::{StreamCursor, Verdict};
+pub use verify::{verify_contiguous, Break, ChainBroken, ChainVerifier, Link, Mark, Verified};
 pub use wire::{
     hash, BirthBody, Body, CheckpointBody, Event, ForcedBody, Hash, InvalidEvent, PointInfo,
     Quality, ResourceBody, ResourceState, Role, RoleBody, Signature, UnforcedBody, Value,

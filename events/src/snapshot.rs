@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::state::{OriginState, PointState, State};
-use crate::stream::Mark;
+use crate::verify::Mark;
 use crate::wire::{Hash, Quality, Value};
 
 const MAGIC: &str = "canopy-snapshot";

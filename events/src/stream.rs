@@ -1,16 +1,18 @@
 //! Classifying the messages of one origin's stream, in stream order: the
-//! lenient reader of a *local* stream (the fold, the rebuild), beside the
-//! strict [`crate::OriginCursor`] of the audit.
+//! lenient reader of a *local* stream (the fold, the rebuild).
 //!
 //! A stream `EV_<origin>` should hold only that origin's events, each at the
 //! stream sequence equal to its seq, chained by `prev`. Anything else
 //! (garbage bytes, another origin's event, a forgery with a broken chain) is
 //! *foreign*: it keeps its stream sequence (replicas stay byte-faithful, so
 //! an auditor sees it too) but is never folded into state, and the chain of
-//! the origin's real events continues over it. Where the audit reports such
-//! a message as a violation, this reader steps over it.
+//! the origin's real events continues over it. Whether a message is the
+//! next event is the [`ChainVerifier`]'s to say, as for every reader; this
+//! one only adds the policy: where the audit reports a [`Break`], it steps
+//! over the message.
 
-use crate::wire::{self, Event, Hash, ZERO_HASH};
+use crate::verify::{Break, ChainVerifier, Mark};
+use crate::wire::{Event, Hash};
 
 /// The verdict on one stream message.
 #[derive(Debug)]
@@ -23,28 +25,16 @@ pub enum Verdict {
         /// SHA-256 of its exact bytes.
         hash: Hash,
     },
-    /// Not a valid event at this place; why.
-    Foreign(String),
+    /// Not the next event of the origin's chain; why. The chain goes on
+    /// from the last valid event.
+    Foreign(Break),
 }
 
-/// The last valid event a [`StreamCursor`] accepted: enough to continue
-/// checking the chain after it, and to check later that a stream still holds
-/// it (a snapshot's anchor).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Mark {
-    /// Its seq (and stream sequence).
-    pub seq: u64,
-    /// Its epoch.
-    pub epoch: u64,
-    /// SHA-256 of its exact bytes.
-    pub hash: Hash,
-}
-
-/// Per-origin chain cursor over a stream read in order.
+/// Per-origin chain cursor over a stream read in order: a lenient
+/// [`ChainVerifier`] that steps over every break.
 #[derive(Debug, Clone)]
 pub struct StreamCursor {
-    origin: String,
-    last: Option<Mark>,
+    chain: ChainVerifier,
 }
 
 impl StreamCursor {
@@ -52,70 +42,29 @@ impl StreamCursor {
     /// trust for its `prev` (the history before it may have expired), except
     /// that seq 1 must have a zero `prev`.
     pub fn new(origin: &str) -> Self {
-        Self {
-            origin: origin.to_owned(),
-            last: None,
-        }
+        Self::after(origin, None)
     }
 
     /// A cursor positioned after a known event (`None`: after nothing).
     pub fn after(origin: &str, last: Option<Mark>) -> Self {
         Self {
-            origin: origin.to_owned(),
-            last,
+            chain: ChainVerifier::after(origin, last),
         }
     }
 
     /// The last valid event accepted, if any.
     pub fn mark(&self) -> Option<Mark> {
-        self.last
+        self.chain.last()
     }
 
     /// Judges the message stored at `stream_seq`, advancing on a valid event.
     pub fn judge(&mut self, stream_seq: u64, bytes: &[u8]) -> Verdict {
-        let ev = match crate::decode(bytes) {
-            Ok(ev) => ev,
-            Err(e) => return Verdict::Foreign(format!("undecodable: {e}")),
-        };
-        if ev.origin != self.origin {
-            return Verdict::Foreign(format!(
-                "origin {:?} in the stream of {:?}",
-                ev.origin, self.origin
-            ));
-        }
-        if ev.seq != stream_seq {
-            return Verdict::Foreign(format!(
-                "seq {} stored at stream sequence {stream_seq}",
-                ev.seq
-            ));
-        }
-        match self.last {
-            Some(m) if ev.prev != m.hash => {
-                return Verdict::Foreign(format!(
-                    "seq {}: prev does not chain to the last event (seq {})",
-                    ev.seq, m.seq
-                ));
-            }
-            Some(m) if ev.epoch < m.epoch => {
-                return Verdict::Foreign(format!(
-                    "seq {}: epoch {} older than the origin's current {}",
-                    ev.seq, ev.epoch, m.epoch
-                ));
-            }
-            None if ev.seq == 1 && ev.prev != ZERO_HASH => {
-                return Verdict::Foreign("seq 1 with a non-zero prev".to_owned());
-            }
-            _ => {}
-        }
-        let hash = wire::hash(bytes);
-        self.last = Some(Mark {
-            seq: ev.seq,
-            epoch: ev.epoch,
-            hash,
-        });
-        Verdict::Valid {
-            event: Box::new(ev),
-            hash,
+        match self.chain.advance(stream_seq, bytes) {
+            Ok(v) => Verdict::Valid {
+                event: Box::new(v.event),
+                hash: v.hash,
+            },
+            Err(why) => Verdict::Foreign(why),
         }
     }
 }

@@ -1,300 +1,355 @@
-//! Checking an origin's history as it is read: contiguity, epochs, the hash
-//! chain ([`OriginCursor`]), and cheap gap detection for live consumers
-//! ([`GapTracker`]).
+//! The one answer to "is this message the next event of origin X's
+//! chain": [`ChainVerifier`], a pure type that judges one stream message at
+//! a time and names what is wrong with a typed [`Break`].
+//!
+//! Every reader of an origin's history uses it and adds only its own policy
+//! on a break: the lenient reader of a local stream ([`crate::StreamCursor`])
+//! steps over the message, the audit ([`crate::audit`]) reports it and,
+//! for a broken link or an older epoch, keeps the event in the chain, and
+//! [`verify_contiguous`] (strict: seqs 1..=n, no hole) stops at the first.
+//!
+//! The rules, in the order they are checked:
+//!
+//! 1. the bytes decode ([`Break::Undecodable`]);
+//! 2. the event is the origin's ([`Break::WrongOrigin`]);
+//! 3. it sits at its own seq: stream sequence == seq ([`Break::Misplaced`]);
+//! 4. it comes after the last accepted event ([`Break::Behind`]); a strict
+//!    verifier also refuses any seq but the next ([`Break::Hole`]);
+//! 5. its `prev` is the hash of the last accepted event's bytes
+//!    ([`Break::BrokenPrev`]), or 32 zero bytes at seq 1
+//!    ([`Break::NonZeroGenesis`]); the first event seen above seq 1 is taken
+//!    on trust (history before it may have expired);
+//! 6. its epoch is not below the last accepted event's
+//!    ([`Break::OlderEpoch`]).
+//!
+//! The verifier moves only when told to ([`ChainVerifier::accept`], or
+//! [`ChainVerifier::advance`] on a verified event), so each reader decides
+//! what the chain continues from after a break.
 
-use std::collections::BTreeMap;
-
+use crate::codec::{decode, DecodeError};
 use crate::wire::{self, Event, Hash, ZERO_HASH};
 
-/// A broken rule in an origin's history. [`Violation::kind`] gives a stable
-/// name for logs, metrics and the audit's output.
+/// The last event a verifier accepted: enough to check the next event's
+/// link, and to check later that a stream still holds it (a snapshot's
+/// anchor).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    /// Its seq (and stream sequence).
+    pub seq: u64,
+    /// Its epoch.
+    pub epoch: u64,
+    /// SHA-256 of its exact bytes.
+    pub hash: Hash,
+}
+
+/// How a verified event links to what came before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// Seq 1, `prev` = [`ZERO_HASH`].
+    Genesis,
+    /// The seq after the last accepted event, chained to it.
+    Next,
+    /// Chained to the last accepted event (seq `after`) across stream
+    /// messages that are not in the chain: the origin re-seals onto its
+    /// last valid event when a foreign message took a seq. Never from a
+    /// strict verifier.
+    Over {
+        /// Seq of the last accepted event, which `prev` hashes.
+        after: u64,
+    },
+    /// The first event seen, above seq 1: its `prev` cannot be checked (the
+    /// history before it expired, or reading started mid-stream). Never
+    /// from a strict verifier.
+    Start,
+}
+
+/// An event that passed every rule, with the hash its successor's `prev`
+/// must carry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verified {
+    /// The decoded event.
+    pub event: Event,
+    /// SHA-256 of its exact bytes.
+    pub hash: Hash,
+    /// How it links to the last accepted event.
+    pub link: Link,
+}
+
+impl Verified {
+    /// Where a verifier that accepts this event stands.
+    pub fn mark(&self) -> Mark {
+        Mark {
+            seq: self.event.seq,
+            epoch: self.event.epoch,
+            hash: self.hash,
+        }
+    }
+}
+
+/// Why a message is not the next event of the verifier's chain.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Violation {
-    /// Events are missing between the last one and this one.
-    #[error("gap: expected seq {expected}, got {got}")]
-    Gap {
-        /// The seq that should have come.
-        expected: u64,
-        /// The seq that came.
-        got: u64,
-    },
-    /// A seq at or below the last one seen: a redelivery, or a second event
-    /// with a used seq.
-    #[error("duplicate seq {seq}")]
-    Duplicate {
-        /// The seq seen again.
+pub enum Break {
+    /// The bytes are not a valid event.
+    #[error("undecodable: {0}")]
+    Undecodable(#[from] DecodeError),
+    /// A valid event of another origin.
+    #[error("event {seq} of origin {got:?} in the stream of {expected:?}")]
+    WrongOrigin {
+        /// The event's seq.
         seq: u64,
-    },
-    /// The event's epoch is older than the origin's current one: written by
-    /// a deposed member.
-    #[error("stale epoch {got} (current {current})")]
-    StaleEpoch {
-        /// The origin's epoch so far.
-        current: u64,
-        /// The event's epoch.
-        got: u64,
-    },
-    /// `prev` is not the hash of the previous event's bytes: history was
-    /// altered, or this event was built on another history (a fork).
-    #[error(
-        "broken chain at seq {seq}: prev {} but previous event hashes to {}",
-        hex::encode(got),
-        hex::encode(expected)
-    )]
-    BrokenChain {
-        /// The event whose `prev` is wrong.
-        seq: u64,
-        /// The hash of the previous event's bytes.
-        expected: Hash,
-        /// The event's `prev`.
-        got: Hash,
-    },
-    /// The event belongs to another origin than the cursor's.
-    #[error("event of origin {got} checked against origin {expected}")]
-    OriginMismatch {
-        /// The cursor's origin.
+        /// The verifier's origin.
         expected: String,
         /// The event's origin.
         got: String,
     },
+    /// The event's seq is not the stream sequence it is stored at (an
+    /// event stored again, or moved).
+    #[error("seq {seq} stored at stream sequence {stream_seq}")]
+    Misplaced {
+        /// The event's seq.
+        seq: u64,
+        /// Where it is stored.
+        stream_seq: u64,
+    },
+    /// A seq at or below the last accepted one (a replay).
+    #[error("seq {seq} is not after the last event (seq {last})")]
+    Behind {
+        /// The event's seq.
+        seq: u64,
+        /// Seq of the last accepted event.
+        last: u64,
+    },
+    /// Seqs are missing before this one. Only from a strict verifier.
+    #[error("seq {seq} where seq {expected} was expected")]
+    Hole {
+        /// The event's seq.
+        seq: u64,
+        /// The seq that should have come.
+        expected: u64,
+    },
+    /// The first event of the chain has a `prev` other than 32 zero bytes.
+    #[error("seq 1 with a non-zero prev {}", hex::encode(got))]
+    NonZeroGenesis {
+        /// The event's `prev`.
+        got: Hash,
+    },
+    /// `prev` is not the hash of the last accepted event's bytes: history
+    /// was altered, or the event was built on another history (a fork).
+    #[error(
+        "prev {} does not chain to the last event (seq {after}, which hashes to {})",
+        hex::encode(got),
+        hex::encode(expected)
+    )]
+    BrokenPrev {
+        /// The event's seq.
+        seq: u64,
+        /// Seq of the last accepted event.
+        after: u64,
+        /// The hash of the last accepted event's bytes.
+        expected: Hash,
+        /// The event's `prev`.
+        got: Hash,
+    },
+    /// The epoch is below the last accepted event's: written by a deposed
+    /// member.
+    #[error("epoch {epoch} older than the origin's current {current}")]
+    OlderEpoch {
+        /// The event's seq.
+        seq: u64,
+        /// The event's epoch.
+        epoch: u64,
+        /// The last accepted event's epoch.
+        current: u64,
+    },
 }
 
-impl Violation {
-    /// Stable lowercase name: `gap`, `duplicate`, `stale_epoch`,
-    /// `broken_chain`, `origin_mismatch`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Violation::Gap { .. } => "gap",
-            Violation::Duplicate { .. } => "duplicate",
-            Violation::StaleEpoch { .. } => "stale_epoch",
-            Violation::BrokenChain { .. } => "broken_chain",
-            Violation::OriginMismatch { .. } => "origin_mismatch",
-        }
-    }
-}
-
-/// Verifies one origin's events in seq order: the audit's and a replica
-/// reader's view of "is this history intact".
+/// Checks one origin's stream messages in stream order against the chain
+/// of the events it accepted (see the module doc for the rules).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OriginCursor {
-    /// The origin whose events this cursor accepts.
+pub struct ChainVerifier {
+    /// The origin whose events it accepts.
     origin: String,
-    /// Seq of the last accepted event; 0 while fresh.
-    last_seq: u64,
-    /// Epoch of the last accepted event; epochs may not go back.
-    last_epoch: u64,
-    /// Hash of the last accepted event's bytes: the next `prev`.
-    last_hash: Hash,
-    /// Set when the cursor started (or restarted) at an event whose `prev`
-    /// could not be checked: history before it was truncated by retention
-    /// or skipped after a gap. The audit reports it; it is not a violation.
-    unverified_start: Option<u64>,
+    /// The last accepted event; `None` while fresh.
+    last: Option<Mark>,
+    /// Refuse a hole: the first event must be seq 1 and each next one the
+    /// seq after the last ([`Break::Hole`]). Otherwise a later seq is
+    /// accepted if it chains to the last event ([`Link::Over`]), and a
+    /// first event above 1 is taken on trust ([`Link::Start`]).
+    strict: bool,
 }
 
-impl OriginCursor {
-    /// A cursor that has seen nothing of `origin`. A first event with seq 1
-    /// must have `prev` = [`ZERO_HASH`]; a first event with a larger seq is
-    /// accepted as the start of what retention kept.
-    pub fn new(origin: impl Into<String>) -> Self {
+impl ChainVerifier {
+    /// A lenient verifier that has seen nothing of `origin`.
+    pub fn new(origin: &str) -> Self {
+        Self::after(origin, None)
+    }
+
+    /// A lenient verifier positioned after a known event (`None`: after
+    /// nothing), e.g. a snapshot's mark.
+    pub fn after(origin: &str, last: Option<Mark>) -> Self {
         Self {
-            origin: origin.into(),
-            last_seq: 0,
-            last_epoch: 0,
-            last_hash: ZERO_HASH,
-            unverified_start: None,
+            origin: origin.to_owned(),
+            last,
+            strict: false,
         }
     }
 
-    /// A cursor continuing from a known position (a snapshot, a checkpoint).
-    pub fn resume(
-        origin: impl Into<String>,
-        last_seq: u64,
-        last_epoch: u64,
-        last_hash: Hash,
-    ) -> Self {
+    /// A strict verifier that has seen nothing of `origin`: it accepts only
+    /// the whole chain from seq 1, without a hole.
+    pub fn strict(origin: &str) -> Self {
         Self {
-            origin: origin.into(),
-            last_seq,
-            last_epoch,
-            last_hash,
-            unverified_start: None,
+            strict: true,
+            ..Self::new(origin)
         }
     }
 
-    /// Whether `event` may follow what the cursor has accepted. Checks, in
-    /// order: origin, seq (duplicate, gap), epoch, chain.
-    pub fn check(&self, event: &Event) -> Result<(), Violation> {
-        if event.origin != self.origin {
-            return Err(Violation::OriginMismatch {
-                expected: self.origin.clone(),
-                got: event.origin.clone(),
-            });
-        }
-        if self.is_fresh() && event.seq > 1 {
-            // Truncated history: nothing to check `prev` against.
-            return Ok(());
-        }
-        let expected = self.last_seq.saturating_add(1);
-        if event.seq < expected {
-            return Err(Violation::Duplicate { seq: event.seq });
-        }
-        if event.seq > expected {
-            return Err(Violation::Gap {
-                expected,
-                got: event.seq,
-            });
-        }
-        if event.epoch < self.last_epoch {
-            return Err(Violation::StaleEpoch {
-                current: self.last_epoch,
-                got: event.epoch,
-            });
-        }
-        if event.prev != self.last_hash {
-            return Err(Violation::BrokenChain {
-                seq: event.seq,
-                expected: self.last_hash,
-                got: event.prev,
-            });
-        }
-        Ok(())
-    }
-
-    /// [`check`](Self::check), then accept `event`, whose exact wire bytes
-    /// are `bytes`. On a violation the cursor does not move.
-    pub fn advance(&mut self, event: &Event, bytes: &[u8]) -> Result<(), Violation> {
-        self.check(event)?;
-        if self.is_fresh() && event.seq > 1 {
-            self.unverified_start = Some(event.seq);
-        }
-        self.accept(event, bytes);
-        Ok(())
-    }
-
-    /// Accept `event` as a new, unverified starting point, whatever came
-    /// before: lets an auditor report a violation and keep checking the
-    /// rest of the history. Only the origin must match.
-    pub fn restart(&mut self, event: &Event, bytes: &[u8]) -> Result<(), Violation> {
-        if event.origin != self.origin {
-            return Err(Violation::OriginMismatch {
-                expected: self.origin.clone(),
-                got: event.origin.clone(),
-            });
-        }
-        self.unverified_start = Some(event.seq);
-        self.accept(event, bytes);
-        Ok(())
-    }
-
-    fn accept(&mut self, event: &Event, bytes: &[u8]) {
-        self.last_seq = event.seq;
-        self.last_epoch = self.last_epoch.max(event.epoch);
-        self.last_hash = wire::hash(bytes);
-    }
-
-    /// Whether no event has been accepted yet.
-    pub fn is_fresh(&self) -> bool {
-        self.last_seq == 0
-    }
-
-    /// The origin this cursor checks.
+    /// The origin it checks.
     pub fn origin(&self) -> &str {
         &self.origin
     }
 
-    /// Seq of the last accepted event (0 if none).
-    pub fn last_seq(&self) -> u64 {
-        self.last_seq
+    /// The last accepted event, if any.
+    pub fn last(&self) -> Option<Mark> {
+        self.last
     }
 
-    /// Epoch of the last accepted event (0 if none).
-    pub fn last_epoch(&self) -> u64 {
-        self.last_epoch
+    /// Every rule on the message stored at `stream_seq`; the first broken
+    /// one is the error. The verifier does not move.
+    pub fn check(&self, stream_seq: u64, bytes: &[u8]) -> Result<Verified, Break> {
+        let event = self.read(stream_seq, bytes)?;
+        let link = self.check_link(&event)?;
+        self.check_epoch(&event)?;
+        Ok(Verified {
+            event,
+            hash: wire::hash(bytes),
+            link,
+        })
     }
 
-    /// Hash of the last accepted event's bytes.
-    pub fn last_hash(&self) -> Hash {
-        self.last_hash
+    /// [`check`](Self::check), then accept the event. On a break the
+    /// verifier does not move.
+    pub fn advance(&mut self, stream_seq: u64, bytes: &[u8]) -> Result<Verified, Break> {
+        let verified = self.check(stream_seq, bytes)?;
+        self.accept(verified.mark());
+        Ok(verified)
     }
 
-    /// The seq at which verification last (re)started without checking
-    /// `prev`, if it did: history before it was not verified.
-    pub fn unverified_start(&self) -> Option<u64> {
-        self.unverified_start
-    }
-}
-
-/// What [`GapTracker::observe`] saw.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Observation {
-    /// The expected next seq (or the first seen of an origin).
-    InOrder,
-    /// At or below a seq already seen: drop it.
-    Duplicate,
-    /// Events `from..=to` were skipped; fetch exactly that range by seq.
-    Gap {
-        /// First missing seq.
-        from: u64,
-        /// Last missing seq.
-        to: u64,
-    },
-}
-
-/// Next expected seq per origin, for consumers that take events live and
-/// may miss some. Cheaper than [`OriginCursor`]: no hashing.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GapTracker {
-    /// origin → the seq expected next.
-    next: BTreeMap<String, u64>,
-}
-
-impl GapTracker {
-    /// An empty tracker: the first event of each origin sets its start.
-    pub fn new() -> Self {
-        Self::default()
+    /// Continue the chain from `mark`, whatever came before: after
+    /// [`advance`](Self::advance) succeeds, or for a reader that keeps an
+    /// event despite a break (the audit keeps a broken link or an older
+    /// epoch in the chain, so what follows is checked against it).
+    pub fn accept(&mut self, mark: Mark) {
+        self.last = Some(mark);
     }
 
-    /// Record that `seq` of `origin` arrived. A gap is reported once: the
-    /// tracker moves past `seq`, and the caller fetches `from..=to` (and
-    /// hands those events to its fold, not back to this tracker).
-    pub fn observe(&mut self, origin: &str, seq: u64) -> Observation {
-        let after = seq.saturating_add(1);
-        let Some(next) = self.next.get_mut(origin) else {
-            self.next.insert(origin.to_owned(), after);
-            return Observation::InOrder;
+    /// Rules 1-3: the bytes are an event of this origin stored at its own
+    /// seq.
+    pub fn read(&self, stream_seq: u64, bytes: &[u8]) -> Result<Event, Break> {
+        let event = decode(bytes)?;
+        if event.origin != self.origin {
+            return Err(Break::WrongOrigin {
+                seq: event.seq,
+                expected: self.origin.clone(),
+                got: event.origin,
+            });
+        }
+        if event.seq != stream_seq {
+            return Err(Break::Misplaced {
+                seq: event.seq,
+                stream_seq,
+            });
+        }
+        Ok(event)
+    }
+
+    /// Rules 4-5: the event's place after the last accepted one, and its
+    /// `prev`.
+    pub fn check_link(&self, event: &Event) -> Result<Link, Break> {
+        let seq = event.seq;
+        let Some(last) = self.last else {
+            return match seq {
+                1 if event.prev != ZERO_HASH => Err(Break::NonZeroGenesis { got: event.prev }),
+                1 => Ok(Link::Genesis),
+                _ if self.strict => Err(Break::Hole { seq, expected: 1 }),
+                _ => Ok(Link::Start),
+            };
         };
-        if seq < *next {
-            return Observation::Duplicate;
+        if seq <= last.seq {
+            return Err(Break::Behind {
+                seq,
+                last: last.seq,
+            });
         }
-        let expected = *next;
-        *next = after;
-        if seq == expected {
-            Observation::InOrder
+        let next = last.seq.saturating_add(1);
+        if self.strict && seq != next {
+            return Err(Break::Hole {
+                seq,
+                expected: next,
+            });
+        }
+        if event.prev != last.hash {
+            return Err(Break::BrokenPrev {
+                seq,
+                after: last.seq,
+                expected: last.hash,
+                got: event.prev,
+            });
+        }
+        Ok(if seq == next {
+            Link::Next
         } else {
-            Observation::Gap {
-                from: expected,
-                to: seq - 1,
-            }
+            Link::Over { after: last.seq }
+        })
+    }
+
+    /// Rule 6: the epoch does not go back.
+    pub fn check_epoch(&self, event: &Event) -> Result<(), Break> {
+        match self.last {
+            Some(last) if event.epoch < last.epoch => Err(Break::OlderEpoch {
+                seq: event.seq,
+                epoch: event.epoch,
+                current: last.epoch,
+            }),
+            _ => Ok(()),
         }
     }
+}
 
-    /// Declare `last_seq` as the last event of `origin` already held (from
-    /// a snapshot), so the next expected is `last_seq + 1`.
-    pub fn set(&mut self, origin: &str, last_seq: u64) {
-        self.next
-            .insert(origin.to_owned(), last_seq.saturating_add(1));
-    }
+/// Where [`verify_contiguous`] found the chain broken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{origin}: chain broken at seq {seq}: {cause}")]
+pub struct ChainBroken {
+    /// The origin verified.
+    pub origin: String,
+    /// The stream sequence of the first message that is not the next event.
+    pub seq: u64,
+    /// What is wrong with it.
+    pub cause: Break,
+}
 
-    /// The seq expected next from `origin`, if it has been seen or set.
-    pub fn next_expected(&self, origin: &str) -> Option<u64> {
-        self.next.get(origin).copied()
+/// The strict check of a whole stream: `messages` (stream sequence, exact
+/// bytes) are `origin`'s events 1..=n in order, each at its own seq, chained
+/// from [`ZERO_HASH`], epochs never going back. Returns n.
+pub fn verify_contiguous<'a>(
+    origin: &str,
+    messages: impl IntoIterator<Item = (u64, &'a [u8])>,
+) -> Result<u64, ChainBroken> {
+    let mut chain = ChainVerifier::strict(origin);
+    for (seq, bytes) in messages {
+        chain.advance(seq, bytes).map_err(|cause| ChainBroken {
+            origin: origin.to_owned(),
+            seq,
+            cause,
+        })?;
     }
+    Ok(chain.last().map_or(0, |m| m.seq))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::chain::{Chain, Sealed};
+    use crate::codec::encode;
     use crate::wire::{Body, Quality, Value, ValueBody};
 
     fn history(n: u64) -> Vec<Sealed> {
@@ -317,47 +372,75 @@ mod tests {
             .collect()
     }
 
+    fn at(s: &Sealed) -> (u64, &[u8]) {
+        (s.event.seq, &s.bytes)
+    }
+
     #[test]
     fn intact_history_verifies() {
         let h = history(5);
-        let mut cur = OriginCursor::new("root.south");
+        let mut v = ChainVerifier::strict("root.south");
         for s in &h {
-            cur.advance(&s.event, &s.bytes).unwrap();
+            let (seq, bytes) = at(s);
+            let ok = v.advance(seq, bytes).unwrap();
+            assert_eq!(ok.link, if seq == 1 { Link::Genesis } else { Link::Next });
+            assert_eq!(ok.hash, s.hash);
         }
-        assert_eq!(cur.last_seq(), 5);
-        assert_eq!(cur.last_epoch(), 2);
-        assert_eq!(cur.last_hash(), h[4].hash);
-        assert_eq!(cur.unverified_start(), None);
+        let last = v.last().unwrap();
+        assert_eq!((last.seq, last.epoch, last.hash), (5, 2, h[4].hash));
+        assert_eq!(
+            verify_contiguous("root.south", h.iter().map(at)).unwrap(),
+            5
+        );
+        assert_eq!(verify_contiguous("root.south", []).unwrap(), 0);
     }
 
     #[test]
-    fn gap_and_duplicate() {
+    fn hole_and_replay() {
         let h = history(4);
-        let mut cur = OriginCursor::new("root.south");
-        cur.advance(&h[0].event, &h[0].bytes).unwrap();
-        let v = cur.advance(&h[2].event, &h[2].bytes).unwrap_err();
+        let mut v = ChainVerifier::strict("root.south");
+        v.advance(1, &h[0].bytes).unwrap();
         assert_eq!(
-            v,
-            Violation::Gap {
-                expected: 2,
-                got: 3
+            v.advance(3, &h[2].bytes).unwrap_err(),
+            Break::Hole {
+                seq: 3,
+                expected: 2
             }
         );
-        assert_eq!(v.kind(), "gap");
-        cur.advance(&h[1].event, &h[1].bytes).unwrap();
-        let v = cur.check(&h[1].event).unwrap_err();
-        assert_eq!(v, Violation::Duplicate { seq: 2 });
-        assert_eq!(v.kind(), "duplicate");
-        assert_eq!(cur.check(&h[0].event), Err(Violation::Duplicate { seq: 1 }));
-        assert_eq!(cur.last_seq(), 2);
+        v.advance(2, &h[1].bytes).unwrap();
+        assert_eq!(
+            v.check_link(&h[1].event),
+            Err(Break::Behind { seq: 2, last: 2 })
+        );
+        assert_eq!(
+            v.check_link(&h[0].event),
+            Err(Break::Behind { seq: 1, last: 2 })
+        );
+        assert_eq!(v.last().map(|m| m.seq), Some(2));
+        // A strict verifier wants the chain from its start.
+        assert_eq!(
+            ChainVerifier::strict("root.south")
+                .check(2, &h[1].bytes)
+                .unwrap_err(),
+            Break::Hole {
+                seq: 2,
+                expected: 1
+            }
+        );
+        // The same message twice in a stream.
+        let twice = [at(&h[0]), at(&h[0])];
+        let err = verify_contiguous("root.south", twice).unwrap_err();
+        assert_eq!(err.seq, 1);
+        assert_eq!(err.cause, Break::Behind { seq: 1, last: 1 });
     }
 
     #[test]
-    fn stale_epoch() {
+    fn older_epoch() {
         let h = history(4); // event 4 is in epoch 2
-        let mut cur = OriginCursor::new("root.south");
+        let mut v = ChainVerifier::new("root.south");
         for s in &h {
-            cur.advance(&s.event, &s.bytes).unwrap();
+            let (seq, bytes) = at(s);
+            v.advance(seq, bytes).unwrap();
         }
         // A deposed member of epoch 1 built event 5 on the same history.
         let mut old = Chain::resume("root.south", "b", 1, 4, h[3].hash);
@@ -371,78 +454,132 @@ mod tests {
                 }),
             )
             .unwrap();
-        let v = cur.advance(&late.event, &late.bytes).unwrap_err();
-        assert_eq!(v, Violation::StaleEpoch { current: 2, got: 1 });
-        assert_eq!(v.kind(), "stale_epoch");
+        assert_eq!(
+            v.advance(5, &late.bytes).unwrap_err(),
+            Break::OlderEpoch {
+                seq: 5,
+                epoch: 1,
+                current: 2
+            }
+        );
+        assert_eq!(v.last().map(|m| m.seq), Some(4), "a break does not move it");
     }
 
     #[test]
-    fn broken_chain() {
+    fn broken_prev() {
         let h = history(3);
-        let mut cur = OriginCursor::new("root.south");
-        cur.advance(&h[0].event, &h[0].bytes).unwrap();
+        let mut v = ChainVerifier::new("root.south");
+        v.advance(1, &h[0].bytes).unwrap();
         let mut forged = h[1].event.clone();
         forged.prev = [7; 32];
-        let v = cur.check(&forged).unwrap_err();
-        assert_eq!(v.kind(), "broken_chain");
-        assert!(matches!(v, Violation::BrokenChain { seq: 2, .. }));
+        assert_eq!(
+            v.check(2, &encode(&forged)).unwrap_err(),
+            Break::BrokenPrev {
+                seq: 2,
+                after: 1,
+                expected: h[0].hash,
+                got: [7; 32],
+            }
+        );
         // Tampered bytes of event 1 break the link to event 2.
-        let mut cur = OriginCursor::new("root.south");
+        let mut v = ChainVerifier::new("root.south");
         let mut tampered = h[0].bytes.clone();
         let last = tampered.len() - 1;
         tampered[last] ^= 1;
-        cur.advance(&h[0].event, &tampered).unwrap();
-        assert_eq!(cur.check(&h[1].event).unwrap_err().kind(), "broken_chain");
-        // A fresh cursor still checks seq 1 against the zero hash.
+        v.accept(Mark {
+            seq: 1,
+            epoch: 1,
+            hash: crate::hash(&tampered),
+        });
+        assert!(matches!(
+            v.check_link(&h[1].event),
+            Err(Break::BrokenPrev { seq: 2, .. })
+        ));
+        // A fresh verifier still checks seq 1 against the zero hash.
         let mut first = h[0].event.clone();
         first.prev = [1; 32];
         assert_eq!(
-            OriginCursor::new("root.south")
-                .check(&first)
-                .unwrap_err()
-                .kind(),
-            "broken_chain"
+            ChainVerifier::new("root.south").check_link(&first),
+            Err(Break::NonZeroGenesis { got: [1; 32] })
+        );
+        // The strict whole-stream check names where.
+        let stream = [at(&h[0]), (2, &tampered[..]), at(&h[2])];
+        let err = verify_contiguous("root.south", stream).unwrap_err();
+        assert_eq!(err.seq, 2);
+        assert!(
+            err.to_string()
+                .starts_with("root.south: chain broken at seq 2: "),
+            "{err}"
         );
     }
 
     #[test]
-    fn truncated_start_is_accepted_but_recorded() {
+    fn truncated_start_is_taken_on_trust_by_a_lenient_verifier() {
         let h = history(5);
-        let mut cur = OriginCursor::new("root.south");
-        for s in &h[2..] {
-            cur.advance(&s.event, &s.bytes).unwrap();
-        }
-        assert_eq!(cur.unverified_start(), Some(3));
-        assert_eq!(cur.last_seq(), 5);
+        let mut v = ChainVerifier::new("root.south");
+        let links: Vec<Link> = h[2..]
+            .iter()
+            .map(|s| v.advance(s.event.seq, &s.bytes).unwrap().link)
+            .collect();
+        assert_eq!(links, [Link::Start, Link::Next, Link::Next]);
+        assert_eq!(v.last().map(|m| m.seq), Some(5));
     }
 
     #[test]
-    fn origin_mismatch_and_restart() {
+    fn a_lenient_verifier_chains_over_messages_not_in_the_chain() {
+        let h = history(1);
+        let mut v = ChainVerifier::new("root.south");
+        v.advance(1, &h[0].bytes).unwrap();
+        assert_eq!(
+            v.advance(2, b"garbage").unwrap_err().to_string(),
+            format!("undecodable: {}", decode(b"garbage").unwrap_err())
+        );
+        // The origin re-sealed its next event after the foreign one.
+        let mut c = Chain::resume("root.south", "a", 1, 2, h[0].hash);
+        let e3 = c.seal(30, h[0].event.body.clone()).unwrap();
+        assert_eq!(
+            v.advance(3, &e3.bytes).unwrap().link,
+            Link::Over { after: 1 }
+        );
+        // Strict: that is a hole.
+        let stream = [at(&h[0]), at(&e3)];
+        let err = verify_contiguous("root.south", stream).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "root.south: chain broken at seq 3: seq 3 where seq 2 was expected"
+        );
+    }
+
+    #[test]
+    fn wrong_origin_and_misplaced_and_accept_after_a_break() {
         let h = history(4);
-        let cur = OriginCursor::new("root.north");
-        let v = cur.check(&h[0].event).unwrap_err();
-        assert_eq!(v.kind(), "origin_mismatch");
-        let mut cur = OriginCursor::new("root.south");
-        cur.advance(&h[0].event, &h[0].bytes).unwrap();
-        assert!(cur.advance(&h[2].event, &h[2].bytes).is_err());
-        cur.restart(&h[2].event, &h[2].bytes).unwrap();
-        cur.advance(&h[3].event, &h[3].bytes).unwrap();
-        assert_eq!(cur.unverified_start(), Some(3));
-    }
-
-    #[test]
-    fn gap_tracker() {
-        let mut t = GapTracker::new();
-        assert_eq!(t.observe("a", 5), Observation::InOrder);
-        assert_eq!(t.observe("a", 6), Observation::InOrder);
-        assert_eq!(t.observe("a", 6), Observation::Duplicate);
-        assert_eq!(t.observe("a", 3), Observation::Duplicate);
-        assert_eq!(t.observe("a", 9), Observation::Gap { from: 7, to: 8 });
-        assert_eq!(t.observe("a", 10), Observation::InOrder);
-        assert_eq!(t.observe("b", 1), Observation::InOrder);
-        t.set("c", 10);
-        assert_eq!(t.next_expected("c"), Some(11));
-        assert_eq!(t.observe("c", 12), Observation::Gap { from: 11, to: 11 });
-        assert_eq!(t.next_expected("zz"), None);
+        assert_eq!(
+            ChainVerifier::new("root.north")
+                .check(1, &h[0].bytes)
+                .unwrap_err(),
+            Break::WrongOrigin {
+                seq: 1,
+                expected: "root.north".into(),
+                got: "root.south".into()
+            }
+        );
+        let mut v = ChainVerifier::new("root.south");
+        assert_eq!(
+            v.check(7, &h[0].bytes).unwrap_err(),
+            Break::Misplaced {
+                seq: 1,
+                stream_seq: 7
+            }
+        );
+        v.advance(1, &h[0].bytes).unwrap();
+        assert!(v.advance(3, &h[2].bytes).is_err());
+        // A reader that goes on after the break continues from event 3.
+        let e3 = v.read(3, &h[2].bytes).unwrap();
+        v.accept(Mark {
+            seq: e3.seq,
+            epoch: e3.epoch,
+            hash: h[2].hash,
+        });
+        assert_eq!(v.advance(4, &h[3].bytes).unwrap().link, Link::Next);
     }
 }

@@ -163,13 +163,13 @@ async fn a_publisher_reseals_onto_the_event_another_member_wrote() {
         .expect("b publishes after re-sealing")
         .unwrap();
     assert_eq!(c.seq, 5);
-    let mut cursor = events::OriginCursor::new(origin);
+    let mut chain = events::ChainVerifier::strict(origin);
     for seq in 1..=5u64 {
         let m = s.get_raw_message(seq).await.unwrap();
-        let ev = events::decode(&m.payload).unwrap();
-        cursor
-            .advance(&ev, &m.payload)
-            .unwrap_or_else(|v| panic!("seq {seq}: {v}"));
+        let ev = chain
+            .advance(seq, &m.payload)
+            .unwrap_or_else(|b| panic!("seq {seq}: {b}"))
+            .event;
         assert_eq!(ev.member, if seq == 5 { "b" } else { "a" });
     }
     assert_eq!(s.info().await.unwrap().state.last_sequence, 5);
