@@ -81,3 +81,27 @@ pub async fn stop(child: &mut Child, grace: Duration) {
 pub fn signal_pid(pid: u32, sig: Signal) -> bool {
     signal::kill(Pid::from_raw(pid as i32), sig).is_ok()
 }
+
+/// Processes stopped with SIGSTOP, continued (SIGCONT) when this is
+/// dropped: a benchmark or test that fails while they are frozen never
+/// leaves them stopped.
+#[derive(Debug)]
+pub struct Frozen(Vec<u32>);
+
+impl Frozen {
+    /// Stops every process in `pids` (in order).
+    pub fn new(pids: &[u32]) -> Frozen {
+        for &pid in pids {
+            signal_pid(pid, Signal::SIGSTOP);
+        }
+        Frozen(pids.to_vec())
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        for &pid in self.0.iter().rev() {
+            signal_pid(pid, Signal::SIGCONT);
+        }
+    }
+}

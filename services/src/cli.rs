@@ -334,6 +334,21 @@ pub enum BenchCmd {
     Restart(BenchRestartArgs),
 }
 
+/// Flags every benchmark that runs a tree takes.
+#[derive(Debug, Clone, Args)]
+pub struct BenchCommon {
+    /// nats-server binary (else $CANOPY_NATS_SERVER, else PATH).
+    #[arg(long)]
+    pub nats_server: Option<PathBuf>,
+    /// Keep the tree's data and logs here instead of a temporary directory
+    /// (which is removed after the run).
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `canopy bench restart`.
 #[derive(Debug, Args)]
 pub struct BenchRestartArgs {
@@ -343,18 +358,11 @@ pub struct BenchRestartArgs {
     /// Distinct points the events are spread over.
     #[arg(long, default_value_t = 200)]
     pub points: u64,
-    /// Keep the tree's data and logs here instead of a temporary directory.
-    #[arg(long)]
-    pub workdir: Option<PathBuf>,
     /// JetStream write durability while the history is written.
     #[arg(long, default_value = "1s")]
     pub sync: String,
-    /// nats-server binary (else $CANOPY_NATS_SERVER, else PATH).
-    #[arg(long)]
-    pub nats_server: Option<PathBuf>,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub common: BenchCommon,
 }
 
 /// `canopy bench rebuild`.
@@ -366,12 +374,8 @@ pub struct BenchRebuildArgs {
     /// JetStream write durability while the history is written.
     #[arg(long, default_value = "1s")]
     pub sync: String,
-    /// nats-server binary (else $CANOPY_NATS_SERVER, else PATH).
-    #[arg(long)]
-    pub nats_server: Option<PathBuf>,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub common: BenchCommon,
 }
 
 /// `canopy bench catchup`.
@@ -383,12 +387,8 @@ pub struct BenchCatchupArgs {
     /// JetStream write durability for the run ("always" or an interval like "1s").
     #[arg(long, default_value = "1s")]
     pub sync: String,
-    /// nats-server binary (else $CANOPY_NATS_SERVER, else PATH).
-    #[arg(long)]
-    pub nats_server: Option<PathBuf>,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub common: BenchCommon,
 }
 
 /// `canopy bench failover`.
@@ -400,15 +400,8 @@ pub struct BenchFailoverArgs {
     /// The PLC poll interval of the pair (bounds "first PLC poll").
     #[arg(long, default_value_t = 20)]
     pub poll_ms: u64,
-    /// Keep the lab's data and logs here instead of a temporary directory.
-    #[arg(long)]
-    pub workdir: Option<PathBuf>,
-    /// nats-server binary (else $CANOPY_NATS_SERVER, else PATH).
-    #[arg(long)]
-    pub nats_server: Option<PathBuf>,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub common: BenchCommon,
 }
 
 /// `canopy bench codec`.
@@ -441,10 +434,6 @@ pub struct BenchPipelineArgs {
     /// Duration of each latency run.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub latency_for: std::time::Duration,
-    /// nats-server binary (else $CANOPY_NATS_SERVER, else PATH).
-    #[arg(long)]
-    pub nats_server: Option<PathBuf>,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub common: BenchCommon,
 }

@@ -1,11 +1,17 @@
-//! JSON request/reply types of the node's NATS services.
+//! JSON request/reply types of the node's NATS services: the one place
+//! that defines them, for the services that answer and the clients that ask.
 //!
 //! These are the wire contract for clients in any language (commands on
 //! `canopy.cmd.<node>`, state on `canopy.state.<node>`, member info on
-//! `canopy.member.<node>.<member>`). Events themselves are CBOR (see the
-//! `events` crate); commands and queries are JSON so that a shell one-liner
-//! or a dashboard can speak them.
+//! `canopy.member.<node>.<member>` and, from every member and witness at
+//! once, on `canopy.hello`). Events themselves are CBOR (see the `events`
+//! crate); commands and queries are JSON so that a shell one-liner or a
+//! dashboard can speak them. Domain types (`events::State`) are converted
+//! here, at the edge; they carry no JSON format of their own.
 
+use std::collections::BTreeMap;
+
+use events::{Quality, State, Value};
 use serde::{Deserialize, Serialize};
 
 /// What a command asks the owning node to do.
@@ -74,14 +80,15 @@ impl Reply {
     }
 }
 
-/// Member info on `canopy.member.<node>.<member>`.
+/// Member info on `canopy.member.<node>.<member>` and `canopy.hello`: what
+/// a member (or the witness, `role` = `witness`) says about itself.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MemberInfo {
     /// Node id.
     pub node: String,
-    /// Member name.
+    /// Member name (`witness` for the witness).
     pub member: String,
-    /// The member's process id.
+    /// The process id.
     pub pid: u32,
     /// Its nats-server's pid (None when attached to an external server or restarting).
     pub nats_pid: Option<u32>,
@@ -92,6 +99,10 @@ pub struct MemberInfo {
     /// The member it believes active (None during a failover).
     #[serde(default)]
     pub active: Option<String>,
+    /// The pair's raft leader as this process knows it (the witness says;
+    /// members leave it out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
     /// Ready to serve (its NATS and, if any, its PLC link are up).
     #[serde(default)]
     pub healthy: bool,
@@ -101,16 +112,31 @@ pub struct MemberInfo {
     /// Milliseconds since this process's role last changed.
     #[serde(default)]
     pub since_role_change_ms: u64,
-    /// Counters.
-    pub counters: Counters,
-    /// The resources in service (active member only): name, state, health
-    /// check and failures.
+    /// Counters (zero on the witness).
     #[serde(default)]
-    pub resources: Vec<serde_json::Value>,
+    pub counters: Counters,
+    /// The resources in service (active member only).
+    #[serde(default)]
+    pub resources: Vec<ResourceInfo>,
+}
+
+/// One resource of the active member, as member info reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceInfo {
+    /// Its name (`publisher`, `plc`, `pullers`, `sims`, `commands`, `hooks`).
+    pub name: String,
+    /// `in_service`, `pending_oos` or `oos`.
+    pub state: String,
+    /// Its health check: for `plc` the PLC link, otherwise true while running.
+    pub healthy: bool,
+    /// Failures counted since the member started (PLC errors, publish
+    /// retries, interrupted pulls, failed hooks).
+    pub failures: u64,
 }
 
 /// Counters a member exposes (monotonic since start).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Counters {
     /// Events this member published and had acknowledged.
     pub published: u64,
@@ -143,4 +169,210 @@ pub struct Counters {
     /// folded from the start of their streams).
     #[serde(default)]
     pub origins_restored: u64,
+}
+
+/// A state request on `canopy.state.<node>` (an empty body means "every
+/// point").
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateRequest {
+    /// NATS-style pattern over full point names (`root.south.>`).
+    #[serde(default)]
+    pub pattern: Option<String>,
+    /// Reply with the digest only.
+    #[serde(default)]
+    pub digest: bool,
+}
+
+impl StateRequest {
+    /// Parses a request body; an empty (or blank) body is the default.
+    pub fn parse(body: &[u8]) -> Result<Self, serde_json::Error> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            Ok(Self::default())
+        } else {
+            serde_json::from_slice(body)
+        }
+    }
+}
+
+/// The reply to a [`StateRequest`]: `{"node", "member", "points",
+/// "origins"}`, or `{"node", "member", "digest"}` when only the digest was
+/// asked, or `{"error"}` for a request that does not parse.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StateReply {
+    /// The node whose state this is (every point of its subtree).
+    #[serde(default)]
+    pub node: String,
+    /// The member that answered.
+    #[serde(default)]
+    pub member: String,
+    /// Full point name (`<origin>.<point>`) → its state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub points: Option<BTreeMap<String, PointReply>>,
+    /// Origin path → where its history stands in this fold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origins: Option<BTreeMap<String, OriginReply>>,
+    /// `events::State::digest` of the (filtered) state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// Why the request was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One point of a [`StateReply`] (the fold's stash of the field value under
+/// a force is internal and not shown).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PointReply {
+    /// The value shown: the forced value while forced, else the field value.
+    pub value: Value,
+    /// Quality of the shown value.
+    pub quality: Quality,
+    /// The origin owning the point.
+    pub origin: String,
+    /// Seq of the last event that touched the point.
+    pub seq: u64,
+    /// Epoch of that event.
+    pub epoch: u64,
+    /// `ts` of that event (µs since the Unix epoch).
+    pub ts: u64,
+    /// Whether an operator override is in force.
+    pub forced: bool,
+}
+
+/// One origin of a [`StateReply`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginReply {
+    /// Seq of the last event folded.
+    pub seq: u64,
+    /// Highest epoch folded.
+    pub epoch: u64,
+}
+
+impl StateReply {
+    /// The answer to `req` from the fold `state` of `node` held by `member`.
+    pub fn answer(node: &str, member: &str, state: &State, req: &StateRequest) -> Self {
+        let filtered;
+        let view = match &req.pattern {
+            Some(p) => {
+                filtered = state.filter(p);
+                &filtered
+            }
+            None => state,
+        };
+        let mut reply = StateReply {
+            node: node.to_owned(),
+            member: member.to_owned(),
+            ..Default::default()
+        };
+        if req.digest {
+            reply.digest = Some(view.digest());
+            return reply;
+        }
+        reply.points = Some(
+            view.points
+                .iter()
+                .map(|(name, p)| {
+                    let point = PointReply {
+                        value: p.value.clone(),
+                        quality: p.quality,
+                        origin: p.origin.clone(),
+                        seq: p.seq,
+                        epoch: p.epoch,
+                        ts: p.ts,
+                        forced: p.forced,
+                    };
+                    (name.clone(), point)
+                })
+                .collect(),
+        );
+        reply.origins = Some(
+            view.origins
+                .iter()
+                .map(|(o, st)| {
+                    let origin = OriginReply {
+                        seq: st.seq,
+                        epoch: st.epoch,
+                    };
+                    (o.clone(), origin)
+                })
+                .collect(),
+        );
+        reply
+    }
+
+    /// A refusal.
+    pub fn error(msg: impl Into<String>) -> Self {
+        StateReply {
+            error: Some(msg.into()),
+            ..Default::default()
+        }
+    }
+
+    /// The folded seq of `origin` (0 when unknown).
+    pub fn origin_seq(&self, origin: &str) -> u64 {
+        self.origins
+            .as_ref()
+            .and_then(|o| o.get(origin))
+            .map(|o| o.seq)
+            .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_reply_has_the_documented_shape_and_reads_back() {
+        let mut chain = events::Chain::new("root.a", "a", 3);
+        let ev = chain
+            .seal(
+                7,
+                events::Body::Value(events::ValueBody {
+                    point: "t".into(),
+                    value: Value::Float(1.5),
+                    quality: Quality::Good,
+                }),
+            )
+            .expect("seal")
+            .event;
+        let mut state = State::default();
+        state.apply(&ev);
+        let reply = StateReply::answer("root", "a", &state, &StateRequest::default());
+        let json: serde_json::Value = serde_json::to_value(&reply).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "node": "root", "member": "a",
+                "points": {"root.a.t": {"value": 1.5, "quality": "good", "origin": "root.a",
+                                         "seq": 1, "epoch": 3, "ts": 7, "forced": false}},
+                "origins": {"root.a": {"seq": 1, "epoch": 3}},
+            })
+        );
+        let back: StateReply = serde_json::from_value(json).expect("typed");
+        assert_eq!(back, reply);
+        assert_eq!(back.origin_seq("root.a"), 1);
+
+        let digest = StateReply::answer(
+            "root",
+            "a",
+            &state,
+            &StateRequest {
+                digest: true,
+                ..Default::default()
+            },
+        );
+        let json = serde_json::to_value(&digest).expect("json");
+        assert_eq!(json["digest"], serde_json::json!(state.digest()));
+        assert!(json.get("points").is_none());
+    }
+
+    #[test]
+    fn blank_state_requests_mean_everything_and_unknown_fields_are_refused() {
+        assert!(StateRequest::parse(b"  ").expect("blank").pattern.is_none());
+        let r = StateRequest::parse(br#"{"pattern":"root.>"}"#).expect("pattern");
+        assert_eq!(r.pattern.as_deref(), Some("root.>"));
+        assert!(StateRequest::parse(br#"{"patern":"x"}"#).is_err());
+    }
 }

@@ -28,7 +28,7 @@ pub fn gen(topology: &Path, out: &Path, force: bool) -> anyhow::Result<u8> {
             let path = dir.join(format!("{name}.nk"));
             let kp = if path.exists() && !force {
                 kept += 1;
-                load(&path)?
+                crate::keys::load_seed(&path)?
             } else {
                 let kp = nkeys::KeyPair::new_user();
                 let seed = kp
@@ -58,12 +58,4 @@ pub fn gen(topology: &Path, out: &Path, force: bool) -> anyhow::Result<u8> {
         out.join("manifest.json").display()
     );
     Ok(0)
-}
-
-/// Loads a seed file written by [`gen`].
-pub fn load(path: &Path) -> anyhow::Result<nkeys::KeyPair> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    nkeys::KeyPair::from_seed(text.trim())
-        .map_err(|e| anyhow::anyhow!("{}: not an nkey seed: {e}", path.display()))
 }

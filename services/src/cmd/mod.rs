@@ -4,7 +4,6 @@ pub mod audit;
 pub mod bench;
 pub mod client;
 pub mod compose;
-pub mod failover;
 pub mod keys;
 pub mod lab;
 pub mod node;
@@ -17,7 +16,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{BenchCmd, Cli, Cmd, KeysCmd, TopologyCmd};
+use crate::cli::{Cli, Cmd, KeysCmd, TopologyCmd};
 
 /// Runs a parsed command line; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
@@ -52,12 +51,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Cmd::Write(a) => client::command(crate::wire::Op::Write, a).await,
         Cmd::Force(a) => client::command(crate::wire::Op::Force, a).await,
         Cmd::Unforce(a) => client::unforce(a).await,
-        Cmd::Bench(BenchCmd::Pipeline(a)) => bench::pipeline(a).await,
-        Cmd::Bench(BenchCmd::Codec(a)) => bench::codec(a),
-        Cmd::Bench(BenchCmd::Failover(a)) => failover::run(a).await,
-        Cmd::Bench(BenchCmd::Catchup(a)) => bench::catchup(a).await,
-        Cmd::Bench(BenchCmd::Rebuild(a)) => bench::rebuild(a).await,
-        Cmd::Bench(BenchCmd::Restart(a)) => bench::restart(a).await,
+        Cmd::Bench(b) => bench::run(b).await,
     }
 }
 
@@ -82,20 +76,4 @@ pub fn shutdown_token() -> anyhow::Result<CancellationToken> {
         t.cancel();
     });
     Ok(token)
-}
-
-/// The member name to use: the given one, or the node's only member.
-pub fn member_name(node: &topology::Node, given: Option<&str>) -> anyhow::Result<String> {
-    match given {
-        Some(m) => Ok(m.to_owned()),
-        None if node.members.len() == 1 => Ok(node.members[0].name.clone()),
-        None => {
-            let names: Vec<&str> = node.members.iter().map(|m| m.name.as_str()).collect();
-            anyhow::bail!(
-                "node {} has members {}: pass --member",
-                node.id,
-                names.join(", ")
-            )
-        }
-    }
 }

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use crate::cli::NatsConfigArgs;
+use crate::member::boot::Identity;
 use crate::natsconf::{self, Role};
 
 /// Validates a topology and prints its tree; exit 1 with `FILE:LINE:COL:`
@@ -22,15 +23,12 @@ pub fn check(file: &Path) -> anyhow::Result<u8> {
 
 /// Prints the generated nats-server config of a member.
 pub fn nats_config(a: NatsConfigArgs) -> anyhow::Result<u8> {
-    let topo = super::load_topology(&a.topology)?;
-    let node = topo
-        .node(&a.node)
-        .ok_or_else(|| anyhow::anyhow!("node {:?} is not in {}", a.node, a.topology.display()))?;
-    let member = super::member_name(node, a.member.as_deref())?;
+    let topo = std::sync::Arc::new(super::load_topology(&a.topology)?);
+    let id = Identity::resolve(topo, &a.node, a.member.as_deref())?;
     let conf = natsconf::render(
-        &topo,
-        node,
-        Role::Member(&member),
+        &id.topo,
+        &id.node,
+        Role::Member(&id.member),
         &a.data.join("jetstream"),
     )
     .map_err(anyhow::Error::msg)?;

@@ -13,9 +13,11 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::WitnessArgs;
-use crate::member::{self, Nats};
+use crate::ha;
+use crate::member::info::HELLO;
+use crate::nats::{self, Nats, OwnServer};
 use crate::natsconf::Role;
-use crate::{ha, supervisor};
+use crate::wire::MemberInfo;
 
 /// Runs the witness until SIGINT/SIGTERM.
 pub async fn run(a: WitnessArgs) -> anyhow::Result<u8> {
@@ -24,40 +26,23 @@ pub async fn run(a: WitnessArgs) -> anyhow::Result<u8> {
         .node(&a.node)
         .with_context(|| format!("node {:?} is not in {}", a.node, a.topology.display()))?
         .clone();
-    let ep = node
-        .witness
-        .clone()
-        .with_context(|| format!("node {} has no witness: only an HA pair has one", node.id))?;
-    let nats = match a.attach {
-        Some(url) => Nats::Attach(url),
-        None => Nats::Supervise(supervisor::find_nats_server(a.nats_server.as_deref())?),
-    };
+    if node.witness.is_none() {
+        anyhow::bail!("node {} has no witness: only an HA pair has one", node.id);
+    }
+    let nats = Nats::from_args(a.attach, a.nats_server.as_deref())?;
     std::fs::create_dir_all(&a.data).with_context(|| format!("creating {}", a.data.display()))?;
     let cancel = super::shutdown_token()?;
-    let nats_cancel = CancellationToken::new();
-    let (url, supervised, nats_task) = member::start_nats(
-        &nats,
-        &topo,
-        &node,
-        Role::Witness,
-        &ep,
-        &a.data,
-        &nats_cancel,
-    )?;
-    let result = serve(&topo, &node, &url, &a.data, supervised, cancel).await;
-    nats_cancel.cancel();
-    if let Some(t) = nats_task {
-        let _ = t.await;
-    }
+    let server = OwnServer::start(&nats, &topo, &node, Role::Witness, &a.data)?;
+    let result = serve(&topo, &node, &server, &a.data, cancel).await;
+    server.stop().await;
     result.map(|()| 0)
 }
 
 async fn serve(
     topo: &topology::Topology,
     node: &topology::Node,
-    url: &str,
+    server: &OwnServer,
     data: &std::path::Path,
-    supervised: Option<supervisor::Supervised>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let tasks = CancellationToken::new();
@@ -67,7 +52,7 @@ async fn serve(
     )
     .await
     .map_err(|e| anyhow::anyhow!("starting the pair's raft voter: {e}"))?;
-    let client = member::connect_own(url, format!("canopy {}/witness", node.id)).await?;
+    let client = nats::connect_own(&server.url, format!("canopy {}/witness", node.id)).await?;
     let domain = events::subjects::domain(&node.id);
     let js = async_nats::jetstream::with_domain(client.clone(), &domain);
     let me = format!("{domain}-witness");
@@ -78,7 +63,7 @@ async fn serve(
         me,
         tasks.clone(),
     ));
-    let mut hello = client.subscribe(member::HELLO.to_owned()).await?;
+    let mut hello = client.subscribe(HELLO.to_owned()).await?;
     let mut info = client
         .subscribe(events::subjects::member_subject(&node.id, "witness"))
         .await?;
@@ -92,16 +77,23 @@ async fn serve(
         let Some(req) = req else { break };
         let Some(reply) = req.reply else { continue };
         let view = pair.view().borrow().clone();
-        let body = serde_json::json!({
-            "node": node.id, "member": "witness", "role": "witness",
-            "pid": std::process::id(),
-            "nats_pid": supervised.as_ref().and_then(|s| *s.pid.borrow()),
-            "epoch": view.epoch,
-            "active": view.active.map(|id| ha::id_name(node, id)),
-            "leader": view.leader.map(|id| ha::id_name(node, id)),
-            "healthy": true,
-        });
-        let _ = client.publish(reply, body.to_string().into()).await;
+        let answer = MemberInfo {
+            node: node.id.clone(),
+            member: "witness".to_owned(),
+            pid: std::process::id(),
+            nats_pid: server.pid(),
+            role: "witness".to_owned(),
+            epoch: view.epoch,
+            active: view.active.map(|id| ha::id_name(node, id)),
+            leader: view.leader.map(|id| ha::id_name(node, id)),
+            healthy: true,
+            plc_ok: None,
+            since_role_change_ms: 0,
+            counters: Default::default(),
+            resources: Vec::new(),
+        };
+        let body = serde_json::to_vec(&answer).unwrap_or_default();
+        let _ = client.publish(reply, body.into()).await;
     }
     tasks.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(3), keeper).await;

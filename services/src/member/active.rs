@@ -21,7 +21,6 @@ use adapters::poller::PollerHandle;
 use async_nats::jetstream::Context;
 use async_nats::Client;
 use events::{BirthBody, Body, PointInfo, ResourceBody, ResourceState, Role, RoleBody};
-use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +29,7 @@ use topology::{Node, Source, Topology};
 use super::metrics::Metrics;
 use super::publisher::{self, Fence, Publisher};
 use super::{commands, hooks, replicator, sources};
+use crate::wire::ResourceInfo;
 
 /// What every activation needs; lives as long as the member.
 #[derive(Clone)]
@@ -64,20 +64,6 @@ impl std::fmt::Debug for Ctx {
             .field("member", &self.member)
             .finish()
     }
-}
-
-/// One resource as the member-info service reports it.
-#[derive(Debug, Clone, Serialize)]
-pub struct ResourceInfo {
-    /// Its name (`publisher`, `plc`, `pullers`, `sims`, `commands`, `hooks`).
-    pub name: &'static str,
-    /// `in_service`, `pending_oos` or `oos`.
-    pub state: &'static str,
-    /// Its health check: for `plc` the PLC link, otherwise true while running.
-    pub healthy: bool,
-    /// Failures counted since the member started (PLC errors, publish
-    /// retries, interrupted pulls, failed hooks).
-    pub failures: u64,
 }
 
 /// A resource in service: its own token and tasks.
@@ -362,8 +348,8 @@ impl Active {
     pub fn resources(&self, ctx: &Ctx, plc_ok: Option<bool>) -> Vec<ResourceInfo> {
         let m = &ctx.metrics;
         let mut out = vec![ResourceInfo {
-            name: "publisher",
-            state: ResourceState::InService.as_str(),
+            name: "publisher".to_owned(),
+            state: ResourceState::InService.as_str().to_owned(),
             healthy: true,
             failures: m.publish_retries.load(Ordering::Relaxed),
         }];
@@ -379,8 +365,8 @@ impl Active {
                 _ => (true, 0),
             };
             out.push(ResourceInfo {
-                name: r.name,
-                state: ResourceState::InService.as_str(),
+                name: r.name.to_owned(),
+                state: ResourceState::InService.as_str().to_owned(),
                 healthy,
                 failures,
             });

@@ -18,11 +18,11 @@ use async_nats::jetstream::Context;
 use async_nats::Client;
 use events::{Applied, Event, Hash, Mark, Position, Snapshot, State, StreamCursor, Verdict};
 use futures::StreamExt;
-use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::Metrics;
+use crate::wire::{StateReply, StateRequest};
 
 /// Bound of the feeders → owner queue; a full queue holds the feeders back
 /// (JetStream keeps the events, nothing is dropped).
@@ -48,18 +48,6 @@ enum Feed {
     Event(Box<Event>, Hash),
     /// A foreign message occupies `seq` of `origin`'s stream.
     Foreign { origin: String, seq: u64 },
-}
-
-/// Options of a state request (the JSON body; empty means all).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StateRequest {
-    /// NATS-style pattern over full point names (`root.south.>`).
-    #[serde(default)]
-    pub pattern: Option<String>,
-    /// Reply with the digest only.
-    #[serde(default)]
-    pub digest: bool,
 }
 
 /// What the fold needs to know.
@@ -367,33 +355,13 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The reply to one state request, as JSON bytes.
 fn answer(state: &State, node: &str, member: &str, payload: &[u8]) -> Vec<u8> {
-    let req: StateRequest = if payload.iter().all(|b| b.is_ascii_whitespace()) {
-        StateRequest::default()
-    } else {
-        match serde_json::from_slice(payload) {
-            Ok(r) => r,
-            Err(e) => {
-                return serde_json::json!({"error": format!("bad state request: {e}")})
-                    .to_string()
-                    .into_bytes()
-            }
-        }
+    let reply = match StateRequest::parse(payload) {
+        Ok(req) => StateReply::answer(node, member, state, &req),
+        Err(e) => StateReply::error(format!("bad state request: {e}")),
     };
-    let view = match &req.pattern {
-        Some(p) => state.filter(p),
-        None => state.clone(),
-    };
-    let mut v = if req.digest {
-        serde_json::json!({ "digest": view.digest() })
-    } else {
-        serde_json::to_value(&view).unwrap_or_default()
-    };
-    if let Some(obj) = v.as_object_mut() {
-        obj.insert("node".into(), node.into());
-        obj.insert("member".into(), member.into());
-    }
-    v.to_string().into_bytes()
+    serde_json::to_vec(&reply).unwrap_or_default()
 }
 
 /// Reads one local stream in order from `pos`, forever, feeding the owner.

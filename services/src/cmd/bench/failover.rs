@@ -24,20 +24,22 @@ use nix::sys::signal::Signal;
 use serde_json::{json, Value as Json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use super::bench::free_block;
+use super::tree::{percentiles, WorkDir};
 use crate::child::{self, Output};
 use crate::cli::BenchFailoverArgs;
 use crate::member::publisher::now_us;
+use crate::ports;
+use crate::wire::MemberInfo;
 
 const PAIR: &str = "root.plc";
 
 fn topology(poll_ms: u64) -> anyhow::Result<String> {
     let (r, a, b, w, plc) = (
-        free_block(7)?,
-        free_block(7)?,
-        free_block(7)?,
-        free_block(7)?,
-        free_block(1)?,
+        ports::reserve(7)?,
+        ports::reserve(7)?,
+        ports::reserve(7)?,
+        ports::reserve(7)?,
+        ports::reserve(1)?,
     );
     Ok(format!(
         r#"[mesh]
@@ -67,12 +69,9 @@ register = "holding:100"
 
 /// Runs the benchmark; prints the distributions.
 pub async fn run(a: BenchFailoverArgs) -> anyhow::Result<u8> {
-    let nats = crate::supervisor::find_nats_server(a.nats_server.as_deref())?;
-    let keep = a.workdir.is_some();
-    let dir = a.workdir.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("canopy-bench-failover-{}", std::process::id()))
-    });
-    std::fs::create_dir_all(&dir)?;
+    let nats = super::tree::nats_bin(&a.common)?;
+    let work = WorkDir::new(&a.common, "failover")?;
+    let dir = work.path.clone();
     let topo = dir.join("topology.toml");
     std::fs::write(&topo, topology(a.poll_ms)?)?;
     let exe = std::env::current_exe()?;
@@ -99,9 +98,6 @@ pub async fn run(a: BenchFailoverArgs) -> anyhow::Result<u8> {
     }
     .await;
     child::stop(&mut lab, Duration::from_secs(20)).await;
-    if !keep {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
     let (kill, stop) = result?;
     let summary = |v: &[(f64, f64)]| {
         let mut poll: Vec<f64> = v.iter().map(|x| x.0).collect();
@@ -109,7 +105,7 @@ pub async fn run(a: BenchFailoverArgs) -> anyhow::Result<u8> {
         json!({ "first_plc_poll_ms": dist(&mut poll), "first_event_at_root_ms": dist(&mut root), "trials": v.len() })
     };
     let out = json!({ "poll_ms": a.poll_ms, "sigkill": summary(&kill), "sigstop": summary(&stop) });
-    if a.json {
+    if a.common.json {
         println!("{out}");
     } else {
         println!("failover of a Modbus pair (poll every {} ms), {} trials per fault, times from the fault in ms", a.poll_ms, a.trials);
@@ -138,12 +134,10 @@ pub async fn run(a: BenchFailoverArgs) -> anyhow::Result<u8> {
 }
 
 fn dist(v: &mut [f64]) -> Json {
-    if v.is_empty() {
-        return json!(null);
+    match percentiles(v) {
+        Some((p50, p99, max)) => json!({ "p50": p50, "p99": p99, "max": max }),
+        None => json!(null),
     }
-    v.sort_by(f64::total_cmp);
-    let pct = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
-    json!({ "p50": pct(0.5), "p99": pct(0.99), "max": v[v.len() - 1] })
 }
 
 fn member<'a>(ready: &'a Json, node: &str, name: &str) -> anyhow::Result<&'a Json> {
@@ -154,8 +148,12 @@ fn member<'a>(ready: &'a Json, node: &str, name: &str) -> anyhow::Result<&'a Jso
 }
 
 /// The member-info reply of pair member `name`, if it answers in `patience`.
-async fn info_of(client: &async_nats::Client, name: &str, patience: Duration) -> Option<Json> {
-    let subject = format!("canopy.member.{PAIR}.{name}");
+async fn info_of(
+    client: &async_nats::Client,
+    name: &str,
+    patience: Duration,
+) -> Option<MemberInfo> {
+    let subject = events::subjects::member_subject(PAIR, name);
     let msg = tokio::time::timeout(patience, client.request(subject, "".into()))
         .await
         .ok()?
@@ -165,7 +163,7 @@ async fn info_of(client: &async_nats::Client, name: &str, patience: Duration) ->
 
 async fn role_of(client: &async_nats::Client, name: &str) -> Option<(String, u64)> {
     let v = info_of(client, name, Duration::from_millis(300)).await?;
-    Some((v["role"].as_str()?.to_owned(), v["epoch"].as_u64()?))
+    Some((v.role, v.epoch))
 }
 
 /// Waits until one member is active and the other standby; returns (active, epoch).
@@ -267,8 +265,7 @@ async fn trials(a: &BenchFailoverArgs, ready: &Json) -> anyhow::Result<(Trials, 
 }
 
 async fn current_pid(client: &async_nats::Client, name: &str) -> Option<u32> {
-    let v = info_of(client, name, Duration::from_millis(500)).await?;
-    v["pid"].as_u64().map(|p| p as u32)
+    Some(info_of(client, name, Duration::from_millis(500)).await?.pid)
 }
 
 fn entries(log: &std::path::Path) -> anyhow::Result<Vec<Json>> {

@@ -1,0 +1,341 @@
+//! `canopy bench pipeline`: canopy's publish path against raw JetStream.
+//!
+//! Method. One run builds a 3-level tree on loopback: `root` and `root.mid`
+//! are real `canopy node` processes (their pullers carry the leaf's stream
+//! up, hop by hop), `root.mid.leaf` is a nats-server this process starts,
+//! whose stream it writes itself. Both contenders write into the *same*
+//! stream `EV_root-mid-leaf` and travel the *same* replication to the root:
+//!
+//! - raw: plain async-nats JetStream publishes of a payload of the same size
+//!   as a canopy event, acks pipelined (256 in flight), no fencing headers;
+//! - canopy: the member's publisher (seal into the hash chain, CBOR,
+//!   expected-last-sequence + msg-id fencing, pipelined appends).
+//!
+//! Arrival is observed on the root's replica by a pull consumer in this
+//! process. After a raw warm-up, each contender does two throughput runs
+//! (best reported): N events / (first send → N-th arrival at the root).
+//! Raw goes first because canopy's chain must not have foreign messages
+//! appended behind it while it runs.
+//! Latency = arrival at the root − send time, at a paced rate.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use async_nats::jetstream::{self, Context};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::tree::{
+    leaf_publisher, nats_bin, percentiles, sample_body, sample_event_size, Tree, WorkDir, LEAF,
+};
+use crate::cli::BenchPipelineArgs;
+use crate::member::publisher::now_us;
+
+const RAW_MAGIC: &[u8; 4] = b"RAW!";
+/// Throughput runs per contender; the best is reported (the machine's other
+/// load only ever makes a run slower).
+const ROUNDS: u32 = 2;
+
+/// Figures of one contender.
+#[derive(Debug, Clone, Copy, Default)]
+struct Figures {
+    throughput: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+/// Runs the benchmark and prints the table (or JSON).
+pub async fn run(a: BenchPipelineArgs) -> anyhow::Result<u8> {
+    let nats = nats_bin(&a.common)?;
+    let dir = WorkDir::new(&a.common, "pipeline")?;
+    let tree = Tree::start(&dir.path, &nats, &a.sync).await?;
+    let result = measure(&a, &tree).await;
+    tree.shutdown().await;
+    let (raw, canopy, size) = result?;
+    let ratio = |c: f64, r: f64| if r > 0.0 { c / r } else { 0.0 };
+    let out = json!({
+        "method": "3-level tree on loopback; leaf stream -> mid replica -> root replica; see `canopy bench pipeline --help`",
+        "events": a.events, "rate": a.rate, "latency_for_s": a.latency_for.as_secs_f64(),
+        "payload_bytes": size, "sync": a.sync, "checkpoints": !a.no_checkpoints, "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "raw": {"throughput_eps": raw.throughput, "p50_ms": raw.p50_ms, "p99_ms": raw.p99_ms, "max_ms": raw.max_ms},
+        "canopy": {"throughput_eps": canopy.throughput, "p50_ms": canopy.p50_ms, "p99_ms": canopy.p99_ms, "max_ms": canopy.max_ms},
+        "ratio": {"throughput": ratio(canopy.throughput, raw.throughput), "p50": ratio(canopy.p50_ms, raw.p50_ms), "p99": ratio(canopy.p99_ms, raw.p99_ms)},
+    });
+    if a.common.json {
+        println!("{out}");
+    } else {
+        println!("leaf→root over 2 replica hops, {size}-byte events, sync {}, {} events per throughput run, latency at {} ev/s for {:?}",
+            a.sync, a.events, a.rate, a.latency_for);
+        println!(
+            "{:<22} {:>14} {:>14} {:>10}",
+            "", "raw JetStream", "canopy", "canopy/raw"
+        );
+        println!(
+            "{:<22} {:>14.0} {:>14.0} {:>10.2}",
+            "throughput (ev/s)",
+            raw.throughput,
+            canopy.throughput,
+            ratio(canopy.throughput, raw.throughput)
+        );
+        println!(
+            "{:<22} {:>14.2} {:>14.2} {:>10.2}",
+            "latency p50 (ms)",
+            raw.p50_ms,
+            canopy.p50_ms,
+            ratio(canopy.p50_ms, raw.p50_ms)
+        );
+        println!(
+            "{:<22} {:>14.2} {:>14.2} {:>10.2}",
+            "latency p99 (ms)",
+            raw.p99_ms,
+            canopy.p99_ms,
+            ratio(canopy.p99_ms, raw.p99_ms)
+        );
+        println!(
+            "{:<22} {:>14.2} {:>14.2}",
+            "latency max (ms)", raw.max_ms, canopy.max_ms
+        );
+    }
+    Ok(0)
+}
+
+async fn measure(a: &BenchPipelineArgs, tree: &Tree) -> anyhow::Result<(Figures, Figures, usize)> {
+    let (leaf_js, _root, replica) = tree.ready().await?;
+    let size = sample_event_size();
+    let arrivals = Arrivals::start(replica).await?;
+
+    // Warm-up: stream files, consumers and pullers all running.
+    raw_throughput(&leaf_js, (a.events / 5).max(100), size, &arrivals).await?;
+    let mut raw_tp = 0f64;
+    for round in 1..=ROUNDS {
+        eprintln!(
+            "bench: raw throughput ({} events, round {round}/{ROUNDS})",
+            a.events
+        );
+        raw_tp = raw_tp.max(raw_throughput(&leaf_js, a.events, size, &arrivals).await?);
+    }
+    eprintln!(
+        "bench: raw latency ({} ev/s for {:?})",
+        a.rate, a.latency_for
+    );
+    let raw_lat = paced(a, &arrivals, |_| raw_send(&leaf_js, size)).await?;
+
+    let cancel = CancellationToken::new();
+    let (pubr, task) = leaf_publisher(&leaf_js, !a.no_checkpoints, &cancel).await?;
+    let mut canopy_tp = 0f64;
+    for round in 1..=ROUNDS {
+        eprintln!(
+            "bench: canopy throughput ({} events, round {round}/{ROUNDS})",
+            a.events
+        );
+        let start = Instant::now();
+        let target = arrivals.count() + a.events;
+        for i in 0..a.events {
+            pubr.submit(sample_body(i)).await?;
+        }
+        arrivals.wait_count(target).await?;
+        canopy_tp = canopy_tp.max(a.events as f64 / start.elapsed().as_secs_f64());
+    }
+    eprintln!(
+        "bench: canopy latency ({} ev/s for {:?})",
+        a.rate, a.latency_for
+    );
+    let canopy_lat = paced(a, &arrivals, |i| {
+        let p = pubr.clone();
+        async move { p.submit(sample_body(i)).await.map_err(anyhow::Error::from) }
+    })
+    .await?;
+    cancel.cancel();
+    drop(pubr);
+    let _ = task.await;
+    let f = |tp: f64, lat: (f64, f64, f64)| Figures {
+        throughput: tp,
+        p50_ms: lat.0,
+        p99_ms: lat.1,
+        max_ms: lat.2,
+    };
+    Ok((f(raw_tp, raw_lat), f(canopy_tp, canopy_lat), size))
+}
+
+fn raw_payload(size: usize) -> Bytes {
+    let mut v = Vec::with_capacity(size.max(12));
+    v.extend_from_slice(RAW_MAGIC);
+    v.extend_from_slice(&now_us().to_be_bytes());
+    v.resize(size.max(12), 0x5a);
+    Bytes::from(v)
+}
+
+async fn raw_send(js: &Context, size: usize) -> anyhow::Result<()> {
+    let subject = events::subjects::event_subject(LEAF, "p");
+    // Ack awaited in the background: the raw path pipelines like canopy's.
+    let ack = js.publish(subject, raw_payload(size)).await?;
+    tokio::spawn(async move {
+        let _ = ack.await;
+    });
+    Ok(())
+}
+
+async fn raw_throughput(
+    js: &Context,
+    n: u64,
+    size: usize,
+    arrivals: &Arrivals,
+) -> anyhow::Result<f64> {
+    let subject = events::subjects::event_subject(LEAF, "p");
+    let target = arrivals.count() + n;
+    let start = Instant::now();
+    let mut inflight = std::collections::VecDeque::new();
+    for _ in 0..n {
+        let ack = js.publish(subject.clone(), raw_payload(size)).await?;
+        inflight.push_back(ack);
+        if inflight.len() >= 256 {
+            if let Some(a) = inflight.pop_front() {
+                a.await?;
+            }
+        }
+    }
+    for a in inflight {
+        a.await?;
+    }
+    arrivals.wait_count(target).await?;
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Sends at `a.rate` for `a.latency_for`; returns (p50, p99, max) in ms.
+async fn paced<F, Fut>(
+    a: &BenchPipelineArgs,
+    arrivals: &Arrivals,
+    mut send: F,
+) -> anyhow::Result<(f64, f64, f64)>
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let n = (a.rate as f64 * a.latency_for.as_secs_f64()) as u64;
+    let first = arrivals.count();
+    let start = tokio::time::Instant::now();
+    for i in 0..n {
+        tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / a.rate as f64)).await;
+        send(i).await?;
+    }
+    arrivals.wait_count(first + n).await?;
+    let mut lat = arrivals.latencies_since(first);
+    match percentiles(&mut lat) {
+        Some(p) => Ok(p),
+        None => bail!("no latency samples"),
+    }
+}
+
+/// Observes arrivals at the root's replica: count and per-message latency.
+///
+/// The observer is a reader like any other: under load (`sync = "always"`
+/// keeps the server busy with fsyncs) its pull consumer can miss two
+/// heartbeats and end with an error. It then resumes from the next sequence
+/// it has not seen, as canopy's pullers do; an observer that stopped at the
+/// first error counted a fraction of what had arrived and reported a stalled
+/// replica that was in fact complete.
+struct Arrivals {
+    state: Arc<std::sync::Mutex<(u64, Vec<f64>)>>,
+    notify: Arc<tokio::sync::Notify>,
+    /// Reads resumed after an error.
+    resumed: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Arrivals {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// When `payload` (a raw one or a canopy event) was sent, in µs.
+fn sent_us(payload: &[u8], now: u64) -> u64 {
+    if payload.starts_with(RAW_MAGIC) && payload.len() >= 12 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&payload[4..12]);
+        u64::from_be_bytes(b)
+    } else {
+        events::decode(payload).map(|e| e.ts).unwrap_or(now)
+    }
+}
+
+impl Arrivals {
+    async fn start(mut replica: jetstream::stream::Stream) -> anyhow::Result<Self> {
+        let mut next = replica.info().await?.state.last_sequence + 1;
+        let state = Arc::new(std::sync::Mutex::new((0u64, Vec::new())));
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let resumed = Arc::new(AtomicU64::new(0));
+        let (s, n, r) = (state.clone(), notify.clone(), resumed.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let mut msgs = match crate::pull::from_seq(&replica, next).await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::debug!("arrivals: starting a read at {next}: {e:#}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                while let Some(m) = msgs.next().await {
+                    let m = match m {
+                        Ok(m) => m,
+                        Err(e) => {
+                            tracing::debug!("arrivals: read interrupted at {next}: {e}");
+                            break;
+                        }
+                    };
+                    let Ok(info) = m.info() else { break };
+                    if info.stream_sequence < next {
+                        continue;
+                    }
+                    next = info.stream_sequence + 1;
+                    let now = now_us();
+                    let sent = sent_us(&m.payload, now);
+                    if let Ok(mut g) = s.lock() {
+                        g.0 += 1;
+                        g.1.push(now.saturating_sub(sent) as f64 / 1000.0);
+                    }
+                    n.notify_waiters();
+                }
+                r.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        Ok(Self {
+            state,
+            notify,
+            resumed,
+            task,
+        })
+    }
+
+    fn count(&self) -> u64 {
+        self.state.lock().map(|g| g.0).unwrap_or(0)
+    }
+
+    fn latencies_since(&self, first: u64) -> Vec<f64> {
+        self.state
+            .lock()
+            .map(|g| g.1[first as usize..].to_vec())
+            .unwrap_or_default()
+    }
+
+    async fn wait_count(&self, n: u64) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self.count() < n {
+            if Instant::now() > deadline {
+                bail!(
+                    "only {} of {n} events reached the root in 120 s ({} reads resumed)",
+                    self.count(),
+                    self.resumed.load(Ordering::Relaxed)
+                );
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(100), self.notify.notified()).await;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,58 @@
+//! The client commands: `state`, `watch`, `status`, `write`, `force`,
+//! `unforce`.
+//!
+//! They connect to any server of the tree; NATS interest routing across the
+//! leafnodes carries their requests to the node that serves them. Replies
+//! are the typed ones of [`crate::wire`].
+
+mod command;
+mod state;
+mod status;
+mod watch;
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::Client;
+use serde::de::DeserializeOwned;
+
+pub use command::{command, unforce};
+pub use state::state;
+pub use status::{status, status_report};
+pub use watch::watch;
+
+use crate::cli::ServerArg;
+
+/// Connects to the server the user named.
+pub(crate) async fn connect(s: &ServerArg) -> anyhow::Result<Client> {
+    async_nats::ConnectOptions::new()
+        .name("canopy cli")
+        .connection_timeout(Duration::from_secs_f64(s.timeout.max(0.1)))
+        .request_timeout(Some(Duration::from_secs_f64(s.timeout.max(0.1))))
+        .connect(&s.server)
+        .await
+        .with_context(|| format!("cannot reach NATS at {}", s.server))
+}
+
+/// A request whose reply is a JSON `T`; the error says who does not answer.
+pub(crate) async fn request<T: DeserializeOwned>(
+    client: &Client,
+    subject: String,
+    body: Vec<u8>,
+) -> anyhow::Result<T> {
+    let msg = client
+        .request(subject.clone(), body.into())
+        .await
+        .map_err(|e| {
+            use async_nats::client::RequestErrorKind as K;
+            match e.kind() {
+                K::NoResponders => anyhow::anyhow!(
+                    "nobody serves {subject}: is that node running and linked to this server?"
+                ),
+                K::TimedOut => anyhow::anyhow!("no reply on {subject} in time"),
+                _ => anyhow::anyhow!("request on {subject}: {e}"),
+            }
+        })?;
+    serde_json::from_slice(&msg.payload)
+        .with_context(|| format!("reply on {subject} is not what canopy answers"))
+}

@@ -1,0 +1,214 @@
+//! `canopy status`: every node of the tree with its members' roles, epoch
+//! and health, from one scatter-gather request on `canopy.hello`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde::Serialize;
+
+use super::connect;
+use crate::cli::StatusArgs;
+use crate::member::info::HELLO;
+use crate::wire::MemberInfo;
+
+/// `canopy status --json`: `{"nodes": [...]}`, one entry per node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StatusReport {
+    /// Nodes in path order.
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// One node of a [`StatusReport`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct NodeStatus {
+    /// Node path.
+    pub node: String,
+    /// The epoch of its active member (0 when none answered as active).
+    pub epoch: u64,
+    /// Its members, in topology order when the topology was given.
+    pub members: Vec<MemberStatus>,
+    /// Whether its witness answered (HA pairs only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub witness: Option<WitnessStatus>,
+}
+
+/// One member of a [`NodeStatus`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct MemberStatus {
+    /// Member name.
+    pub name: String,
+    /// `active`, `standby`, or `down` (listed in the topology, no answer).
+    pub role: String,
+    /// Its own health verdict (false when down).
+    pub healthy: bool,
+    /// Its PLC link, for nodes with a PLC.
+    pub plc_ok: Option<bool>,
+    /// Its epoch (None when down).
+    pub epoch: Option<u64>,
+    /// Milliseconds since its role last changed (None when down).
+    pub since_role_change_ms: Option<u64>,
+}
+
+/// The witness of a [`NodeStatus`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct WitnessStatus {
+    /// It answered.
+    pub up: bool,
+}
+
+/// `canopy status`.
+pub async fn status(a: StatusArgs) -> anyhow::Result<u8> {
+    let client = connect(&a.server).await?;
+    let inbox = client.new_inbox();
+    let mut sub = client.subscribe(inbox.clone()).await?;
+    client.publish_with_reply(HELLO, inbox, "".into()).await?;
+    client.flush().await?;
+    let mut answers: Vec<MemberInfo> = Vec::new();
+    let overall = tokio::time::Instant::now() + Duration::from_secs_f64(a.server.timeout.max(0.1));
+    loop {
+        let settle = tokio::time::Instant::now() + Duration::from_millis(a.settle_ms);
+        match tokio::time::timeout_at(settle.min(overall), sub.next()).await {
+            Ok(Some(m)) => match serde_json::from_slice::<MemberInfo>(&m.payload) {
+                Ok(v) => answers.push(v),
+                Err(e) => tracing::warn!("ignoring a hello answer canopy does not send: {e}"),
+            },
+            _ => break,
+        }
+    }
+    let topo = match &a.topology {
+        Some(p) => Some(crate::cmd::load_topology(p)?),
+        None => None,
+    };
+    let report = status_report(&answers, topo.as_ref());
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_status(&report);
+    }
+    Ok(0)
+}
+
+/// Groups hello answers by node; with a topology, members that did not
+/// answer are listed as `down`, and a silent witness as not up.
+pub fn status_report(answers: &[MemberInfo], topo: Option<&topology::Topology>) -> StatusReport {
+    let mut nodes: BTreeMap<String, NodeStatus> = BTreeMap::new();
+    if let Some(t) = topo {
+        for n in &t.nodes {
+            let entry = nodes.entry(n.id.clone()).or_default();
+            entry.node = n.id.clone();
+            for m in &n.members {
+                entry.members.push(MemberStatus {
+                    name: m.name.clone(),
+                    role: "down".to_owned(),
+                    ..Default::default()
+                });
+            }
+            if n.witness.is_some() {
+                entry.witness = Some(WitnessStatus { up: false });
+            }
+        }
+    }
+    for ans in answers {
+        let entry = nodes.entry(ans.node.clone()).or_default();
+        entry.node = ans.node.clone();
+        if ans.role == "witness" {
+            entry.witness = Some(WitnessStatus { up: true });
+            continue;
+        }
+        let m = MemberStatus {
+            name: ans.member.clone(),
+            role: ans.role.clone(),
+            healthy: ans.healthy,
+            plc_ok: ans.plc_ok,
+            epoch: Some(ans.epoch),
+            since_role_change_ms: Some(ans.since_role_change_ms),
+        };
+        if ans.role == "active" {
+            entry.epoch = entry.epoch.max(ans.epoch);
+        }
+        match entry.members.iter_mut().find(|x| x.name == ans.member) {
+            Some(slot) => *slot = m,
+            None => entry.members.push(m),
+        }
+    }
+    StatusReport {
+        nodes: nodes.into_values().collect(),
+    }
+}
+
+fn print_status(report: &StatusReport) {
+    println!("{:<28} {:>6}  members", "node", "epoch");
+    for n in &report.nodes {
+        let members: Vec<String> = n
+            .members
+            .iter()
+            .map(|m| {
+                let since = m
+                    .since_role_change_ms
+                    .map(|ms| format!(" {:.1}s", ms as f64 / 1000.0))
+                    .unwrap_or_default();
+                let health = if m.healthy { "" } else { " UNHEALTHY" };
+                format!("{}={}{}{}", m.name, m.role, since, health)
+            })
+            .collect();
+        let witness = match n.witness {
+            Some(WitnessStatus { up: true }) => "  witness=up",
+            Some(_) => "  witness=DOWN",
+            None => "",
+        };
+        println!(
+            "{:<28} {:>6}  {}{}",
+            n.node,
+            n.epoch,
+            members.join("  "),
+            witness
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(node: &str, member: &str, role: &str, epoch: u64) -> MemberInfo {
+        MemberInfo {
+            node: node.into(),
+            member: member.into(),
+            pid: 1,
+            nats_pid: None,
+            role: role.into(),
+            epoch,
+            active: None,
+            leader: None,
+            healthy: true,
+            plc_ok: None,
+            since_role_change_ms: 0,
+            counters: Default::default(),
+            resources: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn status_groups_answers_and_marks_the_silent_down() {
+        let t = topology::Topology::parse("x.toml", topology::EXAMPLE_TOPOLOGY).expect("example");
+        let answers = vec![
+            answer("root.south", "a", "active", 4),
+            answer("root.south", "witness", "witness", 4),
+        ];
+        let r = status_report(&answers, Some(&t));
+        let south = r
+            .nodes
+            .iter()
+            .find(|n| n.node == "root.south")
+            .expect("south");
+        assert_eq!(south.epoch, 4);
+        assert_eq!(south.witness, Some(WitnessStatus { up: true }));
+        let b = south.members.iter().find(|m| m.name == "b").expect("b");
+        assert_eq!(b.role, "down");
+        let root = r.nodes.iter().find(|n| n.node == "root").expect("root");
+        assert_eq!(root.witness, Some(WitnessStatus { up: false }));
+        let json = serde_json::to_value(&r).expect("json");
+        assert_eq!(json["nodes"][0]["node"], "root");
+    }
+}

@@ -1,0 +1,212 @@
+//! Booting a member: the node it runs, resolved once from the topology;
+//! its streams; and where its role comes from (constant for a single node,
+//! the pair's raft group and lease for an HA pair), with the fence every
+//! side effect checks.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use async_nats::jetstream;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use topology::{Endpoint, Node, Topology};
+
+use super::publisher::Fence;
+use super::RoleState;
+use crate::natsconf::{self, Role};
+
+/// The node and member a process runs, resolved once: every later step
+/// takes these, never names to look up again.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The loaded topology.
+    pub topo: Arc<Topology>,
+    /// The node this process runs.
+    pub node: Node,
+    /// The member name.
+    pub member: String,
+    /// The member's endpoint (host and ports).
+    pub endpoint: Endpoint,
+}
+
+impl Identity {
+    /// Resolves `node` and `member` (default: the node's only member) in
+    /// `topo`; says what exists when a name does not.
+    pub fn resolve(
+        topo: Arc<Topology>,
+        node: &str,
+        member: Option<&str>,
+    ) -> anyhow::Result<Identity> {
+        let n = topo
+            .node(node)
+            .with_context(|| format!("node {node:?} is not in {}", topo.file))?
+            .clone();
+        let names: Vec<&str> = n.members.iter().map(|m| m.name.as_str()).collect();
+        let member = match member {
+            Some(m) => m.to_owned(),
+            None if n.members.len() == 1 => n.members[0].name.clone(),
+            None => anyhow::bail!(
+                "node {} has members {}: pass --member",
+                n.id,
+                names.join(", ")
+            ),
+        };
+        let endpoint = natsconf::endpoint(&n, Role::Member(&member))
+            .with_context(|| {
+                format!(
+                    "node {} has no member {member:?} (members: {})",
+                    n.id,
+                    names.join(", ")
+                )
+            })?
+            .clone();
+        Ok(Identity {
+            topo,
+            node: n,
+            member,
+            endpoint,
+        })
+    }
+
+    /// The node's own origin and every descendant's: one local stream each.
+    pub fn origins(&self) -> Vec<String> {
+        let mut origins = vec![self.node.id.clone()];
+        origins.extend(
+            self.topo
+                .descendants(&self.node.id)
+                .iter()
+                .map(|n| n.id.clone()),
+        );
+        origins
+    }
+}
+
+/// Creates the node's own stream and one replica per descendant origin,
+/// waiting (up to a minute) for JetStream to answer after the port opens.
+pub async fn streams(
+    js: &jetstream::Context,
+    id: &Identity,
+    url: &str,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    let replicas = if id.node.is_pair() { 3 } else { 1 };
+    let started = Instant::now();
+    let mut last_note = Instant::now();
+    loop {
+        match setup_streams(js, &id.topo, &id.node, replicas).await {
+            Ok(()) => return Ok(()),
+            Err(e) if !cancel.is_cancelled() && started.elapsed() < Duration::from_secs(60) => {
+                if last_note.elapsed() > Duration::from_secs(5) {
+                    tracing::info!("waiting for JetStream at {url}: {e:#}");
+                    last_note = Instant::now();
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.context(format!("JetStream at {url} is not available"))),
+        }
+    }
+}
+
+async fn setup_streams(
+    js: &jetstream::Context,
+    topo: &Topology,
+    node: &Node,
+    replicas: usize,
+) -> anyhow::Result<()> {
+    crate::streams::ensure(js, crate::streams::own(topo, &node.id, replicas)).await?;
+    for d in topo.descendants(&node.id) {
+        crate::streams::ensure(js, crate::streams::replica(topo, &node.id, &d.id, replicas))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Where the member's role comes from.
+pub struct RoleSource {
+    /// The role as the member acts on it.
+    pub rx: watch::Receiver<RoleState>,
+    /// True while the member may have side effects (its lease is valid;
+    /// always for a single node). Checked right before each one.
+    pub fence: Fence,
+    /// The pair's raft handle and task (None for a single node).
+    pub pair: Option<(raft::Pair, JoinHandle<()>)>,
+}
+
+impl std::fmt::Debug for RoleSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoleSource")
+            .field("role", &*self.rx.borrow())
+            .field("pair", &self.pair.as_ref().map(|(p, _)| p))
+            .finish()
+    }
+}
+
+impl RoleSource {
+    /// A single node: always active, at epoch 1, no fence to lose. A pair:
+    /// starts this member's raft voter (its store under `data/raft`) and
+    /// follows its view; the fence is the lease.
+    pub async fn start(
+        id: &Identity,
+        data: &Path,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<RoleSource> {
+        let node = &id.node;
+        let (tx, rx) = watch::channel(RoleState {
+            me_active: !node.is_pair(),
+            epoch: if node.is_pair() { 0 } else { 1 },
+            active: (!node.is_pair()).then(|| id.member.clone()),
+            changed_at: Instant::now(),
+        });
+        if !node.is_pair() {
+            return Ok(RoleSource {
+                rx,
+                fence: Arc::new(|| true),
+                pair: None,
+            });
+        }
+        let me = crate::ha::member_id(node, &id.member).context("member id")?;
+        let cfg = crate::ha::pair_config(&id.topo, node, me, data)?;
+        let (pair, task) = raft::Pair::start(cfg, cancel)
+            .await
+            .map_err(|e| anyhow::anyhow!("starting the pair's raft group: {e}"))?;
+        let lease = pair.lease();
+        tokio::spawn(follow_pair(pair.view(), node.clone(), tx));
+        Ok(RoleSource {
+            rx,
+            fence: Arc::new(move || lease.is_valid()),
+            pair: Some((pair, task)),
+        })
+    }
+}
+
+/// Turns the pair's view into the member's [`RoleState`], waking the member
+/// only when the role, the active member or the epoch changes (health
+/// reports change the view several times a second).
+async fn follow_pair(
+    mut view: watch::Receiver<raft::RoleView>,
+    node: Node,
+    role: watch::Sender<RoleState>,
+) {
+    loop {
+        let v = view.borrow_and_update().clone();
+        let active = v.active.map(|id| crate::ha::id_name(&node, id));
+        role.send_if_modified(|r| {
+            let changed = r.me_active != v.me_active || r.epoch != v.epoch || r.active != active;
+            if changed {
+                *r = RoleState {
+                    me_active: v.me_active,
+                    epoch: v.epoch,
+                    active: active.clone(),
+                    changed_at: Instant::now(),
+                };
+            }
+            changed
+        });
+        if view.changed().await.is_err() {
+            return;
+        }
+    }
+}

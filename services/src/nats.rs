@@ -1,0 +1,124 @@
+//! A canopy process's own nats-server: started as a supervised child from
+//! the generated config, or attached to one run elsewhere, and the client
+//! connection to it. Shared by node members and witnesses.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::natsconf::{self, Role};
+use crate::supervisor;
+
+/// How the process gets its NATS server.
+#[derive(Debug, Clone)]
+pub enum Nats {
+    /// Run nats-server as a child from this binary.
+    Supervise(PathBuf),
+    /// Use a server run elsewhere.
+    Attach(String),
+}
+
+impl Nats {
+    /// `--attach URL` if given, else the nats-server binary found from
+    /// `--nats-server`, `$CANOPY_NATS_SERVER` or PATH.
+    pub fn from_args(attach: Option<String>, binary: Option<&Path>) -> anyhow::Result<Nats> {
+        Ok(match attach {
+            Some(url) => Nats::Attach(url),
+            None => Nats::Supervise(supervisor::find_nats_server(binary)?),
+        })
+    }
+}
+
+/// The process's server once started: its client URL, the supervisor's
+/// view of the child (None when attached) and the supervisor task.
+#[derive(Debug)]
+pub struct OwnServer {
+    /// The client URL of the server.
+    pub url: String,
+    /// The child's pid and restart count (None when attached).
+    pub supervised: Option<supervisor::Supervised>,
+    task: Option<JoinHandle<()>>,
+    cancel: CancellationToken,
+}
+
+impl OwnServer {
+    /// Starts (or attaches to) the server of `role` in `node`, its config
+    /// and store under `data`.
+    pub fn start(
+        mode: &Nats,
+        topo: &topology::Topology,
+        node: &topology::Node,
+        role: Role<'_>,
+        data: &Path,
+    ) -> anyhow::Result<OwnServer> {
+        let ep = natsconf::endpoint(node, role).with_context(|| {
+            format!("node {} has no {:?} in the topology", node.id, role.name())
+        })?;
+        let cancel = CancellationToken::new();
+        match mode {
+            Nats::Supervise(binary) => {
+                let conf = natsconf::render(topo, node, role, &data.join("jetstream"))
+                    .map_err(anyhow::Error::msg)?;
+                let conf_path = data.join("nats.conf");
+                std::fs::write(&conf_path, conf)
+                    .with_context(|| format!("writing {}", conf_path.display()))?;
+                let (sup, task) = supervisor::start(
+                    binary.clone(),
+                    conf_path,
+                    data.join("nats.log"),
+                    cancel.clone(),
+                )?;
+                Ok(OwnServer {
+                    url: natsconf::client_url(ep),
+                    supervised: Some(sup),
+                    task: Some(task),
+                    cancel,
+                })
+            }
+            Nats::Attach(url) => Ok(OwnServer {
+                url: url.clone(),
+                supervised: None,
+                task: None,
+                cancel,
+            }),
+        }
+    }
+
+    /// The child's current pid, if supervised and running.
+    pub fn pid(&self) -> Option<u32> {
+        self.supervised.as_ref().and_then(|s| *s.pid.borrow())
+    }
+
+    /// Supervisor restarts of the child so far.
+    pub fn restarts(&self) -> u64 {
+        self.supervised
+            .as_ref()
+            .map(|s| s.restarts.load(std::sync::atomic::Ordering::Relaxed))
+            .unwrap_or(0)
+    }
+
+    /// Stops the child (if supervised) and waits for the supervisor.
+    pub async fn stop(mut self) {
+        self.cancel.cancel();
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Connects to the process's own server, retrying forever (it may be
+/// restarting).
+pub async fn connect_own(url: &str, name: String) -> anyhow::Result<async_nats::Client> {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(2))
+        .reconnect_delay_callback(|n| Duration::from_millis((50 * (n as u64 + 1)).min(500)))
+        .connect(url)
+        .await
+        .with_context(|| format!("connecting to {url}"))
+}

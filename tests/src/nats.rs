@@ -1,0 +1,102 @@
+//! Talking to a running tree: connections, JSON requests, whole streams.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use serde_json::Value as Json;
+
+/// Connects to a NATS URL.
+pub async fn connect(url: &str) -> anyhow::Result<async_nats::Client> {
+    async_nats::connect(url)
+        .await
+        .with_context(|| format!("connecting to {url}"))
+}
+
+/// A JSON request/reply with a timeout.
+pub async fn request(
+    client: &async_nats::Client,
+    subject: &str,
+    body: &str,
+) -> anyhow::Result<Json> {
+    let msg = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.request(subject.to_owned(), body.to_owned().into()),
+    )
+    .await
+    .context("request timed out")?
+    .map_err(|e| anyhow::anyhow!("request {subject}: {e}"))?;
+    Ok(serde_json::from_slice(&msg.payload)?)
+}
+
+/// A node's state (JSON) through any server of the tree.
+pub async fn state(client: &async_nats::Client, node: &str) -> anyhow::Result<Json> {
+    request(client, &format!("canopy.state.{node}"), "").await
+}
+
+/// A member's info (pid, nats_pid, counters).
+pub async fn member_info(
+    client: &async_nats::Client,
+    node: &str,
+    member: &str,
+) -> anyhow::Result<Json> {
+    request(client, &format!("canopy.member.{node}.{member}"), "").await
+}
+
+/// Reads every message of stream `EV_<origin>` in `domain`, in order:
+/// (stream sequence, payload).
+pub async fn read_stream(
+    client: &async_nats::Client,
+    domain: &str,
+    origin: &str,
+) -> anyhow::Result<Vec<(u64, Vec<u8>)>> {
+    use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+    use futures::StreamExt;
+    let js = async_nats::jetstream::with_domain(client.clone(), domain);
+    let mut stream = js.get_stream(events::subjects::stream_name(origin)).await?;
+    let last = stream.info().await?.state.last_sequence;
+    let mut out = Vec::new();
+    if last == 0 {
+        return Ok(out);
+    }
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await?;
+    let mut msgs = consumer.messages().await?;
+    while let Some(m) = tokio::time::timeout(Duration::from_secs(10), msgs.next()).await? {
+        let m = m.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let seq = m
+            .info()
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .stream_sequence;
+        out.push((seq, m.payload.to_vec()));
+        if seq >= last {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Checks that `msgs` are `origin`'s events 1..=n, each at its own seq, with
+/// an unbroken hash chain. Returns n.
+pub fn check_contiguous_chain(origin: &str, msgs: &[(u64, Vec<u8>)]) -> anyhow::Result<u64> {
+    let mut prev = events::ZERO_HASH;
+    for (i, (seq, bytes)) in msgs.iter().enumerate() {
+        let want = i as u64 + 1;
+        if *seq != want {
+            bail!("{origin}: stream sequence {seq} where {want} was expected");
+        }
+        let ev =
+            events::decode(bytes).with_context(|| format!("{origin} seq {seq} does not decode"))?;
+        if ev.origin != origin || ev.seq != *seq {
+            bail!("{origin}: event {}:{} stored at {seq}", ev.origin, ev.seq);
+        }
+        if ev.prev != prev {
+            bail!("{origin}: chain broken at seq {seq}");
+        }
+        prev = events::hash(bytes);
+    }
+    Ok(msgs.len() as u64)
+}
