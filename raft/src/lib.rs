@@ -189,14 +189,21 @@
 //! - `router`: the in-process fault-injecting transport for tests.
 //! - `peer`: [`Peer`], how to reach a voter.
 //! - `metrics`: [`PairMetrics`] and the counters behind it.
-//! - `pair`: [`Pair`], the handle on the task that ties it together, and
-//!   its start-up; `pair::config`: [`PairConfig`] and its validation;
-//!   `pair::view`: [`RoleView`]; `pair::driver`: the task's loop (the only
-//!   owner of the openraft instance, lease and view);
-//!   `pair::driver::proposals`: the proposals it spawns and their outcomes.
+//! - `pair`: [`Pair`], the cheap handle on the task that ties it together
+//!   (a closed `Command` enum to one owner), and its start-up.
+//! - `pair::config`: [`PairConfig`] and its validation.
+//! - `pair::view`: [`RoleView`], what the services see.
+//! - `pair::driver`: the task's loop, the only owner of the openraft
+//!   instance, lease and view: gathers inputs, asks the pure rules, carries
+//!   their answers out.
+//! - `pair::driver::proposals`: the proposals it spawns (renew, health,
+//!   grant, release, probe) and what it does with their outcomes.
+//! - `pair::rules`: the pure timing rules: when a member stands for
+//!   election, when the leader may next grant, the witness's rescue and
+//!   stepping aside.
 //!
-//! **Architecture invariant**: `network` depends on `peer`, `metrics` and
-//! `types`, never on `pair`; `pair` drives the network.
+//! **Architecture invariant**: `network` depends on `error`, `peer`,
+//! `metrics` and `types`, never on `pair`; `pair` drives the network.
 
 #![forbid(unsafe_code)]
 

@@ -120,8 +120,9 @@ pub trait Transport: Send + Sync + Debug + 'static {
 /// What a node learns about the leader from the RPCs it receives: when it
 /// last heard from a leader (or granted a vote), and, on a member, whether
 /// it holds the witness's whole log while the witness leads to rescue it.
-/// The pair task stands for election from this (see `pair`); the witness
-/// also uses it to notice a member that cannot win (the rescue).
+/// The pair task stands for election from this (see
+/// `pair::rules::stand_at`); the witness also uses it to notice a member
+/// that cannot win (the rescue).
 #[derive(Debug)]
 pub(crate) struct LeaderWatch {
     heard: std::sync::Mutex<Heard>,
@@ -307,8 +308,9 @@ impl Inbound {
                 }
             }
             // The witness never proposes on anyone's behalf, even during
-            // the brief time it leads to rescue a member (see `pair`):
-            // refusing keeps its log still so the member can take over.
+            // the brief time it leads to rescue a member (see
+            // `pair::rules::rescue`): refusing keeps its log still so the
+            // member can take over.
             Rpc::Forward(_) if self.me == WITNESS => Reply::NotLeader { leader: None },
             Rpc::Forward(req) => {
                 tracing::trace!(from, ?req, "forwarded proposal");
@@ -530,8 +532,9 @@ mod tests {
 
     #[test]
     fn the_witness_wins_a_tie_with_a_member_in_the_same_term() {
-        // The rescue relies on it (see `pair`): openraft orders the votes
-        // of one term by node id unless "single-term-leader" is enabled.
+        // The rescue relies on it (see `pair::rules::rescue`): openraft
+        // orders the votes of one term by node id unless
+        // "single-term-leader" is enabled.
         for m in [MEMBER_A, MEMBER_B] {
             assert!(Vote::new(7, WITNESS) > Vote::new(7, m));
             assert!(Vote::new(7, WITNESS) < Vote::new(8, m));

@@ -13,9 +13,12 @@
 //! - `view`: [`RoleView`], what the services see.
 //! - `driver`: the task itself: its loop, the proposals it spawns and what
 //!   it does with their outcomes.
+//! - `rules`: its timing rules (standing for election, the next grant, the
+//!   witness's rescue and stepping aside) as pure functions, tested alone.
 
 mod config;
 mod driver;
+mod rules;
 mod view;
 
 use std::collections::BTreeMap;

@@ -1,6 +1,7 @@
 //! The pair task itself: one loop that owns this node's openraft
-//! instance, lease and view. Each turn it gathers its inputs, asks
-//! [`decide`](crate::decide()) what to do and carries the answer out;
+//! instance, lease and view. Each turn it gathers its inputs, asks the
+//! pure rules what to do ([`decide`](crate::decide()) for the role,
+//! `pair::rules` for elections and deadlines) and carries the answer out;
 //! `proposals` spawns the proposals and takes their outcomes back into the
 //! loop.
 
@@ -24,6 +25,11 @@ use tokio_util::sync::CancellationToken;
 
 use self::proposals::propose;
 use self::proposals::Outcome;
+use super::rules;
+use super::rules::Heartbeats;
+use super::rules::Rescue;
+use super::rules::Stand;
+use super::rules::StandInput;
 use super::view::Material;
 use super::Command;
 use super::PairConfig;
@@ -234,7 +240,7 @@ impl Driver {
                 None
             };
             let rescue = (self.me == WITNESS).then(|| self.watch.clone());
-            let stand_at = self.stand_at();
+            let stand_at = rules::stand_at(&self.stand_input());
             let grace_at = self.grace_at();
             tokio::select! {
                 biased;
@@ -352,80 +358,41 @@ impl Driver {
         }
     }
 
-    /// The latest sign of a leader this member has: a leader's append or
-    /// snapshot accepted, an append from the leader it knows arrived (even
-    /// if not handled yet), a vote granted, or its own leadership ending.
-    fn heard_base(&self) -> Instant {
-        let heard = self.watch.heard();
-        let from_leader = heard.append_arrived.and_then(|(at, vote)| {
-            let l = vote.leader_id();
-            (vote.is_committed()
-                && l.voted_for() == self.metrics.current_leader
-                && l.term >= self.metrics.current_term)
-                .then_some(at)
-        });
-        [heard.leader_at, from_leader, heard.voted_at, self.led_until]
-            .into_iter()
-            .flatten()
-            .fold(self.started_at, Instant::max)
+    /// What [`rules::stand_at`] decides on, as observed now.
+    fn stand_input(&self) -> StandInput {
+        StandInput {
+            me: self.me,
+            state: self.metrics.state,
+            term: self.metrics.current_term,
+            leader: self.metrics.current_leader,
+            heard: self.watch.heard(),
+            started_at: self.started_at,
+            led_until: self.led_until,
+            last_stand: self.last_stand,
+            stand_after: self.stand_after,
+            stand_retry: self.stand_retry,
+        }
     }
 
-    /// When this member stands for election on its own, if it should.
-    ///
-    /// openraft's own timer is slow for a pair: a follower that knew a
-    /// leader waits `election_max` (its leader lease) plus its election
-    /// timeout, and 2·`election_max` more once any vote answer showed it a
-    /// longer log, a flag that stays set until its next timed election, so
-    /// a single rejected vote at start-up slowed the first failover. So a
-    /// member stands by itself once no leader was heard for `stand_after`
-    /// (just above the voters' leader lease, so their leases have run out),
-    /// and again every `stand_retry` while nobody wins. While the witness
-    /// leads to rescue it, it stands as soon as it holds the witness's
-    /// whole log (the witness stopped heartbeats and its lease runs out as
-    /// above); before that only after a long silence.
-    fn stand_at(&self) -> Option<Instant> {
-        if !is_member(self.me)
-            || !matches!(
-                self.metrics.state,
-                ServerState::Follower | ServerState::Candidate
-            )
-        {
-            return None;
-        }
-        let base = self.heard_base();
-        let caught_up = self.watch.heard().witness_log_term == Some(self.metrics.current_term);
-        let after = if self.metrics.current_leader == Some(WITNESS) && !caught_up {
-            self.stand_after * 4
-        } else {
-            self.stand_after
-        };
-        let mut at = base + after;
-        if let Some(last) = self.last_stand.filter(|t| *t >= base) {
-            at = at.max(last + self.stand_retry);
-        }
-        Some(at)
-    }
-
+    /// Stands for election on its own if [`rules::stand`] says so now.
     async fn stand(&mut self) {
         let now = Instant::now();
         // The deadline was computed before the wait: a leader may have been
         // heard since.
-        if self.stand_at().is_none_or(|t| t > now) {
+        let Some(stand) = rules::stand(&self.stand_input(), now) else {
             return;
-        }
-        let base = self.heard_base();
-        if self.last_stand.is_none_or(|t| t < base) {
-            tracing::info!(
+        };
+        match stand {
+            Stand::First { silent } => tracing::info!(
                 term = self.metrics.current_term,
                 leader = ?self.metrics.current_leader,
-                silent = ?now.saturating_duration_since(base),
+                silent = ?silent,
                 "no leader heard; standing for election"
-            );
-        } else {
-            tracing::debug!(
+            ),
+            Stand::Again => tracing::debug!(
                 term = self.metrics.current_term,
                 "standing for election again"
-            );
+            ),
         }
         self.last_stand = Some(now);
         self.stand_retry = self.timing.stand_retry(new_incarnation());
@@ -434,52 +401,31 @@ impl Driver {
         }
     }
 
-    /// When the leader may next grant the role over a named active that
-    /// stopped renewing (`grace` after the last renewal applied here).
+    /// When the leader may next grant over a silent active (see
+    /// [`rules::grace_at`]).
     fn grace_at(&self) -> Option<Instant> {
-        if !self.am_leader() || self.applied.state.active.is_none() {
-            return None;
-        }
-        Some(self.applied.local.renewed_at + self.timing.grace).filter(|t| *t > Instant::now())
+        rules::grace_at(
+            self.am_leader(),
+            self.applied.state.active,
+            self.applied.local.renewed_at,
+            self.timing.grace,
+            Instant::now(),
+        )
     }
 
-    /// The witness stands only to rescue a member whose log is behind its
-    /// own when there is no leader: openraft elects only a voter whose log
-    /// is at least as long as a quorum's, and with two voters left the
-    /// witness's vote is needed, so a member that missed the last entries
-    /// (they reached the witness, not it, before the leader died) could
-    /// never win while the witness never stands. Once leading, the witness
-    /// replicates its log to the member (openraft commits a blank entry on
-    /// election), then steps aside: no heartbeats and no proposals, so the
-    /// member, now up to date, stands (see `stand_at`) and wins.
-    ///
-    /// The witness stands for each such vote request (at most once per
-    /// `heartbeat`): its election takes the term after its own vote's, and
-    /// the member may have raised its term past that by standing more than
-    /// once, so a first attempt can fail; openraft then records the
-    /// member's term in the witness's vote, and the attempt on the member's
-    /// next request (one term up) carries the same term as the member's own
-    /// vote, where the witness wins the tie (openraft orders equal terms by
-    /// node id, and the witness is 3).
+    /// Witness: stands to rescue a member behind its log, if
+    /// [`rules::rescue`] says so now.
     async fn rescue(&mut self) {
         let now = Instant::now();
-        if self.leading()
-            || self
-                .last_rescue
-                .is_some_and(|t| now < t + self.timing.heartbeat)
-        {
+        let Some(rescue) = rules::rescue(self.leading(), self.last_rescue, now, &self.timing)
+        else {
             return;
-        }
-        // Logged once per streak of rescues.
-        if self
-            .last_rescue
-            .is_some_and(|t| now < t + self.timing.election_max * 10)
-        {
-            tracing::debug!("witness stands again for a member behind its log");
-        } else {
-            tracing::warn!(
+        };
+        match rescue {
+            Rescue::Again => tracing::debug!("witness stands again for a member behind its log"),
+            Rescue::First => tracing::warn!(
                 "witness stands once: a member is behind its log and no leader is heard"
-            );
+            ),
         }
         self.last_rescue = Some(now);
         if let Err(e) = self.raft.trigger().elect().await {
@@ -487,19 +433,24 @@ impl Driver {
         }
     }
 
+    /// Witness: heartbeats off while it leads, back on when it no longer
+    /// does (see [`rules::witness_steps_aside`]).
     fn witness_steps_aside(&mut self) {
-        let leading = self.leading();
-        if leading && !self.stepping_aside {
-            tracing::warn!(
-                term = self.metrics.current_term,
-                "witness leads to bring a member up to date; stepping aside"
-            );
-            self.raft.runtime_config().heartbeat(false);
-            self.stepping_aside = true;
-        } else if !leading && self.stepping_aside {
-            tracing::info!("witness stepped aside");
-            self.raft.runtime_config().heartbeat(true);
-            self.stepping_aside = false;
+        match rules::witness_steps_aside(self.leading(), self.stepping_aside) {
+            Some(Heartbeats::Stop) => {
+                tracing::warn!(
+                    term = self.metrics.current_term,
+                    "witness leads to bring a member up to date; stepping aside"
+                );
+                self.raft.runtime_config().heartbeat(false);
+                self.stepping_aside = true;
+            }
+            Some(Heartbeats::Resume) => {
+                tracing::info!("witness stepped aside");
+                self.raft.runtime_config().heartbeat(true);
+                self.stepping_aside = false;
+            }
+            None => {}
         }
     }
 
