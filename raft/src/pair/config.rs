@@ -66,3 +66,88 @@ impl PairConfig {
         self.timing.validate()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::types::WITNESS;
+
+    fn valid() -> PairConfig {
+        let peer = |name: &str, port| Peer {
+            name: name.into(),
+            host: "127.0.0.1".into(),
+            raft_port: port,
+        };
+        PairConfig {
+            mesh: "plant".into(),
+            node: "press".into(),
+            me: 1,
+            peers: BTreeMap::from([
+                (1, peer("press-a", 7001)),
+                (2, peer("press-b", 7002)),
+                (WITNESS, peer("press-w", 7003)),
+            ]),
+            data_dir: PathBuf::from("/var/lib/canopy/press-a"),
+            prefer: Some(1),
+            timing: Timing::default(),
+        }
+    }
+
+    fn refused_field(cfg: &PairConfig) -> String {
+        match cfg.validate() {
+            Err(RaftError::Config { field, .. }) => field,
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_valid_config_passes_on_every_voter() {
+        for me in VOTERS {
+            let cfg = PairConfig { me, ..valid() };
+            assert!(cfg.validate().is_ok(), "voter {me}");
+        }
+        assert!(PairConfig {
+            prefer: None,
+            ..valid()
+        }
+        .validate()
+        .is_ok());
+    }
+
+    #[test]
+    fn each_bad_field_is_refused_by_name() {
+        let mut c = valid();
+        c.mesh.clear();
+        assert_eq!(refused_field(&c), "mesh");
+        let mut c = valid();
+        c.node.clear();
+        assert_eq!(refused_field(&c), "node");
+        for me in [0, 4] {
+            assert_eq!(refused_field(&PairConfig { me, ..valid() }), "me");
+        }
+        let mut c = valid();
+        c.peers.remove(&2);
+        assert_eq!(refused_field(&c), "peers", "a voter missing");
+        let mut c = valid();
+        let extra = c.peers[&1].clone();
+        c.peers.insert(4, extra);
+        assert_eq!(refused_field(&c), "peers", "a fourth voter");
+        for prefer in [WITNESS, 0] {
+            let c = PairConfig {
+                prefer: Some(prefer),
+                ..valid()
+            };
+            assert_eq!(refused_field(&c), "prefer", "prefer {prefer}");
+        }
+        let c = PairConfig {
+            timing: Timing {
+                grace: Duration::from_millis(300),
+                ..Timing::default()
+            },
+            ..valid()
+        };
+        assert_eq!(refused_field(&c), "timing.grace");
+    }
+}
