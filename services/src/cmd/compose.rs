@@ -5,7 +5,7 @@
 //! The topology's hosts must be IPv4 addresses of one /24 (the network's
 //! subnet is derived from them): containers reach each other by address,
 //! so the image needs no resolver (it is `FROM scratch`, see
-//! `deploy/compose/Dockerfile`). Every Modbus device becomes a `plc-sim`
+//! `compose/Dockerfile`). Every Modbus device becomes a `plc-sim`
 //! container listening on the device's address, driven like `canopy lab`
 //! drives its simulators. The topology file and the keys directory
 //! (`canopy keys gen`) are mounted read-only from beside the compose file.
