@@ -6,8 +6,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::ser::{SerializeMap, SerializeStruct};
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::subjects;
@@ -294,61 +292,6 @@ impl PointState {
             forced: false,
             field: None,
         }
-    }
-}
-
-/// `{"points": {"<origin>.<point>": {"value", "quality", "origin", "seq",
-/// "epoch", "ts", "forced"}}, "origins": {"<origin>": {"seq", "epoch"}}}`.
-impl Serialize for State {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        struct Points<'a>(&'a BTreeMap<String, PointState>);
-        impl Serialize for Points<'_> {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                let mut m = s.serialize_map(Some(self.0.len()))?;
-                for (name, p) in self.0 {
-                    m.serialize_entry(name, p)?;
-                }
-                m.end()
-            }
-        }
-        struct Origins<'a>(&'a BTreeMap<String, OriginState>);
-        impl Serialize for Origins<'_> {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                let mut m = s.serialize_map(Some(self.0.len()))?;
-                for (name, o) in self.0 {
-                    m.serialize_entry(name, &OriginJson(o))?;
-                }
-                m.end()
-            }
-        }
-        struct OriginJson<'a>(&'a OriginState);
-        impl Serialize for OriginJson<'_> {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                let mut st = s.serialize_struct("Origin", 2)?;
-                st.serialize_field("seq", &self.0.seq)?;
-                st.serialize_field("epoch", &self.0.epoch)?;
-                st.end()
-            }
-        }
-        let mut st = s.serialize_struct("State", 2)?;
-        st.serialize_field("points", &Points(&self.points))?;
-        st.serialize_field("origins", &Origins(&self.origins))?;
-        st.end()
-    }
-}
-
-/// One point in the JSON shape of [`State`]: the field stash is internal.
-impl Serialize for PointState {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut st = s.serialize_struct("Point", 7)?;
-        st.serialize_field("value", &self.value)?;
-        st.serialize_field("quality", &self.quality)?;
-        st.serialize_field("origin", &self.origin)?;
-        st.serialize_field("seq", &self.seq)?;
-        st.serialize_field("epoch", &self.epoch)?;
-        st.serialize_field("ts", &self.ts)?;
-        st.serialize_field("forced", &self.forced)?;
-        st.end()
     }
 }
 
@@ -751,30 +694,5 @@ mod tests {
         let f = s.filter("root.north.*");
         assert_eq!(f.origins.keys().collect::<Vec<_>>(), ["root.north"]);
         assert!(s.filter("nothing.>").points.is_empty());
-    }
-
-    #[test]
-    fn json_shape() {
-        let mut o = Origin::new("root.south");
-        let mut s = State::new();
-        s.apply(&o.value("temp1", 21.5, Quality::Good));
-        s.apply(&o.force("pump", true));
-        let json = serde_json::to_value(&s).unwrap();
-        assert_eq!(
-            json,
-            serde_json::json!({
-                "points": {
-                    "root.south.pump": {
-                        "value": true, "quality": "good", "origin": "root.south",
-                        "seq": 2, "epoch": 1, "ts": 2000, "forced": true
-                    },
-                    "root.south.temp1": {
-                        "value": 21.5, "quality": "good", "origin": "root.south",
-                        "seq": 1, "epoch": 1, "ts": 1000, "forced": false
-                    }
-                },
-                "origins": { "root.south": { "seq": 2, "epoch": 1 } }
-            })
-        );
     }
 }

@@ -80,10 +80,38 @@ pub fn stream_subjects(origin: &str) -> String {
     format!("{EVENT_PREFIX}.{origin}.*")
 }
 
-/// Value of [`MSG_ID_HEADER`] for an event: `<origin>:<seq>`.
-pub fn msg_id(origin: &str, seq: u64) -> String {
-    format!("{origin}:{seq}")
+/// Value of [`MSG_ID_HEADER`] for a sealed event:
+/// `<origin>:<seq>:<first 8 bytes of its hash, hex>`.
+///
+/// Unique per sealed event, not per seq: JetStream answers a publish whose
+/// id it has seen within the duplicate window with the *earlier* message's
+/// sequence and `duplicate: true`, before it checks the expected last
+/// sequence. With `<origin>:<seq>` alone, another member's event, or this
+/// member's own event re-sealed with other bytes, at the same seq was
+/// "confirmed" by the stream although the stream held different bytes, and
+/// the chain forked behind it. With the hash, only the very same bytes
+/// (a resend after a lost ack) share an id.
+pub fn msg_id(origin: &str, seq: u64, hash: &[u8; 32]) -> String {
+    let mut id = format!("{origin}:{seq}:");
+    for b in &hash[..8] {
+        id.push_str(&format!("{b:02x}"));
+    }
+    id
 }
+
+/// Prefix of replica subjects: `canopy.rp.<holder domain>.<origin>.<token>`.
+pub const REPLICA_PREFIX: &str = "canopy.rp";
+
+/// The subject a replica held by `holder` stores `origin`'s `token` under.
+/// Replicas never capture `canopy.ev.…`: no two streams in the tree share a
+/// subject, so a live publish is acked by exactly one stream.
+pub fn replica_subject(holder: &str, origin: &str, token: &str) -> String {
+    format!("{REPLICA_PREFIX}.{}.{origin}.{token}", domain(holder))
+}
+
+/// Every member and witness answers requests on this subject (no queue
+/// group): one scatter-gather request lists the whole tree (`canopy status`).
+pub const HELLO: &str = "canopy.hello";
 
 /// A node, member or point name: one NATS token of `[a-z0-9_]+`.
 pub fn valid_token(s: &str) -> bool {
@@ -175,7 +203,15 @@ mod tests {
         assert_eq!(stream_name("root"), "EV_root");
         assert_eq!(domain("root.south"), "root-south");
         assert_eq!(stream_subjects("root.south"), "canopy.ev.root.south.*");
-        assert_eq!(msg_id("root.south", 7), "root.south:7");
+        let mut h = [0u8; 32];
+        h[0] = 0xab;
+        h[7] = 0x01;
+        h[8] = 0xff;
+        assert_eq!(msg_id("root.south", 7, &h), "root.south:7:ab00000000000001");
+        assert_eq!(
+            replica_subject("root.south", "root.south.cell1", "t"),
+            "canopy.rp.root-south.root.south.cell1.t"
+        );
     }
 
     #[test]

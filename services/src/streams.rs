@@ -14,17 +14,6 @@ use async_nats::jetstream::stream::{Config, DiscardPolicy, StorageType};
 use async_nats::jetstream::Context;
 use topology::Topology;
 
-/// Subject prefix of replica streams.
-pub const REPLICA_PREFIX: &str = "canopy.rp";
-
-/// The subject a replica held by `holder` stores `origin`'s `token` under.
-pub fn replica_subject(holder: &str, origin: &str, token: &str) -> String {
-    format!(
-        "{REPLICA_PREFIX}.{}.{origin}.{token}",
-        events::subjects::domain(holder)
-    )
-}
-
 fn base(topo: &Topology, name: String, subjects: Vec<String>, replicas: usize) -> Config {
     Config {
         name,
@@ -57,7 +46,7 @@ pub fn replica(topo: &Topology, holder: &str, origin: &str, replicas: usize) -> 
     base(
         topo,
         events::subjects::stream_name(origin),
-        vec![replica_subject(holder, origin, "*")],
+        vec![events::subjects::replica_subject(holder, origin, "*")],
         replicas,
     )
 }

@@ -368,6 +368,48 @@ mod tests {
         assert!(json.get("points").is_none());
     }
 
+    /// The state reply's points and origins, as `events::State` used to
+    /// render them itself (the test moved here with the format).
+    #[test]
+    fn json_shape() {
+        let mut chain = events::Chain::new("root.south", "a", 1);
+        let mut state = State::default();
+        let temp = events::Body::Value(events::ValueBody {
+            point: "temp1".into(),
+            value: Value::Float(21.5),
+            quality: Quality::Good,
+        });
+        let pump = events::Body::Forced(events::ForcedBody {
+            point: "pump".into(),
+            value: Value::Bool(true),
+            by: "jo".into(),
+        });
+        state.apply(&chain.seal(1000, temp).expect("seal").event);
+        state.apply(&chain.seal(2000, pump).expect("seal").event);
+        let reply = StateReply::answer("root", "a", &state, &StateRequest::default());
+        let mut json = serde_json::to_value(&reply).expect("json");
+        if let Some(o) = json.as_object_mut() {
+            o.remove("node");
+            o.remove("member");
+        }
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "points": {
+                    "root.south.pump": {
+                        "value": true, "quality": "good", "origin": "root.south",
+                        "seq": 2, "epoch": 1, "ts": 2000, "forced": true
+                    },
+                    "root.south.temp1": {
+                        "value": 21.5, "quality": "good", "origin": "root.south",
+                        "seq": 1, "epoch": 1, "ts": 1000, "forced": false
+                    }
+                },
+                "origins": { "root.south": { "seq": 2, "epoch": 1 } }
+            })
+        );
+    }
+
     #[test]
     fn blank_state_requests_mean_everything_and_unknown_fields_are_refused() {
         assert!(StateRequest::parse(b"  ").expect("blank").pattern.is_none());

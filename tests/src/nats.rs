@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use serde_json::Value as Json;
 
 /// Connects to a NATS URL.
@@ -80,23 +80,11 @@ pub async fn read_stream(
 }
 
 /// Checks that `msgs` are `origin`'s events 1..=n, each at its own seq, with
-/// an unbroken hash chain. Returns n.
+/// an unbroken hash chain and epochs never going back (the strict
+/// [`events::verify_contiguous`]). Returns n.
 pub fn check_contiguous_chain(origin: &str, msgs: &[(u64, Vec<u8>)]) -> anyhow::Result<u64> {
-    let mut prev = events::ZERO_HASH;
-    for (i, (seq, bytes)) in msgs.iter().enumerate() {
-        let want = i as u64 + 1;
-        if *seq != want {
-            bail!("{origin}: stream sequence {seq} where {want} was expected");
-        }
-        let ev =
-            events::decode(bytes).with_context(|| format!("{origin} seq {seq} does not decode"))?;
-        if ev.origin != origin || ev.seq != *seq {
-            bail!("{origin}: event {}:{} stored at {seq}", ev.origin, ev.seq);
-        }
-        if ev.prev != prev {
-            bail!("{origin}: chain broken at seq {seq}");
-        }
-        prev = events::hash(bytes);
-    }
-    Ok(msgs.len() as u64)
+    Ok(events::verify_contiguous(
+        origin,
+        msgs.iter().map(|(s, b)| (*s, b.as_slice())),
+    )?)
 }

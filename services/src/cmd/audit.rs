@@ -116,7 +116,10 @@ pub async fn run(a: AuditArgs) -> anyhow::Result<u8> {
         reports.push(report);
     }
     let violations: Vec<_> = reports.iter().flat_map(|r| r.violations.clone()).collect();
-    let state = until.map(|u| events::audit::state_at(kept.iter().map(Vec::as_slice), u));
+    let state = until.map(|u| {
+        let st = events::audit::state_at(kept.iter().map(Vec::as_slice), u);
+        crate::wire::StateReply::answer(&a.node, "audit", &st, &Default::default())
+    });
     let out = json!({
         "node": a.node,
         "origins": reports,

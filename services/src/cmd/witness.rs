@@ -14,10 +14,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::WitnessArgs;
 use crate::ha;
-use crate::member::info::HELLO;
 use crate::nats::{self, Nats, OwnServer};
 use crate::natsconf::Role;
 use crate::wire::MemberInfo;
+use events::subjects::HELLO;
 
 /// Runs the witness until SIGINT/SIGTERM.
 pub async fn run(a: WitnessArgs) -> anyhow::Result<u8> {

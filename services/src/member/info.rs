@@ -9,10 +9,6 @@ use super::RoleState;
 use crate::nats::OwnServer;
 use crate::wire::MemberInfo;
 
-/// Every member and witness answers this (no queue group): a scatter-gather
-/// request on it lists the whole tree (`canopy status`).
-pub const HELLO: &str = "canopy.hello";
-
 /// What this member is doing right now, for [`answer`].
 #[derive(Debug)]
 pub struct Now<'a> {

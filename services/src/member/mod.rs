@@ -166,7 +166,7 @@ async fn serve(
     let mut info_sub = client
         .subscribe(events::subjects::member_subject(&node.id, &id.member))
         .await?;
-    let mut hello_sub = client.subscribe(info::HELLO.to_owned()).await?;
+    let mut hello_sub = client.subscribe(events::subjects::HELLO.to_owned()).await?;
     let mut active: Option<active::Active> = None;
     let mut retry_at = Instant::now();
     loop {

@@ -24,7 +24,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::metrics::Metrics;
 use crate::append::Appender;
-use crate::streams;
 
 /// Appends in flight into the local replica.
 const WINDOW: usize = 2048;
@@ -147,7 +146,7 @@ impl Puller {
                         bail!("source skipped from {expected} to {seq}");
                     }
                     let token = msg.subject.rsplit('.').next().unwrap_or("_").to_owned();
-                    let subject = streams::replica_subject(&self.holder, &self.origin, &token);
+                    let subject = events::subjects::replica_subject(&self.holder, &self.origin, &token);
                     let payload: Bytes = msg.payload.clone();
                     let ack = pending == 0 || seq.is_multiple_of(ACK_EVERY) || appender.window_left() <= 1;
                     appender.send(subject, None, seq, payload, ack).await?;

@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use super::connect;
 use crate::cli::StatusArgs;
-use crate::member::info::HELLO;
 use crate::wire::MemberInfo;
+use events::subjects::HELLO;
 
 /// `canopy status --json`: `{"nodes": [...]}`, one entry per node.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
