@@ -133,6 +133,9 @@ pub struct RoleSource {
     pub fence: Fence,
     /// The pair's raft handle and task (None for a single node).
     pub pair: Option<(raft::Pair, JoinHandle<()>)>,
+    /// A single node's constant role: the sender lives as long as the
+    /// member (a dropped sender would end the member's role loop).
+    pub constant: Option<watch::Sender<RoleState>>,
 }
 
 impl std::fmt::Debug for RoleSource {
@@ -165,6 +168,7 @@ impl RoleSource {
                 rx,
                 fence: Arc::new(|| true),
                 pair: None,
+                constant: Some(tx),
             });
         }
         let me = crate::ha::member_id(node, &id.member).context("member id")?;
@@ -178,6 +182,7 @@ impl RoleSource {
             rx,
             fence: Arc::new(move || lease.is_valid()),
             pair: Some((pair, task)),
+            constant: None,
         })
     }
 }

@@ -108,6 +108,7 @@ async fn serve(
         rx: mut role_rx,
         fence,
         pair,
+        constant: _constant,
     } = RoleSource::start(id, &opts.data, always.clone()).await?;
 
     let signer = match &opts.key {
@@ -121,6 +122,7 @@ async fn serve(
             None
         }
     };
+    let (own_mark, own_mark_rx) = watch::channel(None);
     let fold_task = tokio::spawn({
         let f = fold::Fold {
             client: client.clone(),
@@ -130,6 +132,7 @@ async fn serve(
             origins: id.origins(),
             snapshot: Some(fold::snapshot_path(&opts.data)),
             metrics: metrics.clone(),
+            own_mark,
         };
         let c = always.clone();
         async move {
@@ -151,6 +154,7 @@ async fn serve(
         poller: plc.as_ref().map(|(h, _)| h.clone()),
         current: current_tx,
         signer,
+        own_mark: own_mark_rx,
     };
     let plc_health = plc.map(|(_, h)| h);
     if let Some((pair, _)) = &pair {
