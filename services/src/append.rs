@@ -63,6 +63,16 @@ pub enum AppendError {
         /// The client's error, carrying the server's description.
         source: PublishError,
     },
+    /// The stream answered "duplicate": it holds a message with this
+    /// message id (at `stored`). Never a confirmation by itself: only a byte
+    /// compare of what the stream holds tells whether it is this message.
+    #[error("seq {seq}: the stream holds a message with its id at {stored} (duplicate)")]
+    Duplicate {
+        /// The message's own seq.
+        seq: u64,
+        /// Where the stream holds the message it took for the same one.
+        stored: u64,
+    },
     /// The stream stored the message at another sequence than its seq.
     #[error("seq {seq} was stored at stream sequence {stored}")]
     Misplaced {
@@ -190,6 +200,10 @@ impl Appender {
         self.inflight.pop_front();
         self.outstanding = self.outstanding.saturating_sub(covers);
         match res {
+            Ok(ack) if ack.duplicate => Err(AppendError::Duplicate {
+                seq,
+                stored: ack.sequence,
+            }),
             Ok(ack) if ack.sequence == seq => Ok(seq),
             Ok(ack) => Err(AppendError::Misplaced {
                 seq,

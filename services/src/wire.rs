@@ -140,6 +140,10 @@ pub struct ResourceInfo {
 pub struct Counters {
     /// Events this member published and had acknowledged.
     pub published: u64,
+    /// Events sealed but given up unconfirmed, when the lease ran out or
+    /// the member stopped with its stream unavailable (never acknowledged
+    /// to anyone; the next activation announces every point afresh).
+    pub dropped: u64,
     /// Events pulled into replicas.
     pub replicated: u64,
     /// Messages kept out of the state because they failed to decode or

@@ -55,6 +55,8 @@ pub struct Ctx {
     pub current: watch::Sender<Option<Publisher>>,
     /// Checkpoint signing (None: the member has no key; nothing is signed).
     pub signer: Option<publisher::Signer>,
+    /// The fold's last verified event of this node's own origin.
+    pub own_mark: watch::Receiver<Option<events::Mark>>,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -101,11 +103,18 @@ impl Active {
             let (lease, retired) = (ctx.fence.clone(), retired.clone());
             Arc::new(move || !retired.load(Ordering::SeqCst) && lease())
         };
+        let granted = if node.is_pair() {
+            publisher::Epoch::Granted(epoch)
+        } else {
+            publisher::Epoch::AtLeast(epoch)
+        };
+        let anchor = *ctx.own_mark.borrow();
         let (publisher, pub_task) = publisher::start(
             ctx.js.clone(),
             node.id.clone(),
             ctx.member.clone(),
-            epoch,
+            granted,
+            anchor,
             fence,
             ctx.signer.clone(),
             ctx.metrics.clone(),

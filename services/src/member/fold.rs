@@ -18,7 +18,7 @@ use async_nats::jetstream::Context;
 use async_nats::Client;
 use events::{Applied, Event, Hash, Mark, Position, Snapshot, State, StreamCursor, Verdict};
 use futures::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::Metrics;
@@ -67,6 +67,9 @@ pub struct Fold {
     pub snapshot: Option<PathBuf>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// The last valid event of the node's own origin folded so far: where
+    /// an activation's publisher starts its walk to the chain head.
+    pub own_mark: watch::Sender<Option<Mark>>,
 }
 
 /// Restores from the snapshot where the streams confirm it, starts the
@@ -76,6 +79,8 @@ pub async fn run(f: Fold, cancel: CancellationToken) -> anyhow::Result<()> {
     let started = Instant::now();
     let (mut state, mut positions) = restore(&f).await;
     let restored = positions.len();
+    f.own_mark
+        .send_replace(positions.get(&f.node).and_then(|p| p.mark));
     let (tx, mut rx) = mpsc::channel(QUEUE);
     for origin in &f.origins {
         let pos = positions.get(origin).copied().unwrap_or_default();
@@ -124,6 +129,9 @@ pub async fn run(f: Fold, cancel: CancellationToken) -> anyhow::Result<()> {
                         let pos = positions.entry(ev.origin.clone()).or_default();
                         pos.read = ev.seq;
                         pos.mark = Some(Mark { seq: ev.seq, epoch: ev.epoch, hash });
+                        if ev.origin == f.node {
+                            f.own_mark.send_replace(pos.mark);
+                        }
                     }
                     Some(Feed::Foreign { origin, seq }) => {
                         state.skip(&origin, seq);

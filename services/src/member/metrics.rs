@@ -10,6 +10,7 @@ use crate::wire::Counters;
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub published: AtomicU64,
+    pub dropped: AtomicU64,
     pub replicated: AtomicU64,
     pub rejected: AtomicU64,
     pub gaps: AtomicU64,
@@ -30,6 +31,7 @@ impl Metrics {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         Counters {
             published: g(&self.published),
+            dropped: g(&self.dropped),
             replicated: g(&self.replicated),
             rejected: g(&self.rejected),
             gaps: g(&self.gaps),

@@ -17,6 +17,7 @@ use async_nats::jetstream::stream::Stream;
 use async_nats::jetstream::Context;
 use bytes::Bytes;
 use events::{Body, Chain};
+use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -117,9 +118,27 @@ impl Publisher {
 
 struct Pending {
     seq: u64,
+    /// Its epoch and the hash of `bytes`: its mark once confirmed, and its
+    /// unique message id.
+    epoch: u64,
+    hash: events::Hash,
     subject: String,
     bytes: Bytes,
     done: Option<oneshot::Sender<Confirmed>>,
+}
+
+impl Pending {
+    fn msg_id(&self, origin: &str) -> String {
+        events::subjects::msg_id(origin, self.seq, &self.hash)
+    }
+
+    fn mark(&self) -> events::Mark {
+        events::Mark {
+            seq: self.seq,
+            epoch: self.epoch,
+            hash: self.hash,
+        }
+    }
 }
 
 /// The tail of the origin's own stream: its last sequence, read from the
@@ -137,61 +156,100 @@ async fn leader_tail(stream: &mut Stream) -> anyhow::Result<u64> {
     Ok(info.state.last_sequence)
 }
 
-/// The last valid event of `origin` at or below `from` in its stream
-/// (walking back over foreign messages): its hash and epoch, what the next
-/// event must chain onto. None when there is none left (empty, expired,
-/// all foreign).
+/// The last valid event of `origin`'s chain among stream sequences
+/// `anchor.seq + 1 ..= to`, walking forward from `anchor` (a known valid
+/// event; `None`: from the stream's first message) with the one chain
+/// verifier every reader uses. A message that does not continue the chain
+/// (garbage, a deposed member's append that arrived after the new
+/// activation's first event, another history) is stepped over exactly as
+/// the fold and the audit step over it, so the next event sealed onto the
+/// result continues the chain that every reader follows; linking onto the
+/// last message that merely decodes (as before) forked the chain for every
+/// reader when that message was a late append.
 ///
-/// A read that fails above the stream's first sequence is an error, not
-/// the end of history: treating a timeout during a leader change as
-/// "expired" would start a fresh link (zero `prev`) and break the chain.
-async fn last_valid(
+/// `Ok(None)`: no valid event at all (an empty stream, or every message
+/// foreign or expired). A failed read is an error (the caller retries),
+/// never "no event": treating a timeout during a leader change as the end
+/// of history would start a fresh link and break the chain.
+async fn chain_head(
     stream: &mut Stream,
     origin: &str,
-    from: u64,
-) -> anyhow::Result<Option<(events::Hash, u64)>> {
+    anchor: Option<events::Mark>,
+    to: u64,
+) -> anyhow::Result<Option<events::Mark>> {
     let first = stream.info().await?.state.first_sequence;
-    let mut seq = from;
-    while seq > 0 && seq >= first {
-        match stream.get_raw_message(seq).await {
-            Ok(msg) => {
-                if let Ok(ev) = events::decode(&msg.payload) {
-                    if ev.origin == origin && ev.seq == seq {
-                        return Ok(Some((events::hash(&msg.payload), ev.epoch)));
-                    }
-                }
-                seq -= 1;
-            }
-            Err(e) => anyhow::bail!("reading seq {seq} of {origin}'s stream: {e}"),
-        }
+    // An anchor retention removed is no anchor: start from what is held.
+    let anchor = anchor.filter(|m| m.seq >= first && m.seq <= to);
+    let from = anchor.map(|m| m.seq + 1).unwrap_or(first.max(1));
+    let mut verifier = events::ChainVerifier::after(origin, anchor);
+    if from > to {
+        return Ok(verifier.last());
     }
-    // Below the first sequence: expired by retention, nothing to link to.
-    Ok(None)
+    let mut messages = crate::pull::from_seq(stream, from).await?;
+    let mut next = from;
+    while next <= to {
+        let msg = tokio::time::timeout(Duration::from_secs(5), messages.next())
+            .await
+            .map_err(|_| anyhow::anyhow!("reading seq {next} of {origin}'s stream timed out"))?
+            .ok_or_else(|| anyhow::anyhow!("reading {origin}'s stream ended at {next}"))?
+            .map_err(|e| anyhow::anyhow!("reading seq {next} of {origin}'s stream: {e}"))?;
+        let seq = msg
+            .info()
+            .map_err(|e| anyhow::anyhow!("message info: {e}"))?
+            .stream_sequence;
+        if seq != next {
+            anyhow::bail!("{origin}'s stream skipped from {next} to {seq}");
+        }
+        if let Err(b) = verifier.advance(seq, &msg.payload) {
+            tracing::warn!(%origin, seq, "not in the chain, stepped over: {b}");
+        }
+        next += 1;
+    }
+    Ok(verifier.last())
 }
 
-/// Reads the chain head from the origin's own stream (resume after restart).
-async fn resume(js: &Context, origin: &str, member: &str, epoch: u64) -> anyhow::Result<Chain> {
+/// How the epoch of the publisher's events is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Epoch {
+    /// An HA activation: exactly this epoch (granted by the pair's group,
+    /// above every earlier one). A stream that already holds a newer epoch
+    /// means this activation is deposed: the publisher does not start.
+    Granted(u64),
+    /// A single node: at least this epoch, or the newest the stream holds
+    /// (a node that was once a pair keeps its history's epoch).
+    AtLeast(u64),
+}
+
+/// Reads the chain head from the origin's own stream (resume after a
+/// restart or a failover): the last valid event, found from `anchor` (the
+/// fold's last verified event of this origin, if any) to the stream's tail.
+async fn resume(
+    js: &Context,
+    origin: &str,
+    member: &str,
+    epoch: Epoch,
+    anchor: Option<events::Mark>,
+) -> anyhow::Result<(Chain, Option<events::Mark>)> {
     let name = events::subjects::stream_name(origin);
     let mut stream = js.get_stream(&name).await.context("own stream")?;
     let last = leader_tail(&mut stream).await?;
-    match last_valid(&mut stream, origin, last).await? {
-        Some((hash, ev_epoch)) => {
-            let e = epoch.max(ev_epoch);
-            let mut chain = Chain::resume(origin, member, e, last, hash);
-            chain.set_epoch(e).ok();
-            Ok(chain)
-        }
-        None if last == 0 => Ok(Chain::new(origin, member, epoch)),
+    let head = chain_head(&mut stream, origin, anchor, last).await?;
+    let epoch = match (epoch, head) {
+        (Epoch::Granted(e), Some(h)) if h.epoch > e => anyhow::bail!(
+            "the stream of {origin} holds epoch {} above this activation's {e}: deposed",
+            h.epoch
+        ),
+        (Epoch::Granted(e), _) => e,
+        (Epoch::AtLeast(e), h) => e.max(h.map(|h| h.epoch).unwrap_or(0)),
+    };
+    let chain = match head {
+        Some(h) => Chain::resume(origin, member, epoch, last, h.hash),
+        None if last == 0 => Chain::new(origin, member, epoch),
         // No valid event left (all expired or foreign): start a fresh link
         // after the stream's tail so seq == stream sequence still holds.
-        None => Ok(Chain::resume(
-            origin,
-            member,
-            epoch,
-            last,
-            events::ZERO_HASH,
-        )),
-    }
+        None => Chain::resume(origin, member, epoch, last, events::ZERO_HASH),
+    };
+    Ok((chain, head))
 }
 
 /// Starts the publisher of `origin` on its own stream.
@@ -202,15 +260,16 @@ pub async fn start(
     js: Context,
     origin: String,
     member: String,
-    epoch: u64,
+    epoch: Epoch,
+    anchor: Option<events::Mark>,
     fence: Fence,
     signer: Option<Signer>,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) -> anyhow::Result<(Publisher, tokio::task::JoinHandle<()>)> {
-    let chain = resume(&js, &origin, &member, epoch).await?;
+    let (chain, valid) = resume(&js, &origin, &member, epoch, anchor).await?;
     let head = Confirmed {
-        epoch,
+        epoch: chain.epoch(),
         seq: chain.next_seq() - 1,
     };
     let (tx, rx) = mpsc::channel(QUEUE);
@@ -221,6 +280,7 @@ pub async fn start(
         origin,
         member,
         chain,
+        valid,
         pending: VecDeque::new(),
         unsent: 0,
         confirmed: ctx,
@@ -228,6 +288,7 @@ pub async fn start(
         fence,
         signer,
         unsigned: 0,
+        unsigned_since: None,
         checkpoints: 0,
     };
     let handle = tokio::spawn(task.run(rx, cancel));
@@ -240,6 +301,10 @@ struct Task {
     origin: String,
     member: String,
     chain: Chain,
+    /// The last event of the origin's chain known to be in the stream (the
+    /// resumed head, then every confirmed event): where a walk to find the
+    /// chain head after a foreign message starts.
+    valid: Option<events::Mark>,
     /// Sealed, not yet confirmed, oldest first. `pending[..len-unsent]` are in flight.
     pending: VecDeque<Pending>,
     /// How many of the newest pending are not sent yet (after a reset).
@@ -255,6 +320,8 @@ struct Task {
     signer: Option<Signer>,
     /// Events sealed since the last checkpoint.
     unsigned: u64,
+    /// When (µs, the `ts` clock) the oldest of them was sealed.
+    unsigned_since: Option<u64>,
     /// Checkpoints sealed by this publisher.
     checkpoints: u64,
 }
@@ -276,10 +343,7 @@ impl Task {
         checkpoint_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if !(self.fence)() {
-                tracing::warn!(
-                    pending = self.pending.len(),
-                    "lease lost: the publisher stops appending"
-                );
+                self.drop_pending("lease lost: the publisher stops appending");
                 return;
             }
             // Send what was queued by a recovery, within the window.
@@ -290,7 +354,7 @@ impl Task {
                     .appender
                     .send(
                         p.subject.clone(),
-                        Some(msg_id(&self.origin, p.seq)),
+                        Some(p.msg_id(&self.origin)),
                         p.seq,
                         p.bytes.clone(),
                         true,
@@ -322,8 +386,17 @@ impl Task {
                 req = rx.recv(), if can_take => {
                     match req {
                         Some(req) => {
+                            if self.checkpoint_overdue() {
+                                // After a stall (a recovery, a slow stream)
+                                // the queued requests would be sealed before
+                                // the timer's checkpoint: sign first, so no
+                                // event is followed by a much younger one
+                                // while still unsigned.
+                                self.checkpoint(&cancel).await;
+                            }
                             self.seal_and_send(req, &cancel).await;
                             self.unsigned += 1;
+                            self.unsigned_since.get_or_insert_with(now_us);
                             let due = self.signer.as_ref().is_some_and(|s| {
                                 self.checkpoints == 0 || self.unsigned >= s.every_events.max(1)
                             });
@@ -349,7 +422,7 @@ impl Task {
                 // Shutting down with the stream unavailable: the unsent
                 // events are lost with this process only if it never comes
                 // back; they were never acknowledged to anyone.
-                tracing::warn!(unsent = self.unsent, "stopping with unsent events");
+                self.drop_pending("stopping with unsent events");
                 return;
             }
         }
@@ -370,12 +443,16 @@ impl Task {
         };
         let seq = sealed.event.seq;
         let bytes = Bytes::from(sealed.bytes);
-        self.pending.push_back(Pending {
+        let pending = Pending {
             seq,
+            epoch: sealed.event.epoch,
+            hash: sealed.hash,
             subject: subject.clone(),
             bytes: bytes.clone(),
             done: req.done,
-        });
+        };
+        let id = pending.msg_id(&self.origin);
+        self.pending.push_back(pending);
         if !(self.fence)() {
             // Kept unsent; the run loop sees the fence and stops.
             self.unsent += 1;
@@ -383,7 +460,7 @@ impl Task {
         }
         if let Err(e) = self
             .appender
-            .send(subject, Some(msg_id(&self.origin, seq)), seq, bytes, true)
+            .send(subject, Some(id), seq, bytes, true)
             .await
         {
             self.unsent += 1;
@@ -400,21 +477,11 @@ impl Task {
         if head_seq == 0 {
             return;
         }
-        let body = match events::sign_checkpoint(
-            &signer.key,
-            &self.origin,
-            &self.member,
-            self.chain.epoch(),
-            head_seq,
-            self.chain.last_hash(),
-        ) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!("cannot sign a checkpoint: {e}");
-                return;
-            }
+        let Some(body) = self.sign_head(&signer) else {
+            return;
         };
         self.unsigned = 0;
+        self.unsigned_since = None;
         self.checkpoints += 1;
         self.seal_and_send(
             Request {
@@ -426,14 +493,56 @@ impl Task {
         .await;
     }
 
+    /// Gives up every event sealed and not confirmed (never acknowledged to
+    /// anyone), counting them: the next activation announces every point
+    /// afresh, so the state is right again after it.
+    fn drop_pending(&mut self, why: &str) {
+        let n = self.pending.len() as u64;
+        if n > 0 {
+            self.metrics.dropped.fetch_add(n, Ordering::Relaxed);
+        }
+        tracing::warn!(dropped = n, "{why}");
+        self.pending.clear();
+        self.unsent = 0;
+    }
+
+    /// Events are unsigned for longer than the checkpoint interval.
+    fn checkpoint_overdue(&self) -> bool {
+        match (&self.signer, self.unsigned_since) {
+            (Some(s), Some(since)) if self.unsigned > 0 => {
+                now_us().saturating_sub(since) >= s.every_ms.saturating_mul(1000)
+            }
+            _ => false,
+        }
+    }
+
+    /// A checkpoint over the chain's current head (the last sealed event).
+    fn sign_head(&self, signer: &Signer) -> Option<events::CheckpointBody> {
+        match events::sign_checkpoint(
+            &signer.key,
+            &self.origin,
+            &self.member,
+            self.chain.epoch(),
+            self.chain.next_seq() - 1,
+            self.chain.last_hash(),
+        ) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                tracing::error!("cannot sign a checkpoint: {e}");
+                None
+            }
+        }
+    }
+
     fn confirm(&mut self, seq: u64) {
         while let Some(front) = self.pending.front() {
             if front.seq > seq {
                 break;
             }
             if let Some(p) = self.pending.pop_front() {
+                self.valid = Some(p.mark());
                 let c = Confirmed {
-                    epoch: self.chain.epoch(),
+                    epoch: p.epoch,
                     seq: p.seq,
                 };
                 if let Some(done) = p.done {
@@ -446,12 +555,13 @@ impl Task {
     }
 
     /// After a failed append: find out what the stream holds, confirm what
-    /// landed, and queue the rest for resending in order.
+    /// landed, and queue the rest for resending in order. Retries until it
+    /// knows (a failed read proves nothing), the fence closes, or the
+    /// member stops with nothing pending.
     async fn recover(&mut self, why: &str, cancel: &CancellationToken) {
         self.metrics.publish_retries.fetch_add(1, Ordering::Relaxed);
         tracing::warn!("append failed ({why}); resynchronising with the stream");
         self.appender.reset();
-        let name = events::subjects::stream_name(&self.origin);
         let mut backoff = Duration::from_millis(50);
         loop {
             // A closed fence ends the recovery: the serve loop then stops
@@ -459,14 +569,13 @@ impl Task {
             if !(self.fence)() || (cancel.is_cancelled() && self.pending.is_empty()) {
                 return;
             }
-            match self.stream_tail(&name).await {
-                Ok((mut stream, last)) => {
-                    self.reconcile(&mut stream, last).await;
+            match self.resync().await {
+                Ok(()) => {
                     self.unsent = self.pending.len();
                     return;
                 }
                 Err(e) => {
-                    tracing::debug!("stream {name} not available: {e:#}");
+                    tracing::debug!("resynchronising with the stream: {e:#}");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = cancel.cancelled() => {
@@ -480,108 +589,98 @@ impl Task {
         }
     }
 
-    async fn stream_tail(&mut self, name: &str) -> anyhow::Result<(Stream, u64)> {
-        let mut s = self.js.get_stream(name).await?;
-        let last = leader_tail(&mut s).await?;
-        Ok((s, last))
-    }
-
-    /// Confirms pending events the stream already holds (byte-identical) and
-    /// re-seals the rest when a foreign message took their place.
-    async fn reconcile(&mut self, stream: &mut Stream, last: u64) {
+    /// One attempt: reads the stream's tail from its leader, confirms the
+    /// pending events the stream holds byte for byte, and re-seals the
+    /// rest after the tail when the stream holds something else where they
+    /// belong. Only a seq *read* and found to hold other bytes counts as
+    /// taken: any failed read is an error, so nothing that may have landed
+    /// is ever sealed again (that would store it twice).
+    async fn resync(&mut self) -> anyhow::Result<()> {
+        let name = events::subjects::stream_name(&self.origin);
+        let mut stream = self.js.get_stream(&name).await?;
+        let last = leader_tail(&mut stream).await?;
         while let Some(front) = self.pending.front() {
             if front.seq > last {
                 break;
             }
             let seq = front.seq;
-            match stream.get_raw_message(seq).await {
-                Ok(m) if m.payload == front.bytes => self.confirm(seq),
-                _ => {
-                    // Another message holds this sequence (a foreign one, or
-                    // an event of the origin this publisher did not write):
-                    // re-seal everything pending after the stream's tail.
-                    self.metrics.rejected.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(
-                        seq,
-                        "another message occupies our stream; re-sealing after it"
-                    );
-                    match last_valid(stream, &self.origin, last).await {
-                        Ok(link) => self.reseal_after(last, link),
-                        // Not re-sealed now: the next append fails and the
-                        // recovery runs again.
-                        Err(e) => tracing::warn!("cannot read the chain head: {e:#}"),
-                    }
-                    return;
-                }
+            let held = stream
+                .get_raw_message(seq)
+                .await
+                .map_err(|e| anyhow::anyhow!("reading seq {seq}: {e}"))?;
+            if held.payload != front.bytes {
+                // Another message holds this sequence (a foreign one, or
+                // an event this publisher did not write).
+                self.metrics.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    seq,
+                    "another message occupies our stream; re-sealing after it"
+                );
+                return self.reseal_after(&mut stream, last).await;
             }
+            self.confirm(seq);
         }
-        if let Some(front) = self.pending.front() {
-            if front.seq != last + 1 {
+        match self.pending.front() {
+            Some(front) if front.seq != last + 1 => {
                 tracing::error!(
                     expected = front.seq,
                     tail = last,
                     "stream tail moved; re-sealing"
                 );
-                match last_valid(stream, &self.origin, last).await {
-                    Ok(link) => self.reseal_after(last, link),
-                    Err(e) => tracing::warn!("cannot read the chain head: {e:#}"),
-                }
+                self.reseal_after(&mut stream, last).await
             }
+            _ => Ok(()),
         }
     }
 
-    /// Re-seals every pending event after the stream's tail `last`,
-    /// chained onto `link`: the last valid event of the origin the stream
-    /// holds (hash, epoch), which may be another member's. Without one
-    /// (all foreign or expired), onto the last event this publisher had
-    /// confirmed.
-    fn reseal_after(&mut self, last: u64, link: Option<(events::Hash, u64)>) {
+    /// Re-seals every pending event after the stream's tail `last`, chained
+    /// onto the last valid event of the origin's chain the stream holds
+    /// (walked forward from the last one this publisher knows), which may
+    /// be another member's; checkpoints are signed again over their new
+    /// head. Without a valid event (all foreign or expired), onto nothing:
+    /// a fresh link.
+    async fn reseal_after(&mut self, stream: &mut Stream, last: u64) -> anyhow::Result<()> {
+        let head = chain_head(stream, &self.origin, self.valid, last).await?;
         let epoch = self.chain.epoch();
-        let last_hash = match link {
-            Some((hash, link_epoch)) => {
-                if link_epoch > epoch {
-                    // A newer epoch wrote it: this member is deposed, and
-                    // its fence stops the appends before any lands.
-                    tracing::error!(link_epoch, epoch, "the stream holds a newer epoch");
-                }
-                hash
-            }
-            None => self.last_confirmed_hash(),
-        };
-        self.chain = Chain::resume(&self.origin, &self.member, epoch, last, last_hash);
+        if let Some(h) = head.filter(|h| h.epoch > epoch) {
+            // A newer epoch wrote it: this member is deposed. Its fence
+            // stops the appends; nothing is sealed onto the newer chain.
+            anyhow::bail!("the stream holds epoch {} above ours ({epoch})", h.epoch);
+        }
+        self.valid = head;
+        let link = head.map(|h| h.hash).unwrap_or(events::ZERO_HASH);
+        self.chain = Chain::resume(&self.origin, &self.member, epoch, last, link);
         let old: Vec<Pending> = self.pending.drain(..).collect();
         for p in old {
-            match events::decode(&p.bytes) {
-                Ok(ev) => match self.chain.seal(ev.ts, ev.body) {
-                    Ok(sealed) => self.pending.push_back(Pending {
-                        seq: sealed.event.seq,
-                        subject: p.subject,
-                        bytes: Bytes::from(sealed.bytes),
-                        done: p.done,
-                    }),
-                    Err(e) => tracing::error!("cannot re-seal our own event: {e}"),
+            let ev = match events::decode(&p.bytes) {
+                Ok(ev) => ev,
+                Err(e) => {
+                    tracing::error!("cannot re-seal our own event: {e}");
+                    continue;
+                }
+            };
+            // A checkpoint signs the head it follows: sign the new one.
+            let body = match ev.body {
+                Body::Checkpoint(_) => match self.signer.clone().and_then(|s| self.sign_head(&s)) {
+                    Some(b) => Body::Checkpoint(b),
+                    None => continue,
                 },
+                other => other,
+            };
+            match self.chain.seal(ev.ts, body) {
+                Ok(sealed) => self.pending.push_back(Pending {
+                    seq: sealed.event.seq,
+                    epoch: sealed.event.epoch,
+                    hash: sealed.hash,
+                    subject: p.subject,
+                    bytes: Bytes::from(sealed.bytes),
+                    done: p.done,
+                }),
                 Err(e) => tracing::error!("cannot re-seal our own event: {e}"),
             }
         }
+        Ok(())
     }
-
-    fn last_confirmed_hash(&self) -> events::Hash {
-        // The chain's last hash is that of the newest sealed event; the
-        // newest confirmed one is the prev of the oldest pending.
-        match self
-            .pending
-            .front()
-            .and_then(|p| events::decode(&p.bytes).ok())
-        {
-            Some(ev) => ev.prev,
-            None => self.chain.last_hash(),
-        }
-    }
-}
-
-fn msg_id(origin: &str, seq: u64) -> String {
-    format!("{origin}:{seq}")
 }
 
 /// Unix time in microseconds.
