@@ -162,6 +162,18 @@
 //! The witness never decides grants. Safety does not depend on who leads
 //! (see above).
 //!
+//! ## Forwarded proposals: a peer proposes only for itself
+//!
+//! A member that does not lead sends its proposals to the leader
+//! ([`network::Rpc::Forward`]). The leader proposes a forwarded `Renew`,
+//! `Release` or `Health` only if the request names the peer whose hello
+//! authenticated the connection, and never a forwarded `Acquire` or `Probe`
+//! (a leader's own proposals, made after its own checks); anything else is
+//! answered `Reply::Failed("forward refused: …")` and counted in
+//! [`PairMetrics::rejected_forwards`]. Otherwise any voter could force a
+//! failover with a forged report naming the active, or renew the role for
+//! another member.
+//!
 //! ## Role decisions
 //!
 //! [`decide()`] is a pure function of the applied state and local

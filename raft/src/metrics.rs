@@ -20,6 +20,9 @@ pub struct PairMetrics {
     pub lease_expiries: u64,
     /// Raft connections refused (bad hello, unknown id, wrong source IP).
     pub rejected_connections: u64,
+    /// Forwarded proposals refused: a peer proposed for another member, or
+    /// proposed what only a leader proposes (Acquire, Probe, Group).
+    pub rejected_forwards: u64,
 }
 
 /// Shared counters behind [`PairMetrics`].
@@ -30,6 +33,7 @@ pub(crate) struct Counters {
     renew_failures: AtomicU64,
     lease_expiries: AtomicU64,
     rejected_connections: AtomicU64,
+    rejected_forwards: AtomicU64,
 }
 
 impl Counters {
@@ -57,6 +61,10 @@ impl Counters {
         Self::bump(&self.rejected_connections);
     }
 
+    pub(crate) fn bump_rejected_forwards(&self) {
+        Self::bump(&self.rejected_forwards);
+    }
+
     pub(crate) fn snapshot(&self) -> PairMetrics {
         PairMetrics {
             elections: self.elections.load(Ordering::Relaxed),
@@ -64,6 +72,7 @@ impl Counters {
             renew_failures: self.renew_failures.load(Ordering::Relaxed),
             lease_expiries: self.lease_expiries.load(Ordering::Relaxed),
             rejected_connections: self.rejected_connections.load(Ordering::Relaxed),
+            rejected_forwards: self.rejected_forwards.load(Ordering::Relaxed),
         }
     }
 }

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use anyhow::Context;
+
 use common::stable;
 use common::Group;
 use common::SETTLE;
@@ -522,5 +524,106 @@ async fn a_member_restarted_behind_takes_over_when_the_leader_dies_at_once() -> 
         v[&first].me_active && v[&first].epoch > epoch
     })
     .await?;
+    g.monitor.check()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_forged_forward_naming_the_other_member_is_refused_and_changes_nothing(
+) -> anyhow::Result<()> {
+    use raft::network::Reply;
+    use raft::network::Rpc;
+    use raft::Request;
+
+    let g = Group::start(None).await?;
+    let (victim, epoch) = g.settled().await?;
+    let views = g
+        .wait_for("a member leader known everywhere", SETTLE, |v| {
+            let l = v[&3].leader;
+            l.is_some_and(raft::is_member) && v.values().all(|x| x.leader == l)
+        })
+        .await?;
+    let leader = views[&3].leader.context("leader")?;
+    // Forgers: the witness, and the standby unless it leads (a leader
+    // proposes whatever it likes anyway). Each uses its own connection (its
+    // hello says who it is) to ask the leader for what only the active, or
+    // only the leader, may propose.
+    let standby = other_member(victim).context("member")?;
+    let forgers: Vec<_> = [3, standby].into_iter().filter(|&f| f != leader).collect();
+    // A report for the active that says it cannot serve: applied, it would
+    // hand the role over.
+    let forged = Health {
+        plc_ok: Some(false),
+        life_sign: Some(4242),
+        ready: false,
+    };
+    let mut refused = 0;
+    for &forger in &forgers {
+        let as_forger = g.router.transport(forger);
+        for req in [
+            Request::Health {
+                member: victim,
+                incarnation: g.pair(victim).incarnation(),
+                report: forged.clone(),
+            },
+            Request::Release {
+                member: victim,
+                incarnation: g.pair(victim).incarnation(),
+                epoch,
+            },
+            Request::Renew {
+                member: victim,
+                incarnation: g.pair(victim).incarnation(),
+                epoch,
+            },
+            Request::Acquire {
+                member: standby,
+                incarnation: g.pair(standby).incarnation(),
+                expect_epoch: epoch,
+                expect_renew_index: 0,
+            },
+            Request::Probe,
+        ] {
+            let reply = as_forger
+                .call(leader, Rpc::Forward(req.clone()), Duration::from_secs(5))
+                .await?;
+            assert!(
+                matches!(&reply, Reply::Failed(why) if why.contains("refused")),
+                "{forger}: {req:?} got {reply:?}"
+            );
+            refused += 1;
+        }
+    }
+    assert_eq!(g.pair(leader).metrics().rejected_forwards, refused);
+    // Nothing moved: the victim keeps the role at the same epoch, and no
+    // node ever applied the forged report.
+    let views = g
+        .wait_for("the victim's next own report everywhere", SETTLE, |v| {
+            v.values().all(|x| {
+                x.health
+                    .get(&victim)
+                    .is_some_and(|(_, age)| *age < Duration::from_millis(500))
+            })
+        })
+        .await?;
+    for v in views.values() {
+        assert_eq!((v.active, v.epoch), (Some(victim), epoch));
+        assert!(v.health.values().all(|(h, _)| h.life_sign != Some(4242)));
+    }
+    assert!(g.pair(victim).view().borrow().me_active);
+    // A peer's own report still goes through its forward.
+    let own = Request::Health {
+        member: standby,
+        incarnation: g.pair(standby).incarnation(),
+        report: Health::default(),
+    };
+    let reply = g
+        .router
+        .transport(standby)
+        .call(leader, Rpc::Forward(own), Duration::from_secs(5))
+        .await?;
+    assert!(
+        matches!(reply, Reply::Forward(raft::Response::Ok)),
+        "{reply:?}"
+    );
     g.monitor.check()
 }

@@ -44,6 +44,13 @@ async fn closed(stream: &mut TcpStream) -> anyhow::Result<bool> {
     Ok(matches!(read, Ok(0) | Err(_)))
 }
 
+async fn read_reply(stream: &mut TcpStream) -> anyhow::Result<serde_json::Value> {
+    let len = tokio::time::timeout(SETTLE, stream.read_u32()).await??;
+    let mut body = vec![0u8; len as usize];
+    stream.read_exact(&mut body).await?;
+    Ok(serde_json::from_slice(&body)?)
+}
+
 async fn connect_from(local: &str, to: SocketAddr) -> anyhow::Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
     socket.bind(format!("{local}:0").parse()?)?;
@@ -127,19 +134,30 @@ async fn three_voters_over_tcp_elect_one_active_and_refuse_strangers() -> anyhow
     assert!(closed(&mut s).await?);
     assert_eq!(target.metrics().rejected_connections, 4);
 
-    // A proper hello is served: a forwarded no-op gets a reply frame.
+    // A proper hello is served: a forwarded request of voter 2's own gets
+    // a reply frame (a release by a process that is not active: fenced, or
+    // "not the leader"), and one that only a leader may propose is refused.
     let mut s = connect_from("127.0.0.1", addr).await?;
     frame(&mut s, &serde_json::to_value(&hello)?).await?;
-    frame(&mut s, &serde_json::json!({"Forward": "Probe"})).await?;
-    let len = tokio::time::timeout(SETTLE, s.read_u32()).await??;
-    let mut body = vec![0u8; len as usize];
-    s.read_exact(&mut body).await?;
-    let reply: serde_json::Value = serde_json::from_slice(&body)?;
+    let own =
+        serde_json::json!({"Forward": {"Release": {"member": 2, "incarnation": 1, "epoch": 0}}});
+    frame(&mut s, &own).await?;
+    let reply = read_reply(&mut s).await?;
     assert!(
         reply.get("Forward").is_some() || reply.get("NotLeader").is_some(),
         "unexpected reply {reply}"
     );
+    frame(&mut s, &serde_json::json!({"Forward": "Probe"})).await?;
+    let reply = read_reply(&mut s).await?;
+    assert!(
+        reply
+            .get("Failed")
+            .and_then(|v| v.as_str())
+            .is_some_and(|why| why.contains("refused")),
+        "unexpected reply {reply}"
+    );
     assert_eq!(target.metrics().rejected_connections, 4);
+    assert_eq!(target.metrics().rejected_forwards, 1);
 
     cancel.cancel();
     for h in handles {

@@ -5,7 +5,10 @@
 //! Besides openraft's own RPCs there is one application RPC,
 //! [`Rpc::Forward`]: a node that is not the leader sends its proposal
 //! (Renew, Health, Release) to the leader, which proposes it and returns the
-//! state machine's response.
+//! state machine's response. A peer proposes only for itself: the leader
+//! refuses a forwarded request naming another member than the hello's
+//! `from_id`, and every Acquire or Probe (see `forwardable`), with
+//! [`Reply::Failed`], counted in `PairMetrics::rejected_forwards`.
 
 pub(crate) mod tcp;
 
@@ -203,6 +206,30 @@ fn witness_log_term(req: &AppendEntriesRequest<TypeConfig>) -> Option<u64> {
         .then_some(leader.term)
 }
 
+/// Whether a peer authenticated as `from` (its hello) may have `req`
+/// proposed on its behalf; `Err` says why not.
+///
+/// A peer proposes only for itself: a forged report, renewal or release
+/// naming the other member would let any voter (or anything that got a
+/// voter's connection) force a failover, hold the role for someone else
+/// or take it away. Acquire, Probe and Group are a leader's own
+/// proposals, made after its own checks (grace, the probe's applied
+/// state): nobody asks for them.
+pub(crate) fn forwardable(from: NodeId, req: &Request) -> Result<(), &'static str> {
+    let member = match req {
+        Request::Renew { member, .. }
+        | Request::Release { member, .. }
+        | Request::Health { member, .. } => *member,
+        Request::Acquire { .. } => return Err("an Acquire is proposed by the leader only"),
+        Request::Probe => return Err("a Probe is proposed by the leader only"),
+    };
+    if member == from {
+        Ok(())
+    } else {
+        Err("a peer proposes only for itself (the request names another member)")
+    }
+}
+
 /// The receiving side of one node: hands RPCs to its openraft instance.
 #[derive(Clone)]
 pub struct Inbound {
@@ -307,12 +334,19 @@ impl Inbound {
                     Err(e) => Reply::Failed(e.to_string()),
                 }
             }
-            // The witness never proposes on anyone's behalf, even during
-            // the brief time it leads to rescue a member (see
-            // `pair::rules::rescue`): refusing keeps its log still so the
-            // member can take over.
-            Rpc::Forward(_) if self.me == WITNESS => Reply::NotLeader { leader: None },
             Rpc::Forward(req) => {
+                if let Err(why) = forwardable(from, &req) {
+                    self.counters.bump_rejected_forwards();
+                    tracing::warn!(from, ?req, why, "forwarded proposal refused");
+                    return Reply::Failed(format!("forward refused: {why}"));
+                }
+                // The witness never proposes on anyone's behalf, even during
+                // the brief time it leads to rescue a member (see
+                // `pair::rules::rescue`): refusing keeps its log still so the
+                // member can take over.
+                if self.me == WITNESS {
+                    return Reply::NotLeader { leader: None };
+                }
                 tracing::trace!(from, ?req, "forwarded proposal");
                 match tokio::time::timeout(self.forward_timeout, self.raft.client_write(req)).await
                 {
@@ -526,9 +560,55 @@ impl RaftNetwork<TypeConfig> for NetClient {
 mod tests {
     use openraft::Vote;
 
+    use super::forwardable;
+    use crate::types::Health;
+    use crate::types::Request;
     use crate::types::MEMBER_A;
     use crate::types::MEMBER_B;
     use crate::types::WITNESS;
+
+    #[test]
+    fn a_peer_may_forward_only_its_own_renew_release_and_health() {
+        let own = |m| {
+            [
+                Request::Renew {
+                    member: m,
+                    incarnation: 7,
+                    epoch: 3,
+                },
+                Request::Release {
+                    member: m,
+                    incarnation: 7,
+                    epoch: 3,
+                },
+                Request::Health {
+                    member: m,
+                    incarnation: 7,
+                    report: Health::default(),
+                },
+            ]
+        };
+        for from in [MEMBER_A, MEMBER_B, WITNESS] {
+            for req in own(from) {
+                assert_eq!(forwardable(from, &req), Ok(()), "{from} {req:?}");
+            }
+            for other in [MEMBER_A, MEMBER_B, WITNESS, 0, 9] {
+                if other != from {
+                    for req in own(other) {
+                        assert!(forwardable(from, &req).is_err(), "{from} {req:?}");
+                    }
+                }
+            }
+            let acquire = Request::Acquire {
+                member: from,
+                incarnation: 7,
+                expect_epoch: 3,
+                expect_renew_index: 30,
+            };
+            assert!(forwardable(from, &acquire).is_err(), "even for itself");
+            assert!(forwardable(from, &Request::Probe).is_err());
+        }
+    }
 
     #[test]
     fn the_witness_wins_a_tie_with_a_member_in_the_same_term() {
