@@ -195,7 +195,14 @@ pub fn decide(input: &DecisionInput) -> Vec<Action> {
     if input.am_leader {
         match state.active {
             None => {
-                if let Some(candidate) = input.pick_candidate() {
+                // A vacant role waits out `grace` too (except in a group that
+                // never had an active): the member that released it revoked
+                // its lease first, but a side effect it checked just before
+                // may still be in flight (bounded by `margin`), and the
+                // safety inequality covers only grants that come `grace`
+                // after the last successful renewal.
+                let waited = state.epoch == 0 || input.since_last_renewal >= input.timing.grace;
+                if let Some(candidate) = input.pick_candidate().filter(|_| waited) {
                     actions.push(Action::ProposeAcquire { candidate });
                 }
             }
@@ -348,6 +355,38 @@ mod tests {
     #[test]
     fn vacant_role_goes_to_the_lowest_id_by_default() {
         assert_eq!(decide(&vacant()), acquire(1));
+    }
+
+    #[test]
+    fn a_role_released_is_granted_only_after_grace() {
+        // Member 1 held the role at epoch 4 and released it (prefer, field
+        // health, step_down): its last renewal was applied 349 ms ago.
+        let mut i = vacant();
+        i.state.epoch = 4;
+        i.state.renew_index = 40;
+        edit(&mut i, 1, |s| s.since_lost_role = Some(MS(5)));
+        i.since_last_renewal = MS(0);
+        assert!(decide(&i).is_empty(), "no grant right after the release");
+        i.since_last_renewal = MS(349);
+        assert!(
+            decide(&i).is_empty(),
+            "a side effect may still be in flight"
+        );
+        i.since_last_renewal = MS(350);
+        assert_eq!(decide(&i), acquire(2));
+        // The released member alone: the same wait, then it is granted again.
+        i.members.insert(2, not_ready());
+        i.since_last_renewal = MS(349);
+        assert!(decide(&i).is_empty());
+        i.since_last_renewal = MS(350);
+        assert_eq!(decide(&i), acquire(1));
+    }
+
+    #[test]
+    fn a_group_that_never_had_an_active_grants_at_once() {
+        let i = vacant();
+        assert_eq!((i.state.epoch, i.since_last_renewal), (0, MS(0)));
+        assert_eq!(decide(&i), acquire(1));
     }
 
     #[test]
@@ -794,8 +833,10 @@ mod tests {
                                                     assert!(i.am_leader);
                                                     assert!(is_member(candidate));
                                                     assert!(i.eligible(candidate), "{i:?}");
+                                                    // Every grant after a first one
+                                                    // waits out grace.
+                                                    assert!(since >= i.timing.grace);
                                                     if let Some(x) = active {
-                                                        assert!(since >= i.timing.grace);
                                                         if candidate == x {
                                                             assert!(i.state.active_superseded());
                                                         }

@@ -53,11 +53,11 @@
 //!   `active == member`, `incarnation == active_incarnation` and
 //!   `epoch == state.epoch`, `active = None` (the epoch stays; the next
 //!   Acquire raises it). A restarted member does **not** release its
-//!   predecessor's role: that would make the role vacant, and a vacant role
-//!   is granted without waiting, while nothing but the process table says
-//!   the predecessor is gone (a frozen process, or a second one on the
-//!   same data directory, could still hold a lease). It waits out `grace`
-//!   like any failover; a restart takes longer than that anyway.
+//!   predecessor's role: nothing but the process table says the
+//!   predecessor is gone (a frozen process, or a second one on the same
+//!   data directory, could still hold a lease), and a Release is a claim
+//!   by the lease holder that it stopped. The restarted member waits out
+//!   `grace` like any failover; a restart takes longer than that anyway.
 //! - `Health { member, incarnation, report }`: recorded, and `incarnation`
 //!   becomes `incarnations[member]`. The crate adds the incarnation;
 //!   services report [`Health`] as before.
@@ -113,8 +113,19 @@
 //! 305.6 ms < 350 ms). And because `Acquire` compares-and-sets on
 //! `renew_index`, a renewal that commits between the leader's check and
 //! its `Acquire` makes the `Acquire` fail; the leader retries next turn.
-//! A grant to a vacant role (none active, after a release or at first
-//! start) needs no wait: nobody holds a lease then.
+//! A vacant role (after a `Release`: prefer, field health, `step_down`)
+//! waits out `grace` by the same rule: the member that released revoked
+//! its lease before it sent the `Release`, but a side effect it checked
+//! just before (a PLC write in flight, bounded by `margin`) may still be
+//! on the wire, and the inequality above covers only a grant that comes
+//! at least `grace` after the last successful renewal applied at the
+//! leader. A `Release` does not move `renew_index`, so the leader's
+//! reference point is still that renewal. Only a group that never had an
+//! active (epoch 0: no lease was ever held) grants at once. A leader that
+//! just took over counts from its own apply instants, as for a named
+//! active: entries it applied (or a snapshot it loaded) when it started
+//! are stamped with that instant, later than the truth, which only delays
+//! the grant.
 //!
 //! An active whose member has since reported another incarnation (it
 //! restarted) is *superseded*: no process can renew it any more, so its

@@ -127,21 +127,22 @@ pub(super) fn stand(i: &StandInput, now: Instant) -> Option<Stand> {
     })
 }
 
-/// When the leader may next grant the role over a named active that
-/// stopped renewing: `grace` after the last renewal applied here
-/// (`renewed_at`). `None` when this node does not decide grants
-/// (`am_leader`: it leads and its probe committed), when nobody is active
-/// (a vacant role is granted without waiting), or once that instant has
-/// passed (every turn decides then; a deadline in the past would wake the
-/// loop again at once).
+/// When the leader may next grant the role: `grace` after the last
+/// renewal applied here (`renewed_at`), over a named active that stopped
+/// renewing and over a vacant role alike (the member that released may
+/// still finish a side effect it checked before; see `decide`). `None`
+/// when this node does not decide grants (`am_leader`: it leads and its
+/// probe committed), in a group that never had an active (`epoch` 0: no
+/// lease was ever held), or once that instant has passed (every turn
+/// decides then; a deadline in the past would wake the loop again at once).
 pub(super) fn grace_at(
     am_leader: bool,
-    active: Option<NodeId>,
+    epoch: u64,
     renewed_at: Instant,
     grace: Duration,
     now: Instant,
 ) -> Option<Instant> {
-    if !am_leader || active.is_none() {
+    if !am_leader || epoch == 0 {
         return None;
     }
     Some(renewed_at + grace).filter(|t| *t > now)
@@ -454,31 +455,27 @@ mod tests {
     // ---- the leader's next grant ---------------------------------------
 
     #[test]
-    fn grace_at_is_none_when_not_leader_or_no_active() {
+    fn grace_at_is_none_when_not_leader_or_never_granted() {
         let t0 = t0();
         let grace = MS(350);
-        assert_eq!(grace_at(false, Some(MEMBER_A), t0, grace, t0), None);
-        assert_eq!(grace_at(true, None, t0, grace, t0), None);
-        assert_eq!(grace_at(false, None, t0, grace, t0), None);
+        assert_eq!(grace_at(false, 4, t0, grace, t0), None);
+        assert_eq!(grace_at(true, 0, t0, grace, t0), None, "no lease ever held");
+        assert_eq!(grace_at(false, 0, t0, grace, t0), None);
     }
 
     #[test]
     fn grace_at_is_grace_after_the_last_renewal_applied_here() {
+        // Whether the state names an active or the role was released: the
+        // grant waits for the same instant.
         let t0 = t0();
         let grace = MS(350);
         let renewed = t0 + MS(1000);
         assert_eq!(
-            grace_at(true, Some(MEMBER_A), renewed, grace, renewed + MS(100)),
+            grace_at(true, 4, renewed, grace, renewed + MS(100)),
             Some(renewed + grace)
         );
         assert_eq!(
-            grace_at(
-                true,
-                Some(MEMBER_A),
-                renewed,
-                grace,
-                renewed + grace - MS(1)
-            ),
+            grace_at(true, 4, renewed, grace, renewed + grace - MS(1)),
             Some(renewed + grace)
         );
     }
@@ -487,11 +484,8 @@ mod tests {
     fn grace_at_is_none_once_it_has_passed() {
         let t0 = t0();
         let grace = MS(350);
-        assert_eq!(grace_at(true, Some(MEMBER_B), t0, grace, t0 + grace), None);
-        assert_eq!(
-            grace_at(true, Some(MEMBER_B), t0, grace, t0 + MS(5000)),
-            None
-        );
+        assert_eq!(grace_at(true, 4, t0, grace, t0 + grace), None);
+        assert_eq!(grace_at(true, 4, t0, grace, t0 + MS(5000)), None);
     }
 
     // ---- the witness's rescue ------------------------------------------

@@ -401,12 +401,11 @@ impl Driver {
         }
     }
 
-    /// When the leader may next grant over a silent active (see
-    /// [`rules::grace_at`]).
+    /// When the leader may next grant (see [`rules::grace_at`]).
     fn grace_at(&self) -> Option<Instant> {
         rules::grace_at(
             self.am_leader(),
-            self.applied.state.active,
+            self.applied.state.epoch,
             self.applied.local.renewed_at,
             self.timing.grace,
             Instant::now(),
