@@ -75,6 +75,12 @@ pub struct NodeArgs {
     /// This member's nkey seed (`canopy keys gen`); its checkpoints are signed with it.
     #[arg(long)]
     pub key: Option<PathBuf>,
+    /// After a lost disk, start a NEW history at seq 1 even though the parent
+    /// holds the node's old one (by default the member restores its history
+    /// from the parent first, and waits while the parent does not answer).
+    /// The parent then reports its replica as diverged until it is repaired.
+    #[arg(long)]
+    pub new_history: bool,
 }
 
 /// `canopy witness`.

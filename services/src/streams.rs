@@ -27,6 +27,14 @@ fn base(topo: &Topology, name: String, subjects: Vec<String>, replicas: usize) -
         // lost ack; expected-last-sequence does the real fencing.
         duplicate_window: Duration::from_secs(120),
         allow_direct: true,
+        // History is append-only: no message of an origin's stream (or of a
+        // replica) is ever deleted or purged through the API; only
+        // retention (age, bytes) removes the oldest. A deleted message
+        // would leave a hole no puller can copy across (seq == stream
+        // sequence must hold everywhere). An empty replica that must start
+        // later is created with `first_sequence` instead of purged.
+        deny_delete: true,
+        deny_purge: true,
         ..Default::default()
     }
 }
@@ -57,10 +65,19 @@ pub async fn ensure(js: &Context, config: Config) -> anyhow::Result<()> {
     match js.get_stream(&config.name).await {
         Ok(mut s) => {
             let current = s.info().await?.config.clone();
+            // deny_delete / deny_purge can be switched on (never off): a
+            // stream made by an older canopy gets them here.
             if current.max_age != config.max_age
                 || current.max_bytes != config.max_bytes
                 || current.subjects != config.subjects
+                || current.deny_delete != config.deny_delete
+                || current.deny_purge != config.deny_purge
             {
+                // A replica created at a later first sequence keeps it.
+                let config = Config {
+                    first_sequence: current.first_sequence,
+                    ..config
+                };
                 js.update_stream(&config).await?;
             }
         }

@@ -118,6 +118,49 @@ pub struct MemberInfo {
     /// The resources in service (active member only).
     #[serde(default)]
     pub resources: Vec<ResourceInfo>,
+    /// Origins whose history this member cannot carry on normally: a
+    /// stalled or diverged replica, a fold that stopped. Empty when all is
+    /// well.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub troubles: Vec<OriginTrouble>,
+}
+
+/// Something wrong with one origin's history at one member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginTrouble {
+    /// The origin concerned.
+    pub origin: String,
+    /// What kind of trouble.
+    pub kind: TroubleKind,
+    /// The stream sequence where it starts.
+    pub seq: u64,
+    /// What was found, for people (and the repair).
+    pub reason: String,
+    /// How long it has lasted.
+    pub since_ms: u64,
+}
+
+/// The kinds of [`OriginTrouble`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TroubleKind {
+    /// The replica puller cannot go on (the source lost events to
+    /// retention, or skipped a sequence); it retries, and the replica stays
+    /// short until the cause is repaired.
+    ReplicaStalled,
+    /// The source holds other bytes than this member's copy at the same
+    /// seq (a child that lost its disk and started a new history, or a
+    /// replica written by something else): the puller stopped and copies
+    /// nothing until an operator repairs it (ARCHITECTURE.md, "Repairs").
+    ReplicaDiverged,
+    /// The fold stopped folding the origin: its stream continues with
+    /// messages that are not the next event of its chain. The origin's
+    /// points are shown `uncertain` until it folds again.
+    FoldStalled,
+    /// The member has no history of its own and cannot restore it from its
+    /// parent yet (the parent does not answer): it does not publish, so it
+    /// never forks its history.
+    Restoring,
 }
 
 /// One resource of the active member, as member info reports it.
@@ -151,6 +194,8 @@ pub struct Counters {
     pub rejected: u64,
     /// Gaps seen by the fold (should stay 0; a gap is filled by re-reading).
     pub gaps: u64,
+    /// Replica pullers that found the source differing from their copy.
+    pub diverged: u64,
     /// Commands handled (ok or not).
     pub commands: u64,
     /// Malformed command requests.
@@ -171,8 +216,10 @@ pub struct Counters {
     pub snapshots_refused: u64,
     /// At start: origins whose state came from the snapshot (the rest were
     /// folded from the start of their streams).
-    #[serde(default)]
     pub origins_restored: u64,
+    /// State requests dropped because they came faster than they could be
+    /// answered (the asker timed out).
+    pub state_requests_dropped: u64,
 }
 
 /// A state request on `canopy.state.<node>` (an empty body means "every
@@ -245,12 +292,17 @@ pub struct PointReply {
 }
 
 /// One origin of a [`StateReply`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OriginReply {
     /// Seq of the last event folded.
     pub seq: u64,
     /// Highest epoch folded.
     pub epoch: u64,
+    /// Set when the fold stopped folding this origin (its stream goes on
+    /// with messages that are not the next event of its chain): why. Its
+    /// points are then shown `uncertain`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stalled: Option<String>,
 }
 
 impl StateReply {
@@ -297,12 +349,33 @@ impl StateReply {
                     let origin = OriginReply {
                         seq: st.seq,
                         epoch: st.epoch,
+                        stalled: None,
                     };
                     (o.clone(), origin)
                 })
                 .collect(),
         );
         reply
+    }
+
+    /// Marks the origins whose fold stalled (origin → why): the origin says
+    /// why, and each of its points is shown `uncertain`, since its value
+    /// may be stale while the reply would otherwise call it good.
+    pub fn mark_stalled(mut self, stalled: &BTreeMap<String, String>) -> Self {
+        if stalled.is_empty() {
+            return self;
+        }
+        for (name, o) in self.origins.iter_mut().flatten() {
+            if let Some(why) = stalled.get(name) {
+                o.stalled = Some(why.clone());
+            }
+        }
+        for p in self.points.iter_mut().flatten().map(|(_, p)| p) {
+            if stalled.contains_key(&p.origin) {
+                p.quality = Quality::Uncertain;
+            }
+        }
+        self
     }
 
     /// A refusal.

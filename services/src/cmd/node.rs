@@ -17,6 +17,7 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<u8> {
         data: a.data,
         nats,
         key: a.key,
+        new_history: a.new_history,
     };
     member::run(opts, cancel).await?;
     Ok(0)

@@ -91,6 +91,7 @@ async fn serve(
             since_role_change_ms: 0,
             counters: Default::default(),
             resources: Vec::new(),
+            troubles: Vec::new(),
         };
         let body = serde_json::to_vec(&answer).unwrap_or_default();
         let _ = client.publish(reply, body.into()).await;

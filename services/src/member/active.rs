@@ -57,6 +57,8 @@ pub struct Ctx {
     pub signer: Option<publisher::Signer>,
     /// The fold's last verified event of this node's own origin.
     pub own_mark: watch::Receiver<Option<events::Mark>>,
+    /// `--new-history`: see [`super::restore`].
+    pub new_history: bool,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -97,6 +99,17 @@ impl Active {
     /// Brings every resource into service under `epoch`.
     pub async fn start(ctx: &Ctx, epoch: u64, reason: &str) -> anyhow::Result<Active> {
         let node = &ctx.node;
+        let restored = super::restore::own_history(ctx).await?;
+        let reason = match restored {
+            super::restore::Restored::Copied { first, last } => {
+                format!("{reason}; history {first}..={last} restored from the parent")
+            }
+            super::restore::Restored::NewByOperator => {
+                format!("{reason}; a new history (--new-history), the parent holds the old one")
+            }
+            _ => reason.to_owned(),
+        };
+        let reason = reason.as_str();
         let pub_cancel = CancellationToken::new();
         let retired = Arc::new(AtomicBool::new(false));
         let fence: Fence = {

@@ -2,10 +2,19 @@
 //!
 //! One feeder task per local stream (the node's own, and one replica per
 //! descendant origin) reads it in order from the start and sends verified
-//! events to the single owner of the [`events::State`]; the same owner
-//! answers state requests on `canopy.state.<node>`. Because the state is
-//! derived only from what the local streams hold, a restarted node rebuilds
-//! exactly the same state by reading them again.
+//! events to the single owner of the [`events::State`]. The owner publishes
+//! a copy of the state at most every [`PUBLISH_EVERY`]; a separate
+//! responder answers state requests on `canopy.state.<node>` from the
+//! latest copy, through a bounded queue ([`REQUESTS`], requests beyond it
+//! are dropped and counted), so a flood of requests never holds the fold
+//! back. Because the state is derived only from what the local streams
+//! hold, a restarted node rebuilds exactly the same state by reading them
+//! again.
+//!
+//! A fold never stops silently: an origin whose stream goes on with
+//! [`STALL_AFTER`] or more messages that are not the next event of its
+//! chain is a `fold_stalled` trouble (member info, `canopy status`) and its
+//! points are shown `uncertain` in the state reply until it folds again.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,11 +31,23 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::Metrics;
-use crate::wire::{StateReply, StateRequest};
+use crate::wire::{StateReply, StateRequest, TroubleKind};
 
 /// Bound of the feeders → owner queue; a full queue holds the feeders back
 /// (JetStream keeps the events, nothing is dropped).
 const QUEUE: usize = 4096;
+/// How often, at most, the owner hands a copy of the state to the
+/// responder (a copy per event would cost more than the fold at a busy
+/// root); a reply is at most this much older than the fold.
+const PUBLISH_EVERY: Duration = Duration::from_millis(50);
+/// State requests waiting for the responder. Beyond it a request is
+/// dropped (the asker times out) and counted in `state_requests_dropped`.
+const REQUESTS: usize = 256;
+/// Messages in a row, after an origin's last valid event, that make its
+/// fold a `fold_stalled` trouble. One or two are what a deposed member's
+/// late appends or a stray publish leave; the origin's next event then
+/// chains over them and the trouble clears.
+const STALL_AFTER: u64 = 3;
 
 /// A snapshot is written after this many stream messages were folded...
 const SNAPSHOT_EVERY_EVENTS: u64 = 100_000;
@@ -46,8 +67,13 @@ pub fn snapshot_path(data: &Path) -> PathBuf {
 enum Feed {
     /// A valid event at its stream sequence, with the hash of its bytes.
     Event(Box<Event>, Hash),
-    /// A foreign message occupies `seq` of `origin`'s stream.
-    Foreign { origin: String, seq: u64 },
+    /// A foreign message occupies `seq` of `origin`'s stream; why it is
+    /// not the next event of the chain.
+    Foreign {
+        origin: String,
+        seq: u64,
+        why: String,
+    },
 }
 
 /// What the fold needs to know.
@@ -94,7 +120,7 @@ pub async fn run(f: Fold, cancel: CancellationToken) -> anyhow::Result<()> {
         ));
     }
     drop(tx);
-    let mut requests = f
+    let requests = f
         .client
         .queue_subscribe(
             events::subjects::state_subject(&f.node),
@@ -102,7 +128,19 @@ pub async fn run(f: Fold, cancel: CancellationToken) -> anyhow::Result<()> {
         )
         .await
         .context("subscribing to state requests")?;
+    let (view_tx, view_rx) = watch::channel(View::default());
+    let responder = tokio::spawn(respond(
+        f.client.clone(),
+        requests,
+        view_rx,
+        f.node.clone(),
+        f.member.clone(),
+        f.metrics.clone(),
+        cancel.clone(),
+    ));
     let mut writer = SnapshotWriter::new(&f);
+    // Origins whose fold stalled, with why.
+    let mut stalled: BTreeMap<String, String> = BTreeMap::new();
     if restored > 0 {
         tracing::info!(
             "state restored from {} for {restored} of {} origins in {:?}",
@@ -117,6 +155,9 @@ pub async fn run(f: Fold, cancel: CancellationToken) -> anyhow::Result<()> {
     }
     let mut tick = tokio::time::interval(SNAPSHOT_EVERY);
     tick.tick().await;
+    let mut publish = tokio::time::interval(PUBLISH_EVERY);
+    publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut dirty = true;
     loop {
         tokio::select! {
             feed = rx.recv() => {
@@ -132,23 +173,37 @@ pub async fn run(f: Fold, cancel: CancellationToken) -> anyhow::Result<()> {
                         if ev.origin == f.node {
                             f.own_mark.send_replace(pos.mark);
                         }
+                        if stalled.remove(&ev.origin).is_some() {
+                            f.metrics.troubles.clear(&ev.origin, TroubleKind::FoldStalled);
+                            tracing::info!(origin = %ev.origin, seq = ev.seq, "folding again");
+                        }
                     }
-                    Some(Feed::Foreign { origin, seq }) => {
+                    Some(Feed::Foreign { origin, seq, why }) => {
                         state.skip(&origin, seq);
-                        positions.entry(origin).or_default().read = seq;
+                        let pos = positions.entry(origin.clone()).or_default();
+                        pos.read = seq;
+                        let after = pos.mark.map(|m| m.seq).unwrap_or(0);
+                        if seq.saturating_sub(after) >= STALL_AFTER && !stalled.contains_key(&origin) {
+                            let reason = format!("not folded since seq {}: {why}", after + 1);
+                            tracing::error!(%origin, "{reason}");
+                            f.metrics.troubles.set(&origin, TroubleKind::FoldStalled, after + 1, reason.clone());
+                            stalled.insert(origin, reason);
+                        }
                     }
                     None => break,
                 }
+                dirty = true;
                 writer.folded += 1;
                 if writer.folded >= SNAPSHOT_EVERY_EVENTS {
                     writer.write(&state, &positions, &f.metrics);
                 }
             }
-            req = requests.next() => {
-                let Some(req) = req else { break };
-                let Some(reply) = req.reply.clone() else { continue };
-                let body = answer(&state, &f.node, &f.member, &req.payload);
-                let _ = f.client.publish(reply, body.into()).await;
+            _ = publish.tick(), if dirty => {
+                dirty = false;
+                view_tx.send_replace(View {
+                    state: Arc::new(state.clone()),
+                    stalled: Arc::new(stalled.clone()),
+                });
             }
             _ = tick.tick() => {
                 if writer.folded > 0 {
@@ -158,6 +213,7 @@ pub async fn run(f: Fold, cancel: CancellationToken) -> anyhow::Result<()> {
             _ = cancel.cancelled() => break,
         }
     }
+    responder.abort();
     if writer.folded > 0 {
         writer.write(&state, &positions, &f.metrics);
     }
@@ -363,10 +419,83 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the responder answers from: the state as of the last hand-over,
+/// and the origins whose fold stalled (why).
+#[derive(Debug, Clone, Default)]
+struct View {
+    state: Arc<State>,
+    stalled: Arc<BTreeMap<String, String>>,
+}
+
+/// Answers state requests from the latest [`View`], one at a time, through
+/// a bounded queue: a flood fills the queue, the excess is dropped and
+/// counted, and the fold's owner never waits for a reply to be written.
+async fn respond(
+    client: Client,
+    mut requests: async_nats::Subscriber,
+    view: watch::Receiver<View>,
+    node: String,
+    member: String,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) {
+    let (tx, mut rx) = mpsc::channel::<async_nats::Message>(REQUESTS);
+    let reader = async {
+        while let Some(req) = requests.next().await {
+            if tx.try_send(req).is_err() {
+                let n = metrics
+                    .state_requests_dropped
+                    .fetch_add(1, Ordering::Relaxed)
+                    + 1;
+                if super::metrics::worth_logging(n) {
+                    tracing::warn!(
+                        "state requests come faster than they are answered: {n} dropped so far"
+                    );
+                }
+            }
+        }
+    };
+    let writer = async {
+        while let Some(req) = rx.recv().await {
+            let Some(reply) = req.reply.clone() else {
+                continue;
+            };
+            let mut v = view.borrow().clone();
+            // The values of an origin whose replica cannot be brought up to
+            // date (diverged, stalled) may be stale too.
+            let replica_troubles: Vec<_> = metrics
+                .troubles
+                .list()
+                .into_iter()
+                .filter(|t| {
+                    matches!(
+                        t.kind,
+                        TroubleKind::ReplicaDiverged | TroubleKind::ReplicaStalled
+                    )
+                })
+                .collect();
+            if !replica_troubles.is_empty() {
+                let mut shown = (*v.stalled).clone();
+                for t in replica_troubles {
+                    shown.entry(t.origin).or_insert(t.reason);
+                }
+                v.stalled = Arc::new(shown);
+            }
+            let body = answer(&v, &node, &member, &req.payload);
+            let _ = client.publish(reply, body.into()).await;
+        }
+    };
+    tokio::select! {
+        _ = reader => {}
+        _ = writer => {}
+        _ = cancel.cancelled() => {}
+    }
+}
+
 /// The reply to one state request, as JSON bytes.
-fn answer(state: &State, node: &str, member: &str, payload: &[u8]) -> Vec<u8> {
+fn answer(view: &View, node: &str, member: &str, payload: &[u8]) -> Vec<u8> {
     let reply = match StateRequest::parse(payload) {
-        Ok(req) => StateReply::answer(node, member, state, &req),
+        Ok(req) => StateReply::answer(node, member, &view.state, &req).mark_stalled(&view.stalled),
         Err(e) => StateReply::error(format!("bad state request: {e}")),
     };
     serde_json::to_vec(&reply).unwrap_or_default()
@@ -429,6 +558,7 @@ async fn feed_once(
                 Feed::Foreign {
                     origin: origin.to_owned(),
                     seq,
+                    why: why.to_string(),
                 }
             }
         };

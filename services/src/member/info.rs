@@ -49,6 +49,7 @@ pub fn info(ctx: &Ctx, now: &Now<'_>) -> MemberInfo {
             .as_ref()
             .map(|a| a.resources(ctx, plc_ok))
             .unwrap_or_default(),
+        troubles: ctx.metrics.troubles.list(),
     }
 }
 

@@ -6,9 +6,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::wire::Counters;
 
-/// Monotonic counters since the member started (see [`Counters`] for meanings).
+/// Monotonic counters since the member started (see [`Counters`] for
+/// meanings), and the registry of origins in trouble (not a counter, but
+/// written by the same tasks and read by the same reporter).
 #[derive(Debug, Default)]
 pub struct Metrics {
+    pub troubles: super::status::Troubles,
     pub published: AtomicU64,
     pub dropped: AtomicU64,
     pub replicated: AtomicU64,
@@ -18,11 +21,13 @@ pub struct Metrics {
     pub bad_commands: AtomicU64,
     pub publish_retries: AtomicU64,
     pub pull_restarts: AtomicU64,
+    pub diverged: AtomicU64,
     pub hook_failures: AtomicU64,
     pub snapshots_written: AtomicU64,
     pub snapshot_failures: AtomicU64,
     pub snapshots_refused: AtomicU64,
     pub origins_restored: AtomicU64,
+    pub state_requests_dropped: AtomicU64,
 }
 
 impl Metrics {
@@ -35,6 +40,7 @@ impl Metrics {
             replicated: g(&self.replicated),
             rejected: g(&self.rejected),
             gaps: g(&self.gaps),
+            diverged: g(&self.diverged),
             commands: g(&self.commands),
             bad_commands: g(&self.bad_commands),
             nats_restarts,
@@ -43,6 +49,7 @@ impl Metrics {
             snapshot_failures: g(&self.snapshot_failures),
             snapshots_refused: g(&self.snapshots_refused),
             origins_restored: g(&self.origins_restored),
+            state_requests_dropped: g(&self.state_requests_dropped),
         }
     }
 }

@@ -25,7 +25,9 @@ pub mod info;
 pub mod metrics;
 pub mod publisher;
 pub mod replicator;
+pub mod restore;
 pub mod sources;
+pub mod status;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -53,6 +55,9 @@ pub struct Options {
     /// The member's nkey seed file (`canopy keys gen`): checkpoints are
     /// signed with it. None: no checkpoints.
     pub key: Option<PathBuf>,
+    /// Start a new history even if the parent holds the node's old one
+    /// (`--new-history`: an operator's explicit choice after a lost disk).
+    pub new_history: bool,
 }
 
 /// What the member knows of its role.
@@ -155,6 +160,7 @@ async fn serve(
         current: current_tx,
         signer,
         own_mark: own_mark_rx,
+        new_history: opts.new_history,
     };
     let plc_health = plc.map(|(_, h)| h);
     if let Some((pair, _)) = &pair {

@@ -187,6 +187,8 @@ async fn chain_head(
     }
     let mut messages = crate::pull::from_seq(stream, from).await?;
     let mut next = from;
+    // Stepped over: how many, and the first (seq, why), logged once.
+    let mut foreign: (u64, Option<(u64, String)>) = (0, None);
     while next <= to {
         let msg = tokio::time::timeout(Duration::from_secs(5), messages.next())
             .await
@@ -201,9 +203,13 @@ async fn chain_head(
             anyhow::bail!("{origin}'s stream skipped from {next} to {seq}");
         }
         if let Err(b) = verifier.advance(seq, &msg.payload) {
-            tracing::warn!(%origin, seq, "not in the chain, stepped over: {b}");
+            foreign.0 += 1;
+            foreign.1.get_or_insert((seq, b.to_string()));
         }
         next += 1;
+    }
+    if let (n, Some((seq, why))) = foreign {
+        tracing::warn!(%origin, "{n} messages from seq {seq} on are not in the chain and were stepped over (the first: {why})");
     }
     Ok(verifier.last())
 }

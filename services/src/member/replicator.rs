@@ -15,7 +15,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
 use async_nats::jetstream::{self, Context};
 use async_nats::Client;
 use bytes::Bytes;
@@ -24,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::metrics::Metrics;
 use crate::append::Appender;
+use crate::wire::TroubleKind;
 
 /// Appends in flight into the local replica.
 const WINDOW: usize = 2048;
@@ -77,23 +77,94 @@ impl Puller {
             };
             match res {
                 Ok(()) => return,
-                Err(e) => {
+                Err(Stop::Diverged { seq, why }) => {
+                    // Copying on would mix two histories in one replica:
+                    // stop, loudly, until an operator repairs it.
+                    metrics.diverged.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(seq, "replica diverged from its source: {why}; not copying (see ARCHITECTURE.md, Repairs)");
+                    metrics
+                        .troubles
+                        .set(&self.origin, TroubleKind::ReplicaDiverged, seq, why);
+                    cancel.cancelled().await;
+                    return;
+                }
+                Err(Stop::Stalled { seq, why }) => {
                     metrics.pull_restarts.fetch_add(1, Ordering::Relaxed);
-                    // The link or the source is down: retry soon. The cap is
-                    // low on purpose: catch-up must start within a second of
-                    // the link healing.
-                    tracing::debug!("pull interrupted: {e:#}");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = cancel.cancelled() => return,
+                    if !metrics
+                        .troubles
+                        .has(&self.origin, TroubleKind::ReplicaStalled)
+                    {
+                        tracing::warn!(seq, "replica stalled: {why}");
                     }
-                    backoff = (backoff * 2).min(Duration::from_millis(400));
+                    metrics
+                        .troubles
+                        .set(&self.origin, TroubleKind::ReplicaStalled, seq, why);
+                }
+                Err(Stop::Interrupted(e)) => {
+                    metrics.pull_restarts.fetch_add(1, Ordering::Relaxed);
+                    // The link or the source is down: retry soon.
+                    tracing::debug!("pull interrupted: {e:#}");
                 }
             }
+            // The cap is low on purpose: catch-up must start within a
+            // second of the link healing.
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = cancel.cancelled() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_millis(400));
             if cancel.is_cancelled() {
                 return;
             }
         }
+    }
+
+    /// Compares what this replica holds with the source before copying on:
+    /// the source must hold this replica's last message, byte for byte (a
+    /// child that lost its disk and started a new history at seq 1 holds
+    /// other bytes, or fewer messages), and must still hold the next one
+    /// (retention may have removed it at the source before it got here).
+    async fn check_source(
+        &self,
+        mine: &mut jetstream::stream::Stream,
+        source: &mut jetstream::stream::Stream,
+        tail: u64,
+    ) -> Result<(), Stop> {
+        let state = source.info().await.map_err(interrupted)?.state.clone();
+        if tail == 0 {
+            return Ok(());
+        }
+        if state.last_sequence < tail {
+            return Err(Stop::Diverged {
+                seq: state.last_sequence + 1,
+                why: format!(
+                    "the source ends at seq {} but this replica holds {tail}: the source's history was replaced",
+                    state.last_sequence
+                ),
+            });
+        }
+        if state.first_sequence > tail + 1 {
+            return Err(Stop::Stalled {
+                seq: tail + 1,
+                why: format!(
+                    "the source lost events {}..{} to retention before they reached here",
+                    tail + 1,
+                    state.first_sequence - 1
+                ),
+            });
+        }
+        if state.first_sequence > tail {
+            return Ok(()); // our last is expired there: nothing to compare
+        }
+        let theirs = source.get_raw_message(tail).await.map_err(interrupted)?;
+        let ours = mine.get_raw_message(tail).await.map_err(interrupted)?;
+        if theirs.payload != ours.payload {
+            return Err(Stop::Diverged {
+                seq: tail,
+                why: format!("seq {tail} at the source holds other bytes than this replica"),
+            });
+        }
+        Ok(())
     }
 
     /// One session: from the local tail, pull and append until an error.
@@ -103,57 +174,82 @@ impl Puller {
         local: &Context,
         metrics: &Metrics,
         cancel: &CancellationToken,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), Stop> {
         let name = events::subjects::stream_name(&self.origin);
-        let mut mine = local.get_stream(&name).await.context("local replica")?;
-        let tail = mine.info().await?.state.last_sequence;
-        let mut source = remote.get_stream(&name).await.context("source stream")?;
-        let first = source.info().await?.state.first_sequence;
+        let mut mine = local.get_stream(&name).await.map_err(interrupted)?;
+        let tail = mine.info().await.map_err(interrupted)?.state.last_sequence;
+        let mut source = remote.get_stream(&name).await.map_err(interrupted)?;
+        self.check_source(&mut mine, &mut source, tail).await?;
+        let first = source
+            .info()
+            .await
+            .map_err(interrupted)?
+            .state
+            .first_sequence;
         if tail == 0 && first > 1 {
-            // The source's history starts later (retention): start there too,
-            // so stream sequence == seq still holds here.
-            mine.purge()
-                .sequence(first)
-                .await
-                .context("aligning empty replica")?;
-        } else if tail > 0 && first > tail + 1 {
-            bail!(
-                "source lost events {}..{} to retention before they reached here",
-                tail + 1,
-                first - 1
-            );
+            // The source's history starts later (retention): this replica
+            // starts there too, so stream sequence == seq still holds. An
+            // empty stream is created again with its first sequence (the
+            // streams deny purges, so no purge can align it).
+            let mut config = mine.info().await.map_err(interrupted)?.config.clone();
+            config.first_sequence = Some(first);
+            local.delete_stream(&name).await.map_err(interrupted)?;
+            local.create_stream(config).await.map_err(interrupted)?;
+            tracing::info!(first, "replica created at the source's first sequence");
         }
+        metrics
+            .troubles
+            .clear(&self.origin, TroubleKind::ReplicaStalled);
         let mut messages = crate::pull::from_seq(&source, tail + 1)
             .await
-            .context("starting the pull")?;
+            .map_err(interrupted)?;
         let mut appender = Appender::new(local.clone(), WINDOW);
         let mut expected = tail + 1;
         let mut confirmed = tail;
         loop {
             tokio::select! {
                 ack = appender.next_ack(), if !appender.is_empty() => {
-                    let seq = ack?;
+                    let seq = ack.map_err(interrupted)?;
                     metrics.replicated.fetch_add(seq - confirmed, Ordering::Relaxed);
                     confirmed = seq;
                 }
                 msg = messages.next(), if !appender.is_full() => {
-                    let Some(msg) = msg else { bail!("pull ended") };
-                    let msg = msg.map_err(|e| anyhow::anyhow!("pull: {e}"))?;
-                    let info = msg.info().map_err(|e| anyhow::anyhow!("message info: {e}"))?;
+                    let Some(msg) = msg else { return Err(Stop::Interrupted(anyhow::anyhow!("pull ended"))) };
+                    let msg = msg.map_err(|e| Stop::Interrupted(anyhow::anyhow!("pull: {e}")))?;
+                    let info = msg.info().map_err(|e| Stop::Interrupted(anyhow::anyhow!("message info: {e}")))?;
                     let (seq, pending) = (info.stream_sequence, info.pending);
                     if seq != expected {
                         // Deleted at the source: seq alignment cannot be kept.
-                        bail!("source skipped from {expected} to {seq}");
+                        return Err(Stop::Stalled {
+                            seq: expected,
+                            why: format!("the source skipped from {expected} to {seq} (a deleted message)"),
+                        });
                     }
                     let token = msg.subject.rsplit('.').next().unwrap_or("_").to_owned();
                     let subject = events::subjects::replica_subject(&self.holder, &self.origin, &token);
                     let payload: Bytes = msg.payload.clone();
                     let ack = pending == 0 || seq.is_multiple_of(ACK_EVERY) || appender.window_left() <= 1;
-                    appender.send(subject, None, seq, payload, ack).await?;
+                    appender.send(subject, None, seq, payload, ack).await.map_err(interrupted)?;
                     expected += 1;
                 }
                 _ = cancel.cancelled() => return Ok(()),
             }
         }
     }
+}
+
+/// Why a pull session ended.
+#[derive(Debug)]
+enum Stop {
+    /// A link, a server or a call failed: retry soon.
+    Interrupted(anyhow::Error),
+    /// The source cannot give what comes next (retention, a deleted
+    /// message): retry, reported as stalled.
+    Stalled { seq: u64, why: String },
+    /// The source and this replica hold different histories: stop.
+    Diverged { seq: u64, why: String },
+}
+
+fn interrupted(e: impl std::fmt::Display) -> Stop {
+    Stop::Interrupted(anyhow::anyhow!("{e}"))
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::connect;
 use crate::cli::StatusArgs;
-use crate::wire::MemberInfo;
+use crate::wire::{MemberInfo, OriginTrouble};
 use events::subjects::HELLO;
 
 /// `canopy status --json`: `{"nodes": [...]}`, one entry per node.
@@ -48,6 +48,9 @@ pub struct MemberStatus {
     pub epoch: Option<u64>,
     /// Milliseconds since its role last changed (None when down).
     pub since_role_change_ms: Option<u64>,
+    /// Origins whose history this member cannot carry on normally.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub troubles: Vec<OriginTrouble>,
 }
 
 /// The witness of a [`NodeStatus`].
@@ -123,6 +126,7 @@ pub fn status_report(answers: &[MemberInfo], topo: Option<&topology::Topology>) 
             plc_ok: ans.plc_ok,
             epoch: Some(ans.epoch),
             since_role_change_ms: Some(ans.since_role_change_ms),
+            troubles: ans.troubles.clone(),
         };
         if ans.role == "active" {
             entry.epoch = entry.epoch.max(ans.epoch);
@@ -164,6 +168,18 @@ fn print_status(report: &StatusReport) {
             members.join("  "),
             witness
         );
+        for m in &n.members {
+            for t in &m.troubles {
+                let kind = serde_json::to_value(t.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_uppercase))
+                    .unwrap_or_default();
+                println!(
+                    "{:<28}         {kind} at {}: {} since seq {}: {}",
+                    "", m.name, t.origin, t.seq, t.reason
+                );
+            }
+        }
     }
 }
 
@@ -186,6 +202,7 @@ mod tests {
             since_role_change_ms: 0,
             counters: Default::default(),
             resources: Vec::new(),
+            troubles: Vec::new(),
         }
     }
 

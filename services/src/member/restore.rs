@@ -1,0 +1,181 @@
+//! A node that lost its own history (a wiped disk; for a pair, all three
+//! stores) takes it back from its parent before it publishes anything.
+//!
+//! Every ancestor keeps a seq-for-seq, byte-for-byte replica of the node's
+//! stream. A member that starts with an empty own stream and simply began
+//! at seq 1 again would write a second history under the same seqs: its
+//! parent's puller resumed from its own tail without comparing, the root
+//! kept showing the old values, and the new life was foreign everywhere.
+//! So before the first publish of an activation:
+//!
+//! - own stream not empty: nothing to do;
+//! - the parent holds no replica of this origin, or an empty one: a
+//!   brand-new node, start at seq 1;
+//! - the parent holds events: copy them into the own stream at their seqs
+//!   (the stream is created again at the replica's first sequence if
+//!   retention trimmed the start), then the publisher continues the chain
+//!   from the restored tail;
+//! - the parent does not answer: wait (a `restoring` trouble in member
+//!   info), never start a new history on a guess;
+//! - `--new-history` (an operator's explicit choice): start at seq 1 even
+//!   though the parent holds the old history; the activation's role event
+//!   says so, and the parent's puller reports the divergence.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use async_nats::jetstream::{self, Context};
+use futures::StreamExt;
+
+use super::active::Ctx;
+use crate::append::Appender;
+use crate::wire::TroubleKind;
+
+/// Appends in flight while restoring.
+const WINDOW: usize = 1024;
+
+/// What [`own_history`] found or did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restored {
+    /// The own stream already holds history (or the node has no parent).
+    Kept,
+    /// Nothing to restore anywhere: a new node.
+    New,
+    /// Copied this many events from the parent's replica (first..=last).
+    Copied {
+        /// First seq restored.
+        first: u64,
+        /// Last seq restored.
+        last: u64,
+    },
+    /// The operator asked for a new history although one existed.
+    NewByOperator,
+}
+
+/// Makes sure the node's own stream holds its history before an
+/// activation publishes (see the module documentation). An error means
+/// "not now" (the parent does not answer); the activation retries.
+pub async fn own_history(ctx: &Ctx) -> anyhow::Result<Restored> {
+    let origin = &ctx.node.id;
+    let name = events::subjects::stream_name(origin);
+    let mut own = ctx.js.get_stream(&name).await.context("own stream")?;
+    let state = own.info().await?.state.clone();
+    if state.last_sequence > 0 {
+        return Ok(Restored::Kept);
+    }
+    let Some(parent) = ctx.topo.parent(origin) else {
+        return Ok(Restored::Kept);
+    };
+    let parent_js = jetstream::ContextBuilder::new()
+        .domain(events::subjects::domain(&parent.id))
+        .timeout(Duration::from_secs(2))
+        .build(ctx.client.clone());
+    let mut replica = match parent_js.get_stream(&name).await {
+        Ok(s) => s,
+        Err(e) if is_not_found(&e) => return Ok(Restored::New),
+        Err(e) => {
+            let why = format!(
+                "no history of its own, and the parent {} does not answer: {e}",
+                parent.id
+            );
+            ctx.metrics
+                .troubles
+                .set(origin, TroubleKind::Restoring, 1, why.clone());
+            bail!("{why}");
+        }
+    };
+    let theirs = replica.info().await?.state.clone();
+    if theirs.last_sequence == 0 {
+        ctx.metrics.troubles.clear(origin, TroubleKind::Restoring);
+        return Ok(Restored::New);
+    }
+    if ctx.new_history {
+        ctx.metrics.troubles.clear(origin, TroubleKind::Restoring);
+        tracing::warn!(
+            parent = %parent.id,
+            held = theirs.last_sequence,
+            "--new-history: starting a new history although the parent holds {} events of the old one",
+            theirs.last_sequence
+        );
+        return Ok(Restored::NewByOperator);
+    }
+    let (first, last) = (theirs.first_sequence.max(1), theirs.last_sequence);
+    tracing::warn!(
+        parent = %parent.id,
+        first,
+        last,
+        "no history of its own: restoring it from the parent's replica before publishing"
+    );
+    ctx.metrics.troubles.set(
+        origin,
+        TroubleKind::Restoring,
+        first,
+        format!("restoring seqs {first}..={last} from {}", parent.id),
+    );
+    if first > 1 {
+        // Retention trimmed the start: the own stream starts where the
+        // replica does, so seq == stream sequence holds.
+        let mut config = own.info().await?.config.clone();
+        config.first_sequence = Some(first);
+        ctx.js.delete_stream(&name).await?;
+        ctx.js.create_stream(config).await?;
+    }
+    copy(&ctx.js, &replica, origin, first, last).await?;
+    ctx.metrics.troubles.clear(origin, TroubleKind::Restoring);
+    tracing::info!(first, last, "history restored from the parent");
+    Ok(Restored::Copied { first, last })
+}
+
+/// Copies `replica`'s messages `first..=last` into the origin's own
+/// stream, at the same seqs and with the same bytes, onto the subjects the
+/// origin publishes on.
+async fn copy(
+    own: &Context,
+    replica: &jetstream::stream::Stream,
+    origin: &str,
+    first: u64,
+    last: u64,
+) -> anyhow::Result<()> {
+    let mut messages = crate::pull::from_seq(replica, first).await?;
+    let mut appender = Appender::new(own.clone(), WINDOW);
+    let mut next = first;
+    while next <= last {
+        if appender.is_full() {
+            appender.next_ack().await?;
+            continue;
+        }
+        let msg = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .context("the parent's replica stopped sending")?
+            .context("the parent's replica ended")?
+            .map_err(|e| anyhow::anyhow!("reading the parent's replica: {e}"))?;
+        let seq = msg
+            .info()
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .stream_sequence;
+        if seq != next {
+            bail!("the parent's replica skipped from {next} to {seq}");
+        }
+        let token = msg.subject.rsplit('.').next().unwrap_or("_");
+        let subject = events::subjects::event_subject(origin, token);
+        let ack = seq == last || seq.is_multiple_of(256) || appender.window_left() <= 1;
+        appender
+            .send(subject, None, seq, msg.payload.clone(), ack)
+            .await?;
+        next += 1;
+    }
+    while !appender.is_empty() {
+        appender.next_ack().await?;
+    }
+    Ok(())
+}
+
+/// JetStream answered "stream not found" (a definite answer, unlike a
+/// timeout or "no responders").
+fn is_not_found(e: &jetstream::context::GetStreamError) -> bool {
+    matches!(
+        e.kind(),
+        jetstream::context::GetStreamErrorKind::JetStream(j)
+            if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+    )
+}
