@@ -196,6 +196,8 @@ pub struct Counters {
     pub gaps: u64,
     /// Replica pullers that found the source differing from their copy.
     pub diverged: u64,
+    /// Stream messages the fold has read (valid events and foreign ones).
+    pub folded: u64,
     /// Commands handled (ok or not).
     pub commands: u64,
     /// Malformed command requests.

@@ -14,6 +14,7 @@
 //! - `faults`: signals and per-process network cuts.
 
 mod bin;
+mod containers;
 mod faults;
 mod lab;
 mod nats;
@@ -21,6 +22,7 @@ mod python;
 mod topo;
 
 pub use bin::{canopy_bin, cli, nats_server_bin, python_bin, workspace_root};
+pub use containers::{build_lab_image, static_canopy_bin, ContainerLab, LAB_IMAGE};
 pub use faults::{kill, NetFault};
 pub use lab::{Lab, Respawned};
 pub use nats::{check_contiguous_chain, connect, member_info, read_stream, request, state};

@@ -9,10 +9,16 @@ pub struct TopologyBuilder {
 }
 
 impl TopologyBuilder {
-    /// Starts a topology named `name`.
+    /// Starts a topology named `name` (JetStream flushes every second).
     pub fn new(name: &str) -> Self {
+        Self::with_sync(name, "1s")
+    }
+
+    /// Starts a topology named `name` with the mesh's `sync` setting
+    /// (`"always"`, the product default, fsyncs every write).
+    pub fn with_sync(name: &str, sync: &str) -> Self {
         Self {
-            text: format!("[mesh]\nname = \"{name}\"\nsync = \"1s\"\n"),
+            text: format!("[mesh]\nname = \"{name}\"\nsync = \"{sync}\"\n"),
         }
     }
 

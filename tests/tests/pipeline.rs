@@ -356,3 +356,91 @@ async fn python_decodes_the_same_events_and_they_match_the_state() -> anyhow::Re
     }
     Ok(())
 }
+
+/// With the product's default durability (`sync = "always"`: every write
+/// fsynced), a leaf that bursts (ten points changing every millisecond,
+/// more than the disk takes) is carried to the root completely: the root's
+/// replica reaches every tail the leaf had, hop by hop, and stays a
+/// byte-identical, unbroken copy.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bursting_leaf_with_sync_always_reaches_the_root_completely() -> anyhow::Result<()> {
+    let burst: String = (0..10).map(|i| sim_point(&format!("p{i}"), 1)).collect();
+    let topo = TopologyBuilder::with_sync("burst", "always")
+        .node("root", "", "")
+        .node("root.mid", "", "")
+        .node("root.mid.leaf", "", &burst)
+        .build();
+    let lab = Lab::start(&topo, &[])?;
+    let root = connect(&lab.url("root", "a")?).await?;
+    let leaf = connect(&lab.url("root.mid.leaf", "a")?).await?;
+    let js = async_nats::jetstream::with_domain(leaf.clone(), "root-mid-leaf");
+    let own = js.get_stream("EV_root-mid-leaf").await?;
+    // Let the burst build a backlog, then take the leaf's tail: the root
+    // must get there although the leaf keeps bursting.
+    let tail = wait_for("a burst of 3000 events at the leaf", WAIT, || {
+        let mut own = own.clone();
+        async move {
+            let last = own.info().await?.state.last_sequence;
+            Ok((last >= 3000).then_some(last))
+        }
+    })
+    .await?;
+    wait_for(
+        &format!("the root's replica at seq {tail}"),
+        WAIT * 2,
+        || async {
+            let js = async_nats::jetstream::with_domain(root.clone(), "root");
+            let mut replica = js.get_stream("EV_root-mid-leaf").await?;
+            Ok((replica.info().await?.state.last_sequence >= tail).then_some(()))
+        },
+    )
+    .await?;
+    let at_root = read_stream(&root, "root", "root.mid.leaf").await?;
+    let n = check_contiguous_chain("root.mid.leaf", &at_root)?;
+    assert!(n >= tail);
+    let copy = read_stream(&leaf, "root-mid-leaf", "root.mid.leaf").await?;
+    assert_eq!(&copy[..n as usize], &at_root[..]);
+    Ok(())
+}
+
+/// A flood of state requests does not hold the fold back: requests wait in
+/// a bounded queue (the excess is dropped and counted), while the fold goes
+/// on folding the events that keep arriving.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_state_requests_is_bounded_and_does_not_stop_the_fold() -> anyhow::Result<()> {
+    let lab = Lab::start(&three_level(), &[])?;
+    let root = connect(&lab.url("root", "a")?).await?;
+    wait_for("events at the root", WAIT, || async {
+        Ok((origin_seq(&root, "root", "root.mid.leaf").await? > 0).then_some(()))
+    })
+    .await?;
+    let folded = |info: Json| info["counters"]["folded"].as_u64().unwrap_or(0);
+    let before = folded(member_info(&root, "root", "a").await?);
+    // Fire-and-forget requests, as fast as the client sends them.
+    let flood = connect(&lab.url("root", "a")?).await?;
+    let inbox = flood.new_inbox();
+    let _replies = flood.subscribe(inbox.clone()).await?;
+    for _ in 0..20_000 {
+        flood
+            .publish_with_reply("canopy.state.root", inbox.clone(), "".into())
+            .await?;
+    }
+    flood.flush().await?;
+    // Member info is served by the member's own loop, not by the fold or
+    // its responder: it answers during the flood.
+    let info = wait_for("requests dropped and folding going on", WAIT, || async {
+        let info = member_info(&root, "root", "a").await?;
+        let dropped = info["counters"]["state_requests_dropped"]
+            .as_u64()
+            .unwrap_or(0);
+        Ok((dropped > 0 && folded(info.clone()) > before + 100).then_some(info))
+    })
+    .await?;
+    assert!(folded(info) > before);
+    // And a state request gets an answer again once the flood is over.
+    wait_for("a state reply after the flood", WAIT, || async {
+        Ok(state(&root, "root").await.ok().map(|_| ()))
+    })
+    .await?;
+    Ok(())
+}

@@ -193,6 +193,7 @@ pub async fn run(f: Fold, cancel: CancellationToken) -> anyhow::Result<()> {
                     None => break,
                 }
                 dirty = true;
+                f.metrics.folded.fetch_add(1, Ordering::Relaxed);
                 writer.folded += 1;
                 if writer.folded >= SNAPSHOT_EVERY_EVENTS {
                     writer.write(&state, &positions, &f.metrics);
