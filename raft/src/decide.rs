@@ -85,6 +85,10 @@ pub enum ReleaseReason {
     Preferred,
     /// The service asked (`Pair::step_down`); never produced by [`decide`].
     Requested,
+    /// Its lease ran out without a committed renewal while the state still
+    /// named it: that epoch is over for it (see the crate's lease rule);
+    /// never produced by [`decide`].
+    Lapsed,
 }
 
 /// A proposal the pair task should make.

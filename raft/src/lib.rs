@@ -86,6 +86,17 @@
 //! state still names it. A member that releases drops its lease before it
 //! sends the `Release`, and never renews that epoch again.
 //!
+//! **A lapsed lease is final for its epoch.** Once this process's lease
+//! for epoch E has run out (or was revoked) while the state still names
+//! it, it never renews E again, not even with a renewal that was in
+//! flight and commits later, and it proposes `Release` of E (as
+//! `step_down` does, reason [`ReleaseReason::Lapsed`]). The role comes
+//! back only through an `Acquire`, with epoch E + 1 (possibly to the same
+//! member, after `grace`), so a member never shows "lost at E" and then
+//! "active at E" again: every activation has a strictly larger epoch, and
+//! everything that follows the role (the publisher's chain, PLC I/O,
+//! downstream fencing) may take a lost role for the end of its epoch.
+//!
 //! ## Grant rule (the leader)
 //!
 //! Only the current raft leader grants, and only after its own state

@@ -16,7 +16,8 @@ pub struct PairMetrics {
     pub grants: u64,
     /// Renewals by this member that failed, timed out or were fenced.
     pub renew_failures: u64,
-    /// Times this member's lease ran out while the state still named it.
+    /// Times this member's lease ran out while the state still named it
+    /// (each one releases that epoch).
     pub lease_expiries: u64,
     /// Raft connections refused (bad hello, unknown id, wrong source IP).
     pub rejected_connections: u64,

@@ -627,3 +627,92 @@ async fn a_forged_forward_naming_the_other_member_is_refused_and_changes_nothing
     );
     g.monitor.check()
 }
+
+/// Every change of `me_active` and epoch in the views of `pair` from now
+/// on, in order.
+fn record_roles(pair: &raft::Pair) -> Arc<Mutex<Vec<(bool, u64)>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut rx = pair.view();
+    let out = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            {
+                let v = rx.borrow_and_update();
+                let mut s = out.lock().expect("lock");
+                if s.last() != Some(&(v.me_active, v.epoch)) {
+                    s.push((v.me_active, v.epoch));
+                }
+            }
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+    });
+    seen
+}
+
+/// The epochs at which `roles` shows the member active again after it
+/// showed the role lost at that same epoch.
+fn revived(roles: &[(bool, u64)]) -> Vec<u64> {
+    let mut held = None;
+    let mut lost = std::collections::BTreeSet::new();
+    let mut bad = Vec::new();
+    for &(active, epoch) in roles {
+        if active {
+            if lost.contains(&epoch) {
+                bad.push(epoch);
+            }
+            held = Some(epoch);
+        } else if let Some(e) = held.take() {
+            lost.insert(e);
+        }
+    }
+    bad
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lapsed_lease_is_final_for_its_epoch_and_the_role_returns_with_a_larger_epoch(
+) -> anyhow::Result<()> {
+    let g = Group::start(None).await?;
+    let (active, epoch) = g.settled().await?;
+    let standby = other_member(active).context("member")?;
+    // The standby cannot serve, so nobody but the active can ever be
+    // granted; then the active is cut off: its renewals fail until its
+    // lease lapses, and nobody else is granted meanwhile.
+    g.pair(standby).set_ready(false);
+    g.wait_for("the standby not ready everywhere", SETTLE, |v| {
+        v.values()
+            .all(|x| x.health.get(&standby).is_some_and(|(h, _)| !h.ready))
+    })
+    .await?;
+    let roles: Vec<_> = [1, 2]
+        .into_iter()
+        .map(|m| (m, record_roles(g.pair(m))))
+        .collect();
+    let expiries = g.pair(active).metrics().lease_expiries;
+    g.router.isolate(active);
+    let views = g
+        .wait_for("the active's lease lapsed", SETTLE, |v| {
+            !v[&active].me_active
+        })
+        .await?;
+    assert!(
+        views.values().all(|v| v.epoch == epoch),
+        "nobody was granted while nothing could commit: {views:#?}"
+    );
+    assert!(g.pair(active).metrics().lease_expiries > expiries);
+
+    // Heal: the role comes back, only with a larger epoch (to the same
+    // member: the only one that can serve).
+    g.router.heal();
+    let views = g.wait_for("one active again", SETTLE, stable).await?;
+    for (m, seen) in &roles {
+        let seen = seen.lock().expect("lock").clone();
+        assert!(
+            revived(&seen).is_empty(),
+            "member {m} active again at an epoch it had lost: {seen:?}"
+        );
+    }
+    assert!(views.values().all(|v| v.epoch > epoch), "{views:#?}");
+    g.monitor.check()
+}

@@ -118,8 +118,9 @@ pub(super) struct Driver {
     /// Epoch at which the state was last seen naming a previous process
     /// of this member (logged once).
     predecessor_noted: Option<u64>,
-    /// This member gave up the role at this epoch: never renew it again,
-    /// keep proposing Release until the state no longer names it.
+    /// This member gave up the role at this epoch (released it, or its
+    /// lease lapsed): never renew it again, keep proposing Release until
+    /// the state no longer names it.
     released_epoch: Option<u64>,
     release_inflight: bool,
     acquire_inflight: bool,
@@ -307,6 +308,7 @@ impl Driver {
         self.applied = self.applied_rx.borrow_and_update().clone();
         self.metrics = self.metrics_rx.borrow_and_update().clone();
         self.track_leadership();
+        self.check_lapse();
         self.drop_lease_if_not_named();
         if self.me == WITNESS {
             self.witness_steps_aside();
@@ -510,10 +512,36 @@ impl Driver {
     }
 
     fn on_lease_timer(&mut self) {
-        if self.lease_epoch.is_some() && !self.lease.is_valid() {
-            self.counters.bump_lease_expiries();
-            tracing::warn!(epoch = ?self.lease_epoch, "lease expired without a committed renewal");
+        self.check_lapse();
+    }
+
+    /// A lease that ran out while the state still names this process at
+    /// its epoch (no renewal committed in time: a partition, a slow
+    /// election, load) is final for that epoch: this process never renews
+    /// it again and releases it, so the role comes back only through an
+    /// Acquire, with a larger epoch (possibly to this same member).
+    /// Renewing it later would make the member active again at the same
+    /// epoch after it stopped acting ("role lost epoch=6", then "active
+    /// epoch=6"), while everything downstream takes a lost role for the end
+    /// of that activation; every activation gets a strictly larger epoch.
+    pub(super) fn check_lapse(&mut self) {
+        let Some(epoch) = self.lease_epoch else {
+            return;
+        };
+        if self.lease.is_valid() {
+            return;
         }
+        if !self.named_active() || self.applied.state.epoch != epoch {
+            // Not a lapse: the role moved on (`drop_lease_if_not_named`).
+            return;
+        }
+        self.counters.bump_lease_expiries();
+        tracing::warn!(
+            epoch,
+            "lease ran out without a committed renewal; releasing this epoch \
+             (the role comes back only through a new grant, with a larger epoch)"
+        );
+        self.release(ReleaseReason::Lapsed);
     }
 
     fn publish_view(&mut self, now: Instant) {

@@ -320,6 +320,10 @@ impl Driver {
                 }
                 match result {
                     Ok(Response::Ok) => {
+                        // A renewal that commits after the lease ran out does
+                        // not revive it: the epoch is released (see
+                        // `check_lapse`), so the test below fails.
+                        self.check_lapse();
                         let still_mine = self.named_active() && self.applied.state.epoch == epoch;
                         if still_mine && self.released_epoch != Some(epoch) {
                             if self.lease_epoch != Some(epoch) || !self.lease.is_valid() {
