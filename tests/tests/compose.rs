@@ -1,103 +1,116 @@
-//! The docker compose lab (`scripts/compose-lab`): the default compose
-//! topology comes up in containers, its points reach the root, killing the
-//! pair's active container fails it over, and the root's history audits
-//! clean. Needs Docker with docker-compose (part of this machine kind).
-//! The lab is taken down on Drop, also when the test fails.
+//! The compose lab's topology (`compose/topology.toml`) in containers,
+//! through testcontainers (`tests::ContainerLab`): its points reach the
+//! root; freezing the pair's active container (`docker pause`) hands the
+//! role to the other member, and the thawed one comes back as standby;
+//! killing the active container fails the pair over again; the root's
+//! history audits clean. Needs Docker (part of this machine kind) and the
+//! static canopy (`scripts/compose-lab static`; scripts/test builds it).
+//! Everything is removed on Drop, also when the test fails.
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
-use tests::{connect, member_info, state, wait_for, workspace_root};
+use anyhow::Context as _;
+use tests::{
+    connect, member_info, state, static_canopy_bin, wait_for, workspace_root, ContainerLab,
+};
 
-const ROOT_URL: &str = "nats://172.29.0.10:14000";
 const WAIT: Duration = Duration::from_secs(120);
-
-fn script(args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(workspace_root().join("scripts/compose-lab"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running scripts/compose-lab {args:?}"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !out.status.success() {
-        bail!(
-            "scripts/compose-lab {args:?} failed ({}):\n{stdout}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(stdout)
-}
-
-/// Takes the compose lab down when dropped.
-struct Down;
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let _ = script(&["down"]);
-    }
-}
+const PAIR: &str = "root.south";
+/// A pair point and the root's and the single node's.
+const POINTS: [&str; 3] = ["root.uptime", "root.south.co_ppm", "root.south.cell1.temp"];
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_compose_lab_runs_fails_over_and_audits_clean() -> anyhow::Result<()> {
-    let _down = Down;
-    script(&["up"])?;
-    let root = wait_for("the root's NATS server", WAIT, || async {
-        Ok(Some(connect(ROOT_URL).await?))
-    })
-    .await?;
-    let s = wait_for("every node's points at the root", WAIT, || async {
-        let s = state(&root, "root").await?;
-        let p = &s["points"];
-        let all = ["root.uptime", "root.south.co_ppm", "root.south.cell1.temp"]
-            .iter()
-            .all(|n| p[*n]["quality"] == "good");
-        Ok(all.then_some(s))
-    })
-    .await?;
-    let epoch = s["points"]["root.south.co_ppm"]["epoch"]
-        .as_u64()
-        .context("epoch")?;
+    let lab = ContainerLab::start(&workspace_root().join("compose/topology.toml")).await?;
+    let result = scenario(&lab).await;
+    if result.is_err() {
+        lab.print_logs(40).await;
+    }
+    result
+}
 
-    // Kill the pair's active container; the other member takes over and
-    // its readings reach the root under a newer epoch.
+async fn scenario(lab: &ContainerLab) -> anyhow::Result<()> {
+    let url = lab.nats_url("root", "a").await?;
+    let root = wait_for("the root's NATS server", WAIT, || async {
+        Ok(Some(connect(&url).await?))
+    })
+    .await?;
+    let epoch = wait_for("every node's points at the root", WAIT, || async {
+        let s = state(&root, "root").await?;
+        let good = POINTS.iter().all(|n| s["points"][*n]["quality"] == "good");
+        Ok(good
+            .then(|| s["points"]["root.south.co_ppm"]["epoch"].as_u64())
+            .flatten())
+    })
+    .await?;
+    let role = |m: &'static str| {
+        let root = root.clone();
+        async move {
+            let info = member_info(&root, PAIR, m).await?;
+            anyhow::Ok(info["role"].as_str().unwrap_or_default().to_owned())
+        }
+    };
+    let newer_epoch = |than: u64| {
+        let root = root.clone();
+        async move {
+            let s = state(&root, "root").await?;
+            let p = &s["points"]["root.south.co_ppm"];
+            let e = p["epoch"].as_u64().unwrap_or(0);
+            anyhow::Ok((e > than && p["quality"] == "good").then_some(e))
+        }
+    };
     let active = wait_for("the pair's active member", WAIT, || async {
         for m in ["a", "b"] {
-            if let Ok(info) = member_info(&root, "root.south", m).await {
-                if info["role"] == "active" {
-                    return Ok(Some(m));
-                }
+            if role(m).await.is_ok_and(|r| r == "active") {
+                return Ok(Some(m));
             }
         }
         Ok(None)
     })
     .await?;
-    script(&["compose", "kill", &format!("root-south-{active}")])?;
-    wait_for("a newer epoch at the root", WAIT, || async {
-        let s = state(&root, "root").await?;
-        let p = &s["points"]["root.south.co_ppm"];
-        Ok((p["epoch"].as_u64().unwrap_or(0) > epoch && p["quality"] == "good").then_some(()))
+    let other = if active == "a" { "b" } else { "a" };
+
+    // Freeze the active container: the other member takes over and its
+    // readings reach the root under a newer epoch. Thawed, the frozen one
+    // finds its lease gone and stays standby (sticky: no `prefer`).
+    lab.pause(PAIR, active).await?;
+    let paused_epoch = wait_for("a newer epoch at the root after the pause", WAIT, || {
+        newer_epoch(epoch)
+    })
+    .await?;
+    wait_for("the other member active", WAIT, || async {
+        Ok((role(other).await? == "active").then_some(()))
+    })
+    .await?;
+    lab.unpause(PAIR, active).await?;
+    wait_for("the thawed member back as standby", WAIT, || async {
+        let (thawed, now) = (role(active).await?, role(other).await?);
+        Ok((thawed == "standby" && now == "active").then_some(()))
     })
     .await?;
 
-    let bin = static_bin();
-    let manifest = workspace_root().join("target/compose/keys/manifest.json");
+    // Kill the now active container; the thawed one takes over.
+    lab.kill(PAIR, other).await?;
+    wait_for("a newer epoch at the root after the kill", WAIT, || {
+        newer_epoch(paused_epoch)
+    })
+    .await?;
+
+    let bin = static_canopy_bin();
     let out = Command::new(&bin)
-        .args(["audit", "--server", ROOT_URL, "--node", "root", "--json"])
+        .args(["audit", "--server", &url, "--node", "root", "--json"])
         .arg("--manifest")
-        .arg(&manifest)
+        .arg(lab.manifest())
+        .stdin(Stdio::null())
         .output()
         .with_context(|| format!("running {}", bin.display()))?;
     let report: serde_json::Value = serde_json::from_slice(&out.stdout)
         .with_context(|| format!("audit said {:?}", String::from_utf8_lossy(&out.stdout)))?;
-    assert_eq!(out.status.code(), Some(0), "{report}");
-    assert_eq!(report["violations"], serde_json::json!([]), "{report}");
+    anyhow::ensure!(out.status.code() == Some(0), "audit failed: {report}");
+    anyhow::ensure!(
+        report["violations"] == serde_json::json!([]),
+        "audit violations: {report}"
+    );
     Ok(())
-}
-
-/// The static canopy the script built (the one inside the image).
-fn static_bin() -> PathBuf {
-    workspace_root().join("target/static/x86_64-unknown-linux-gnu/release/canopy")
 }
