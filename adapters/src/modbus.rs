@@ -10,16 +10,30 @@
 //! like) and an encode error (nothing was sent) leave the stream in step, so
 //! they keep the connection: a single misconfigured point must not make the
 //! link reconnect on every poll.
+//!
+//! A write may carry a hard deadline of its own (an HA member's lease end
+//! minus the margin, see [`ModbusLink::write_before`]). Unlike tokio's
+//! `timeout_at`, which polls the inner future first, [`before`] checks the
+//! deadline *before* every poll: a task that wakes up after its deadline
+//! (a frozen process thawed) gives up without sending a byte. Sockets are
+//! closed with zero linger (RST: what is still queued in the kernel is
+//! discarded, never sent late) and `TCP_USER_TIMEOUT` bounds how long sent
+//! data may wait for an acknowledgement, so no old write is retransmitted
+//! to the PLC long after it was sent.
 
 use std::{
-    fmt, io,
+    fmt,
+    future::{poll_fn, Future},
+    io,
     net::SocketAddr,
+    pin::pin,
+    task::Poll,
     time::{Duration, Instant},
 };
 
 use events::Value;
 use thiserror::Error;
-use tokio::{net::TcpStream, time::timeout_at};
+use tokio::net::TcpStream;
 use tokio_modbus::{
     client::{tcp::attach_slave, Context, Reader, Writer},
     Slave,
@@ -40,6 +54,16 @@ pub enum ModbusError {
         address: String,
         /// What the operating system (or the deadline) said.
         source: io::Error,
+    },
+    /// A write's own deadline (the lease's end minus the margin) came
+    /// before its answer, or before it could be sent: the connection was
+    /// reset (zero linger), so nothing still queued reaches the PLC.
+    #[error("{address} {target}: the write's deadline passed (the lease ended): aborted, connection reset")]
+    Deadline {
+        /// The device, `host:port`.
+        address: String,
+        /// The register the write was for.
+        target: String,
     },
     /// The device did not answer within the timeout; the connection was
     /// dropped.
@@ -95,6 +119,12 @@ impl ModbusError {
             self,
             ModbusError::Connect { .. } | ModbusError::Timeout { .. } | ModbusError::Io { .. }
         )
+    }
+
+    /// True when the call was cut short by its own deadline, not by the
+    /// device.
+    pub fn is_deadline(&self) -> bool {
+        matches!(self, ModbusError::Deadline { .. })
     }
 }
 
@@ -216,19 +246,19 @@ impl ModbusLink {
         let address = register.address;
         let answer = match register.kind {
             RegisterKind::Holding => {
-                self.call(register.to_string(), Op::ReadHolding(address, count))
+                self.call(register.to_string(), Op::ReadHolding(address, count), None)
                     .await?
             }
             RegisterKind::Input => {
-                self.call(register.to_string(), Op::ReadInput(address, count))
+                self.call(register.to_string(), Op::ReadInput(address, count), None)
                     .await?
             }
             RegisterKind::Coil => {
-                self.call(register.to_string(), Op::ReadCoils(address, count))
+                self.call(register.to_string(), Op::ReadCoils(address, count), None)
                     .await?
             }
             RegisterKind::Discrete => {
-                self.call(register.to_string(), Op::ReadDiscrete(address, count))
+                self.call(register.to_string(), Op::ReadDiscrete(address, count), None)
                     .await?
             }
         };
@@ -241,6 +271,18 @@ impl ModbusLink {
 
     /// Encodes and writes one point (function code 5, 6 or 16).
     pub async fn write(&mut self, p: &ModbusPoint, v: &Value) -> Result<(), ModbusError> {
+        self.write_before(p, v, None).await
+    }
+
+    /// [`ModbusLink::write`], given up (connection reset, nothing more sent)
+    /// at `until` if it has not completed by then; not even started when
+    /// `until` has already passed.
+    pub async fn write_before(
+        &mut self,
+        p: &ModbusPoint,
+        v: &Value,
+        until: Option<tokio::time::Instant>,
+    ) -> Result<(), ModbusError> {
         let target = p.register.to_string();
         let encoded = codec::encode(p, v).map_err(|source| ModbusError::Encode {
             address: self.address.clone(),
@@ -253,14 +295,21 @@ impl ModbusLink {
             Encoded::Words(words) if words.len() == 1 => Op::WriteRegister(address, words[0]),
             Encoded::Words(words) => Op::WriteRegisters(address, words),
         };
-        self.call(target, op).await.map(|_| ())
+        self.call(target, op, until).await.map(|_| ())
     }
 
-    /// Writes one holding register (function code 6); used for the life sign.
-    pub async fn write_register(&mut self, address: u16, value: u16) -> Result<(), ModbusError> {
+    /// Writes one holding register (function code 6); used for the life
+    /// sign. `until`: as [`ModbusLink::write_before`].
+    pub async fn write_register(
+        &mut self,
+        address: u16,
+        value: u16,
+        until: Option<tokio::time::Instant>,
+    ) -> Result<(), ModbusError> {
         self.call(
             format!("holding:{address}"),
             Op::WriteRegister(address, value),
+            until,
         )
         .await
         .map(|_| ())
@@ -270,7 +319,7 @@ impl ModbusLink {
     pub async fn read_register(&mut self, address: u16) -> Result<u16, ModbusError> {
         let target = format!("holding:{address}");
         match self
-            .call(target.clone(), Op::ReadHolding(address, 1))
+            .call(target.clone(), Op::ReadHolding(address, 1), None)
             .await?
         {
             Answer::Words(words) if !words.is_empty() => Ok(words[0]),
@@ -282,15 +331,40 @@ impl ModbusLink {
         }
     }
 
-    /// Runs one request under the deadline, connecting first if needed, and
-    /// drops the connection on any transport failure.
-    async fn call(&mut self, target: String, op: Op) -> Result<Answer, ModbusError> {
-        let deadline = tokio::time::Instant::now() + self.timeout;
+    /// Runs one request under the deadline (the timeout, or `until` if
+    /// earlier), connecting first if needed, and drops the connection on
+    /// any transport failure and whenever the deadline cuts it short.
+    async fn call(
+        &mut self,
+        target: String,
+        op: Op,
+        until: Option<tokio::time::Instant>,
+    ) -> Result<Answer, ModbusError> {
+        let timeout_at = tokio::time::Instant::now() + self.timeout;
+        let deadline = until.map_or(timeout_at, |u| u.min(timeout_at));
+        let by_until = until.is_some_and(|u| u <= timeout_at);
+        let cut = |this: &mut Self, target: String| {
+            this.conn = None;
+            if by_until {
+                ModbusError::Deadline {
+                    address: this.address.clone(),
+                    target,
+                }
+            } else {
+                ModbusError::Timeout {
+                    address: this.address.clone(),
+                    target,
+                    after: this.timeout,
+                }
+            }
+        };
         if self.conn.is_none() {
-            let conn = match timeout_at(deadline, connect(&self.address, self.unit)).await {
-                Ok(Ok(conn)) => conn,
-                Ok(Err(source)) => return Err(self.connect_error(source)),
-                Err(_) => {
+            let conn = match before(deadline, connect(&self.address, self.unit, self.timeout)).await
+            {
+                Some(Ok(conn)) => conn,
+                Some(Err(source)) => return Err(self.connect_error(source)),
+                None if by_until => return Err(cut(self, target)),
+                None => {
                     let source = io::Error::new(
                         io::ErrorKind::TimedOut,
                         format!("timed out after {} ms", self.timeout.as_millis()),
@@ -307,15 +381,15 @@ impl ModbusLink {
             );
         };
         let started = Instant::now();
-        let outcome = timeout_at(deadline, op.run(&mut conn.ctx)).await;
+        let outcome = before(deadline, op.run(&mut conn.ctx)).await;
         match outcome {
-            Ok(Ok(Ok(answer))) => Ok(answer),
-            Ok(Ok(Err(code))) => Err(ModbusError::Exception {
+            Some(Ok(Ok(answer))) => Ok(answer),
+            Some(Ok(Err(code))) => Err(ModbusError::Exception {
                 address: self.address.clone(),
                 target,
                 code: u8::from(code),
             }),
-            Ok(Err(err)) => {
+            Some(Err(err)) => {
                 self.conn = None;
                 let source = match err {
                     tokio_modbus::Error::Transport(e) => e,
@@ -330,14 +404,9 @@ impl ModbusLink {
                     source,
                 })
             }
-            Err(_) => {
-                self.conn = None;
-                tracing::debug!(address = %self.address, %target, waited_ms = started.elapsed().as_millis() as u64, "modbus request timed out; dropping the connection");
-                Err(ModbusError::Timeout {
-                    address: self.address.clone(),
-                    target,
-                    after: self.timeout,
-                })
+            None => {
+                tracing::debug!(address = %self.address, %target, waited_ms = started.elapsed().as_millis() as u64, by_lease = by_until, "modbus request cut short by its deadline; dropping the connection");
+                Err(cut(self, target))
             }
         }
     }
@@ -350,11 +419,33 @@ impl ModbusLink {
     }
 }
 
+/// Runs `fut` until it completes or `deadline` passes, checking the deadline
+/// *before* every poll of `fut` (tokio's `timeout_at` polls the inner
+/// future first, so a task woken after its deadline would still send).
+/// `None`: the deadline passed; `fut` is dropped.
+pub async fn before<F: Future>(deadline: tokio::time::Instant, fut: F) -> Option<F::Output> {
+    let mut fut = pin!(fut);
+    let mut sleep = pin!(tokio::time::sleep_until(deadline));
+    poll_fn(|cx| {
+        if tokio::time::Instant::now() >= deadline {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
 /// Resolves `address` and connects to the first address that answers.
 ///
 /// A free function: `ModbusLink` is not `Sync`, so borrowing it across an
 /// await would make the poller's future not `Send`.
-async fn connect(address: &str, unit: u8) -> io::Result<Connection> {
+async fn connect(address: &str, unit: u8, timeout: Duration) -> io::Result<Connection> {
     let mut last = io::Error::new(
         io::ErrorKind::NotFound,
         format!("{address} resolves to no address"),
@@ -370,6 +461,11 @@ async fn connect(address: &str, unit: u8) -> io::Result<Connection> {
                 // with it (RST) rather than reach the PLC late, after this
                 // member lost its lease and another one took over.
                 stream.set_zero_linger()?;
+                // Sent but unacknowledged data dies with the connection
+                // after the device timeout instead of being retransmitted
+                // for minutes: a write that did not get through in time
+                // never arrives late.
+                socket2::SockRef::from(&stream).set_tcp_user_timeout(Some(timeout))?;
                 let local = stream.local_addr()?;
                 let ctx = attach_slave(stream, Slave(unit));
                 return Ok(Connection { ctx, local });

@@ -84,6 +84,75 @@ pub enum WriteError {
 /// writes nothing even if the role change has not reached its tasks yet.
 pub type WriteGuard = Arc<dyn Fn() -> bool + Send + Sync>;
 
+/// When the permission to write ends, if it is bounded (an HA member's
+/// lease: its current deadline; `None` while not held).
+pub type WriteUntil = Arc<dyn Fn() -> Option<tokio::time::Instant> + Send + Sync>;
+
+/// Everything that fences the poller's PLC writes.
+///
+/// A write is sent only while `allowed` says so, and only if it can be
+/// given up before `until − margin`: its deadline is the lease's end minus
+/// the margin, not the device timeout, so a write cut short (a slow PLC, a
+/// frozen process) is aborted (connection reset, nothing more sent) before
+/// the lease ends; and when the lease ends the connection a write went over
+/// is reset at once, so the next activation talks to the PLC over a new
+/// connection. Only the abort latency counts against the margin.
+#[derive(Clone)]
+pub struct Fencing {
+    /// Whether this process may write now.
+    pub allowed: WriteGuard,
+    /// When that permission ends (None: unbounded, a single node).
+    pub until: Option<WriteUntil>,
+    /// Taken off `until` for every write's deadline (`raft::Timing::margin`).
+    pub margin: Duration,
+}
+
+impl std::fmt::Debug for Fencing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fencing")
+            .field("allowed", &(self.allowed)())
+            .field("until", &self.until.as_ref().map(|u| u()))
+            .field("margin", &self.margin)
+            .finish()
+    }
+}
+
+impl From<WriteGuard> for Fencing {
+    /// A guard without a deadline.
+    fn from(allowed: WriteGuard) -> Self {
+        Fencing {
+            allowed,
+            until: None,
+            margin: Duration::ZERO,
+        }
+    }
+}
+
+impl Fencing {
+    /// The deadline of a write starting now: `Err` when writing is not
+    /// allowed or the deadline has already passed, `Ok(None)` when
+    /// unbounded.
+    fn write_deadline(&self) -> Result<Option<tokio::time::Instant>, WriteError> {
+        if !(self.allowed)() {
+            return Err(WriteError::Fenced);
+        }
+        let Some(until) = &self.until else {
+            return Ok(None);
+        };
+        match until() {
+            Some(end) => {
+                let deadline = end.checked_sub(self.margin).unwrap_or(end);
+                if tokio::time::Instant::now() >= deadline {
+                    Err(WriteError::Fenced)
+                } else {
+                    Ok(Some(deadline))
+                }
+            }
+            None => Err(WriteError::Fenced),
+        }
+    }
+}
+
 /// A request to the poller task. Closed on purpose: the task owns the link,
 /// and these are the only things one may ask of it. Private: callers use
 /// [`PollerHandle`]'s methods.
@@ -193,15 +262,16 @@ impl Poller {
         readings: mpsc::Sender<Reading>,
         cancel: CancellationToken,
     ) -> PollerHandle {
-        Self::spawn_guarded(device, points, readings, Arc::new(|| true), cancel)
+        let always: WriteGuard = Arc::new(|| true);
+        Self::spawn_guarded(device, points, readings, always.into(), cancel)
     }
 
-    /// [`Poller::spawn`], with every PLC write checked by `guard` first.
+    /// [`Poller::spawn`], with every PLC write fenced by `fencing`.
     pub fn spawn_guarded(
         device: ModbusDevice,
         points: Vec<Point>,
         readings: mpsc::Sender<Reading>,
-        guard: WriteGuard,
+        fencing: Fencing,
         cancel: CancellationToken,
     ) -> PollerHandle {
         let mut ordered = Vec::new();
@@ -256,7 +326,8 @@ impl Poller {
             life_sign_last: None,
             readings,
             shared: Arc::clone(&shared),
-            guard,
+            fencing,
+            written_until: None,
         };
         let span = tracing::info_span!("poller", device = %task.link.address());
         tokio::spawn(task.run(rx, cancel).instrument(span));
@@ -344,8 +415,12 @@ struct Task {
     life_sign_last: Option<u16>,
     readings: mpsc::Sender<Reading>,
     shared: Arc<Shared>,
-    /// Checked right before every write.
-    guard: WriteGuard,
+    /// Checked right before every write; bounds every write.
+    fencing: Fencing,
+    /// The end of the lease the last write went out under: when it passes,
+    /// the connection is reset, so nothing of this activation can still be
+    /// on its way and the next one starts on a new connection.
+    written_until: Option<tokio::time::Instant>,
 }
 
 impl Task {
@@ -354,9 +429,11 @@ impl Task {
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut handles_alive = true;
         loop {
+            let lease_end = self.written_until;
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
+                () = sleep_until_opt(lease_end) => self.on_lease_end(),
                 _ = ticks.tick() => {
                     if cancel.run_until_cancelled(self.poll()).await.is_none() {
                         break;
@@ -398,6 +475,34 @@ impl Task {
         }
     }
 
+    /// The lease a write went out under has ended (or moved on): reset the
+    /// connection unless the lease was renewed meanwhile.
+    fn on_lease_end(&mut self) {
+        let renewed = self.fencing.until.as_ref().and_then(|u| u());
+        match renewed {
+            Some(end) if (self.fencing.allowed)() && end > tokio::time::Instant::now() => {
+                self.written_until = Some(end);
+            }
+            _ => {
+                self.written_until = None;
+                if self.link.is_connected() {
+                    tracing::info!("lease ended: resetting the PLC connection");
+                    self.link.disconnect();
+                }
+            }
+        }
+    }
+
+    /// The deadline for a write starting now, noting the lease it goes out
+    /// under (see `written_until`).
+    fn write_deadline(&mut self) -> Result<Option<tokio::time::Instant>, WriteError> {
+        let deadline = self.fencing.write_deadline()?;
+        if let Some(end) = self.fencing.until.as_ref().and_then(|u| u()) {
+            self.written_until = Some(self.written_until.map_or(end, |w| w.max(end)));
+        }
+        Ok(deadline)
+    }
+
     async fn write(&mut self, point: &str, value: &Value) -> Result<(), WriteError> {
         let polled = self
             .points
@@ -407,10 +512,8 @@ impl Task {
         if !polled.writable {
             return Err(WriteError::NotWritable(point.to_owned()));
         }
-        if !(self.guard)() {
-            return Err(WriteError::Fenced);
-        }
-        let outcome = self.link.write(&polled.modbus, value).await;
+        let until = self.write_deadline()?;
+        let outcome = self.link.write_before(&polled.modbus, value, until).await;
         self.note_connects();
         match outcome {
             Ok(()) => {
@@ -418,6 +521,10 @@ impl Task {
                 Ok(())
             }
             Err(ModbusError::Encode { source, .. }) => Err(WriteError::Encode(source.to_string())),
+            Err(e) if e.is_deadline() => {
+                self.shared.errors.fetch_add(1, Ordering::Relaxed);
+                Err(WriteError::Fenced)
+            }
             Err(e) => {
                 self.shared.errors.fetch_add(1, Ordering::Relaxed);
                 Err(WriteError::Plc(e))
@@ -462,9 +569,15 @@ impl Task {
         let Some(address) = self.life_sign else {
             return false;
         };
-        let outcome = if self.shared.life_sign_enabled.load(Ordering::SeqCst) && (self.guard)() {
+        let writing = self.shared.life_sign_enabled.load(Ordering::SeqCst);
+        let until = if writing {
+            self.write_deadline()
+        } else {
+            Err(WriteError::Fenced)
+        };
+        let outcome = if let Ok(until) = until {
             let next = self.life_sign_last.map_or(1, |v| v.wrapping_add(1));
-            let written = self.link.write_register(address, next).await;
+            let written = self.link.write_register(address, next, until).await;
             if written.is_ok() {
                 self.life_sign_last = Some(next);
                 self.shared
@@ -510,6 +623,13 @@ impl Task {
         self.shared
             .reconnects
             .store(self.link.connects().saturating_sub(1), Ordering::Relaxed);
+    }
+}
+
+async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
     }
 }
 

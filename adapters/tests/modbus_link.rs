@@ -89,7 +89,9 @@ async fn writes_then_reads_back_and_the_log_names_the_writer() {
             _ => assert_eq!(&back, v, "{}", p.register),
         }
     }
-    within("a write", b.write_register(900, 17)).await.unwrap();
+    within("a write", b.write_register(900, 17, None))
+        .await
+        .unwrap();
     assert_eq!(within("a read", a.read_register(900)).await.unwrap(), 17);
 
     let entries = plcsim::write_log_entries(&log).unwrap();
@@ -217,7 +219,7 @@ async fn a_silent_device_times_out_and_the_link_reconnects() {
         format!("{addr} holding:100: timed out after 300 ms")
     );
     assert!(!l.is_connected(), "a timed-out connection is dropped");
-    let err = within("the link's own timeout", l.write_register(1, 1))
+    let err = within("the link's own timeout", l.write_register(1, 1, None))
         .await
         .unwrap_err();
     assert!(matches!(err, ModbusError::Timeout { .. }), "{err:?}");

@@ -84,7 +84,7 @@ async fn out_of_range_is_an_exception_not_a_crash() {
         "{err:?}"
     );
     // Still serving, on the same connection.
-    l.write_register(65535, 3).await.unwrap();
+    l.write_register(65535, 3, None).await.unwrap();
     assert_eq!(l.read_register(65535).await.unwrap(), 3);
     assert_eq!(l.connects(), 1);
     sim.stop().await;

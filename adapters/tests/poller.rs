@@ -273,7 +273,7 @@ async fn the_life_sign_is_read_when_standby_and_written_when_active() {
     let sim = start_sim(config(&[], Some(&log))).await;
     // The "other member" writes 41.
     let mut other = ModbusLink::new(sim.addr.to_string(), 1, std::time::Duration::from_secs(2));
-    within("a write", other.write_register(900, 41))
+    within("a write", other.write_register(900, 41, None))
         .await
         .unwrap();
     let other_peer = other.local_addr().unwrap().to_string();
@@ -345,7 +345,9 @@ async fn a_closed_write_guard_fences_commands_and_the_life_sign() {
         device(sim.addr, 2000, Some("holding:900")),
         points(),
         tx,
-        Arc::new(move || guard_open.load(Ordering::SeqCst)),
+        adapters::poller::Fencing::from(
+            Arc::new(move || guard_open.load(Ordering::SeqCst)) as adapters::poller::WriteGuard
+        ),
         cancel.clone(),
     );
     within("the switch", handle.set_life_sign(true))
@@ -372,6 +374,155 @@ async fn a_closed_write_guard_fences_commands_and_the_life_sign() {
         handle.stats().life_sign_written.map(|_| ())
     })
     .await;
+    cancel.cancel();
+    sim.stop().await;
+}
+
+/// A lease the test controls: valid until `end`, as an HA member's is.
+fn lease_fencing(
+    end: &std::sync::Arc<std::sync::Mutex<Option<tokio::time::Instant>>>,
+    margin: std::time::Duration,
+) -> adapters::poller::Fencing {
+    use std::sync::Arc;
+    let (a, b) = (Arc::clone(end), Arc::clone(end));
+    adapters::poller::Fencing {
+        allowed: Arc::new(move || {
+            a.lock()
+                .unwrap()
+                .is_some_and(|e| tokio::time::Instant::now() < e)
+        }),
+        until: Some(Arc::new(move || *b.lock().unwrap())),
+        margin,
+    }
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
+
+/// Each activation writes over a connection of its own, and nothing after
+/// its lease ended: the poller resets the connection when the lease it
+/// wrote under ends. (One process can be active twice; before, both
+/// activations wrote over one connection, so a PLC-side log could not tell
+/// them apart, and whatever a reused connection still carried belonged to
+/// no lease.)
+#[tokio::test]
+async fn every_activation_writes_over_its_own_connection_and_nothing_after_its_lease() {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("writes.jsonl");
+    let sim = start_sim(config(&[], Some(&log))).await;
+    let end = Arc::new(Mutex::new(None));
+    let (tx, _readings) = mpsc::channel(256);
+    let cancel = CancellationToken::new();
+    let handle = Poller::spawn_guarded(
+        device(sim.addr, 2000, Some("holding:900")),
+        points(),
+        tx,
+        lease_fencing(&end, Duration::from_millis(20)),
+        cancel.clone(),
+    );
+    within("the switch", handle.set_life_sign(true))
+        .await
+        .unwrap();
+    let mut lease_ends = Vec::new();
+    for _activation in 0..2 {
+        let before = handle.stats().life_sign_written;
+        *end.lock().unwrap() = Some(tokio::time::Instant::now() + Duration::from_millis(400));
+        eventually("a life-sign write in this lease", || async {
+            (handle.stats().life_sign_written != before).then_some(())
+        })
+        .await;
+        // The lease ends (not renewed): wait until the poller noticed.
+        let reconnects = handle.stats().reconnects;
+        *end.lock().unwrap() = Some(tokio::time::Instant::now());
+        lease_ends.push(now_us());
+        eventually("some polls after the lease", || async {
+            let polls = handle.stats().polls;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            (handle.stats().polls > polls + 2).then_some(())
+        })
+        .await;
+        eventually("the standby's reads on a new connection", || async {
+            (handle.stats().reconnects > reconnects).then_some(())
+        })
+        .await;
+    }
+    let entries = plcsim::write_log_entries(&log).unwrap();
+    let peers: Vec<&str> = entries.iter().map(|e| e.peer.as_str()).collect();
+    let first = entries.iter().filter(|e| e.ts_us < lease_ends[0]);
+    let second = entries.iter().filter(|e| e.ts_us > lease_ends[0]);
+    let first_peers: std::collections::BTreeSet<&str> = first.map(|e| e.peer.as_str()).collect();
+    let second_peers: std::collections::BTreeSet<&str> = second.map(|e| e.peer.as_str()).collect();
+    assert!(
+        !first_peers.is_empty() && !second_peers.is_empty(),
+        "{peers:?}"
+    );
+    assert!(
+        first_peers.is_disjoint(&second_peers),
+        "two activations wrote over one connection: {peers:?}"
+    );
+    assert!(
+        entries.iter().all(|e| e.ts_us < lease_ends[1]),
+        "a write after the last lease ended: {peers:?}"
+    );
+    cancel.cancel();
+    sim.stop().await;
+}
+
+/// A write is given up at the lease's end minus the margin, not at the
+/// device timeout: one that cannot finish in time is not even started, and
+/// one the PLC does not answer in time is cut short (connection reset).
+#[tokio::test]
+async fn a_write_never_outlives_its_lease_minus_the_margin() {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("writes.jsonl");
+    let sim = start_sim(config(&[], Some(&log))).await;
+    let end = Arc::new(Mutex::new(None));
+    let (tx, _readings) = mpsc::channel(256);
+    let cancel = CancellationToken::new();
+    let handle = Poller::spawn_guarded(
+        device(sim.addr, 2000, None),
+        points(),
+        tx,
+        lease_fencing(&end, Duration::from_millis(100)),
+        cancel.clone(),
+    );
+    // Valid for 50 ms more, inside the 100 ms margin: fenced, nothing sent.
+    *end.lock().unwrap() = Some(tokio::time::Instant::now() + Duration::from_millis(50));
+    assert!(matches!(
+        handle.write("speed", Value::Int(5)).await,
+        Err(WriteError::Fenced)
+    ));
+    assert!(plcsim::write_log_entries(&log).unwrap().is_empty());
+
+    // A device that accepts and never answers: the write's deadline is the
+    // lease's (300 - 100 ms), not the 2 s device timeout.
+    let silent_cancel = CancellationToken::new();
+    let silent = silent_listener(silent_cancel.clone()).await;
+    let mut link = ModbusLink::new(silent.to_string(), 1, Duration::from_secs(2));
+    let until = tokio::time::Instant::now() + Duration::from_millis(200);
+    let err = within("the write's own deadline", async {
+        link.write_register(900, 1, Some(until)).await
+    })
+    .await
+    .unwrap_err();
+    assert!(err.is_deadline(), "{err}");
+    assert!(!link.is_connected(), "the connection must be reset");
+    // Already past: not even a connect.
+    let err = link
+        .write_register(900, 1, Some(tokio::time::Instant::now()))
+        .await
+        .unwrap_err();
+    assert!(err.is_deadline(), "{err}");
+    assert_eq!(link.connects(), 1);
+    silent_cancel.cancel();
     cancel.cancel();
     sim.stop().await;
 }

@@ -131,6 +131,9 @@ pub struct RoleSource {
     /// True while the member may have side effects (its lease is valid;
     /// always for a single node). Checked right before each one.
     pub fence: Fence,
+    /// How PLC writes are fenced: `fence`, and for a pair the lease's end,
+    /// which bounds every write's deadline (see `adapters::poller::Fencing`).
+    pub fencing: adapters::poller::Fencing,
     /// The pair's raft handle and task (None for a single node).
     pub pair: Option<(raft::Pair, JoinHandle<()>)>,
     /// A single node's constant role: the sender lives as long as the
@@ -164,9 +167,11 @@ impl RoleSource {
             changed_at: Instant::now(),
         });
         if !node.is_pair() {
+            let fence: Fence = Arc::new(|| true);
             return Ok(RoleSource {
                 rx,
-                fence: Arc::new(|| true),
+                fencing: fence.clone().into(),
+                fence,
                 pair: None,
                 constant: Some(tx),
             });
@@ -178,9 +183,19 @@ impl RoleSource {
             .map_err(|e| anyhow::anyhow!("starting the pair's raft group: {e}"))?;
         let lease = pair.lease();
         tokio::spawn(follow_pair(pair.view(), node.clone(), tx));
+        let fence: Fence = {
+            let lease = lease.clone();
+            Arc::new(move || lease.is_valid())
+        };
+        let fencing = adapters::poller::Fencing {
+            allowed: fence.clone(),
+            until: Some(Arc::new(move || lease.deadline())),
+            margin: raft::Timing::default().margin,
+        };
         Ok(RoleSource {
             rx,
-            fence: Arc::new(move || lease.is_valid()),
+            fence,
+            fencing,
             pair: Some((pair, task)),
             constant: None,
         })

@@ -112,6 +112,7 @@ async fn serve(
     let RoleSource {
         rx: mut role_rx,
         fence,
+        fencing,
         pair,
         constant: _constant,
     } = RoleSource::start(id, &opts.data, always.clone()).await?;
@@ -147,7 +148,7 @@ async fn serve(
         }
     });
     let (current_tx, current_rx) = watch::channel(None);
-    let plc = sources::start_modbus(node, fence.clone(), current_rx, always.clone());
+    let plc = sources::start_modbus(node, fencing, current_rx, always.clone());
     let ctx = active::Ctx {
         client: client.clone(),
         js: js.clone(),

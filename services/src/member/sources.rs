@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use topology::{Node, Point, Source};
 
-use super::publisher::{Fence, Publisher};
+use super::publisher::Publisher;
 
 /// Decides which readings are changes worth an event.
 ///
@@ -90,12 +90,12 @@ pub async fn run_sim(point: Point, seed: u64, publisher: Publisher, cancel: Canc
 /// Starts the Modbus poller of `node` (if it has Modbus points) and the
 /// router that turns its readings into events while this member is active
 /// (`current` holds the publisher then; None while standby, when readings
-/// only feed the PLC health). Every PLC write is checked by `fence`.
+/// only feed the PLC health). Every PLC write is fenced by `fencing`.
 /// Returns the poller handle for writes and the PLC health (`Some(true)`
 /// while the last reading was good).
 pub fn start_modbus(
     node: &Node,
-    fence: Fence,
+    fencing: adapters::poller::Fencing,
     mut current: watch::Receiver<Option<Publisher>>,
     cancel: CancellationToken,
 ) -> Option<(PollerHandle, watch::Receiver<Option<bool>>)> {
@@ -116,7 +116,7 @@ pub fn start_modbus(
     // Bound: a few polls' worth of readings; the poller drops (and counts)
     // readings when it is full and sends every point again next poll.
     let (tx, mut rx) = mpsc::channel::<Reading>(points.len() * 4 + 16);
-    let handle = Poller::spawn_guarded(device, points, tx, fence, cancel.clone());
+    let handle = Poller::spawn_guarded(device, points, tx, fencing, cancel.clone());
     let (health_tx, health) = watch::channel(None);
     tokio::spawn(async move {
         let mut filter = ChangeFilter::default();
