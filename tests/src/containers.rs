@@ -15,6 +15,16 @@
 //!   only stops, SIGTERM first) and sweep what a test process killed before
 //!   its `Drop` (a nextest timeout) left behind.
 //!
+//! Not used: testcontainers' compose support (it runs the `docker compose`
+//! v2 plugin; this machine kind has docker-compose 1.29, which
+//! `scripts/compose-lab` keeps using). Docker API versions: Debian's engine
+//! 20.10 speaks API 1.41 at most and refuses a request for `/v1.53/...`
+//! ("client version 1.53 is too new"); bollard 0.21 says 1.53 but joins
+//! its paths without the version prefix, so the engine answers at its own
+//! version and everything here works. Should a later bollard send the
+//! prefix, every call fails with that message: testcontainers has no
+//! setting to lower the version.
+//!
 //! Hosts are container names, not fixed addresses: Docker's DNS on a
 //! user-defined network resolves them (the static glibc canopy resolves
 //! through `/etc/hosts` and `/etc/resolv.conf`, no NSS library needed), the
@@ -97,7 +107,8 @@ pub async fn build_lab_image() -> anyhow::Result<GenericImage> {
 /// One container of a lab.
 #[derive(Debug)]
 struct Process {
-    /// The node it runs.
+    /// The node it runs; for a simulated PLC, `plc<k>` (its host without
+    /// the lab's prefix).
     node: String,
     /// `a`, `b`, `witness`, or `plc` for a simulated PLC.
     name: String,
@@ -293,8 +304,8 @@ impl ContainerLab {
             .with_context(|| format!("unpausing {node}/{name}"))
     }
 
-    /// Prints the last `lines` log lines of every container to stderr (the
-    /// test harness shows them when the test fails).
+    /// Prints the last `lines` log lines of every container (stdout, then
+    /// stderr) to stderr, where the test harness shows them on a failure.
     pub async fn print_logs(&self, lines: usize) {
         for p in &self.processes {
             let mut text = String::new();
