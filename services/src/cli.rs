@@ -338,6 +338,32 @@ pub enum BenchCmd {
     Rebuild(BenchRebuildArgs),
     /// Restart time of a root member with a long history, with and without its state snapshot.
     Restart(BenchRestartArgs),
+    /// A seeded, randomised fault campaign on a real tree; checks the invariants after each schedule.
+    Faults(BenchFaultsArgs),
+}
+
+/// `canopy bench faults`.
+#[derive(Debug, Args)]
+pub struct BenchFaultsArgs {
+    /// Schedules to run, one after the other on the same tree.
+    #[arg(long, default_value_t = 10)]
+    pub schedules: u64,
+    /// The campaign's seed (default: the clock; printed, so a run can be
+    /// repeated exactly).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Faults per schedule (they overlap).
+    #[arg(long, default_value_t = 8)]
+    pub faults: usize,
+    /// The window the faults of a schedule start in, in seconds.
+    #[arg(long, default_value_t = 20)]
+    pub window_s: u64,
+    /// An external Modbus TCP server (host:port) for the pair `root.plc`,
+    /// e.g. pymodbus; by default the campaign runs `canopy plc-sim`.
+    #[arg(long)]
+    pub plc: Option<String>,
+    #[command(flatten)]
+    pub common: BenchCommon,
 }
 
 /// Flags every benchmark that runs a tree takes.

@@ -1,4 +1,5 @@
-//! Faults a test injects into real processes: signals, and per-process
+//! Faults injected into real processes by the fault campaign
+//! (`canopy bench faults`) and the cluster tests: signals, and per-process
 //! network cuts on loopback.
 
 use std::path::PathBuf;
@@ -15,7 +16,8 @@ pub fn kill(pid: u32, sig: Signal) -> bool {
 
 /// A real per-process network fault on loopback: the processes are moved
 /// into their own cgroup (v2) and iptables drops their TCP packets to or
-/// from chosen ports. Everything is undone on Drop, also when a test fails.
+/// from chosen ports. Everything is undone on Drop, also when a test or a
+/// benchmark fails.
 /// Needs root, iptables and a cgroup v2 hierarchy (this machine kind has
 /// them; CI runs as root on it).
 #[derive(Debug)]

@@ -10,6 +10,7 @@ pub mod append;
 pub mod child;
 pub mod cli;
 pub mod cmd;
+pub mod faults;
 pub mod ha;
 pub mod keys;
 pub mod logging;

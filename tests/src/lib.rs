@@ -11,11 +11,10 @@
 //! - `nats`: requests, state, whole streams, the chain check.
 //! - `topo`: topologies on free ports.
 //! - `python`: pymodbus servers and the Modbus tap.
-//! - `faults`: signals and per-process network cuts.
+//! - signals and per-process network cuts: `services::faults`.
 
 mod bin;
 mod containers;
-mod faults;
 mod lab;
 mod nats;
 mod python;
@@ -23,7 +22,7 @@ mod topo;
 
 pub use bin::{canopy_bin, cli, nats_server_bin, python_bin, workspace_root};
 pub use containers::{build_lab_image, static_canopy_bin, ContainerLab, LAB_IMAGE};
-pub use faults::{kill, NetFault};
+pub use services::faults::{kill, NetFault};
 pub use lab::{Lab, Respawned};
 pub use nats::{check_contiguous_chain, connect, member_info, read_stream, request, state};
 pub use python::PyModbus;

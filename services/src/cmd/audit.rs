@@ -13,6 +13,51 @@ use serde_json::json;
 
 use crate::cli::AuditArgs;
 
+/// Replays one origin's stream in `js` (all of it, in order) through the
+/// auditor; with `keep`, also returns every message's bytes (for the
+/// state at an instant). Progress on stderr for long replays.
+pub async fn audit_origin(
+    js: &async_nats::jetstream::Context,
+    origin: &str,
+    manifest: &Manifest,
+    cfg: AuditConfig,
+    keep: bool,
+) -> anyhow::Result<(events::audit::OriginReport, Vec<Vec<u8>>)> {
+    let mut kept = Vec::new();
+    let mut stream = js.get_stream(events::subjects::stream_name(origin)).await?;
+    let info = stream.info().await?.state.clone();
+    let mut auditor = Auditor::new(origin, manifest, cfg);
+    if info.messages > 0 {
+        let mut msgs = crate::pull::from_seq(&stream, info.first_sequence).await?;
+        let mut n = 0u64;
+        let mut last_note = Instant::now();
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(10), msgs.next())
+                .await
+                .with_context(|| format!("reading {origin}: no message for 10 s"))?;
+            let Some(m) = m else { break };
+            let m = m.map_err(|e| anyhow::anyhow!("reading {origin}: {e}"))?;
+            let seq = m
+                .info()
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .stream_sequence;
+            auditor.feed(seq, &m.payload);
+            if keep {
+                kept.push(m.payload.to_vec());
+            }
+            n += 1;
+            if last_note.elapsed() > Duration::from_secs(2) {
+                eprintln!("audit: {origin}: {n} of {} messages", info.messages);
+                last_note = Instant::now();
+            }
+            if seq >= info.last_sequence {
+                break;
+            }
+        }
+    }
+    Ok((auditor.finish(), kept))
+}
+
 /// Runs the audit.
 pub async fn run(a: AuditArgs) -> anyhow::Result<u8> {
     let manifest: Manifest = serde_json::from_str(
@@ -73,38 +118,8 @@ pub async fn run(a: AuditArgs) -> anyhow::Result<u8> {
     let mut kept: Vec<Vec<u8>> = Vec::new();
     let started = Instant::now();
     for origin in &origins {
-        let mut stream = js.get_stream(events::subjects::stream_name(origin)).await?;
-        let info = stream.info().await?.state.clone();
-        let mut auditor = Auditor::new(origin, &manifest, cfg);
-        if info.messages > 0 {
-            let mut msgs = crate::pull::from_seq(&stream, info.first_sequence).await?;
-            let mut n = 0u64;
-            let mut last_note = Instant::now();
-            loop {
-                let m = tokio::time::timeout(Duration::from_secs(10), msgs.next())
-                    .await
-                    .with_context(|| format!("reading {origin}: no message for 10 s"))?;
-                let Some(m) = m else { break };
-                let m = m.map_err(|e| anyhow::anyhow!("reading {origin}: {e}"))?;
-                let seq = m
-                    .info()
-                    .map_err(|e| anyhow::anyhow!("{e}"))?
-                    .stream_sequence;
-                auditor.feed(seq, &m.payload);
-                if until.is_some() {
-                    kept.push(m.payload.to_vec());
-                }
-                n += 1;
-                if last_note.elapsed() > Duration::from_secs(2) {
-                    eprintln!("audit: {origin}: {n} of {} messages", info.messages);
-                    last_note = Instant::now();
-                }
-                if seq >= info.last_sequence {
-                    break;
-                }
-            }
-        }
-        let report = auditor.finish();
+        let (report, payloads) = audit_origin(&js, origin, &manifest, cfg, until.is_some()).await?;
+        kept.extend(payloads);
         eprintln!(
             "audit: {origin}: seq {}..{}, {} events, {} checkpoints, {} violations",
             report.first_seq,

@@ -9,6 +9,7 @@
 pub mod catchup;
 pub mod codec;
 pub mod failover;
+pub mod faults;
 pub mod pipeline;
 pub mod rebuild;
 pub mod restart;
@@ -25,5 +26,6 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<u8> {
         BenchCmd::Catchup(a) => catchup::run(a).await,
         BenchCmd::Rebuild(a) => rebuild::run(a).await,
         BenchCmd::Restart(a) => restart::run(a).await,
+        BenchCmd::Faults(a) => faults::run(a).await,
     }
 }

@@ -1,0 +1,267 @@
+//! A Modbus TCP proxy in front of the campaign's PLC: it forwards every
+//! request to the real server, records every write with the connection and
+//! the *process* that sent it, and can delay requests (a slow PLC link).
+//!
+//! The writer of a connection is found when it is accepted, from the
+//! kernel's socket table (`/proc/net/tcp`) and the processes' descriptors
+//! (`/proc/<pid>/fd`): the process that owns the client end. Each
+//! activation of a member writes over a connection of its own (the poller
+//! resets its connection when the lease it wrote under ends), so "no two
+//! connections' writes interleave" is "no two activations wrote at once".
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::member::publisher::now_us;
+
+/// One write request as it went to the PLC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    /// When it was forwarded, µs since the Unix epoch.
+    pub ts_us: u64,
+    /// The client connection (numbered in accept order).
+    pub conn: u64,
+    /// The process that owns the client end, if found.
+    pub pid: Option<u32>,
+    /// Modbus function code (5, 6, 15, 16).
+    pub fc: u8,
+    /// First register or coil written.
+    pub address: u16,
+}
+
+/// Sets the proxy's delay; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Delay(Arc<AtomicU64>);
+
+impl Delay {
+    /// Every request waits `d` before it is forwarded (zero: none).
+    pub fn set(&self, d: Duration) {
+        self.0.store(d.as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+/// The running proxy; stopped on drop.
+#[derive(Debug)]
+pub struct Proxy {
+    /// Where it listens (the topology's Modbus address).
+    pub addr: SocketAddr,
+    writes: Arc<Mutex<Vec<Write>>>,
+    delay_ms: Arc<AtomicU64>,
+    cancel: CancellationToken,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl Proxy {
+    /// Listens on `listen` and forwards to `upstream` (`host:port`).
+    pub async fn start(listen: SocketAddr, upstream: String) -> anyhow::Result<Proxy> {
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("proxy: binding {listen}"))?;
+        let addr = listener.local_addr()?;
+        let writes = Arc::new(Mutex::new(Vec::new()));
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let cancel = CancellationToken::new();
+        let (w, d, c) = (writes.clone(), delay_ms.clone(), cancel.clone());
+        tokio::spawn(async move {
+            let mut next_conn = 0u64;
+            loop {
+                let accepted = tokio::select! {
+                    a = listener.accept() => a,
+                    _ = c.cancelled() => return,
+                };
+                let Ok((client, peer)) = accepted else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                next_conn += 1;
+                let conn = next_conn;
+                let (w, d, c, up) = (w.clone(), d.clone(), c.clone(), upstream.clone());
+                tokio::spawn(async move {
+                    let pid = tokio::task::spawn_blocking(move || owner_of(peer, addr))
+                        .await
+                        .ok()
+                        .flatten();
+                    tokio::select! {
+                        r = relay(client, &up, conn, pid, w, d) => {
+                            if let Err(e) = r {
+                                tracing::debug!(conn, "proxy connection ended: {e:#}");
+                            }
+                        }
+                        _ = c.cancelled() => {}
+                    }
+                });
+            }
+        });
+        Ok(Proxy {
+            addr,
+            writes,
+            delay_ms,
+            cancel,
+        })
+    }
+
+    /// Every request waits `d` before it is forwarded (zero: none).
+    pub fn set_delay(&self, d: Duration) {
+        self.delay().set(d);
+    }
+
+    /// A handle that sets the delay from elsewhere (a fault's task).
+    pub fn delay(&self) -> Delay {
+        Delay(self.delay_ms.clone())
+    }
+
+    /// The writes so far, in forwarding order.
+    pub fn writes(&self) -> Vec<Write> {
+        self.writes.lock().map(|w| w.clone()).unwrap_or_default()
+    }
+}
+
+/// Forwards one client connection: requests frame by frame (MBAP header,
+/// then `length - 1` bytes), answers byte for byte.
+async fn relay(
+    client: TcpStream,
+    upstream: &str,
+    conn: u64,
+    pid: Option<u32>,
+    writes: Arc<Mutex<Vec<Write>>>,
+    delay_ms: Arc<AtomicU64>,
+) -> anyhow::Result<()> {
+    let server = TcpStream::connect(upstream)
+        .await
+        .with_context(|| format!("proxy: connecting to {upstream}"))?;
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    // The member closes with zero linger (RST); the PLC side must see the
+    // connection die the same way, not linger either.
+    let _ = server.set_zero_linger();
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let requests = async {
+        loop {
+            let mut head = [0u8; 7];
+            cr.read_exact(&mut head).await?;
+            let len = usize::from(u16::from_be_bytes([head[4], head[5]]));
+            if !(2..=260).contains(&len) {
+                anyhow::bail!("not a Modbus TCP frame (length {len})");
+            }
+            let mut pdu = vec![0u8; len - 1];
+            cr.read_exact(&mut pdu).await?;
+            let delay = delay_ms.load(Ordering::Relaxed);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+            let fc = pdu[0];
+            if matches!(fc, 5 | 6 | 15 | 16) && pdu.len() >= 3 {
+                let address = u16::from_be_bytes([pdu[1], pdu[2]]);
+                if let Ok(mut w) = writes.lock() {
+                    w.push(Write {
+                        ts_us: now_us(),
+                        conn,
+                        pid,
+                        fc,
+                        address,
+                    });
+                }
+            }
+            sw.write_all(&head).await?;
+            sw.write_all(&pdu).await?;
+        }
+        #[allow(unreachable_code)]
+        Ok::<(), anyhow::Error>(())
+    };
+    let answers = async {
+        tokio::io::copy(&mut sr, &mut cw).await?;
+        Ok::<(), anyhow::Error>(())
+    };
+    tokio::select! {
+        r = requests => r,
+        r = answers => r,
+    }
+}
+
+/// The process owning the TCP socket whose local end is `client` and whose
+/// remote end is `server`, from `/proc/net/tcp` and `/proc/*/fd`.
+fn owner_of(client: SocketAddr, server: SocketAddr) -> Option<u32> {
+    let inode = socket_inode(client, server)?;
+    let needle = format!("socket:[{inode}]");
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if std::fs::read_link(fd.path())
+                .ok()
+                .is_some_and(|t| t.to_string_lossy() == needle)
+            {
+                return Some(pid);
+            }
+        }
+    }
+    None
+}
+
+/// `/proc/net/tcp`'s `ADDR:PORT` for an IPv4 socket address (the address
+/// in host byte order of a little-endian machine, the port in hex).
+fn proc_addr(a: SocketAddr) -> Option<String> {
+    match a {
+        SocketAddr::V4(v4) => {
+            let ip = u32::from_le_bytes(v4.ip().octets());
+            Some(format!("{ip:08X}:{:04X}", v4.port()))
+        }
+        SocketAddr::V6(_) => None,
+    }
+}
+
+fn socket_inode(client: SocketAddr, server: SocketAddr) -> Option<u64> {
+    let (local, remote) = (proc_addr(client)?, proc_addr(server)?);
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        (cols.get(1) == Some(&local.as_str()) && cols.get(2) == Some(&remote.as_str()))
+            .then(|| cols.get(9).and_then(|i| i.parse().ok()))
+            .flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_net_tcp_addresses_are_little_endian_hex() {
+        let a: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
+        assert_eq!(proc_addr(a).as_deref(), Some("0100007F:1F90"));
+    }
+
+    #[tokio::test]
+    async fn the_owner_of_a_connection_is_this_process() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let server = listener.local_addr().expect("addr");
+        let client = TcpStream::connect(server).await.expect("connect");
+        let (_accepted, peer) = listener.accept().await.expect("accept");
+        assert_eq!(peer, client.local_addr().expect("local"));
+        let owner = tokio::task::spawn_blocking(move || owner_of(peer, server))
+            .await
+            .expect("join");
+        assert_eq!(owner, Some(std::process::id()));
+    }
+}
