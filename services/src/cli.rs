@@ -432,6 +432,11 @@ pub struct BenchFailoverArgs {
     /// The PLC poll interval of the pair (bounds "first PLC poll").
     #[arg(long, default_value_t = 20)]
     pub poll_ms: u64,
+    /// Trials per fault (SIGKILL, then SIGSTOP) of the witness, which holds
+    /// the pair's stream leaders: how long appends stall, and whether the
+    /// role moves (it should not).
+    #[arg(long, default_value_t = 5)]
+    pub witness_trials: u32,
     #[command(flatten)]
     pub common: BenchCommon,
 }

@@ -63,6 +63,11 @@ modbus = {{ address = "127.0.0.1:{plc}", unit = 1, poll_ms = {poll_ms}, timeout_
 name = "speed"
 source = "modbus"
 register = "holding:100"
+
+[[node.point]]
+name = "tick"
+source = "sim"
+sim = {{ kind = "ramp", period_s = 100, min = 0.0, max = 10000.0, every_ms = 10 }}
 "#
     ))
 }
@@ -98,13 +103,18 @@ pub async fn run(a: BenchFailoverArgs) -> anyhow::Result<u8> {
     }
     .await;
     child::stop(&mut lab, Duration::from_secs(20)).await;
-    let (kill, stop) = result?;
+    let (kill, stop, witness) = result?;
     let summary = |v: &[(f64, f64)]| {
         let mut poll: Vec<f64> = v.iter().map(|x| x.0).collect();
         let mut root: Vec<f64> = v.iter().map(|x| x.1).collect();
         json!({ "first_plc_poll_ms": dist(&mut poll), "first_event_at_root_ms": dist(&mut root), "trials": v.len() })
     };
-    let out = json!({ "poll_ms": a.poll_ms, "sigkill": summary(&kill), "sigstop": summary(&stop) });
+    let stalls = |v: &[Witnessed]| {
+        let mut ms: Vec<f64> = v.iter().map(|w| w.stall_ms).collect();
+        json!({ "append_stall_ms": dist(&mut ms), "role_changes": v.iter().filter(|w| w.role_changed).count(), "trials": v.len() })
+    };
+    let out = json!({ "poll_ms": a.poll_ms, "sigkill": summary(&kill), "sigstop": summary(&stop),
+        "witness_sigkill": stalls(&witness.0), "witness_sigstop": stalls(&witness.1) });
     if a.common.json {
         println!("{out}");
     } else {
@@ -128,6 +138,22 @@ pub async fn run(a: BenchFailoverArgs) -> anyhow::Result<u8> {
                     d["max"].as_f64().unwrap_or(0.0)
                 );
             }
+        }
+        println!("the witness (the pair's stream leaders live there), times from the fault in ms:");
+        for (fault, key) in [
+            ("SIGKILL", "witness_sigkill"),
+            ("SIGSTOP", "witness_sigstop"),
+        ] {
+            let d = &out[key]["append_stall_ms"];
+            println!(
+                "{:<10} {:<22} {:>8.0} {:>8.0} {:>8.0}   role changes: {}",
+                fault,
+                "next event stored",
+                d["p50"].as_f64().unwrap_or(0.0),
+                d["p99"].as_f64().unwrap_or(0.0),
+                d["max"].as_f64().unwrap_or(0.0),
+                out[key]["role_changes"]
+            );
         }
     }
     Ok(0)
@@ -186,7 +212,21 @@ async fn settled(client: &async_nats::Client) -> anyhow::Result<(String, u64)> {
 
 type Trials = Vec<(f64, f64)>;
 
-async fn trials(a: &BenchFailoverArgs, ready: &Json) -> anyhow::Result<(Trials, Trials)> {
+/// One fault of the witness: how long until the pair's stream stored an
+/// event produced after the fault, and whether the role moved (it should
+/// not: losing the witness leaves the two members a quorum).
+#[derive(Debug, Clone, Copy)]
+struct Witnessed {
+    stall_ms: f64,
+    role_changed: bool,
+}
+
+type WitnessTrials = (Vec<Witnessed>, Vec<Witnessed>);
+
+async fn trials(
+    a: &BenchFailoverArgs,
+    ready: &Json,
+) -> anyhow::Result<(Trials, Trials, WitnessTrials)> {
     let root_url = member(ready, "root", "a")?["nats"]
         .as_str()
         .context("root url")?
@@ -258,10 +298,99 @@ async fn trials(a: &BenchFailoverArgs, ready: &Json) -> anyhow::Result<(Trials, 
             }
         }
     }
+    let mut witness = (Vec::new(), Vec::new());
+    for fault in [Signal::SIGKILL, Signal::SIGSTOP] {
+        for i in 0..a.witness_trials {
+            let (_, epoch) = settled(&client).await?;
+            let pid = current_pid(&client, "witness")
+                .await
+                .context("witness pid")?;
+            let mut replica = js.get_stream(events::subjects::stream_name(PAIR)).await?;
+            let tail = replica.info().await?.state.last_sequence;
+            let mut arrivals = crate::pull::from_seq(&replica, tail + 1).await?;
+            let t0 = now_us();
+            crate::child::signal_pid(pid, fault);
+            let stored = async {
+                while let Some(m) = arrivals.next().await {
+                    let Ok(m) = m else { continue };
+                    if events::decode(&m.payload)
+                        .map(|e| e.ts > t0)
+                        .unwrap_or(false)
+                    {
+                        return Ok(now_us());
+                    }
+                }
+                bail!("the replica read ended")
+            };
+            let stored = tokio::time::timeout(Duration::from_secs(60), stored)
+                .await
+                .context("no event stored in 60 s after the witness fault")??;
+            let (_, after) = settled(&client).await?;
+            let w = Witnessed {
+                stall_ms: stored.saturating_sub(t0) as f64 / 1000.0,
+                role_changed: after != epoch,
+            };
+            eprintln!(
+                "bench: witness {fault:?} trial {}/{}: next event stored after {:.0} ms, role {}",
+                i + 1,
+                a.witness_trials,
+                w.stall_ms,
+                if w.role_changed { "MOVED" } else { "kept" }
+            );
+            if fault == Signal::SIGKILL {
+                witness.0.push(w);
+                let argv: Vec<String> = member(ready, PAIR, "witness")?["argv"]
+                    .as_array()
+                    .context("argv")?
+                    .iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect();
+                let (prog, rest) = argv.split_first().context("empty argv")?;
+                let log_file = std::env::temp_dir()
+                    .join(format!("canopy-bench-witness-{}.log", std::process::id()));
+                restarted.push(child::spawn(
+                    std::path::Path::new(prog),
+                    rest,
+                    Output::File(log_file),
+                )?);
+            } else {
+                witness.1.push(w);
+                crate::child::signal_pid(pid, Signal::SIGCONT);
+            }
+            // The next trial starts with the witness back and leading the
+            // streams again (the keeper moves them back within a second).
+            wait_witness_leads(&client).await?;
+        }
+    }
     for mut c in restarted {
         child::stop(&mut c, Duration::from_secs(10)).await;
     }
-    Ok(out)
+    Ok((out.0, out.1, witness))
+}
+
+/// Waits until the witness answers and leads the pair's stream again.
+async fn wait_witness_leads(client: &async_nats::Client) -> anyhow::Result<()> {
+    let pair_js =
+        async_nats::jetstream::with_domain(client.clone(), events::subjects::domain(PAIR));
+    crate::wait::wait_for(
+        "the witness leading the pair's stream",
+        Duration::from_secs(120),
+        || async {
+            if info_of(client, "witness", Duration::from_millis(300))
+                .await
+                .is_none()
+            {
+                return Ok(None);
+            }
+            let mut s = pair_js
+                .get_stream(events::subjects::stream_name(PAIR))
+                .await?;
+            let info = s.info().await?;
+            let leader = info.cluster.as_ref().and_then(|c| c.leader.clone());
+            Ok(leader.filter(|l| l.ends_with("-witness")).map(|_| ()))
+        },
+    )
+    .await
 }
 
 async fn current_pid(client: &async_nats::Client, name: &str) -> Option<u32> {
