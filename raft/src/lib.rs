@@ -2,8 +2,8 @@
 //!
 //! An HA pair is two members and a witness. The three run one openraft 0.9
 //! group with three voters: id 1 (first member in the topology), 2 (second
-//! member) and 3 (the witness, which has `enable_elect = false`: it votes
-//! but never leads and is never active). The group decides **only** which
+//! member) and 3 (the witness: it votes but never leads on its own and is
+//! never active). The group decides **only** which
 //! member is active and the epoch (the fencing token carried by every
 //! event and command reply). No plant data goes through it: that travels
 //! over the pair's JetStream streams.
@@ -145,7 +145,7 @@
 //! member itself. Nothing in the safety argument changes: the
 //! predecessor's last successful renewal is waited out like any other.
 //!
-//! ## Elections: members stand on their own
+//! ## Elections: members stand on their own, after a pre-vote
 //!
 //! Who leads does not matter for safety, but a failover cannot grant before
 //! the group has a leader again. openraft's own election timer is slow for
@@ -161,23 +161,45 @@
 //! connections open, so RPCs to it time out instead of being refused;
 //! nothing waits for those: the member and the witness are a majority.
 //!
+//! **Pre-vote.** Before it stands, a member asks the other two voters
+//! whether they would vote for it now (`Rpc::PreVote`), and stands only if
+//! one says yes (with its own vote, a majority). A voter answers by
+//! openraft's own vote rules, without changing its vote: yes if it heard
+//! no leader within its leader lease and the member's last log id is at
+//! least its own; a member that leads always says no. Terms are not
+//! compared (a voter with a higher term says yes; the member's election
+//! then fails and teaches it that term). openraft's own election timer is
+//! off on every node (`enable_elect = false`), so every election starts
+//! here. Without the pre-vote, a member cut off from both others stood
+//! again and again, raising its term; when the cut healed, its higher term
+//! made the leader step down (`HigherVote` on append responses), an
+//! election followed and the active's renewals stalled; under load the
+//! stall exceeded `grace`, the leader handed the role over, and the healed
+//! member could take it back without `prefer`. Refused rounds are counted
+//! in [`PairMetrics::stands_refused`]; [`RoleView::term`] shows the term.
+//!
 //! ## The witness stands only to rescue
 //!
-//! The witness runs with `enable_elect = false`: it votes, never campaigns on
-//! its own, never proposes and is never a candidate for the role. One case
+//! The witness votes, never campaigns on its own, never proposes and is
+//! never a candidate for the role. One case
 //! needs it to lead briefly. openraft (like any raft) elects only a voter
 //! whose log is at least as up to date as the voters it asks; with the
 //! leader dead, a member that missed the last entries (they reached the
 //! witness first, which was enough to commit them) can never collect the
 //! witness's vote, and the witness would never stand: the pair would stay
 //! without an active until the dead member returned. So when the witness
-//! rejects a member's vote request because that member's log is behind its
-//! own, and no leader has been heard for `election_max`, it triggers an
-//! election (`Raft::trigger().elect()`, at most once per `heartbeat`), wins
+//! rejects a member's vote request, or its pre-vote, because that
+//! member's log is behind its own, and no leader has been heard for
+//! `election_max`, it triggers an election (`Raft::trigger().elect()`, at most once per `heartbeat`), wins
 //! it, and replicates its log to the member with openraft's leader blank
 //! entry. It then steps aside at once: it stops heartbeats and refuses
 //! every forwarded proposal; the member, as soon as it holds the witness's
-//! whole log, stands and wins. (If the member has raised its term past the
+//! whole log, stands and wins. The rescue needs no pre-vote of its own:
+//! the witness stands only when a member just asked it and no leader was
+//! heard, so it cannot unseat a live leader, and a member whose leader is
+//! the witness stands without a pre-vote (the witness leads only to hand
+//! over; if the member is still behind, its refused vote is what makes the
+//! witness stand again). (If the member has raised its term past the
 //! witness's by standing repeatedly, the witness's first attempt fails but
 //! teaches it the member's term; its next attempt ties with the member's
 //! next term, and openraft breaks ties by node id, the witness's being 3.)
@@ -237,7 +259,8 @@
 //!   stepping aside.
 //!
 //! **Architecture invariant**: `network` depends on `error`, `peer`,
-//! `metrics` and `types`, never on `pair`; `pair` drives the network.
+//! `metrics`, `types` and the log's tail (`store::LogTail`, for pre-vote
+//! answers), never on `pair`; `pair` drives the network.
 
 #![forbid(unsafe_code)]
 

@@ -24,6 +24,11 @@ pub struct PairMetrics {
     /// Forwarded proposals refused: a peer proposed for another member, or
     /// proposed what only a leader proposes (Acquire, Probe, Group).
     pub rejected_forwards: u64,
+    /// Elections this member did not start on its own because no other
+    /// voter would vote for it then (its pre-vote was refused or
+    /// unanswered: cut off, the others still hear a leader, or its log is
+    /// behind).
+    pub stands_refused: u64,
 }
 
 /// Shared counters behind [`PairMetrics`].
@@ -35,6 +40,7 @@ pub(crate) struct Counters {
     lease_expiries: AtomicU64,
     rejected_connections: AtomicU64,
     rejected_forwards: AtomicU64,
+    stands_refused: AtomicU64,
 }
 
 impl Counters {
@@ -66,6 +72,10 @@ impl Counters {
         Self::bump(&self.rejected_forwards);
     }
 
+    pub(crate) fn bump_stands_refused(&self) {
+        Self::bump(&self.stands_refused);
+    }
+
     pub(crate) fn snapshot(&self) -> PairMetrics {
         PairMetrics {
             elections: self.elections.load(Ordering::Relaxed),
@@ -74,6 +84,7 @@ impl Counters {
             lease_expiries: self.lease_expiries.load(Ordering::Relaxed),
             rejected_connections: self.rejected_connections.load(Ordering::Relaxed),
             rejected_forwards: self.rejected_forwards.load(Ordering::Relaxed),
+            stands_refused: self.stands_refused.load(Ordering::Relaxed),
         }
     }
 }

@@ -187,13 +187,16 @@ impl Timing {
         self.election_min + jitter(self.heartbeat, random)
     }
 
-    /// The openraft configuration of one node; `can_lead` is false on the
-    /// witness (`enable_elect = false`: it votes but never stands).
-    pub(crate) fn openraft_config(
-        &self,
-        cluster: String,
-        can_lead: bool,
-    ) -> Result<openraft::Config, RaftError> {
+    /// The openraft configuration of one node.
+    ///
+    /// `enable_elect` is false on every node: openraft's own election
+    /// timer would stand without asking anyone first, so a member cut off
+    /// from both others would raise its term every few hundred
+    /// milliseconds and unseat the leader when the cut heals. The pair
+    /// task starts every election itself (`Raft::trigger().elect()`): a
+    /// member after a pre-vote, the witness only to rescue a member (see
+    /// the crate documentation).
+    pub(crate) fn openraft_config(&self, cluster: String) -> Result<openraft::Config, RaftError> {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let config = openraft::Config {
             cluster_name: cluster,
@@ -205,7 +208,7 @@ impl Timing {
             // Purge right after a snapshot: a lagging follower gets the
             // (tiny) snapshot instead of old entries.
             max_in_snapshot_log_to_keep: 0,
-            enable_elect: can_lead,
+            enable_elect: false,
             ..Default::default()
         };
         config.validate().map_err(|e| RaftError::Config {
@@ -233,8 +236,7 @@ mod tests {
         let t = Timing::default();
         t.validate().expect("defaults valid");
         assert!(t.grace > t.min_grace());
-        t.openraft_config("m/n".into(), true)
-            .expect("openraft config");
+        t.openraft_config("m/n".into()).expect("openraft config");
     }
 
     #[test]

@@ -716,3 +716,63 @@ async fn a_lapsed_lease_is_final_for_its_epoch_and_the_role_returns_with_a_large
     assert!(views.values().all(|v| v.epoch > epoch), "{views:#?}");
     g.monitor.check()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_cut_off_for_long_keeps_its_term_and_does_not_unseat_the_leader_when_back(
+) -> anyhow::Result<()> {
+    // Member 1 leads and is active; member 2 is the standby follower.
+    let mut g = Group::start_only(None, Timing::default(), &[1, 3]).await?;
+    g.wait_for("member 1 active", SETTLE, |v| stable(v) && v[&1].me_active)
+        .await?;
+    g.start_node(2).await?;
+    let views = g
+        .wait_for("member 2 caught up, 1 leads, one term", SETTLE, |v| {
+            stable(v)
+                && v[&1].me_active
+                && v.values()
+                    .all(|x| x.leader == Some(1) && x.term == v[&1].term)
+        })
+        .await?;
+    let (leader, term, active, epoch) = (1, views[&1].term, 1, views[&1].epoch);
+    let away = 2;
+    let refused = g.pair(away).metrics().stands_refused;
+
+    // Cut off for long: it hears no leader and asks, again and again,
+    // whether it should stand; nobody answers, so it never does.
+    g.router.isolate(away);
+    wait_until("ten refused pre-votes", || {
+        g.pair(away).metrics().stands_refused >= refused + 10
+    })
+    .await?;
+    assert_eq!(
+        g.pair(away).view().borrow().term,
+        term,
+        "the cut-off member raised its term"
+    );
+
+    // Back: it follows the same leader in the same term; the role stays.
+    g.router.heal();
+    let views = g
+        .wait_for("the member back under the same leader", SETTLE, |v| {
+            v[&away].leader == Some(leader) && v[&away].epoch == epoch
+        })
+        .await?;
+    for v in views.values() {
+        assert_eq!((v.leader, v.term), (Some(leader), term), "{views:#?}");
+        assert_eq!((v.active, v.epoch), (Some(active), epoch));
+    }
+    assert!(views[&active].me_active);
+    g.monitor.check()
+}
+
+/// Polls `cond` (a counter, which has no change notification) until it
+/// holds, for at most `SETTLE`.
+async fn wait_until(what: &str, cond: impl Fn() -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + SETTLE;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    while !cond() {
+        anyhow::ensure!(Instant::now() < deadline, "timed out waiting for {what}");
+        tick.tick().await;
+    }
+    Ok(())
+}

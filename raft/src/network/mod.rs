@@ -10,6 +10,7 @@
 //! `from_id`, and every Acquire or Probe (see `forwardable`), with
 //! [`Reply::Failed`], counted in `PairMetrics::rejected_forwards`.
 
+pub(crate) mod prevote;
 pub(crate) mod tcp;
 
 use std::fmt::Debug;
@@ -37,6 +38,7 @@ use openraft::raft::VoteRequest;
 use openraft::raft::VoteResponse;
 use openraft::AnyError;
 use openraft::EmptyNode;
+use openraft::LogId;
 use openraft::Raft;
 use openraft::RaftNetwork;
 use openraft::RaftNetworkFactory;
@@ -51,6 +53,9 @@ use tokio_util::sync::CancellationToken;
 use crate::error::CallError;
 use crate::error::RaftError;
 use crate::metrics::Counters;
+use crate::network::prevote::PreVote;
+use crate::network::prevote::Voter;
+use crate::store::LogTail;
 use crate::types::NodeId;
 use crate::types::Request;
 use crate::types::Response;
@@ -75,6 +80,16 @@ pub enum Rpc {
     },
     /// Propose `Request` on the receiver, which should be the leader.
     Forward(Request),
+    /// Would the receiver vote for the sender now? Asked by a member
+    /// before it stands for election on its own; changes nothing on the
+    /// receiver (see `network::prevote`).
+    PreVote {
+        /// The sender's current term (informational: terms are not
+        /// compared, see `network::prevote`).
+        term: u64,
+        /// The sender's last log id.
+        last_log_id: Option<LogId<NodeId>>,
+    },
 }
 
 /// The answer to one [`Rpc`].
@@ -92,6 +107,13 @@ pub enum Reply {
     NotLeader {
         /// The leader the receiver knows of.
         leader: Option<NodeId>,
+    },
+    /// To [`Rpc::PreVote`].
+    PreVote {
+        /// The receiver would vote for the sender now.
+        granted: bool,
+        /// Why not, if not (for the sender's log).
+        why: Option<String>,
     },
     /// The receiver failed to handle the request.
     Failed(String),
@@ -241,6 +263,10 @@ pub struct Inbound {
     forward_timeout: Duration,
     /// What this node hears from leaders.
     watch: Arc<LeaderWatch>,
+    /// The end of this node's log, for pre-vote answers.
+    tail: LogTail,
+    /// openraft's leader lease (`election_max`), for pre-vote answers.
+    leader_lease: Duration,
 }
 
 impl Debug for Inbound {
@@ -256,6 +282,8 @@ impl Inbound {
         counters: Arc<Counters>,
         forward_timeout: Duration,
         watch: Arc<LeaderWatch>,
+        tail: LogTail,
+        leader_lease: Duration,
     ) -> Self {
         Self {
             me,
@@ -263,7 +291,43 @@ impl Inbound {
             counters,
             forward_timeout,
             watch,
+            tail,
+            leader_lease,
         }
+    }
+
+    /// This node's answer to a pre-vote from `from` (see
+    /// `network::prevote`). On the witness, a "no" because the member's
+    /// log is behind while no leader is heard is also the rescue signal, as
+    /// for a real vote request: the member could never win, and without
+    /// the signal the witness would never stand for it.
+    async fn pre_vote(&self, from: NodeId, candidate_log: Option<LogId<NodeId>>) -> PreVote {
+        let me = self.me;
+        let lease = self.leader_lease;
+        let tail = self.tail.clone();
+        let voter = self
+            .raft
+            .with_raft_state(move |st| Voter {
+                me,
+                state: st.server_state,
+                vote: *st.vote_ref(),
+                vote_at: st.vote_last_modified(),
+                lease,
+                last_log_id: tail.last_log_id(),
+            })
+            .await;
+        let Ok(voter) = voter else {
+            return PreVote::NotRunning;
+        };
+        let answer = prevote::answer(&voter, candidate_log, tokio::time::Instant::now());
+        if answer == PreVote::LogBehind && self.me == WITNESS && self.watch.leader_silent() {
+            tracing::debug!(
+                candidate = from,
+                "a member behind the witness's log asks for a pre-vote and no leader is heard"
+            );
+            self.watch.rescue.notify_one();
+        }
+        answer
     }
 
     /// The node this handler serves.
@@ -332,6 +396,14 @@ impl Inbound {
                         Reply::Snapshot(r)
                     }
                     Err(e) => Reply::Failed(e.to_string()),
+                }
+            }
+            Rpc::PreVote { term, last_log_id } => {
+                let answer = self.pre_vote(from, last_log_id).await;
+                tracing::debug!(candidate = from, term, ?answer, "pre-vote");
+                Reply::PreVote {
+                    granted: answer == PreVote::Granted,
+                    why: (answer != PreVote::Granted).then(|| format!("{answer:?}")),
                 }
             }
             Rpc::Forward(req) => {

@@ -153,10 +153,11 @@ impl Pair {
             incarnation = %format_args!("{incarnation:016x}")
         );
         let log = LogStore::open(&cfg.data_dir)?;
+        let tail = log.tail();
         let (sm, applied_rx) = StateMachine::open(&cfg.data_dir)?;
         let config = cfg
             .timing
-            .openraft_config(format!("{}/{}", cfg.mesh, cfg.node), me != WITNESS)?;
+            .openraft_config(format!("{}/{}", cfg.mesh, cfg.node))?;
         let net = NetFactory {
             transport: transport.clone(),
             backoff: cfg.timing.heartbeat,
@@ -178,6 +179,8 @@ impl Pair {
             counters.clone(),
             cfg.timing.rpc_timeout.max(cfg.timing.lease) * 2,
             watch.clone(),
+            tail.clone(),
+            cfg.timing.election_max,
         );
         let server_cancel = cancel.child_token();
         let server = match transport.serve(inbound, server_cancel.clone()).await {
@@ -207,6 +210,7 @@ impl Pair {
             epoch,
             me_active: false,
             leader: None,
+            term: metrics_rx.borrow().current_term,
             health: BTreeMap::new(),
             changed_at: std::time::Instant::now(),
         });
@@ -229,6 +233,7 @@ impl Pair {
                 lease: lease.clone(),
                 counters: counters.clone(),
                 watch,
+                tail,
                 server,
                 server_cancel,
             },

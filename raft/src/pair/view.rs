@@ -24,6 +24,10 @@ pub struct RoleView {
     pub me_active: bool,
     /// The raft leader this node knows of (not the active member).
     pub leader: Option<NodeId>,
+    /// This node's current raft term. A member cut off from the others
+    /// keeps it (it stands only after a pre-vote); it moves when an
+    /// election succeeds somewhere.
+    pub term: u64,
     /// Each member's last health report and how long before this view it
     /// was applied here; members not heard of since this node started are
     /// missing.
@@ -39,6 +43,7 @@ pub(super) struct Material {
     pub(super) epoch: u64,
     pub(super) me_active: bool,
     pub(super) leader: Option<NodeId>,
+    pub(super) term: u64,
     /// Reports and whether each member is still alive.
     pub(super) health: BTreeMap<NodeId, (Health, bool)>,
 }

@@ -162,6 +162,35 @@ impl Debug for LogStore {
     }
 }
 
+/// The end of this node's log, readable without asking openraft's core:
+/// what a pre-vote compares (openraft's `RaftState::last_log_id` is not
+/// public). It moves when openraft appends, truncates or purges, as
+/// openraft's own copy does.
+#[derive(Clone)]
+pub(crate) struct LogTail {
+    shared: Shared,
+}
+
+impl Debug for LogTail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("LogTail").field(&self.last_log_id()).finish()
+    }
+}
+
+impl LogTail {
+    /// The id of the last entry, or of the last purged one if none is
+    /// left, or `None` for an empty log.
+    pub(crate) fn last_log_id(&self) -> Option<LogId<NodeId>> {
+        let inner = lock(&self.shared);
+        inner
+            .entries
+            .values()
+            .next_back()
+            .map(|e| e.log_id)
+            .or(inner.last_purged)
+    }
+}
+
 /// A reader handed to openraft's replication tasks.
 #[derive(Clone)]
 pub(crate) struct LogReader {
@@ -237,6 +266,13 @@ impl LogStore {
         })
     }
 
+    /// A handle on the end of the log (see [`LogTail`]).
+    pub(crate) fn tail(&self) -> LogTail {
+        LogTail {
+            shared: self.shared.clone(),
+        }
+    }
+
     fn log_path(&self) -> PathBuf {
         self.dir.join(LOG_FILE)
     }
@@ -285,17 +321,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogReader;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
-        let inner = lock(&self.shared);
-        let last_purged_log_id = inner.last_purged;
-        let last_log_id = inner
-            .entries
-            .values()
-            .next_back()
-            .map(|e| e.log_id)
-            .or(last_purged_log_id);
+        let last_purged_log_id = lock(&self.shared).last_purged;
         Ok(LogState {
             last_purged_log_id,
-            last_log_id,
+            last_log_id: self.tail().last_log_id(),
         })
     }
 

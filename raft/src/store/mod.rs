@@ -17,6 +17,7 @@ pub(crate) mod log;
 pub(crate) mod sm;
 
 pub(crate) use log::LogStore;
+pub(crate) use log::LogTail;
 pub(crate) use sm::Applied;
 pub(crate) use sm::StateMachine;
 

@@ -23,8 +23,10 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use self::proposals::pre_vote;
 use self::proposals::propose;
 use self::proposals::Outcome;
+use self::proposals::PreVoteAnswers;
 use super::rules;
 use super::rules::Heartbeats;
 use super::rules::Rescue;
@@ -42,6 +44,7 @@ use crate::metrics::Counters;
 use crate::network::LeaderWatch;
 use crate::network::Transport;
 use crate::store::Applied;
+use crate::store::LogTail;
 use crate::timing::Timing;
 use crate::types::is_member;
 use crate::types::new_incarnation;
@@ -123,6 +126,9 @@ pub(super) struct Driver {
     /// the state no longer names it.
     released_epoch: Option<u64>,
     release_inflight: bool,
+    /// No Release goes out again before this: a leader that cannot be
+    /// reached fails a proposal at once, and every outcome runs a turn.
+    next_release_at: Instant,
     acquire_inflight: bool,
     /// Term in which the health report in flight was proposed; a report
     /// stuck on a previous leader does not hold back the next one.
@@ -139,8 +145,13 @@ pub(super) struct Driver {
     started_at: Instant,
     /// When this node last stopped leading.
     led_until: Option<Instant>,
-    /// Members: when this node last stood for election on its own.
+    /// Members: when this node last stood for election on its own (or
+    /// asked the others whether it should: a pre-vote).
     last_stand: Option<Instant>,
+    /// Members: a pre-vote is in flight.
+    pre_vote_inflight: bool,
+    /// The end of this node's log, sent with a pre-vote.
+    tail: LogTail,
     /// When this node's probe committed in the current term (it leads and
     /// its state is current since then).
     ready_at: Option<Instant>,
@@ -174,6 +185,7 @@ pub(super) struct Wiring {
     pub(super) lease: Lease,
     pub(super) counters: Arc<Counters>,
     pub(super) watch: Arc<LeaderWatch>,
+    pub(super) tail: LogTail,
     pub(super) server: JoinHandle<()>,
     pub(super) server_cancel: CancellationToken,
 }
@@ -211,6 +223,7 @@ impl Driver {
             predecessor_noted: None,
             released_epoch: None,
             release_inflight: false,
+            next_release_at: Instant::now(),
             acquire_inflight: false,
             health_inflight: None,
             last_health: None,
@@ -220,6 +233,8 @@ impl Driver {
             started_at: Instant::now(),
             led_until: None,
             last_stand: None,
+            pre_vote_inflight: false,
+            tail: w.tail,
             ready_at: None,
             watch: w.watch,
             last_rescue: None,
@@ -376,7 +391,17 @@ impl Driver {
         }
     }
 
-    /// Stands for election on its own if [`rules::stand`] says so now.
+    /// Stands for election on its own if [`rules::stand`] says so now:
+    /// after a pre-vote, unless the leader it knows is the witness.
+    ///
+    /// The pre-vote (see `network::prevote`) keeps a member that cannot
+    /// win from raising its term: cut off from both others, it would stand
+    /// every `stand_retry`, and its higher term would unseat the leader
+    /// when the cut heals. The witness leads only to rescue a member that
+    /// is behind its log and steps aside at once (no heartbeats): a member
+    /// whose leader is the witness stands without asking, as before (the
+    /// witness is not a leader worth keeping, and if the member is still
+    /// behind, its refused vote is what makes the witness stand again).
     async fn stand(&mut self) {
         let now = Instant::now();
         // The deadline was computed before the wait: a leader may have been
@@ -384,23 +409,75 @@ impl Driver {
         let Some(stand) = rules::stand(&self.stand_input(), now) else {
             return;
         };
+        self.last_stand = Some(now);
+        self.stand_retry = self.timing.stand_retry(new_incarnation());
+        if self.pre_vote_inflight {
+            // The previous round has not answered yet: this one is skipped
+            // (and `last_stand` moved, so the timer does not spin).
+            return;
+        }
+        if self.metrics.current_leader == Some(WITNESS) {
+            self.log_stand(
+                stand,
+                "standing for election (the witness leads: no pre-vote)",
+            );
+            if let Err(e) = self.raft.trigger().elect().await {
+                tracing::warn!(error = %e, "election trigger");
+            }
+            return;
+        }
+        let me = self.me;
+        let term = self.metrics.current_term;
+        let last_log_id = self.tail.last_log_id();
+        let transport = self.transport.clone();
+        let timeout = self.timing.rpc_timeout;
+        self.pre_vote_inflight = true;
+        self.spawn(async move {
+            let answers = pre_vote(transport, me, term, last_log_id, timeout).await;
+            Outcome::PreVote {
+                stand,
+                asked_at: now,
+                answers,
+            }
+        });
+    }
+
+    fn log_stand(&self, stand: Stand, what: &str) {
         match stand {
             Stand::First { silent } => tracing::info!(
                 term = self.metrics.current_term,
                 leader = ?self.metrics.current_leader,
                 silent = ?silent,
-                "no leader heard; standing for election"
+                "no leader heard; {what}"
             ),
-            Stand::Again => tracing::debug!(
-                term = self.metrics.current_term,
-                "standing for election again"
-            ),
+            Stand::Again => tracing::debug!(term = self.metrics.current_term, "again: {what}"),
         }
-        self.last_stand = Some(now);
-        self.stand_retry = self.timing.stand_retry(new_incarnation());
-        if let Err(e) = self.raft.trigger().elect().await {
-            tracing::warn!(error = %e, "election trigger");
+    }
+
+    /// A pre-vote answered: stand if a voter said yes and no leader was
+    /// heard since it was asked.
+    fn on_pre_vote(&mut self, stand: Stand, asked_at: Instant, answers: PreVoteAnswers) {
+        self.pre_vote_inflight = false;
+        let input = self.stand_input();
+        if rules::heard_base(&input) > asked_at || rules::stand_at(&input).is_none() {
+            tracing::debug!("a leader was heard during the pre-vote; not standing");
+            return;
         }
+        if !answers.granted() {
+            self.counters.bump_stands_refused();
+            self.log_stand(
+                stand,
+                &format!("not standing: no other voter would vote for this member now ({answers})"),
+            );
+            return;
+        }
+        self.log_stand(stand, &format!("standing for election ({answers})"));
+        let raft = self.raft.clone();
+        tokio::spawn(async move {
+            if let Err(e) = raft.trigger().elect().await {
+                tracing::warn!(error = %e, "election trigger");
+            }
+        });
     }
 
     /// When the leader may next grant (see [`rules::grace_at`]).
@@ -565,6 +642,7 @@ impl Driver {
             epoch: st.epoch,
             me_active,
             leader: self.metrics.current_leader,
+            term: self.metrics.current_term,
             health: health
                 .iter()
                 .map(|(id, (h, d))| (*id, (h.clone(), *d < self.timing.health_fresh)))
@@ -587,6 +665,7 @@ impl Driver {
             epoch: st.epoch,
             me_active,
             leader: self.metrics.current_leader,
+            term: self.metrics.current_term,
             health,
             changed_at: std::time::Instant::now(),
         });

@@ -5,8 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
 use openraft::error::ClientWriteError;
 use openraft::error::RaftError as OpenraftError;
+use openraft::LogId;
 use openraft::Raft;
 use tokio::time::Instant;
 
@@ -22,6 +25,7 @@ use crate::error::RaftError;
 use crate::network::Reply;
 use crate::network::Rpc;
 use crate::network::Transport;
+use crate::pair::rules::Stand;
 use crate::types::Health;
 use crate::types::NodeId;
 use crate::types::Request;
@@ -29,6 +33,7 @@ use crate::types::Response;
 use crate::types::TypeConfig;
 use crate::types::MEMBERS;
 use crate::types::NO_INCARNATION;
+use crate::types::VOTERS;
 
 /// Renewals in flight at once: enough to ride out one slow commit without
 /// a gap, few enough that a stalled leader does not pile up proposals.
@@ -70,8 +75,82 @@ pub(super) async fn propose(
         .unwrap_or(Err(ProposeError::Timeout))
 }
 
+/// What the other voters answered to a pre-vote.
+#[derive(Debug, Default)]
+pub(super) struct PreVoteAnswers {
+    /// Each voter asked and its answer: `Ok(())` for a yes, else why not
+    /// (its reason, or the RPC's error).
+    pub(super) answers: Vec<(NodeId, Result<(), String>)>,
+}
+
+impl PreVoteAnswers {
+    /// Some other voter would vote for this member: with its own vote, a
+    /// majority of the three.
+    pub(super) fn granted(&self) -> bool {
+        self.answers.iter().any(|(_, a)| a.is_ok())
+    }
+}
+
+impl std::fmt::Display for PreVoteAnswers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (id, a)) in self.answers.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            match a {
+                Ok(()) => write!(f, "{id}: yes")?,
+                Err(why) => write!(f, "{id}: {why}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Asks the other voters whether they would vote for `me` now (see
+/// `network::prevote`), all at once, each for at most `timeout`; returns
+/// at the first yes (one is enough), else once every voter answered or
+/// failed.
+pub(super) async fn pre_vote(
+    transport: Arc<dyn Transport>,
+    me: NodeId,
+    term: u64,
+    last_log_id: Option<LogId<NodeId>>,
+    timeout: Duration,
+) -> PreVoteAnswers {
+    let mut calls: FuturesUnordered<_> = VOTERS
+        .into_iter()
+        .filter(|&v| v != me)
+        .map(|v| {
+            let call = transport.call(v, Rpc::PreVote { term, last_log_id }, timeout);
+            async move { (v, call.await) }
+        })
+        .collect();
+    let mut out = PreVoteAnswers::default();
+    while let Some((v, reply)) = calls.next().await {
+        let answer = match reply {
+            Ok(Reply::PreVote { granted: true, .. }) => Ok(()),
+            Ok(Reply::PreVote { why, .. }) => Err(why.unwrap_or_else(|| "no".into())),
+            Ok(other) => Err(format!("unexpected reply {other:?}")),
+            Err(e) => Err(e.to_string()),
+        };
+        let yes = answer.is_ok();
+        out.answers.push((v, answer));
+        if yes {
+            break;
+        }
+    }
+    out
+}
+
 /// The result of a spawned proposal, back in the loop.
 pub(super) enum Outcome {
+    /// A pre-vote answered (not a proposal, but spawned the same way so
+    /// the loop never waits on the network).
+    PreVote {
+        stand: Stand,
+        asked_at: Instant,
+        answers: PreVoteAnswers,
+    },
     Probe {
         term: u64,
         result: Result<Response, ProposeError>,
@@ -269,7 +348,10 @@ impl Driver {
     }
 
     pub(super) fn retry_release(&mut self) {
-        if self.named_active() && self.released_epoch == Some(self.applied.state.epoch) {
+        if self.named_active()
+            && self.released_epoch == Some(self.applied.state.epoch)
+            && Instant::now() >= self.next_release_at
+        {
             self.send_release();
         }
     }
@@ -282,6 +364,9 @@ impl Driver {
             return;
         };
         self.release_inflight = true;
+        // Retries at the renewal pace: often enough that the role is
+        // vacant soon after a leader is back, never in a tight loop.
+        self.next_release_at = Instant::now() + self.timing.renew;
         let fut = self.propose_fut(
             Request::Release {
                 member: self.me,
@@ -296,6 +381,11 @@ impl Driver {
 
     pub(super) fn on_outcome(&mut self, outcome: Outcome) {
         match outcome {
+            Outcome::PreVote {
+                stand,
+                asked_at,
+                answers,
+            } => self.on_pre_vote(stand, asked_at, answers),
             Outcome::Probe { term, result } => {
                 self.probe_term = None;
                 match result {
