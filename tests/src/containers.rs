@@ -47,7 +47,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use anyhow::{bail, Context as _};
 use testcontainers::bollard::models::PortBinding;
 use testcontainers::bollard::query_parameters::{
-    KillContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, PruneImagesOptionsBuilder,
+    RemoveContainerOptionsBuilder,
 };
 use testcontainers::core::client::docker_client_instance;
 use testcontainers::core::{AccessMode, IntoContainerPort, Mount};
@@ -80,9 +81,13 @@ pub fn static_canopy_bin() -> PathBuf {
     workspace_root().join("target/static/x86_64-unknown-linux-gnu/release/canopy")
 }
 
+/// The label `compose/Dockerfile` gives the lab image.
+const IMAGE_LABEL: &str = "org.canopy.lab";
+
 /// Builds [`LAB_IMAGE`] from `compose/Dockerfile` around the static canopy
 /// and nats-server, so a lab runs the code just built (the build is cached
-/// by Docker: a few seconds when nothing changed).
+/// by Docker: a few seconds when nothing changed), then removes the lab
+/// images it replaced (dangling; one still running a container stays).
 pub async fn build_lab_image() -> anyhow::Result<GenericImage> {
     let canopy = static_canopy_bin();
     if !canopy.is_file() {
@@ -95,13 +100,19 @@ pub async fn build_lab_image() -> anyhow::Result<GenericImage> {
     if !nats.is_file() {
         bail!("{} does not exist: run scripts/setup", nats.display());
     }
-    GenericBuildableImage::new(LAB_IMAGE.0, LAB_IMAGE.1)
+    let image = GenericBuildableImage::new(LAB_IMAGE.0, LAB_IMAGE.1)
         .with_dockerfile(workspace_root().join("compose/Dockerfile"))
         .with_file(canopy, "canopy")
         .with_file(nats, "nats-server")
         .build_image()
         .await
-        .context("building the lab image from compose/Dockerfile")
+        .context("building the lab image from compose/Dockerfile")?;
+    let docker = docker_client_instance().await?;
+    let old = HashMap::from([("label", vec![IMAGE_LABEL]), ("dangling", vec!["true"])]);
+    let prune = PruneImagesOptionsBuilder::new().filters(&old).build();
+    // Best effort: a leftover image costs disk, not correctness.
+    let _ = docker.prune_images(Some(prune)).await;
+    Ok(image)
 }
 
 /// One container of a lab.
