@@ -184,6 +184,14 @@ impl DecisionInput {
                 return Some(p);
             }
         }
+        // Sticky: the member whose lease lapsed (it released that epoch, it
+        // did not give the role up for cause) gets it back, with a new
+        // epoch, unless its field link is worse.
+        if let Some(l) = self.state.lapsed.filter(|l| pool.contains(l)) {
+            if !pool.iter().any(|&o| o != l && self.worse(l, o)) {
+                return Some(l);
+            }
+        }
         pool.iter()
             .copied()
             .find(|&m| !self.plc_bad(m))
@@ -383,6 +391,28 @@ mod tests {
         i.since_last_renewal = MS(349);
         assert!(decide(&i).is_empty());
         i.since_last_renewal = MS(350);
+        assert_eq!(decide(&i), acquire(1));
+    }
+
+    #[test]
+    fn a_member_whose_lease_lapsed_gets_the_role_back_first() {
+        // Member 2's lease lapsed at epoch 4; it released that epoch.
+        let mut i = vacant();
+        i.state.epoch = 4;
+        i.state.lapsed = Some(2);
+        i.since_last_renewal = MS(349);
+        assert!(decide(&i).is_empty(), "after grace, like any grant");
+        i.since_last_renewal = MS(350);
+        assert_eq!(decide(&i), acquire(2), "not the lowest id: sticky");
+        // Prefer still wins, and a worse field link loses.
+        i.prefer = Some(1);
+        assert_eq!(decide(&i), acquire(1));
+        i.prefer = None;
+        i.members.insert(2, healthy(Some(false)));
+        i.members.insert(1, healthy(Some(true)));
+        assert_eq!(decide(&i), acquire(1));
+        // Not fit: the other member.
+        i.members.insert(2, not_ready());
         assert_eq!(decide(&i), acquire(1));
     }
 
@@ -819,6 +849,7 @@ mod tests {
                                                     (1, latest(1)),
                                                     (2, latest(2)),
                                                 ]),
+                                                lapsed: prefer.filter(|_| active.is_none()),
                                             },
                                             since_last_renewal: since,
                                             since_leading: (am_leader && me != 3)

@@ -37,7 +37,7 @@
 //! ## The replicated state machine
 //!
 //! `PairState { active, active_incarnation, epoch, renew_index, health,
-//! incarnations }`, changed by:
+//! incarnations, lapsed }`, changed by:
 //! - `Renew { member, incarnation, epoch }`: applied iff
 //!   `active == Some(member)`, `incarnation == active_incarnation` and
 //!   `epoch == state.epoch`; sets `renew_index` to the entry's log index.
@@ -52,7 +52,8 @@
 //! - `Release { member, incarnation, epoch }`: the active steps down: iff
 //!   `active == member`, `incarnation == active_incarnation` and
 //!   `epoch == state.epoch`, `active = None` (the epoch stays; the next
-//!   Acquire raises it). A restarted member does **not** release its
+//!   Acquire raises it); with `lapsed` (its lease ran out), `lapsed =
+//!   member` until the next Acquire (see the lease rule). A restarted member does **not** release its
 //!   predecessor's role: nothing but the process table says the
 //!   predecessor is gone (a frozen process, or a second one on the same
 //!   data directory, could still hold a lease), and a Release is a claim
@@ -91,11 +92,17 @@
 //! it, it never renews E again, not even with a renewal that was in
 //! flight and commits later, and it proposes `Release` of E (as
 //! `step_down` does, reason [`ReleaseReason::Lapsed`]). The role comes
-//! back only through an `Acquire`, with epoch E + 1 (possibly to the same
-//! member, after `grace`), so a member never shows "lost at E" and then
-//! "active at E" again: every activation has a strictly larger epoch, and
-//! everything that follows the role (the publisher's chain, PLC I/O,
-//! downstream fencing) may take a lost role for the end of its epoch.
+//! back only through an `Acquire`, with epoch E + 1, so a member never
+//! shows "lost at E" and then "active at E" again: every activation has a
+//! strictly larger epoch, and everything that follows the role (the
+//! publisher's chain, PLC I/O, downstream fencing) may take a lost role
+//! for the end of its epoch. That `Release` says `lapsed`: the member did
+//! not give the role up for cause, so the flap hold does not count it as
+//! having lost the role and the leader grants the vacant role back to it
+//! first (after `grace`, unless `prefer` or a worse field link says
+//! otherwise). A stall longer than `lease` (a slow election, load) thus
+//! costs an epoch, not a failover; handing the role to the other member
+//! stays the leader's decision after `grace` without renewals.
 //!
 //! ## Grant rule (the leader)
 //!

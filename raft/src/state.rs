@@ -43,6 +43,11 @@ pub struct PairState {
     /// The incarnation that sent each member's latest health report.
     #[serde(default)]
     pub incarnations: BTreeMap<NodeId, Incarnation>,
+    /// The member whose lease lapsed and that released its epoch for that
+    /// reason (`Release { lapsed: true }`): the vacant role goes back to it
+    /// first if it can take it (sticky). Cleared by the next grant.
+    #[serde(default)]
+    pub lapsed: Option<NodeId>,
 }
 
 /// What applying one request changed, for the non-replicated bookkeeping
@@ -116,6 +121,7 @@ impl PairState {
                     if let Some(previous) = self.active.filter(|p| p != member) {
                         effect.lost_role = Some(previous);
                     }
+                    self.lapsed = None;
                     self.active = Some(*member);
                     self.active_incarnation = *incarnation;
                     self.epoch += 1;
@@ -131,11 +137,16 @@ impl PairState {
                 member,
                 incarnation,
                 epoch,
+                lapsed,
             } => {
                 if self.names_active(*member, *incarnation) && *epoch == self.epoch {
                     self.active = None;
                     self.active_incarnation = NO_INCARNATION;
-                    effect.lost_role = Some(*member);
+                    if *lapsed {
+                        self.lapsed = Some(*member);
+                    } else {
+                        effect.lost_role = Some(*member);
+                    }
                     Response::Ok
                 } else {
                     Response::Fenced
@@ -197,6 +208,7 @@ mod tests {
             member,
             incarnation,
             epoch,
+            lapsed: false,
         }
     }
 
@@ -413,6 +425,41 @@ mod tests {
     }
 
     #[test]
+    fn a_lapsed_release_ends_the_epoch_and_names_the_member_for_the_next_grant() {
+        let mut s = active(2, 7, 30);
+        let lapse = Request::Release {
+            member: 2,
+            incarnation: inc(2),
+            epoch: 7,
+            lapsed: true,
+        };
+        let (r, e) = s.apply(31, &lapse);
+        assert_eq!(r, Response::Ok);
+        assert_eq!(e.lost_role, None, "not a loss for the flap hold");
+        assert_eq!((s.active, s.epoch, s.lapsed), (None, 7, Some(2)));
+        assert_eq!(s.renew_index, 30, "a release is not a renewal");
+        // Fenced like any release when it is not the active's.
+        let mut t = active(2, 7, 30);
+        let other = Request::Release {
+            member: 1,
+            incarnation: inc(1),
+            epoch: 7,
+            lapsed: true,
+        };
+        assert_eq!(t.apply(31, &other).0, Response::Fenced);
+        assert_eq!(t.lapsed, None);
+        // The next grant (to anyone) clears it; the epoch grows as always.
+        let (r, _) = s.apply(32, &acquire(2, 7, 30));
+        assert_eq!(r, Response::Granted { epoch: 8 });
+        assert_eq!(s.lapsed, None);
+        // An entry from before the field existed is a plain release.
+        let old: Request =
+            serde_json::from_str(r#"{"Release":{"member":2,"incarnation":5,"epoch":7}}"#)
+                .expect("old release");
+        assert_eq!(old, release(2, 5, 7));
+    }
+
+    #[test]
     fn health_is_recorded_for_members_only() {
         let mut s = PairState::default();
         let h = Health {
@@ -487,6 +534,12 @@ mod tests {
                 for i in [NO_INCARNATION, inc(m), next(m)] {
                     v.push(renew(m, i, s.epoch));
                     v.push(release(m, i, s.epoch));
+                    v.push(Request::Release {
+                        member: m,
+                        incarnation: i,
+                        epoch: s.epoch,
+                        lapsed: true,
+                    });
                     v.push(Request::Acquire {
                         member: m,
                         incarnation: i,

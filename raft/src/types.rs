@@ -156,6 +156,16 @@ pub enum Request {
         incarnation: Incarnation,
         /// The epoch it releases.
         epoch: u64,
+        /// Its lease ran out without a committed renewal (it did not give
+        /// the role up for cause): the epoch ends, but the role goes back to
+        /// it first when the leader grants the vacant role, and the flap
+        /// hold does not count it as having lost the role. A stall longer
+        /// than `lease` (a slow election, load) then costs an epoch, not a
+        /// failover; handing the role over stays the leader's call, after
+        /// `grace` without renewals. Absent in entries written before it
+        /// existed: a plain release.
+        #[serde(default)]
+        lapsed: bool,
     },
     /// A member's latest self-report.
     Health {

@@ -652,6 +652,7 @@ mod tests {
                     member: m,
                     incarnation: 7,
                     epoch: 3,
+                    lapsed: true,
                 },
                 Request::Health {
                     member: m,

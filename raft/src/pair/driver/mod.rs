@@ -125,6 +125,8 @@ pub(super) struct Driver {
     /// lease lapsed): never renew it again, keep proposing Release until
     /// the state no longer names it.
     released_epoch: Option<u64>,
+    /// That release is because the lease lapsed (`Release { lapsed }`).
+    release_lapsed: bool,
     release_inflight: bool,
     /// No Release goes out again before this: a leader that cannot be
     /// reached fails a proposal at once, and every outcome runs a turn.
@@ -222,6 +224,7 @@ impl Driver {
             next_renew_at: Instant::now(),
             predecessor_noted: None,
             released_epoch: None,
+            release_lapsed: false,
             release_inflight: false,
             next_release_at: Instant::now(),
             acquire_inflight: false,

@@ -341,6 +341,7 @@ impl Driver {
         if self.released_epoch != Some(st.epoch) {
             tracing::info!(epoch = st.epoch, ?reason, "releasing the role");
             self.released_epoch = Some(st.epoch);
+            self.release_lapsed = reason == ReleaseReason::Lapsed;
             self.lease.revoke();
             self.lease_epoch = None;
         }
@@ -372,6 +373,7 @@ impl Driver {
                 member: self.me,
                 incarnation: self.incarnation,
                 epoch,
+                lapsed: self.release_lapsed,
             },
             self.timing.rpc_timeout,
             true,
