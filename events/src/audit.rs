@@ -26,6 +26,7 @@
 //! | `wrong_signer` | a checkpoint's `member` is not the member of its epoch (the first writer of that epoch), or its `key` is not that member's key in the [`Manifest`] (or the manifest has none). |
 //! | `bad_checkpoint` | a checkpoint's `head_seq` is 0 or not below its own seq, or goes back before the previous valid checkpoint's head, or the held event at `head_seq` does not hash to `head`. A head the audit does not hold (before a trusted start, in a gap, a message left out) cannot be compared and is not a violation. |
 //! | `unsigned_tail` | an event not covered by a valid checkpoint (one with no violation above; it covers the events up to its `head_seq`) while more than 3 × `checkpoint_every_events` chain events *of its own epoch* follow it, or while a chain event of its own epoch more than 3 × `checkpoint_every_ms` younger (by `ts`) follows it. (The unsigned tail of a member that died is covered by the next epoch's first checkpoint, held to `no_checkpoint_at_role_change`.) Reported once per uncovered stretch, at its oldest event. |
+//! | (not a violation) `fenced` | a late append of a deposed activation: an event of an older epoch, by that epoch's member, whose link is broken, sealed before the next epoch began; left out of the chain and listed in [`OriginReport::fenced`] (see [`Auditor`]). |
 //! | `no_checkpoint_at_role_change` | an epoch that begins in the audited history (at seq 1, or after another epoch's event) has `checkpoint_every_events` events and none of them is a valid checkpoint of that epoch. Reported at the epoch's first event. |
 //!
 //! Slack: a checkpoint is sealed after the events it covers and may be in
@@ -141,6 +142,11 @@ pub struct OriginReport {
     pub epochs: Vec<(u64, String, u64, u64)>,
     /// Valid checkpoints (no violation of their own).
     pub checkpoints: u64,
+    /// Late appends of a deposed activation, fenced out of the chain (see
+    /// [`Auditor`]'s "Fenced late appends"): not violations, but listed so
+    /// an auditor sees them: their stream sequences.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fenced: Vec<u64>,
     /// Every violation, by stream sequence.
     pub violations: Vec<Violation>,
 }
@@ -177,6 +183,23 @@ struct Awaiting {
 }
 
 /// The audit of one origin, fed its stream's messages in stream order.
+///
+/// ## Fenced late appends
+///
+/// A deposed member's appends can arrive at the stream late (its own
+/// nats-server was frozen with them while the other member took over):
+/// the first is refused (the new activation took its seq), but the next,
+/// expecting exactly the new tail, lands. Such a message names an earlier
+/// epoch and that epoch's own member, and chains onto an event of that
+/// member that never landed. Every reader steps over it (it is not the
+/// next event of the chain), and the new activation chains over it. The
+/// audit leaves it out of the chain and lists it as *fenced* rather than
+/// as a violation when all of these hold: its epoch is older than the
+/// chain's, that epoch was written by the same member, its link is broken,
+/// and it was sealed (`ts`) before the next epoch's first event: it was
+/// written while its member still held the role, and only stored late.
+/// Sealed after the next epoch began, it is a write of a deposed member: a
+/// `stale_epoch` violation.
 #[derive(Debug, Clone)]
 pub struct Auditor {
     cfg: AuditConfig,
@@ -191,6 +214,8 @@ pub struct Auditor {
     verifier: ChainVerifier,
     /// Every epoch seen → its first member (the one active in it).
     epoch_members: BTreeMap<u64, String>,
+    /// Every epoch seen → the `ts` of its first event.
+    epoch_started: BTreeMap<u64, u64>,
     /// Chain events from the newest valid checkpoint's head on.
     held: VecDeque<Held>,
     /// Head of the newest valid checkpoint (0: none yet).
@@ -224,6 +249,7 @@ impl Auditor {
             last_stream: None,
             verifier: ChainVerifier::new(origin),
             epoch_members: BTreeMap::new(),
+            epoch_started: BTreeMap::new(),
             held: VecDeque::new(),
             covered: 0,
             unsigned_reported: None,
@@ -278,9 +304,30 @@ impl Auditor {
         self.violation(kind, stream_seq, detail);
     }
 
+    /// A late append of a deposed activation (see the type's doc): left out
+    /// of the chain, listed, not a violation.
+    fn fenced(&self, event: &Event) -> bool {
+        let Some(last) = self.verifier.last() else {
+            return false;
+        };
+        let older = event.epoch < last.epoch;
+        let its_member = self.epoch_members.get(&event.epoch) == Some(&event.member);
+        let broken = self.verifier.check_link(event).is_err();
+        let next_started = self
+            .epoch_started
+            .range(event.epoch + 1..)
+            .next()
+            .map(|(_, ts)| *ts);
+        older && its_member && broken && next_started.is_some_and(|t| event.ts < t)
+    }
+
     /// A valid event of this origin at its own seq: it joins the chain.
     fn chain(&mut self, event: &Event, hash: Hash) {
         let seq = event.seq;
+        if self.fenced(event) {
+            self.report.fenced.push(seq);
+            return;
+        }
         self.report.events += 1;
         let broken = match self.verifier.check_link(event) {
             Err(Break::NonZeroGenesis { got }) => Some((ZERO_HASH, got)),
@@ -379,6 +426,7 @@ impl Auditor {
         }
         if first_member.is_none() {
             self.epoch_members.insert(epoch, member.clone());
+            self.epoch_started.insert(epoch, event.ts);
         }
         match self.report.epochs.last_mut() {
             Some((e, m, _, last)) if *e == epoch && m == member => *last = seq,

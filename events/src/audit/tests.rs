@@ -430,6 +430,59 @@ fn deposed_member_writing_late_is_a_stale_epoch() {
     );
 }
 
+/// a (epoch 1) sealed two more events before b took over; only the second
+/// reached the stream, late: after b's first event (the first was refused,
+/// b had taken its seq) and at its own seq (it expected exactly that tail).
+/// It chains onto the event that never landed. b re-seals over it. With
+/// `sealed_late`, a sealed it after b's first event instead.
+fn late_append(sealed_late: bool) -> (Vec<Vec<u8>>, u64) {
+    let mut o = Origin::new(Box::new(|_, _| ()));
+    o.birth();
+    o.values(3);
+    let mut a = o.intruder("a", 1);
+    let _lost = a.seal(o.ts + 1, value(100)).unwrap();
+    let early_ts = o.ts + 2;
+    o.ts += 10;
+    o.failover("b", key_b(), false);
+    let ts = if sealed_late { o.ts + 1 } else { early_ts };
+    let late = a.seal(ts, value(101)).unwrap();
+    let (role_seq, role_hash) = (o.chain.last_seq(), o.chain.last_hash());
+    assert_eq!(late.event.seq, role_seq + 1);
+    o.msgs.push(late.bytes);
+    o.chain = Chain::resume(ORIGIN, "b", 2, role_seq + 1, role_hash);
+    o.checkpoint();
+    o.values(3);
+    (o.msgs, role_seq + 1)
+}
+
+#[test]
+fn a_late_append_sealed_before_the_next_epoch_is_fenced_not_a_violation() {
+    let (msgs, late) = late_append(false);
+    let r = run(&stream(&msgs));
+    assert_eq!(verdict(&r), [], "{:?}", r.violations);
+    assert_eq!(r.fenced, [late]);
+    // Every reader's verifier steps over it too, and b's events chain.
+    let mut v = crate::ChainVerifier::new(ORIGIN);
+    let breaks: Vec<u64> = stream(&msgs)
+        .iter()
+        .filter(|(seq, b)| v.advance(*seq, b).is_err())
+        .map(|(seq, _)| *seq)
+        .collect();
+    assert_eq!(breaks, [late]);
+}
+
+#[test]
+fn a_late_append_sealed_after_the_next_epoch_began_is_a_stale_epoch() {
+    let (msgs, late) = late_append(true);
+    let r = run(&stream(&msgs));
+    assert!(r.fenced.is_empty());
+    assert!(
+        verdict(&r).contains(&("stale_epoch", late)),
+        "{:?}",
+        r.violations
+    );
+}
+
 #[test]
 fn two_members_in_one_epoch() {
     // b writes in epoch 3, whose member is a.

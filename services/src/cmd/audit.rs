@@ -121,11 +121,12 @@ pub async fn run(a: AuditArgs) -> anyhow::Result<u8> {
         let (report, payloads) = audit_origin(&js, origin, &manifest, cfg, until.is_some()).await?;
         kept.extend(payloads);
         eprintln!(
-            "audit: {origin}: seq {}..{}, {} events, {} checkpoints, {} violations",
+            "audit: {origin}: seq {}..{}, {} events, {} checkpoints, {} fenced late appends, {} violations",
             report.first_seq,
             report.last_seq,
             report.events,
             report.checkpoints,
+            report.fenced.len(),
             report.violations.len()
         );
         reports.push(report);
