@@ -46,3 +46,63 @@ pub async fn from_seq(stream: &Stream, start: u64) -> anyhow::Result<PullStream>
         .await?;
     Ok(messages)
 }
+
+/// Reads `stream`'s messages `from..=to` in order, calling `each` with the
+/// stream sequence and the message; a read interrupted by an error (a
+/// missed heartbeat on a busy server, a leader change) resumes at the next
+/// sequence not yet seen, until `patience` passes without progress. For
+/// readers that must see every message once (audits, comparisons), unlike
+/// a live reader that simply starts over.
+pub async fn read_range(
+    stream: &Stream,
+    from: u64,
+    to: u64,
+    patience: Duration,
+    mut each: impl FnMut(u64, &async_nats::jetstream::Message),
+) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    let mut next = from.max(1);
+    let mut last_progress = tokio::time::Instant::now();
+    while next <= to {
+        let err;
+        match from_seq(stream, next).await {
+            Ok(mut msgs) => loop {
+                match tokio::time::timeout(patience, msgs.next()).await {
+                    Ok(Some(Ok(m))) => {
+                        let seq = m
+                            .info()
+                            .map_err(|e| anyhow::anyhow!("message info: {e}"))?
+                            .stream_sequence;
+                        if seq < next {
+                            continue;
+                        }
+                        each(seq, &m);
+                        next = seq + 1;
+                        last_progress = tokio::time::Instant::now();
+                        if next > to {
+                            return Ok(());
+                        }
+                    }
+                    Ok(Some(Err(e))) => {
+                        err = anyhow::anyhow!("{e}");
+                        break;
+                    }
+                    Ok(None) => {
+                        err = anyhow::anyhow!("the read ended");
+                        break;
+                    }
+                    Err(_) => {
+                        err = anyhow::anyhow!("no message for {patience:?}");
+                        break;
+                    }
+                }
+            },
+            Err(e) => err = e,
+        }
+        if last_progress.elapsed() > patience {
+            anyhow::bail!("reading seq {next} of {to}: {err:#}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}

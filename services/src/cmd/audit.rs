@@ -28,32 +28,27 @@ pub async fn audit_origin(
     let info = stream.info().await?.state.clone();
     let mut auditor = Auditor::new(origin, manifest, cfg);
     if info.messages > 0 {
-        let mut msgs = crate::pull::from_seq(&stream, info.first_sequence).await?;
         let mut n = 0u64;
         let mut last_note = Instant::now();
-        loop {
-            let m = tokio::time::timeout(Duration::from_secs(10), msgs.next())
-                .await
-                .with_context(|| format!("reading {origin}: no message for 10 s"))?;
-            let Some(m) = m else { break };
-            let m = m.map_err(|e| anyhow::anyhow!("reading {origin}: {e}"))?;
-            let seq = m
-                .info()
-                .map_err(|e| anyhow::anyhow!("{e}"))?
-                .stream_sequence;
-            auditor.feed(seq, &m.payload);
-            if keep {
-                kept.push(m.payload.to_vec());
-            }
-            n += 1;
-            if last_note.elapsed() > Duration::from_secs(2) {
-                eprintln!("audit: {origin}: {n} of {} messages", info.messages);
-                last_note = Instant::now();
-            }
-            if seq >= info.last_sequence {
-                break;
-            }
-        }
+        crate::pull::read_range(
+            &stream,
+            info.first_sequence,
+            info.last_sequence,
+            Duration::from_secs(10),
+            |seq, m| {
+                auditor.feed(seq, &m.payload);
+                if keep {
+                    kept.push(m.payload.to_vec());
+                }
+                n += 1;
+                if last_note.elapsed() > Duration::from_secs(2) {
+                    eprintln!("audit: {origin}: {n} of {} messages", info.messages);
+                    last_note = Instant::now();
+                }
+            },
+        )
+        .await
+        .with_context(|| format!("reading {origin}"))?;
     }
     Ok((auditor.finish(), kept))
 }

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream;
-use futures::StreamExt;
 
 use super::proxy::Write;
 use super::Acked;
@@ -48,21 +47,15 @@ pub async fn read_stream(
     if state.messages == 0 {
         return Ok(out);
     }
-    let mut msgs = crate::pull::from_seq(&stream, state.first_sequence).await?;
-    while let Some(m) = tokio::time::timeout(Duration::from_secs(10), msgs.next())
-        .await
-        .with_context(|| format!("reading {origin}: nothing for 10 s"))?
-    {
-        let m = m.map_err(|e| anyhow::anyhow!("reading {origin}: {e}"))?;
-        let seq = m
-            .info()
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .stream_sequence;
-        out.push((seq, m.payload.clone()));
-        if seq >= state.last_sequence {
-            break;
-        }
-    }
+    crate::pull::read_range(
+        &stream,
+        state.first_sequence,
+        state.last_sequence,
+        Duration::from_secs(30),
+        |seq, m| out.push((seq, m.payload.clone())),
+    )
+    .await
+    .with_context(|| format!("reading {origin}"))?;
     Ok(out)
 }
 
