@@ -38,6 +38,11 @@ pub struct MemberStatus {
     pub since_report: Option<Duration>,
     /// Consecutive reports with `plc_ok == Some(false)`, as applied here.
     pub plc_bad_streak: u32,
+    /// Its last replicated stream report (`None`: not reported; see
+    /// [`Pair::report_stream`](crate::Pair::report_stream)).
+    pub stream_ok: Option<bool>,
+    /// Consecutive reports with `stream_ok == Some(false)`, as applied here.
+    pub stream_bad_streak: u32,
     /// Time since the member last lost the role (released, or another was
     /// granted), as applied here.
     pub since_lost_role: Option<Duration>,
@@ -81,6 +86,11 @@ pub enum ReleaseReason {
     NotReady,
     /// Its PLC link failed repeatedly while the other member's is fine.
     FieldHealth,
+    /// It could not use its own stream (append as the active) for
+    /// `field_bad_reports` reports in a row while the other member reads
+    /// its stream fine: a member whose bus is frozen or cut while raft is
+    /// fine would otherwise keep the role while its node falls silent.
+    StreamHealth,
     /// The topology prefers the other member, which is back and no worse.
     Preferred,
     /// The service asked (`Pair::step_down`); never produced by [`decide`].
@@ -134,10 +144,16 @@ impl DecisionInput {
             .is_some_and(|h| h.plc_ok == Some(false))
     }
 
-    /// `a`'s field link is worse than `b`'s: only "down" versus "not down"
-    /// counts (a member without a PLC is not worse than one with a PLC).
+    fn stream_bad(&self, id: NodeId) -> bool {
+        self.status(id).stream_ok == Some(false)
+    }
+
+    /// `a`'s links are worse than `b`'s: its PLC link or its stream is down
+    /// while `b`'s is not; only "down" versus "not down" counts (a member
+    /// without a PLC, or that does not report its stream, is not worse than
+    /// one that does).
     fn worse(&self, a: NodeId, b: NodeId) -> bool {
-        self.plc_bad(a) && !self.plc_bad(b)
+        (self.plc_bad(a) && !self.plc_bad(b)) || (self.stream_bad(a) && !self.stream_bad(b))
     }
 
     /// The state names this process active.
@@ -194,7 +210,8 @@ impl DecisionInput {
         }
         pool.iter()
             .copied()
-            .find(|&m| !self.plc_bad(m))
+            .find(|&m| !self.plc_bad(m) && !self.stream_bad(m))
+            .or_else(|| pool.iter().copied().find(|&m| !self.plc_bad(m)))
             .or_else(|| pool.first().copied())
     }
 }
@@ -256,9 +273,18 @@ pub fn decide(input: &DecisionInput) -> Vec<Action> {
                         .health
                         .as_ref()
                         .is_some_and(|h| h.plc_ok == Some(true));
+                // The same rule for the stream, never to a member that
+                // cannot use its own either.
+                let stream_bad = mine.stream_bad_streak >= input.timing.field_bad_reports
+                    && input.stream_bad(input.me)
+                    && theirs.stream_ok == Some(true);
                 if field_bad {
                     actions.push(Action::ProposeRelease {
                         reason: ReleaseReason::FieldHealth,
+                    });
+                } else if stream_bad {
+                    actions.push(Action::ProposeRelease {
+                        reason: ReleaseReason::StreamHealth,
                     });
                 } else if input.prefer == Some(other) && !input.worse(other, input.me) {
                     actions.push(Action::ProposeRelease {
@@ -286,8 +312,20 @@ mod tests {
             }),
             since_report: Some(MS(100)),
             plc_bad_streak: u32::from(plc_ok == Some(false)),
+            stream_ok: None,
+            stream_bad_streak: 0,
             since_lost_role: None,
             since_gained_role: None,
+        }
+    }
+
+    /// A healthy member whose stream report is `stream_ok`, `streak` bad
+    /// ones in a row.
+    fn streaming(stream_ok: Option<bool>, streak: u32) -> MemberStatus {
+        MemberStatus {
+            stream_ok,
+            stream_bad_streak: streak,
+            ..healthy(None)
         }
     }
 
@@ -755,6 +793,75 @@ mod tests {
         assert_eq!(decide(&i), acquire(2));
     }
 
+    // ---- stream health -----------------------------------------------------
+
+    fn stream(streak: u32, mine: Option<bool>, theirs: Option<bool>) -> DecisionInput {
+        let mut i = with_active(1, 1, false);
+        i.members.insert(1, streaming(mine, streak));
+        i.members.insert(2, streaming(theirs, 0));
+        i
+    }
+
+    #[test]
+    fn stream_health_moves_the_role_after_three_bad_reports() {
+        assert!(decide(&stream(2, Some(false), Some(true))).is_empty());
+        assert_eq!(
+            decide(&stream(3, Some(false), Some(true))),
+            release(ReleaseReason::StreamHealth)
+        );
+        assert_eq!(
+            decide(&stream(9, Some(false), Some(true))),
+            release(ReleaseReason::StreamHealth)
+        );
+    }
+
+    #[test]
+    fn stream_health_never_hands_over_to_a_member_that_cannot_use_its_stream_either() {
+        assert!(decide(&stream(5, Some(false), Some(false))).is_empty());
+        assert!(
+            decide(&stream(5, Some(false), None)).is_empty(),
+            "the other did not report"
+        );
+        let mut i = stream(5, Some(false), Some(true));
+        edit(&mut i, 2, |s| s.since_report = Some(MS(1000)));
+        assert!(decide(&i).is_empty(), "the other is not alive");
+        let mut i = stream(5, Some(false), Some(true));
+        edit(&mut i, 2, |s| {
+            if let Some(h) = s.health.as_mut() {
+                h.ready = false;
+            }
+        });
+        assert!(decide(&i).is_empty(), "the other is not ready");
+    }
+
+    #[test]
+    fn stream_health_ignores_a_recovered_or_unreported_stream_and_respects_the_flap_hold() {
+        assert!(decide(&stream(5, Some(true), Some(true))).is_empty());
+        assert!(decide(&stream(5, None, Some(true))).is_empty());
+        let mut i = stream(5, Some(false), Some(true));
+        edit(&mut i, 1, |s| s.since_gained_role = Some(MS(100)));
+        assert!(decide(&i).is_empty());
+        // Only the active decides it.
+        let mut i = stream(5, Some(false), Some(true));
+        i.me = 2;
+        i.incarnation = inc(2);
+        assert!(decide(&i).is_empty());
+    }
+
+    #[test]
+    fn a_vacant_role_avoids_a_member_that_cannot_use_its_stream() {
+        let mut i = vacant();
+        i.members.insert(1, streaming(Some(false), 3));
+        i.members.insert(2, streaming(Some(true), 0));
+        assert_eq!(decide(&i), acquire(2));
+        // Over prefer too: the preferred member's stream is down.
+        i.prefer = Some(1);
+        assert_eq!(decide(&i), acquire(2));
+        // Both down: the usual order.
+        i.members.insert(2, streaming(Some(false), 3));
+        assert_eq!(decide(&i), acquire(1));
+    }
+
     // ---- readiness ---------------------------------------------------------
 
     #[test]
@@ -813,6 +920,8 @@ mod tests {
                 since_gained_role: Some(MS(10)),
                 ..healthy(Some(true))
             },
+            streaming(Some(false), 3),
+            streaming(Some(true), 0),
         ];
         let mut count = 0;
         for me in [1, 2, 3] {
@@ -849,6 +958,7 @@ mod tests {
                                                     (1, latest(1)),
                                                     (2, latest(2)),
                                                 ]),
+                                                stream_ok: BTreeMap::new(),
                                                 lapsed: prefer.filter(|_| active.is_none()),
                                             },
                                             since_last_renewal: since,

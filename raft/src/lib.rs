@@ -37,7 +37,7 @@
 //! ## The replicated state machine
 //!
 //! `PairState { active, active_incarnation, epoch, renew_index, health,
-//! incarnations, lapsed }`, changed by:
+//! incarnations, stream_ok, lapsed }`, changed by:
 //! - `Renew { member, incarnation, epoch }`: applied iff
 //!   `active == Some(member)`, `incarnation == active_incarnation` and
 //!   `epoch == state.epoch`; sets `renew_index` to the entry's log index.
@@ -59,9 +59,10 @@
 //!   data directory, could still hold a lease), and a Release is a claim
 //!   by the lease holder that it stopped. The restarted member waits out
 //!   `grace` like any failover; a restart takes longer than that anyway.
-//! - `Health { member, incarnation, report }`: recorded, and `incarnation`
-//!   becomes `incarnations[member]`. The crate adds the incarnation;
-//!   services report [`Health`] as before.
+//! - `Health { member, incarnation, report, stream_ok }`: recorded, and
+//!   `incarnation` becomes `incarnations[member]`. The crate adds the
+//!   incarnation and the stream state; services report [`Health`] as
+//!   before, and the stream through [`Pair::report_stream`].
 //! - `Probe`: a no-op (see the grant rule).
 //!
 //! Entries and snapshots written before incarnations existed decode with
@@ -235,8 +236,16 @@
 //! another member for alive only on a health report it applied since it
 //! leads); sticky otherwise, unless `prefer` names
 //! the returning member; release on field health (the active's PLC link
-//! down for 3 reports while the standby's is up) or when not ready; no
+//! down for 3 reports while the standby's is up), on stream health (the
+//! active could not append to its own stream for 3 reports while the
+//! standby reads its stream fine: [`Pair::report_stream`]; never to a
+//! member that cannot use its stream either) or when not ready; no
 //! flapping within 2 s. See its module for the rules and their tests.
+//!
+//! A member's report is its [`Health`] plus its stream state, replicated
+//! together (`Request::Health { report, stream_ok }`, the latter
+//! `#[serde(default)]` so members of different versions agree) and
+//! counted in a row locally like the PLC state.
 //!
 //! ## Code map
 //!

@@ -43,6 +43,10 @@ pub struct PairState {
     /// The incarnation that sent each member's latest health report.
     #[serde(default)]
     pub incarnations: BTreeMap<NodeId, Incarnation>,
+    /// Each member's latest stream report, for the members that made one
+    /// (`stream_ok: Some(_)`); a report of `None` removes the entry.
+    #[serde(default)]
+    pub stream_ok: BTreeMap<NodeId, bool>,
     /// The member whose lease lapsed and that released its epoch for that
     /// reason (`Release { lapsed: true }`): the vacant role goes back to it
     /// first if it can take it (sticky). Cleared by the next grant.
@@ -63,6 +67,8 @@ pub struct Effect {
     pub gained_role: Option<NodeId>,
     /// A health report of this member was recorded, with its PLC state.
     pub health_of: Option<(NodeId, Option<bool>)>,
+    /// The same report's stream state (`None`: not reported).
+    pub stream_of: Option<(NodeId, Option<bool>)>,
 }
 
 impl PairState {
@@ -156,11 +162,17 @@ impl PairState {
                 member,
                 incarnation,
                 report,
+                stream_ok,
             } => {
                 if is_member(*member) {
                     self.health.insert(*member, report.clone());
                     self.incarnations.insert(*member, *incarnation);
+                    match stream_ok {
+                        Some(ok) => self.stream_ok.insert(*member, *ok),
+                        None => self.stream_ok.remove(member),
+                    };
                     effect.health_of = Some((*member, report.plc_ok));
+                    effect.stream_of = Some((*member, *stream_ok));
                     Response::Ok
                 } else {
                     Response::Invalid
@@ -217,6 +229,7 @@ mod tests {
             member,
             incarnation,
             report: Health::default(),
+            stream_ok: None,
         }
     }
 
@@ -291,6 +304,7 @@ mod tests {
                 lost_role: Some(1),
                 gained_role: Some(2),
                 health_of: None,
+                stream_of: None,
             }
         );
 
@@ -473,10 +487,13 @@ mod tests {
                 member: 2,
                 incarnation: inc(2),
                 report: h.clone(),
+                stream_ok: Some(false),
             },
         );
         assert_eq!(r, Response::Ok);
         assert_eq!(e.health_of, Some((2, Some(false))));
+        assert_eq!(e.stream_of, Some((2, Some(false))));
+        assert_eq!(s.stream_ok.get(&2), Some(&false));
         assert_eq!(s.health.get(&2), Some(&h));
         assert_eq!(s.incarnation_of(2), Some(inc(2)));
         let (r, _) = s.apply(2, &report(3, inc(3)));
@@ -484,6 +501,15 @@ mod tests {
         assert_eq!(s.health.len(), 1);
         assert_eq!(s.incarnations.len(), 1);
         assert_eq!(s.renew_index, 0);
+        // A report without a stream state withdraws the last one.
+        s.apply(3, &report(2, inc(2)));
+        assert_eq!(s.stream_ok.get(&2), None);
+        // Entries from before the field existed decode without one.
+        let old: Request = serde_json::from_str(
+            r#"{"Health":{"member":2,"incarnation":5,"report":{"plc_ok":null,"life_sign":null,"ready":true}}}"#,
+        )
+        .expect("old health");
+        assert_eq!(old, report(2, 5));
     }
 
     #[test]

@@ -178,6 +178,15 @@ pub enum Request {
         incarnation: Incarnation,
         /// Its report.
         report: Health,
+        /// Whether it can use its own stream (see
+        /// [`Pair::report_stream`](crate::Pair::report_stream)): `None` not
+        /// reported, `Some(false)` it could not append to (active) or read
+        /// the leader of (standby) its stream for longer than the node's
+        /// publish timeout. Beside `report` rather than in [`Health`], which
+        /// services build field by field; absent in entries from before it
+        /// existed (`None`).
+        #[serde(default)]
+        stream_ok: Option<bool>,
     },
     /// No-op a new leader commits so that everything before it is applied
     /// locally before it decides anything.

@@ -568,6 +568,7 @@ async fn a_forged_forward_naming_the_other_member_is_refused_and_changes_nothing
                 member: victim,
                 incarnation: g.pair(victim).incarnation(),
                 report: forged.clone(),
+                stream_ok: Some(false),
             },
             Request::Release {
                 member: victim,
@@ -620,6 +621,7 @@ async fn a_forged_forward_naming_the_other_member_is_refused_and_changes_nothing
         member: standby,
         incarnation: g.pair(standby).incarnation(),
         report: Health::default(),
+        stream_ok: None,
     };
     let reply = g
         .router
@@ -780,4 +782,22 @@ async fn wait_until(what: &str, cond: impl Fn() -> bool) -> anyhow::Result<()> {
         tick.tick().await;
     }
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stream_health_moves_the_role_to_the_member_that_can_use_its_stream() -> anyhow::Result<()>
+{
+    let g = Group::start(None).await?;
+    let (active, epoch) = g.settled().await?;
+    let standby = other_member(active).context("member")?;
+    g.pair(active).report_stream(Some(false));
+    g.pair(standby).report_stream(Some(true));
+    let views = g
+        .wait_for("the standby active", SETTLE, |v| {
+            stable(v) && v[&standby].me_active && v[&standby].epoch > epoch
+        })
+        .await?;
+    assert_eq!(views[&3].stream_ok.get(&active), Some(&false));
+    assert_eq!(views[&3].stream_ok.get(&standby), Some(&true));
+    g.monitor.check()
 }

@@ -658,6 +658,7 @@ mod tests {
                     member: m,
                     incarnation: 7,
                     report: Health::default(),
+                    stream_ok: Some(true),
                 },
             ]
         };

@@ -78,6 +78,7 @@ struct Shared {
     lease: Lease,
     health: watch::Sender<Health>,
     ready: watch::Sender<bool>,
+    stream: watch::Sender<Option<bool>>,
     commands: mpsc::Sender<Command>,
     counters: Arc<Counters>,
 }
@@ -212,10 +213,12 @@ impl Pair {
             leader: None,
             term: metrics_rx.borrow().current_term,
             health: BTreeMap::new(),
+            stream_ok: BTreeMap::new(),
             changed_at: std::time::Instant::now(),
         });
         let (health_tx, health_rx) = watch::channel(Health::default());
         let (ready_tx, ready_rx) = watch::channel(true);
+        let (stream_tx, stream_rx) = watch::channel(None);
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
 
         let driver = Driver::new(
@@ -228,6 +231,7 @@ impl Pair {
                 metrics_rx,
                 health_rx,
                 ready_rx,
+                stream_rx,
                 cmd_rx,
                 view_tx,
                 lease: lease.clone(),
@@ -247,6 +251,7 @@ impl Pair {
                 lease,
                 health: health_tx,
                 ready: ready_tx,
+                stream: stream_tx,
                 commands: cmd_tx,
                 counters,
             }),
@@ -290,6 +295,23 @@ impl Pair {
     /// be true). Starts true.
     pub fn set_ready(&self, ready: bool) {
         self.shared.ready.send_replace(ready);
+    }
+
+    /// Whether this member can use its own stream: `Some(false)` when it
+    /// could not append to its stream (as the active) or read the stream
+    /// leader (as the standby) for longer than the node's publish timeout,
+    /// `Some(true)` when it can, `None` (the start) when it does not say.
+    /// Proposed with the health reports. The active hands the role over
+    /// after `timing.field_bad_reports` reports of `Some(false)` in a row,
+    /// to a member that is eligible and reports `Some(true)`
+    /// ([`ReleaseReason::StreamHealth`](crate::ReleaseReason::StreamHealth)),
+    /// never to one that cannot use its stream either: an active whose bus
+    /// is frozen or cut while raft is fine would otherwise keep the role
+    /// while its node falls silent. (Not a field of [`Health`]: services
+    /// build that struct field by field, so a new field would not compile
+    /// there.) Ignored on the witness.
+    pub fn report_stream(&self, ok: Option<bool>) {
+        self.shared.stream.send_replace(ok);
     }
 
     /// Gives the role up if this member holds it (its lease ends at once);

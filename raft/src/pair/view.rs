@@ -32,6 +32,10 @@ pub struct RoleView {
     /// was applied here; members not heard of since this node started are
     /// missing.
     pub health: BTreeMap<NodeId, (Health, Duration)>,
+    /// Each member's last stream report (see
+    /// [`Pair::report_stream`](crate::Pair::report_stream)), for the
+    /// members that made one.
+    pub stream_ok: BTreeMap<NodeId, bool>,
     /// When this view was created.
     pub changed_at: std::time::Instant,
 }
@@ -46,4 +50,5 @@ pub(super) struct Material {
     pub(super) term: u64,
     /// Reports and whether each member is still alive.
     pub(super) health: BTreeMap<NodeId, (Health, bool)>,
+    pub(super) stream_ok: BTreeMap<NodeId, bool>,
 }

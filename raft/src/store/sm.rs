@@ -51,6 +51,8 @@ pub(crate) struct LocalTimes {
     pub(crate) health_at: BTreeMap<NodeId, Instant>,
     /// Consecutive `plc_ok == Some(false)` reports of each member.
     pub(crate) plc_bad_streak: BTreeMap<NodeId, u32>,
+    /// Consecutive `stream_ok == Some(false)` reports of each member.
+    pub(crate) stream_bad_streak: BTreeMap<NodeId, u32>,
     /// When each member last lost the role, as applied here.
     pub(crate) lost_role_at: BTreeMap<NodeId, Instant>,
     /// When each member was last granted the role, as applied here.
@@ -63,6 +65,7 @@ impl LocalTimes {
             renewed_at: now,
             health_at: BTreeMap::new(),
             plc_bad_streak: BTreeMap::new(),
+            stream_bad_streak: BTreeMap::new(),
             lost_role_at: BTreeMap::new(),
             gained_role_at: BTreeMap::new(),
         }
@@ -191,17 +194,21 @@ impl StateMachine {
                 }
                 if let Some((m, plc_ok)) = effect.health_of {
                     l.health_at.insert(m, now);
-                    let streak = l.plc_bad_streak.entry(m).or_insert(0);
-                    *streak = if plc_ok == Some(false) {
-                        streak.saturating_add(1)
-                    } else {
-                        0
-                    };
+                    bump_streak(&mut l.plc_bad_streak, m, plc_ok == Some(false));
+                }
+                if let Some((m, stream_ok)) = effect.stream_of {
+                    bump_streak(&mut l.stream_bad_streak, m, stream_ok == Some(false));
                 }
                 resp
             }
         }
     }
+}
+
+/// Counts one more bad report of `member` in a row, or starts over.
+fn bump_streak(streaks: &mut BTreeMap<NodeId, u32>, member: NodeId, bad: bool) {
+    let streak = streaks.entry(member).or_insert(0);
+    *streak = if bad { streak.saturating_add(1) } else { 0 };
 }
 
 /// Builds a snapshot from a copy of the state taken when openraft asked.
@@ -360,6 +367,7 @@ mod tests {
                         member: 1,
                         incarnation: 11,
                         report: bad.clone(),
+                        stream_ok: Some(false),
                     },
                 ),
                 normal(
@@ -368,6 +376,7 @@ mod tests {
                         member: 1,
                         incarnation: 11,
                         report: bad.clone(),
+                        stream_ok: Some(false),
                     },
                 ),
                 normal(
@@ -395,6 +404,7 @@ mod tests {
         assert_eq!(a.state.renew_index, 1);
         assert!(a.local.renewed_at > start);
         assert_eq!(a.local.plc_bad_streak.get(&1), Some(&2));
+        assert_eq!(a.local.stream_bad_streak.get(&1), Some(&2));
         assert!(a.local.gained_role_at.contains_key(&2));
         let (last, _) = sm.applied_state().await.expect("applied");
         assert_eq!(last.map(|l| l.index), Some(4));
@@ -411,6 +421,7 @@ mod tests {
                     member: 1,
                     incarnation: 11,
                     report: Health::default(),
+                    stream_ok: None,
                 },
             ),
             normal(

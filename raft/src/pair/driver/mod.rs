@@ -88,9 +88,10 @@ pub(super) struct Driver {
     metrics_rx: watch::Receiver<RaftMetrics<NodeId, EmptyNode>>,
     metrics: RaftMetrics<NodeId, EmptyNode>,
 
-    /// Latest health and readiness from handles.
+    /// Latest health, readiness and stream state from handles.
     health_rx: watch::Receiver<Health>,
     ready_rx: watch::Receiver<bool>,
+    stream_rx: watch::Receiver<Option<bool>>,
     cmd_rx: mpsc::Receiver<Command>,
 
     view_tx: watch::Sender<RoleView>,
@@ -135,8 +136,8 @@ pub(super) struct Driver {
     /// Term in which the health report in flight was proposed; a report
     /// stuck on a previous leader does not hold back the next one.
     health_inflight: Option<u64>,
-    /// Last health proposed and when.
-    last_health: Option<(Health, Instant)>,
+    /// Last health (and stream state) proposed and when.
+    last_health: Option<((Health, Option<bool>), Instant)>,
     step_down_waiters: Vec<oneshot::Sender<Result<(), RaftError>>>,
 
     /// Members: how long without hearing a leader before standing for
@@ -182,6 +183,7 @@ pub(super) struct Wiring {
     pub(super) metrics_rx: watch::Receiver<RaftMetrics<NodeId, EmptyNode>>,
     pub(super) health_rx: watch::Receiver<Health>,
     pub(super) ready_rx: watch::Receiver<bool>,
+    pub(super) stream_rx: watch::Receiver<Option<bool>>,
     pub(super) cmd_rx: mpsc::Receiver<Command>,
     pub(super) view_tx: watch::Sender<RoleView>,
     pub(super) lease: Lease,
@@ -209,6 +211,7 @@ impl Driver {
             metrics,
             health_rx: w.health_rx,
             ready_rx: w.ready_rx,
+            stream_rx: w.stream_rx,
             cmd_rx: w.cmd_rx,
             view_tx: w.view_tx,
             last_material: None,
@@ -650,6 +653,7 @@ impl Driver {
                 .iter()
                 .map(|(id, (h, d))| (*id, (h.clone(), *d < self.timing.health_fresh)))
                 .collect(),
+            stream_ok: st.stream_ok.clone(),
         };
         if self.last_material.as_ref() == Some(&material) {
             return;
@@ -670,6 +674,7 @@ impl Driver {
             leader: self.metrics.current_leader,
             term: self.metrics.current_term,
             health,
+            stream_ok: st.stream_ok.clone(),
             changed_at: std::time::Instant::now(),
         });
     }

@@ -224,7 +224,7 @@ impl Driver {
         if self.health_inflight == Some(term) {
             return;
         }
-        let h = self.effective_health();
+        let h = (self.effective_health(), *self.stream_rx.borrow());
         // A report stuck on a previous leader goes again through the new one.
         let stuck = self.health_inflight.is_some();
         let due = match &self.last_health {
@@ -236,11 +236,13 @@ impl Driver {
         }
         self.health_inflight = Some(term);
         self.last_health = Some((h.clone(), now));
+        let (report, stream_ok) = h;
         let fut = self.propose_fut(
             Request::Health {
                 member: self.me,
                 incarnation: self.incarnation,
-                report: h,
+                report,
+                stream_ok,
             },
             self.timing.rpc_timeout,
             true,
@@ -266,6 +268,8 @@ impl Driver {
                         health: st.health.get(&m).cloned(),
                         since_report: since(local.health_at.get(&m)),
                         plc_bad_streak: local.plc_bad_streak.get(&m).copied().unwrap_or(0),
+                        stream_ok: st.stream_ok.get(&m).copied(),
+                        stream_bad_streak: local.stream_bad_streak.get(&m).copied().unwrap_or(0),
                         since_lost_role: since(local.lost_role_at.get(&m)),
                         since_gained_role: since(local.gained_role_at.get(&m)),
                     },
