@@ -10,7 +10,8 @@
 //!   fixtures of `topology/src/validate/tests.rs` and `tests/tests/cli.rs`
 //!   (their string literals, read from the source at run time: a fragment
 //!   also goes in after the tests' valid root);
-//! - `wire_json`: requests and replies as the services write them.
+//! - `wire_json`: requests and replies as the services write them;
+//! - `raft_frame`: a hello, every RPC and reply, as a voter writes them.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -37,7 +38,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             topology_seeds(root.parent().unwrap_or(root)),
         ),
         ("wire_json", wire_seeds(&state)?),
+        ("raft_frame", raft_seeds()?),
     ] {
+        // Arguments name the targets to seed; none: all.
+        let wanted: Vec<String> = std::env::args().skip(1).collect();
+        if !wanted.is_empty() && !wanted.iter().any(|w| w == target) {
+            continue;
+        }
         let dir = root.join("corpus").join(target);
         fs::create_dir_all(&dir)?;
         for (name, bytes) in &seeds {
@@ -384,4 +391,159 @@ mod erased {
             serde_json::to_vec_pretty(self)
         }
     }
+}
+
+fn raft_seeds() -> Result<Seeds, serde_json::Error> {
+    use openraft::raft::{
+        AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    };
+    use openraft::{
+        CommittedLeaderId, Entry, EntryPayload, LogId, Membership, SnapshotMeta, StoredMembership,
+        Vote,
+    };
+    use raft::network::{Reply as RaftReply, Rpc};
+    use raft::{Health, Hello, PairState, Request, Response, TypeConfig, MEMBER_A, VOTERS};
+
+    let log_id = |term, index| LogId::new(CommittedLeaderId::new(term, MEMBER_A), index);
+    let entry = |index, payload| Entry::<TypeConfig> {
+        log_id: log_id(2, index),
+        payload,
+    };
+    let voters = std::collections::BTreeSet::from(VOTERS);
+    let membership = Membership::new(vec![voters.clone()], voters);
+    let requests = [
+        Request::Renew {
+            member: 1,
+            incarnation: 77,
+            epoch: 3,
+        },
+        Request::Acquire {
+            member: 2,
+            incarnation: 78,
+            expect_epoch: 3,
+            expect_renew_index: 41,
+        },
+        Request::Release {
+            member: 1,
+            incarnation: 77,
+            epoch: 3,
+            lapsed: true,
+        },
+        Request::Health {
+            member: 2,
+            incarnation: 78,
+            report: Health {
+                plc_ok: Some(true),
+                life_sign: Some(513),
+                ready: true,
+            },
+        },
+        Request::Probe,
+    ];
+    let mut entries = vec![
+        entry(1, EntryPayload::Blank),
+        entry(2, EntryPayload::Membership(membership.clone())),
+    ];
+    for (i, r) in requests.iter().enumerate() {
+        entries.push(entry(3 + i as u64, EntryPayload::Normal(r.clone())));
+    }
+    let vote = Vote::new_committed(2, MEMBER_A);
+    let mut seeds = Seeds::new();
+    let mut json = |name: &str, v: &dyn erased::Json| -> Result<(), serde_json::Error> {
+        seeds.push((name.into(), v.json()?));
+        Ok(())
+    };
+    json(
+        "hello",
+        &Hello {
+            mesh: "lab".into(),
+            node: "root.south".into(),
+            from_id: 3,
+        },
+    )?;
+    json(
+        "rpc-vote",
+        &Rpc::Vote(VoteRequest::new(Vote::new(3, 2), Some(log_id(2, 7)))),
+    )?;
+    json(
+        "rpc-heartbeat",
+        &Rpc::Append(AppendEntriesRequest {
+            vote,
+            prev_log_id: Some(log_id(2, 7)),
+            entries: vec![],
+            leader_commit: Some(log_id(2, 7)),
+        }),
+    )?;
+    json(
+        "rpc-append",
+        &Rpc::Append(AppendEntriesRequest {
+            vote,
+            prev_log_id: None,
+            entries,
+            leader_commit: Some(log_id(2, 2)),
+        }),
+    )?;
+    json(
+        "rpc-snapshot",
+        &Rpc::Snapshot {
+            vote,
+            meta: SnapshotMeta {
+                last_log_id: Some(log_id(2, 7)),
+                last_membership: StoredMembership::new(Some(log_id(2, 2)), membership),
+                snapshot_id: "2-7-1".into(),
+            },
+            data: serde_json::to_vec(&PairState::default())?,
+        },
+    )?;
+    json(
+        "rpc-prevote",
+        &Rpc::PreVote {
+            term: 3,
+            last_log_id: Some(log_id(2, 7)),
+        },
+    )?;
+    for (i, r) in requests.into_iter().enumerate() {
+        json(&format!("rpc-forward-{i}"), &Rpc::Forward(r))?;
+    }
+    json(
+        "reply-vote",
+        &RaftReply::Vote(VoteResponse::new(Vote::new(3, 2), Some(log_id(2, 7)), true)),
+    )?;
+    json(
+        "reply-append",
+        &RaftReply::Append(AppendEntriesResponse::Success),
+    )?;
+    json(
+        "reply-append-higher",
+        &RaftReply::Append(AppendEntriesResponse::HigherVote(Vote::new(4, 2))),
+    )?;
+    json(
+        "reply-snapshot",
+        &RaftReply::Snapshot(SnapshotResponse::new(vote)),
+    )?;
+    for (i, r) in [
+        Response::Ok,
+        Response::Fenced,
+        Response::Granted { epoch: 4 },
+        Response::Conflict,
+        Response::Invalid,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        json(&format!("reply-forward-{i}"), &RaftReply::Forward(r))?;
+    }
+    json(
+        "reply-not-leader",
+        &RaftReply::NotLeader { leader: Some(1) },
+    )?;
+    json(
+        "reply-prevote",
+        &RaftReply::PreVote {
+            granted: false,
+            why: Some("heard a leader 120 ms ago".into()),
+        },
+    )?;
+    json("reply-failed", &RaftReply::Failed("refused".into()))?;
+    Ok(seeds)
 }
