@@ -93,8 +93,12 @@ pub enum ReleaseReason {
     StreamHealth,
     /// The topology prefers the other member, which is back and no worse.
     Preferred,
-    /// The service asked (`Pair::step_down`); never produced by [`decide`].
+    /// The service asked (`Pair::step_down`, `Pair::switchover`); never
+    /// produced by [`decide`].
     Requested,
+    /// It is in maintenance (`Pair::set_maintenance`) and the other member
+    /// can take the role.
+    Maintenance,
     /// Its lease ran out without a committed renewal while the state still
     /// named it: that epoch is over for it (see the crate's lease rule);
     /// never produced by [`decide`].
@@ -133,9 +137,10 @@ impl DecisionInput {
         self.status(id).health.is_some_and(|h| h.ready)
     }
 
-    /// May be granted the role: a member, ready, and heard from recently.
-    fn eligible(&self, id: NodeId) -> bool {
-        is_member(id) && self.ready(id) && self.alive(id)
+    /// May be granted the role: a member, ready, heard from recently, and
+    /// not in maintenance.
+    pub(crate) fn eligible(&self, id: NodeId) -> bool {
+        is_member(id) && self.ready(id) && self.alive(id) && !self.state.maintenance.contains(&id)
     }
 
     fn plc_bad(&self, id: NodeId) -> bool {
@@ -261,7 +266,12 @@ pub fn decide(input: &DecisionInput) -> Vec<Action> {
         if let Some(other) = other_member(input.me).filter(|&o| input.eligible(o)) {
             let mine = input.status(input.me);
             let not_ready = mine.health.as_ref().is_some_and(|h| !h.ready);
-            if not_ready {
+            // An operator's decision: at once, whatever the flap hold.
+            if state.maintenance.contains(&input.me) {
+                actions.push(Action::ProposeRelease {
+                    reason: ReleaseReason::Maintenance,
+                });
+            } else if not_ready {
                 actions.push(Action::ProposeRelease {
                     reason: ReleaseReason::NotReady,
                 });
@@ -862,6 +872,68 @@ mod tests {
         assert_eq!(decide(&i), acquire(1));
     }
 
+    // ---- maintenance -------------------------------------------------------
+
+    #[test]
+    fn a_member_in_maintenance_is_never_granted() {
+        let mut i = vacant();
+        i.state.maintenance.insert(1);
+        assert_eq!(decide(&i), acquire(2));
+        // Not even preferred, not even as the only candidate.
+        i.prefer = Some(1);
+        assert_eq!(decide(&i), acquire(2));
+        i.members.insert(2, not_ready());
+        assert!(decide(&i).is_empty());
+        // Nor after grace over an active that stopped renewing.
+        let mut i = with_active(2, 2, true);
+        i.state.maintenance.insert(1);
+        i.since_last_renewal = MS(5000);
+        assert!(decide(&i).is_empty());
+        // Nor when the active restarted (a vacant role in all but name).
+        let mut i = restarted(2, 2);
+        i.state.maintenance.insert(1);
+        i.since_last_renewal = MS(400);
+        assert_eq!(decide(&i), acquire(2));
+        i.state.maintenance.insert(2);
+        assert!(decide(&i).is_empty());
+    }
+
+    #[test]
+    fn an_active_in_maintenance_releases_only_when_the_other_can_take_the_role() {
+        let mut i = with_active(1, 1, false);
+        i.state.maintenance.insert(1);
+        assert_eq!(decide(&i), release(ReleaseReason::Maintenance));
+        // At once: an operator's decision is no flapping.
+        edit(&mut i, 1, |s| s.since_gained_role = Some(MS(1)));
+        assert_eq!(decide(&i), release(ReleaseReason::Maintenance));
+        // Not into the void: the other is silent, not ready, or in
+        // maintenance too.
+        i.members.insert(2, silent());
+        assert!(decide(&i).is_empty());
+        i.members.insert(2, not_ready());
+        assert!(decide(&i).is_empty());
+        i.members.insert(2, healthy(None));
+        i.state.maintenance.insert(2);
+        assert!(decide(&i).is_empty());
+        // Only the active releases; the other member in maintenance moves
+        // nothing.
+        let mut i = with_active(1, 1, false);
+        i.state.maintenance.insert(2);
+        assert!(decide(&i).is_empty());
+    }
+
+    #[test]
+    fn after_a_release_the_leader_does_not_grant_the_releasing_member_back() {
+        // Switchover or maintenance: member 1 released a moment ago.
+        let mut i = vacant();
+        i.state.epoch = 4;
+        i.since_last_renewal = MS(400);
+        edit(&mut i, 1, |s| s.since_lost_role = Some(MS(50)));
+        assert_eq!(decide(&i), acquire(2));
+        i.prefer = Some(1);
+        assert_eq!(decide(&i), acquire(2), "not even preferred");
+    }
+
     // ---- readiness ---------------------------------------------------------
 
     #[test]
@@ -941,7 +1013,13 @@ mod tests {
                             (MS(350), MS(10_000)),
                             (MS(10_000), MS(50)),
                         ] {
-                            for prefer in [None, Some(1), Some(2), Some(3)] {
+                            for (prefer, maintenance) in
+                                [None, Some(1), Some(2), Some(3)].into_iter().flat_map(|p| {
+                                    [vec![], vec![1], vec![2], vec![1, 2]]
+                                        .into_iter()
+                                        .map(move |m| (p, m))
+                                })
+                            {
                                 for s1 in &statuses {
                                     for s2 in &statuses {
                                         let i = DecisionInput {
@@ -959,6 +1037,7 @@ mod tests {
                                                     (2, latest(2)),
                                                 ]),
                                                 stream_ok: BTreeMap::new(),
+                                                maintenance: maintenance.iter().copied().collect(),
                                                 lapsed: prefer.filter(|_| active.is_none()),
                                             },
                                             since_last_renewal: since,
@@ -977,6 +1056,7 @@ mod tests {
                                                 Action::ProposeAcquire { candidate } => {
                                                     assert!(i.am_leader);
                                                     assert!(is_member(candidate));
+                                                    assert!(!maintenance.contains(&candidate));
                                                     assert!(i.eligible(candidate), "{i:?}");
                                                     // Every grant after a first one
                                                     // waits out grace.

@@ -51,6 +51,10 @@ pub enum RaftError {
     /// The pair task is gone (cancelled or failed).
     #[error("the pair task has stopped")]
     Stopped,
+    /// An operator's request was refused; the text says why (e.g. "no
+    /// healthy peer to take the role", "no quorum: no raft leader known").
+    #[error("refused: {0}")]
+    Refused(String),
 }
 
 /// Why one proposal did not produce a state-machine response.

@@ -37,7 +37,7 @@
 //! ## The replicated state machine
 //!
 //! `PairState { active, active_incarnation, epoch, renew_index, health,
-//! incarnations, stream_ok, lapsed }`, changed by:
+//! incarnations, stream_ok, maintenance, lapsed }`, changed by:
 //! - `Renew { member, incarnation, epoch }`: applied iff
 //!   `active == Some(member)`, `incarnation == active_incarnation` and
 //!   `epoch == state.epoch`; sets `renew_index` to the entry's log index.
@@ -64,6 +64,9 @@
 //!   incarnation and the stream state; services report [`Health`] as
 //!   before, and the stream through [`Pair::report_stream`].
 //! - `Probe`: a no-op (see the grant rule).
+//! - `Maintenance { member, incarnation, on }`: adds `member` to (or removes
+//!   it from) `maintenance`; members only. Proposed by the member it
+//!   concerns, for itself.
 //!
 //! Entries and snapshots written before incarnations existed decode with
 //! `NO_INCARNATION` (`#[serde(default)]`): such a state names an active no
@@ -241,6 +244,21 @@
 //! standby reads its stream fine: [`Pair::report_stream`]; never to a
 //! member that cannot use its stream either) or when not ready; no
 //! flapping within 2 s. See its module for the rules and their tests.
+//!
+//! ## Operator control: maintenance and switchover
+//!
+//! [`Pair::set_maintenance`] puts a member in maintenance (replicated in
+//! `PairState::maintenance`, `#[serde(default)]` for old snapshots): it is
+//! never granted the role, and an active member in maintenance releases
+//! ([`ReleaseReason::Maintenance`]) as soon as the other member is
+//! eligible, whatever the flap hold. Putting the active in maintenance is
+//! refused while the other member could not take the role ("no healthy
+//! peer to take the role"). [`Pair::switchover`] on the active releases
+//! (reason `Requested`) after checking that a leader is known ("no
+//! quorum") and that the other member is eligible ("no healthy peer");
+//! the leader grants the other member after `grace`, with the next epoch
+//! (the released member just lost the role, and the flap hold keeps it
+//! from being chosen back). [`RoleView::maintenance`] shows the set.
 //!
 //! A member's report is its [`Health`] plus its stream state, replicated
 //! together (`Request::Health { report, stream_ok }`, the latter

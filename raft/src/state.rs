@@ -3,6 +3,7 @@
 //! (`store::sm`) stamps local instants from the [`Effect`] returned here.
 
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 use serde::Deserialize;
 use serde::Serialize;
@@ -47,6 +48,11 @@ pub struct PairState {
     /// (`stream_ok: Some(_)`); a report of `None` removes the entry.
     #[serde(default)]
     pub stream_ok: BTreeMap<NodeId, bool>,
+    /// The members in maintenance: never granted the role; an active one
+    /// hands it over as soon as the other member can take it. Absent in
+    /// snapshots from before it existed (nobody in maintenance).
+    #[serde(default)]
+    pub maintenance: BTreeSet<NodeId>,
     /// The member whose lease lapsed and that released its epoch for that
     /// reason (`Release { lapsed: true }`): the vacant role goes back to it
     /// first if it can take it (sticky). Cleared by the next grant.
@@ -179,6 +185,18 @@ impl PairState {
                 }
             }
             Request::Probe => Response::Ok,
+            Request::Maintenance { member, on, .. } => {
+                if !is_member(*member) {
+                    Response::Invalid
+                } else {
+                    if *on {
+                        self.maintenance.insert(*member);
+                    } else {
+                        self.maintenance.remove(member);
+                    }
+                    Response::Ok
+                }
+            }
         };
         (response, effect)
     }
@@ -513,6 +531,38 @@ mod tests {
     }
 
     #[test]
+    fn maintenance_is_set_and_cleared_for_members_only() {
+        let maint = |member, on| Request::Maintenance {
+            member,
+            incarnation: inc(member),
+            on,
+        };
+        let mut s = active(1, 2, 3);
+        assert_eq!(
+            s.apply(4, &maint(2, true)),
+            (Response::Ok, Effect::default())
+        );
+        assert_eq!(s.maintenance, BTreeSet::from([2]));
+        // Idempotent, and it moves nothing by itself: the role rules act
+        // on it (see `decide`).
+        assert_eq!(s.apply(5, &maint(2, true)).0, Response::Ok);
+        assert_eq!((s.active, s.epoch, s.renew_index), (Some(1), 2, 3));
+        assert_eq!(s.apply(6, &maint(1, true)).0, Response::Ok);
+        assert_eq!(s.maintenance, BTreeSet::from([1, 2]));
+        assert_eq!(s.apply(7, &maint(2, false)).0, Response::Ok);
+        assert_eq!(s.maintenance, BTreeSet::from([1]));
+        for witness in [3, 0] {
+            assert_eq!(s.apply(8, &maint(witness, true)).0, Response::Invalid);
+        }
+        assert_eq!(s.maintenance, BTreeSet::from([1]));
+        // A snapshot from before it existed: nobody in maintenance.
+        let old: PairState =
+            serde_json::from_str(r#"{"active":2,"epoch":1,"renew_index":5,"health":{}}"#)
+                .expect("old state");
+        assert!(old.maintenance.is_empty());
+    }
+
+    #[test]
     fn probe_changes_nothing() {
         let mut s = active(1, 2, 3);
         assert_eq!(
@@ -573,6 +623,11 @@ mod tests {
                         expect_renew_index: s.renew_index,
                     });
                     v.push(report(m, i));
+                    v.push(Request::Maintenance {
+                        member: m,
+                        incarnation: i,
+                        on: i == inc(m),
+                    });
                 }
             }
             v

@@ -191,6 +191,20 @@ pub enum Request {
     /// No-op a new leader commits so that everything before it is applied
     /// locally before it decides anything.
     Probe,
+    /// A member goes into maintenance (`on`) or out of it: while in it, it
+    /// is never granted the role, and, if active, it hands the role over
+    /// as soon as the other member can take it. Proposed by the member it
+    /// concerns, for itself (an operator's `set_maintenance` on that
+    /// member's process).
+    Maintenance {
+        /// The member concerned (and proposing).
+        member: NodeId,
+        /// The proposing process (recorded in the log for the audit; the
+        /// flag is about the member, whichever process sets it).
+        incarnation: Incarnation,
+        /// In maintenance from now on (`true`) or no longer (`false`).
+        on: bool,
+    },
 }
 
 /// The state machine's answer to one [`Request`].

@@ -801,3 +801,103 @@ async fn stream_health_moves_the_role_to_the_member_that_can_use_its_stream() ->
     assert_eq!(views[&3].stream_ok.get(&standby), Some(&true));
     g.monitor.check()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn switchover_moves_the_role_to_the_other_member_with_the_next_epoch() -> anyhow::Result<()> {
+    let g = Group::start(None).await?;
+    let (active, epoch) = g.settled().await?;
+    let standby = other_member(active).context("member")?;
+    // Refused on anyone but the active.
+    for id in [standby, 3] {
+        let err = g.pair(id).switchover().await.expect_err("not active");
+        assert!(err.to_string().contains("not active"), "{err}");
+    }
+    g.wait_for("the standby's report fresh everywhere", SETTLE, |v| {
+        v.values()
+            .all(|x| x.health.get(&standby).is_some_and(|(h, _)| h.ready))
+    })
+    .await?;
+    g.pair(active).switchover().await?;
+    assert!(
+        !g.pair(active).lease().is_valid(),
+        "the lease ends with the release"
+    );
+    let views = g
+        .wait_for("the other member active", SETTLE, |v| v[&standby].me_active)
+        .await?;
+    assert_eq!(views[&standby].epoch, epoch + 1, "{views:#?}");
+    assert!(!views[&active].me_active);
+    g.wait_for("everyone agrees", SETTLE, |v| {
+        stable(v) && v[&standby].me_active
+    })
+    .await?;
+    g.monitor.check()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_in_maintenance_hands_the_role_over_and_is_never_granted_until_it_leaves(
+) -> anyhow::Result<()> {
+    let mut g = Group::start(None).await?;
+    let (first, epoch) = g.settled().await?;
+    let second = other_member(first).context("member")?;
+
+    // The active goes into maintenance: it hands the role over at once.
+    g.wait_for("the other member's report fresh everywhere", SETTLE, |v| {
+        v.values()
+            .all(|x| x.health.get(&second).is_some_and(|(h, _)| h.ready))
+    })
+    .await?;
+    g.pair(first).set_maintenance(true).await?;
+    let views = g
+        .wait_for("the other member active", SETTLE, |v| {
+            stable(v) && v[&second].me_active && v[&second].epoch > epoch
+        })
+        .await?;
+    assert!(views.values().all(|v| v.maintenance.contains(&first)));
+    let epoch = views[&second].epoch;
+
+    // The active dies: the member in maintenance is never granted.
+    g.stop_node(second).await?;
+    g.wait_for("the dead member stale where it counts", SETTLE, |v| {
+        v.values().all(|x| {
+            x.health
+                .get(&second)
+                .is_none_or(|(_, age)| *age >= g.timing.health_fresh)
+                && x.leader.is_some()
+        })
+    })
+    .await?;
+    let granted = tokio::time::timeout(
+        Duration::from_secs(2),
+        g.wait_for("the member in maintenance granted", SETTLE, |v| {
+            v[&first].me_active || v.values().any(|x| x.epoch > epoch)
+        }),
+    )
+    .await;
+    assert!(
+        granted.is_err(),
+        "a member in maintenance was granted: {granted:?}"
+    );
+
+    // Out of maintenance: it is granted.
+    g.pair(first).set_maintenance(false).await?;
+    let views = g
+        .wait_for("the member out of maintenance active", SETTLE, |v| {
+            v[&first].me_active && v[&first].epoch > epoch
+        })
+        .await?;
+    assert!(views.values().all(|v| v.maintenance.is_empty()));
+
+    // With nobody to take the role, the active may not go into
+    // maintenance, nor switch over; the witness has no role to leave.
+    for refused in [
+        g.pair(first).set_maintenance(true).await,
+        g.pair(first).switchover().await,
+    ] {
+        let err = refused.expect_err("no healthy peer");
+        assert!(err.to_string().contains("no healthy peer"), "{err}");
+    }
+    assert!(g.pair(3).set_maintenance(true).await.is_err());
+    assert!(g.pair(first).view().borrow().maintenance.is_empty());
+    g.monitor.check()
+}

@@ -4,7 +4,7 @@
 //!
 //! Besides openraft's own RPCs there is one application RPC,
 //! [`Rpc::Forward`]: a node that is not the leader sends its proposal
-//! (Renew, Health, Release) to the leader, which proposes it and returns the
+//! (Renew, Health, Release, Maintenance) to the leader, which proposes it and returns the
 //! state machine's response. A peer proposes only for itself: the leader
 //! refuses a forwarded request naming another member than the hello's
 //! `from_id`, and every Acquire or Probe (see `forwardable`), with
@@ -241,7 +241,8 @@ pub(crate) fn forwardable(from: NodeId, req: &Request) -> Result<(), &'static st
     let member = match req {
         Request::Renew { member, .. }
         | Request::Release { member, .. }
-        | Request::Health { member, .. } => *member,
+        | Request::Health { member, .. }
+        | Request::Maintenance { member, .. } => *member,
         Request::Acquire { .. } => return Err("an Acquire is proposed by the leader only"),
         Request::Probe => return Err("a Probe is proposed by the leader only"),
     };
@@ -640,7 +641,7 @@ mod tests {
     use crate::types::WITNESS;
 
     #[test]
-    fn a_peer_may_forward_only_its_own_renew_release_and_health() {
+    fn a_peer_may_forward_only_its_own_renew_release_health_and_maintenance() {
         let own = |m| {
             [
                 Request::Renew {
@@ -659,6 +660,11 @@ mod tests {
                     incarnation: 7,
                     report: Health::default(),
                     stream_ok: Some(true),
+                },
+                Request::Maintenance {
+                    member: m,
+                    incarnation: 7,
+                    on: true,
                 },
             ]
         };

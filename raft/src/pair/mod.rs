@@ -69,6 +69,13 @@ enum Command {
     StepDown {
         reply: oneshot::Sender<Result<(), RaftError>>,
     },
+    Switchover {
+        reply: oneshot::Sender<Result<(), RaftError>>,
+    },
+    Maintenance {
+        on: bool,
+        reply: oneshot::Sender<Result<(), RaftError>>,
+    },
 }
 
 struct Shared {
@@ -214,6 +221,7 @@ impl Pair {
             term: metrics_rx.borrow().current_term,
             health: BTreeMap::new(),
             stream_ok: BTreeMap::new(),
+            maintenance: BTreeSet::new(),
             changed_at: std::time::Instant::now(),
         });
         let (health_tx, health_rx) = watch::channel(Health::default());
@@ -318,12 +326,48 @@ impl Pair {
     /// returns when the release is committed, or at once if not active.
     pub async fn step_down(&self) -> Result<(), RaftError> {
         let (reply, rx) = oneshot::channel();
+        self.send(Command::StepDown { reply }).await?;
+        rx.await.map_err(|_| RaftError::Stopped)?
+    }
+
+    /// Operator switchover: the active member hands the role to the other
+    /// one. Refused (with [`RaftError::Refused`] saying why) when this
+    /// member is not active, when no raft leader is known ("no quorum"),
+    /// or when the other member could not take the role now ("no healthy
+    /// peer to take the role": not ready, not heard from within
+    /// `timing.health_fresh`, or in maintenance). Otherwise it releases
+    /// (reason `Requested`, the lease ends at once) and returns once the
+    /// release is committed; the leader then grants the other member
+    /// after `grace` (the released member just lost the role, so the flap
+    /// hold keeps it from being chosen back unless it is the only one that
+    /// can take it). Wait for the new epoch in [`Pair::view`]. With
+    /// `prefer` naming this member, the role comes back after the flap
+    /// hold: put it in maintenance to keep it away.
+    pub async fn switchover(&self) -> Result<(), RaftError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Switchover { reply }).await?;
+        rx.await.map_err(|_| RaftError::Stopped)?
+    }
+
+    /// Puts this member in maintenance (`true`) or takes it out (`false`);
+    /// returns once the change is committed. A member in maintenance is
+    /// never granted the role; if it is active, it hands the role over as
+    /// soon as the other member can take it. Putting the active member in
+    /// maintenance is refused when the other member could not take the
+    /// role now ("no healthy peer to take the role"), and the witness has
+    /// no role to leave. [`RoleView::maintenance`] shows who is in it.
+    pub async fn set_maintenance(&self, on: bool) -> Result<(), RaftError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Maintenance { on, reply }).await?;
+        rx.await.map_err(|_| RaftError::Stopped)?
+    }
+
+    async fn send(&self, cmd: Command) -> Result<(), RaftError> {
         self.shared
             .commands
-            .send(Command::StepDown { reply })
+            .send(cmd)
             .await
-            .map_err(|_| RaftError::Stopped)?;
-        rx.await.map_err(|_| RaftError::Stopped)?
+            .map_err(|_| RaftError::Stopped)
     }
 
     /// Counters since start.

@@ -2,6 +2,7 @@
 //! part of it whose change is worth publishing.
 
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::types::Health;
@@ -36,6 +37,9 @@ pub struct RoleView {
     /// [`Pair::report_stream`](crate::Pair::report_stream)), for the
     /// members that made one.
     pub stream_ok: BTreeMap<NodeId, bool>,
+    /// The members in maintenance (see
+    /// [`Pair::set_maintenance`](crate::Pair::set_maintenance)).
+    pub maintenance: BTreeSet<NodeId>,
     /// When this view was created.
     pub changed_at: std::time::Instant,
 }
@@ -51,4 +55,5 @@ pub(super) struct Material {
     /// Reports and whether each member is still alive.
     pub(super) health: BTreeMap<NodeId, (Health, bool)>,
     pub(super) stream_ok: BTreeMap<NodeId, bool>,
+    pub(super) maintenance: BTreeSet<NodeId>,
 }

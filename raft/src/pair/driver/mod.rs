@@ -48,6 +48,7 @@ use crate::store::LogTail;
 use crate::timing::Timing;
 use crate::types::is_member;
 use crate::types::new_incarnation;
+use crate::types::other_member;
 use crate::types::Health;
 use crate::types::Incarnation;
 use crate::types::NodeId;
@@ -591,7 +592,50 @@ impl Driver {
                     let _ = reply.send(Ok(()));
                 }
             }
+            Command::Switchover { reply } => match self.switchover_refused() {
+                Some(why) => {
+                    tracing::info!(why, "switchover refused");
+                    let _ = reply.send(Err(RaftError::Refused(why.into())));
+                }
+                None => {
+                    tracing::info!(epoch = self.applied.state.epoch, "switchover");
+                    self.release(ReleaseReason::Requested);
+                    self.step_down_waiters.push(reply);
+                }
+            },
+            Command::Maintenance { on, reply } => {
+                if !is_member(self.me) {
+                    let why = "the witness is never active: maintenance is for members";
+                    let _ = reply.send(Err(RaftError::Refused(why.into())));
+                } else if on && self.named_active() && !self.other_eligible() {
+                    tracing::info!("maintenance refused: no healthy peer to take the role");
+                    let why = "no healthy peer to take the role";
+                    let _ = reply.send(Err(RaftError::Refused(why.into())));
+                } else {
+                    self.propose_maintenance(on, reply);
+                }
+            }
         }
+    }
+
+    /// The other member could be granted the role now, as this node sees it.
+    fn other_eligible(&self) -> bool {
+        let input = self.decision_input(Instant::now());
+        other_member(self.me).is_some_and(|o| input.eligible(o))
+    }
+
+    /// Why a switchover cannot go ahead now, if it cannot.
+    fn switchover_refused(&self) -> Option<&'static str> {
+        if !is_member(self.me) || !self.named_active() || !self.lease.is_valid() {
+            return Some("this member is not active");
+        }
+        if self.metrics.current_leader.is_none() {
+            return Some("no quorum: no raft leader known");
+        }
+        if !self.other_eligible() {
+            return Some("no healthy peer to take the role");
+        }
+        None
     }
 
     fn on_lease_timer(&mut self) {
@@ -654,6 +698,7 @@ impl Driver {
                 .map(|(id, (h, d))| (*id, (h.clone(), *d < self.timing.health_fresh)))
                 .collect(),
             stream_ok: st.stream_ok.clone(),
+            maintenance: st.maintenance.clone(),
         };
         if self.last_material.as_ref() == Some(&material) {
             return;
@@ -675,6 +720,7 @@ impl Driver {
             term: self.metrics.current_term,
             health,
             stream_ok: st.stream_ok.clone(),
+            maintenance: st.maintenance.clone(),
             changed_at: std::time::Instant::now(),
         });
     }

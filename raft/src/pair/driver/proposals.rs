@@ -11,6 +11,7 @@ use openraft::error::ClientWriteError;
 use openraft::error::RaftError as OpenraftError;
 use openraft::LogId;
 use openraft::Raft;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::Driver;
@@ -172,6 +173,11 @@ pub(super) enum Outcome {
     Release {
         result: Result<Response, ProposeError>,
     },
+    Maintenance {
+        on: bool,
+        reply: oneshot::Sender<Result<(), RaftError>>,
+        result: Result<Response, ProposeError>,
+    },
 }
 
 impl Driver {
@@ -255,7 +261,7 @@ impl Driver {
         });
     }
 
-    fn decision_input(&self, now: Instant) -> DecisionInput {
+    pub(super) fn decision_input(&self, now: Instant) -> DecisionInput {
         let st = &self.applied.state;
         let local = &self.applied.local;
         let since = |t: Option<&Instant>| t.map(|t| now.saturating_duration_since(*t));
@@ -385,6 +391,31 @@ impl Driver {
         self.spawn(async move { Outcome::Release { result: fut.await } });
     }
 
+    /// Proposes this member's maintenance flag; `reply` gets the outcome.
+    pub(super) fn propose_maintenance(
+        &mut self,
+        on: bool,
+        reply: oneshot::Sender<Result<(), RaftError>>,
+    ) {
+        tracing::info!(on, "maintenance");
+        let fut = self.propose_fut(
+            Request::Maintenance {
+                member: self.me,
+                incarnation: self.incarnation,
+                on,
+            },
+            self.timing.rpc_timeout,
+            true,
+        );
+        self.spawn(async move {
+            Outcome::Maintenance {
+                on,
+                reply,
+                result: fut.await,
+            }
+        });
+    }
+
     pub(super) fn on_outcome(&mut self, outcome: Outcome) {
         match outcome {
             Outcome::PreVote {
@@ -478,6 +509,19 @@ impl Driver {
                 for w in self.step_down_waiters.drain(..) {
                     let _ = w.send(answer.clone().map_err(RaftError::Propose));
                 }
+            }
+            Outcome::Maintenance { on, reply, result } => {
+                let answer = match result {
+                    Ok(Response::Ok) => Ok(()),
+                    Ok(other) => Err(RaftError::Refused(format!(
+                        "maintenance {on}: the state machine answered {other:?}"
+                    ))),
+                    Err(e) => Err(RaftError::Propose(e)),
+                };
+                if let Err(e) = &answer {
+                    tracing::warn!(on, error = %e, "maintenance not committed");
+                }
+                let _ = reply.send(answer);
             }
         }
     }
