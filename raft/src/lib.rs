@@ -274,8 +274,12 @@
 //! - `timing`: [`Timing`] and the safety inequality.
 //! - `store`: log + vote (`raft-log.bin`, `raft-vote.json`) and state
 //!   machine snapshot (`raft-snapshot.json`) under the data directory.
-//! - `network`: the [`Transport`] trait, openraft's network over it, and
-//!   the TCP transport (hello, source-IP check, framing).
+//! - `network`: the [`Transport`] trait, openraft's network over it, the
+//!   pre-vote rule (`network::prevote`), and the TCP transport
+//!   ([`network::tcp`]: hello, source-IP check, framing with bodies read
+//!   as they arrive and a 1 MiB limit, at most 16 connections waiting for
+//!   their hello; [`network::tcp::decode_frame`] is the pure frame decoder
+//!   a fuzz target calls).
 //! - `router`: the in-process fault-injecting transport for tests.
 //! - `peer`: [`Peer`], how to reach a voter.
 //! - `metrics`: [`PairMetrics`] and the counters behind it.

@@ -29,6 +29,9 @@ pub struct PairMetrics {
     /// unanswered: cut off, the others still hear a leader, or its log is
     /// behind).
     pub stands_refused: u64,
+    /// Raft connections closed at once because `MAX_PRE_HELLO` (16) others
+    /// had not said hello yet (a flood of silent connections).
+    pub refused_unauthenticated: u64,
 }
 
 /// Shared counters behind [`PairMetrics`].
@@ -41,6 +44,7 @@ pub(crate) struct Counters {
     rejected_connections: AtomicU64,
     rejected_forwards: AtomicU64,
     stands_refused: AtomicU64,
+    refused_unauthenticated: AtomicU64,
 }
 
 impl Counters {
@@ -76,6 +80,10 @@ impl Counters {
         Self::bump(&self.stands_refused);
     }
 
+    pub(crate) fn bump_refused_unauthenticated(&self) {
+        Self::bump(&self.refused_unauthenticated);
+    }
+
     pub(crate) fn snapshot(&self) -> PairMetrics {
         PairMetrics {
             elections: self.elections.load(Ordering::Relaxed),
@@ -85,6 +93,7 @@ impl Counters {
             rejected_connections: self.rejected_connections.load(Ordering::Relaxed),
             rejected_forwards: self.rejected_forwards.load(Ordering::Relaxed),
             stands_refused: self.stands_refused.load(Ordering::Relaxed),
+            refused_unauthenticated: self.refused_unauthenticated.load(Ordering::Relaxed),
         }
     }
 }

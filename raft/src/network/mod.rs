@@ -11,11 +11,12 @@
 //! [`Reply::Failed`], counted in `PairMetrics::rejected_forwards`.
 
 pub(crate) mod prevote;
-pub(crate) mod tcp;
+pub mod tcp;
 
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -253,47 +254,69 @@ pub(crate) fn forwardable(from: NodeId, req: &Request) -> Result<(), &'static st
     }
 }
 
+/// What an [`Inbound`] hands RPCs to once this node's openraft instance
+/// runs.
+#[derive(Clone)]
+pub(crate) struct Core {
+    pub(crate) raft: Raft<TypeConfig>,
+    /// The end of this node's log, for pre-vote answers.
+    pub(crate) tail: LogTail,
+}
+
 /// The receiving side of one node: hands RPCs to its openraft instance.
+///
+/// It may serve before that instance runs (the listener is bound first):
+/// until it is started, openraft's RPCs and forwarded proposals are
+/// refused and pre-votes answered "no".
 #[derive(Clone)]
 pub struct Inbound {
     me: NodeId,
-    raft: Raft<TypeConfig>,
+    core: Arc<OnceLock<Core>>,
     counters: Arc<Counters>,
     /// Bound on handling one forwarded proposal, so a partitioned leader
     /// does not keep connection tasks forever.
     forward_timeout: Duration,
     /// What this node hears from leaders.
     watch: Arc<LeaderWatch>,
-    /// The end of this node's log, for pre-vote answers.
-    tail: LogTail,
     /// openraft's leader lease (`election_max`), for pre-vote answers.
     leader_lease: Duration,
 }
 
 impl Debug for Inbound {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Inbound").field("me", &self.me).finish()
+        f.debug_struct("Inbound")
+            .field("me", &self.me)
+            .field("started", &self.core.get().is_some())
+            .finish()
     }
 }
+
+/// What a node that does not run openraft yet answers to openraft's RPCs.
+const NOT_STARTED: &str = "raft not started on this voter (its store is being confirmed)";
 
 impl Inbound {
     pub(crate) fn new(
         me: NodeId,
-        raft: Raft<TypeConfig>,
         counters: Arc<Counters>,
         forward_timeout: Duration,
         watch: Arc<LeaderWatch>,
-        tail: LogTail,
         leader_lease: Duration,
     ) -> Self {
         Self {
             me,
-            raft,
+            core: Arc::new(OnceLock::new()),
             counters,
             forward_timeout,
             watch,
-            tail,
             leader_lease,
+        }
+    }
+
+    /// From now on, RPCs go to this openraft instance. Once only: a second
+    /// call is ignored (and logged).
+    pub(crate) fn start(&self, core: Core) {
+        if self.core.set(core).is_err() {
+            tracing::error!("raft inbound started twice; keeping the first instance");
         }
     }
 
@@ -303,10 +326,13 @@ impl Inbound {
     /// for a real vote request: the member could never win, and without
     /// the signal the witness would never stand for it.
     async fn pre_vote(&self, from: NodeId, candidate_log: Option<LogId<NodeId>>) -> PreVote {
+        let Some(core) = self.core.get() else {
+            return PreVote::NotRunning;
+        };
         let me = self.me;
         let lease = self.leader_lease;
-        let tail = self.tail.clone();
-        let voter = self
+        let tail = core.tail.clone();
+        let voter = core
             .raft
             .with_raft_state(move |st| Voter {
                 me,
@@ -341,12 +367,30 @@ impl Inbound {
         self.counters.bump_rejected();
     }
 
+    /// Counts a connection closed at once because too many others have
+    /// not said hello yet (for `PairMetrics::refused_unauthenticated`).
+    pub fn count_refused_unauthenticated(&self) {
+        self.counters.bump_refused_unauthenticated();
+    }
+
     /// Handles one RPC from voter `from`.
     pub async fn handle(&self, from: NodeId, rpc: Rpc) -> Reply {
+        let Some(core) = self.core.get() else {
+            return match rpc {
+                Rpc::PreVote { .. } => Reply::PreVote {
+                    granted: false,
+                    why: Some(format!("{:?}", PreVote::NotRunning)),
+                },
+                Rpc::Forward(_) => Reply::NotLeader { leader: None },
+                Rpc::Vote(_) | Rpc::Append(_) | Rpc::Snapshot { .. } => {
+                    Reply::Failed(NOT_STARTED.into())
+                }
+            };
+        };
         match rpc {
             Rpc::Vote(req) => {
                 let candidate_log = req.last_log_id;
-                match self.raft.vote(req).await {
+                match core.raft.vote(req).await {
                     Ok(r) => {
                         if r.vote_granted {
                             self.watch.voted();
@@ -370,7 +414,7 @@ impl Inbound {
             Rpc::Append(req) => {
                 self.watch.append_arrived(req.vote);
                 let witness_term = witness_log_term(&req);
-                match self.raft.append_entries(req).await {
+                match core.raft.append_entries(req).await {
                     Ok(r) => {
                         match &r {
                             AppendEntriesResponse::Success => self.watch.leader_heard(witness_term),
@@ -389,7 +433,7 @@ impl Inbound {
                     meta,
                     snapshot: Box::new(Cursor::new(data)),
                 };
-                match self.raft.install_full_snapshot(vote, snapshot).await {
+                match core.raft.install_full_snapshot(vote, snapshot).await {
                     Ok(r) => {
                         if r.vote == sent {
                             self.watch.leader_heard(None);
@@ -421,7 +465,7 @@ impl Inbound {
                     return Reply::NotLeader { leader: None };
                 }
                 tracing::trace!(from, ?req, "forwarded proposal");
-                match tokio::time::timeout(self.forward_timeout, self.raft.client_write(req)).await
+                match tokio::time::timeout(self.forward_timeout, core.raft.client_write(req)).await
                 {
                     Err(_) => Reply::Failed("forwarded proposal timed out".into()),
                     Ok(Ok(r)) => Reply::Forward(r.data),

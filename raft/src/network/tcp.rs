@@ -12,6 +12,13 @@
 //!   a time per connection. Callers keep a small pool of idle connections
 //!   per peer, drop a connection on any error and reconnect on the next
 //!   call.
+//!
+//! Floods cost little: a frame's body is read as it arrives (a peer that
+//! announces [`MAX_FRAME`] bytes and sends nothing gets no buffer of that
+//! size), and at most `MAX_PRE_HELLO` connections may wait for their
+//! hello at once; more are closed at once and counted
+//! (`PairMetrics::refused_unauthenticated`). [`decode_frame`] is the
+//! frame decoding as a pure function, for fuzzing.
 
 use std::collections::BTreeMap;
 use std::collections::HashMap;
@@ -28,11 +35,14 @@ use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde::Serialize;
+use tokio::io::AsyncRead;
 use tokio::io::AsyncReadExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::net::TcpSocket;
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -45,13 +55,22 @@ use crate::error::RaftError;
 use crate::peer::Peer;
 use crate::types::NodeId;
 
-/// Largest frame accepted from an authenticated peer (a snapshot or a batch
-/// of entries is a few KiB; this only stops garbage from allocating).
-const MAX_FRAME: usize = 16 << 20;
+/// Largest frame accepted (request or reply). The largest a pair sends is
+/// an AppendEntries of openraft's `max_payload_entries` (300) entries of a
+/// few hundred bytes of JSON each, about 100 KiB; a snapshot is the small
+/// `PairState` (well under 10 KiB). 1 MiB leaves ten times that; anything
+/// larger is garbage or an attack.
+pub const MAX_FRAME: usize = 1 << 20;
 /// Largest hello accepted from a connection not yet authenticated.
 const MAX_HELLO: usize = 4096;
 /// Time a new connection has to send its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connections that may wait for their hello at once. Three voters keep a
+/// handful of connections each (`MAX_IDLE` idle per peer, plus a few
+/// busy); a 17th silent connection is an attack or a bug, and is closed
+/// at once rather than held (each one would hold a task and a socket for
+/// `HELLO_TIMEOUT`).
+const MAX_PRE_HELLO: usize = 16;
 /// Idle connections kept per peer; enough for openraft's replication and
 /// vote streams plus forwarded proposals running at once.
 const MAX_IDLE: usize = 4;
@@ -72,21 +91,117 @@ fn proto(e: impl std::fmt::Display) -> io::Error {
 }
 
 async fn write_frame<T: Serialize>(stream: &mut TcpStream, value: &T) -> io::Result<()> {
+    stream.write_all(&encode_frame(value)?).await
+}
+
+/// Why a frame did not decode.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// Fewer than the 4 bytes of the length prefix.
+    #[error("frame shorter than its 4-byte length prefix")]
+    NoLength,
+    /// The prefix announces more than the limit.
+    #[error("frame of {len} bytes exceeds {max}")]
+    TooLarge {
+        /// Announced length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The body is not as long as the prefix says.
+    #[error("frame announces {announced} bytes, has {got}")]
+    Length {
+        /// Announced length.
+        announced: usize,
+        /// Bytes present after the prefix.
+        got: usize,
+    },
+    /// The body is not the expected JSON.
+    #[error("frame body: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl From<FrameError> for io::Error {
+    fn from(e: FrameError) -> Self {
+        proto(e)
+    }
+}
+
+/// The length a 4-byte big-endian prefix announces, checked against `max`.
+fn frame_len(prefix: [u8; 4], max: usize) -> Result<usize, FrameError> {
+    let len = u32::from_be_bytes(prefix) as usize;
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    Ok(len)
+}
+
+/// Decodes one whole frame (`[u32 BE length][JSON body]`, nothing after
+/// it) into a value: what the listener does with every frame after the
+/// hello, as a pure function (the fuzz target's entry point).
+pub fn decode_frame_as<T: DeserializeOwned>(frame: &[u8], max: usize) -> Result<T, FrameError> {
+    let (prefix, body) = frame.split_first_chunk::<4>().ok_or(FrameError::NoLength)?;
+    let len = frame_len(*prefix, max)?;
+    if body.len() != len {
+        return Err(FrameError::Length {
+            announced: len,
+            got: body.len(),
+        });
+    }
+    Ok(serde_json::from_slice(body)?)
+}
+
+/// Decodes one whole request frame, as the listener does (limit
+/// [`MAX_FRAME`]).
+pub fn decode_frame(frame: &[u8]) -> Result<Rpc, FrameError> {
+    decode_frame_as(frame, MAX_FRAME)
+}
+
+/// Decodes one whole hello frame, as the listener does for a connection
+/// not yet authenticated (limit 4 KiB).
+pub fn decode_hello(frame: &[u8]) -> Result<Hello, FrameError> {
+    decode_frame_as(frame, MAX_HELLO)
+}
+
+/// Encodes `value` as one frame (what [`decode_frame_as`] reads back).
+pub fn encode_frame<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
     let body = serde_json::to_vec(value).map_err(proto)?;
     let len = u32::try_from(body.len()).map_err(proto)?;
     let mut buf = Vec::with_capacity(4 + body.len());
     buf.extend_from_slice(&len.to_be_bytes());
     buf.extend_from_slice(&body);
-    stream.write_all(&buf).await
+    Ok(buf)
 }
 
-async fn read_frame<T: DeserializeOwned>(stream: &mut TcpStream, max: usize) -> io::Result<T> {
-    let len = stream.read_u32().await? as usize;
-    if len > max {
-        return Err(proto(format!("frame of {len} bytes exceeds {max}")));
+/// Reads one frame's body into `buf` (cleared first), at most `max`
+/// bytes. The buffer grows as bytes arrive, never to the announced length
+/// up front: a peer that announces a large frame and sends nothing costs
+/// nothing.
+async fn read_frame_into<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max: usize,
+    buf: &mut Vec<u8>,
+) -> io::Result<()> {
+    let mut prefix = [0u8; 4];
+    reader.read_exact(&mut prefix).await?;
+    let len = frame_len(prefix, max)?;
+    buf.clear();
+    let got = (&mut *reader).take(len as u64).read_to_end(buf).await?;
+    if got < len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("frame cut after {got} of {len} bytes"),
+        ));
     }
-    let mut body = vec![0u8; len];
-    stream.read_exact(&mut body).await?;
+    Ok(())
+}
+
+async fn read_frame<T: DeserializeOwned, R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max: usize,
+) -> io::Result<T> {
+    let mut body = Vec::new();
+    read_frame_into(reader, max, &mut body).await?;
     serde_json::from_slice(&body).map_err(proto)
 }
 
@@ -229,6 +344,7 @@ impl Transport for TcpTransport {
                 node: hello.node,
                 peers: Arc::new(peers),
                 inbound,
+                limits: Limits::default(),
             };
             Ok(tokio::spawn(server.accept_loop(listener, cancel)))
         })
@@ -276,6 +392,24 @@ impl Transport for TcpTransport {
     }
 }
 
+/// What a listener tolerates from connections that have not said hello.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    /// Connections waiting for their hello at once; more are closed.
+    max_pre_hello: usize,
+    /// Time a connection has to send its hello.
+    hello_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_pre_hello: MAX_PRE_HELLO,
+            hello_timeout: HELLO_TIMEOUT,
+        }
+    }
+}
+
 /// The accepting side of one node.
 #[derive(Clone)]
 struct Server {
@@ -284,21 +418,43 @@ struct Server {
     node: String,
     peers: Arc<BTreeMap<NodeId, Peer>>,
     inbound: Inbound,
+    limits: Limits,
 }
 
 impl Server {
     async fn accept_loop(self, listener: TcpListener, cancel: CancellationToken) {
+        let pre_hello = Arc::new(Semaphore::new(self.limits.max_pre_hello));
+        // A flood is logged once per burst, not once per connection.
+        let mut refused_since_log = 0u64;
+        let mut last_log: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, addr)) => {
+                        let Ok(permit) = pre_hello.clone().try_acquire_owned() else {
+                            self.inbound.count_refused_unauthenticated();
+                            drop(stream);
+                            refused_since_log += 1;
+                            if last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                                tracing::warn!(
+                                    me = self.me,
+                                    peer = %addr,
+                                    refused = refused_since_log,
+                                    limit = self.limits.max_pre_hello,
+                                    "raft connections refused: too many waiting for their hello"
+                                );
+                                refused_since_log = 0;
+                                last_log = Some(tokio::time::Instant::now());
+                            }
+                            continue;
+                        };
                         let server = self.clone();
                         let cancel = cancel.clone();
                         tokio::spawn(async move {
                             tokio::select! {
                                 _ = cancel.cancelled() => {}
-                                _ = server.connection(stream, addr) => {}
+                                _ = server.connection(stream, addr, permit) => {}
                             }
                         });
                     }
@@ -345,23 +501,34 @@ impl Server {
         }
     }
 
-    async fn connection(self, mut stream: TcpStream, addr: SocketAddr) {
+    /// Serves one connection; `pre_hello` is its place among the
+    /// connections waiting for their hello, given back once the hello is
+    /// checked.
+    async fn connection(
+        self,
+        mut stream: TcpStream,
+        addr: SocketAddr,
+        pre_hello: OwnedSemaphorePermit,
+    ) {
         let _ = stream.set_nodelay(true);
-        let hello =
-            match tokio::time::timeout(HELLO_TIMEOUT, read_frame::<Hello>(&mut stream, MAX_HELLO))
-                .await
-            {
-                Ok(Ok(h)) => h,
-                Ok(Err(e)) => return self.reject(addr, &format!("bad hello: {e}")),
-                Err(_) => return self.reject(addr, "no hello in time"),
-            };
+        let hello = match tokio::time::timeout(
+            self.limits.hello_timeout,
+            read_frame::<Hello, _>(&mut stream, MAX_HELLO),
+        )
+        .await
+        {
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) => return self.reject(addr, &format!("bad hello: {e}")),
+            Err(_) => return self.reject(addr, "no hello in time"),
+        };
         if let Err(reason) = self.check(&hello, addr).await {
             return self.reject(addr, &reason);
         }
+        drop(pre_hello);
         let from = hello.from_id;
         tracing::debug!(me = self.me, from, peer = %addr, "raft connection accepted");
         loop {
-            let rpc = match read_frame::<Rpc>(&mut stream, MAX_FRAME).await {
+            let rpc = match read_frame::<Rpc, _>(&mut stream, MAX_FRAME).await {
                 Ok(rpc) => rpc,
                 Err(e) => {
                     if e.kind() != io::ErrorKind::UnexpectedEof {
@@ -376,5 +543,211 @@ impl Server {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::FutureExt;
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+    use crate::metrics::Counters;
+    use crate::network::LeaderWatch;
+    use crate::types::Request;
+
+    #[test]
+    fn a_frame_decodes_only_whole_and_within_the_limit() {
+        let rpc = Rpc::Forward(Request::Probe);
+        let frame = encode_frame(&rpc).expect("encode");
+        assert!(matches!(
+            decode_frame(&frame),
+            Ok(Rpc::Forward(Request::Probe))
+        ));
+        assert!(matches!(
+            decode_frame(&frame[..3]),
+            Err(FrameError::NoLength)
+        ));
+        assert!(matches!(
+            decode_frame(&frame[..frame.len() - 1]),
+            Err(FrameError::Length { .. })
+        ));
+        let mut long = frame.clone();
+        long.push(b' ');
+        assert!(matches!(
+            decode_frame(&long),
+            Err(FrameError::Length { .. })
+        ));
+        let mut huge = (MAX_FRAME as u32 + 1).to_be_bytes().to_vec();
+        huge.extend_from_slice(b"{}");
+        assert!(matches!(
+            decode_frame(&huge),
+            Err(FrameError::TooLarge { .. })
+        ));
+        let garbage = encode_frame(&"not an rpc").expect("encode");
+        assert!(matches!(decode_frame(&garbage), Err(FrameError::Json(_))));
+        let hello = Hello {
+            mesh: "m".into(),
+            node: "n".into(),
+            from_id: 2,
+        };
+        let frame = encode_frame(&hello).expect("encode");
+        assert_eq!(decode_hello(&frame).expect("hello"), hello);
+        let big = encode_frame(&"x".repeat(MAX_HELLO)).expect("encode");
+        assert!(matches!(
+            decode_hello(&big),
+            Err(FrameError::TooLarge { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_frame_announcing_a_huge_body_gets_no_buffer_of_that_size() {
+        let (mut peer, mut conn) = tokio::io::duplex(64 * 1024);
+        let announced = MAX_FRAME - 1;
+        peer.write_all(&(announced as u32).to_be_bytes())
+            .await
+            .expect("write");
+        peer.write_all(b"0123456789").await.expect("write");
+        // The peer sends nothing more: the read waits (once polled, it has
+        // taken the prefix and the ten bytes), and what it holds is what
+        // arrived, not what was announced.
+        let mut buf = Vec::new();
+        let pending = read_frame_into(&mut conn, MAX_FRAME, &mut buf).now_or_never();
+        assert!(pending.is_none(), "the read waits for the rest");
+        assert!(
+            buf.capacity() < 64 * 1024,
+            "{} bytes allocated for a frame that announced {announced} and sent 10",
+            buf.capacity()
+        );
+        // And a peer that hangs up there leaves an error, not a frame.
+        let (mut peer, mut conn) = tokio::io::duplex(64 * 1024);
+        peer.write_all(&(announced as u32).to_be_bytes())
+            .await
+            .expect("write");
+        peer.write_all(b"0123456789").await.expect("write");
+        drop(peer);
+        let mut buf = Vec::new();
+        let err = read_frame_into(&mut conn, MAX_FRAME, &mut buf)
+            .await
+            .expect_err("cut frame");
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(buf.capacity() < 64 * 1024, "{}", buf.capacity());
+    }
+
+    #[tokio::test]
+    async fn a_frame_over_the_limit_is_refused_before_any_body_is_read() {
+        let (mut peer, mut conn) = tokio::io::duplex(1024);
+        peer.write_all(&(MAX_FRAME as u32 + 1).to_be_bytes())
+            .await
+            .expect("write");
+        let mut buf = Vec::new();
+        let err = read_frame_into(&mut conn, MAX_FRAME, &mut buf)
+            .await
+            .expect_err("too large");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(buf.capacity(), 0);
+    }
+
+    /// True once the server closed `stream` (EOF or reset).
+    async fn closed(stream: &mut TcpStream) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(20), stream.read(&mut byte)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_17th_silent_connection_is_refused_at_once_and_counted() {
+        let counters = Arc::new(Counters::default());
+        let timing = crate::timing::Timing::default();
+        // No openraft instance behind it: the listener's own rules only.
+        let inbound = Inbound::new(
+            1,
+            counters.clone(),
+            timing.rpc_timeout,
+            Arc::new(LeaderWatch::new(timing.election_max)),
+            timing.election_max,
+        );
+        let peer = |name: &str| Peer {
+            name: name.into(),
+            host: "127.0.0.1".into(),
+            raft_port: 1,
+        };
+        let server = Server {
+            me: 1,
+            mesh: "plant".into(),
+            node: "press".into(),
+            peers: Arc::new(BTreeMap::from([
+                (1, peer("a")),
+                (2, peer("b")),
+                (3, peer("w")),
+            ])),
+            inbound,
+            // Silent connections wait as long as the test needs.
+            limits: Limits {
+                max_pre_hello: MAX_PRE_HELLO,
+                hello_timeout: Duration::from_secs(3600),
+            },
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(server.accept_loop(listener, cancel.clone()));
+
+        let mut silent = Vec::new();
+        for _ in 0..MAX_PRE_HELLO {
+            silent.push(TcpStream::connect(addr).await.expect("connect"));
+        }
+        // Accepted in order: the 17th finds every place taken.
+        let mut extra = TcpStream::connect(addr).await.expect("connect");
+        assert!(closed(&mut extra).await, "the 17th is closed at once");
+        assert_eq!(counters.snapshot().refused_unauthenticated, 1);
+        assert_eq!(counters.snapshot().rejected_connections, 0);
+        // The 16 are still open (nothing to read, no EOF).
+        for s in &silent {
+            let mut byte = [0u8; 1];
+            let r = s.try_read(&mut byte);
+            assert!(
+                matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+                "{r:?}"
+            );
+        }
+
+        // One of them hangs up: its place is free again, and a voter's
+        // connection is served (this node runs no openraft: a pre-vote is
+        // answered "no").
+        drop(silent.pop());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let reply = loop {
+            assert!(tokio::time::Instant::now() < deadline, "never served");
+            let mut s = TcpStream::connect(addr).await.expect("connect");
+            let hello = Hello {
+                mesh: "plant".into(),
+                node: "press".into(),
+                from_id: 2,
+            };
+            write_frame(&mut s, &hello).await.expect("hello");
+            let ask = Rpc::PreVote {
+                term: 1,
+                last_log_id: None,
+            };
+            if write_frame(&mut s, &ask).await.is_err() {
+                continue;
+            }
+            match read_frame::<Reply, _>(&mut s, MAX_FRAME).await {
+                Ok(reply) => break reply,
+                // Closed: the freed place was not back yet.
+                Err(_) => continue,
+            }
+        };
+        assert!(
+            matches!(reply, Reply::PreVote { granted: false, .. }),
+            "{reply:?}"
+        );
+        // The one that hung up without a hello is counted as rejected.
+        assert_eq!(counters.snapshot().rejected_connections, 1);
+        cancel.cancel();
+        task.await.expect("accept loop");
     }
 }

@@ -45,6 +45,7 @@ use crate::lease::Lease;
 use crate::metrics::Counters;
 use crate::metrics::PairMetrics;
 use crate::network::tcp::TcpTransport;
+use crate::network::Core;
 use crate::network::Inbound;
 use crate::network::LeaderWatch;
 use crate::network::NetFactory;
@@ -183,13 +184,15 @@ impl Pair {
         let watch = Arc::new(LeaderWatch::new(cfg.timing.election_max));
         let inbound = Inbound::new(
             me,
-            raft.clone(),
             counters.clone(),
             cfg.timing.rpc_timeout.max(cfg.timing.lease) * 2,
             watch.clone(),
-            tail.clone(),
             cfg.timing.election_max,
         );
+        inbound.start(Core {
+            raft: raft.clone(),
+            tail: tail.clone(),
+        });
         let server_cancel = cancel.child_token();
         let server = match transport.serve(inbound, server_cancel.clone()).await {
             Ok(h) => h,
