@@ -1,70 +1,195 @@
 //! The active member's lease: the only thing a member's side effects (PLC
 //! writes, publishing, command handling) may trust.
 //!
-//! The deadline lives in an `AtomicU64` (nanoseconds since a process-wide
-//! base instant) so that any task can check it without asking the pair
-//! task, and so that it expires by itself: nobody has to run for a lease to
-//! end. Time is tokio's monotonic clock, which keeps running while a
-//! process is stopped (SIGSTOP): a frozen member wakes up with an expired
-//! lease. It is also what `tokio::time::pause()` controls in tests.
+//! The deadline lives in an `AtomicU64` (nanoseconds on a [`LeaseClock`])
+//! so that any task can check it without asking the pair task, and so
+//! that it expires by itself: nobody has to run for a lease to end.
+//!
+//! ## Why CLOCK_BOOTTIME, and only here
+//!
+//! The lease clock is `CLOCK_BOOTTIME` ([`BootClock`]), not tokio's
+//! `Instant` (`CLOCK_MONOTONIC`): the monotonic clock stops while the
+//! machine is suspended (and during some VM pauses), so a member that
+//! wakes from a suspend would take its lease for still running, for as
+//! long as the suspend lasted, while the leader has long granted the role
+//! to the other member. BOOTTIME keeps counting through a suspend: the
+//! member wakes with an expired lease. (A process stopped with SIGSTOP
+//! was already safe: both clocks run on.)
+//!
+//! Only the member's side needs it. The leader's side of the inequality
+//! is a wait (`grace` after it applied the last renewal), on tokio's
+//! clock: a leader whose clock stops during a suspend waits *longer* in
+//! real time before it grants, which is the safe side. Timers (when the
+//! pair task wakes up to notice an expiry) may stay on tokio time too: the
+//! deadline check itself reads the lease clock, so a late wake-up never
+//! lengthens a lease.
+//!
+//! Tests inject a clock ([`TokioClock`]) that follows tokio's (possibly
+//! paused) clock and can jump forward like a suspend.
 
+use std::fmt::Debug;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-static BASE: OnceLock<Instant> = OnceLock::new();
-
-/// The process-wide origin of lease deadlines. Initialised by the first
-/// caller (`Pair::start` calls it first); instants before it map to 0,
-/// which reads as "expired", the safe side.
-fn base() -> Instant {
-    *BASE.get_or_init(Instant::now)
+/// The clock lease deadlines are kept on: time since an arbitrary fixed
+/// origin, never going back, and running while the system is suspended.
+/// `None` if the clock cannot be read (then no lease is ever valid).
+pub trait LeaseClock: Send + Sync + Debug + 'static {
+    /// Now, on this clock.
+    fn now(&self) -> Option<Duration>;
 }
 
-fn to_nanos(t: Instant) -> u64 {
-    u64::try_from(t.saturating_duration_since(base()).as_nanos()).unwrap_or(u64::MAX)
+/// `CLOCK_BOOTTIME`: monotonic, and counts the time the system spends
+/// suspended (see the module documentation). Where the platform has no
+/// such clock (not Linux or Android), `CLOCK_MONOTONIC`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BootClock;
+
+impl LeaseClock for BootClock {
+    fn now(&self) -> Option<Duration> {
+        use nix::time::clock_gettime;
+        use nix::time::ClockId;
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let id = ClockId::CLOCK_BOOTTIME;
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let id = ClockId::CLOCK_MONOTONIC;
+        let ts = clock_gettime(id).ok()?;
+        let secs = u64::try_from(ts.tv_sec()).ok()?;
+        let nanos = u32::try_from(ts.tv_nsec()).ok()?;
+        Some(Duration::new(secs, nanos))
+    }
+}
+
+/// A lease clock for tests: follows tokio's clock (so `tokio::time::pause`
+/// and `advance` move it), plus whatever [`TokioClock::suspend`] added: a
+/// suspend moves BOOTTIME but not the monotonic clock tokio runs on.
+#[derive(Debug)]
+pub struct TokioClock {
+    origin: Instant,
+    /// Suspended time added, in nanoseconds.
+    suspended: AtomicU64,
+}
+
+impl TokioClock {
+    /// A clock reading (about) zero now.
+    pub fn new() -> Self {
+        Self {
+            origin: Instant::now(),
+            suspended: AtomicU64::new(0),
+        }
+    }
+
+    /// Simulates a suspend of `d`: this clock jumps forward, tokio's does
+    /// not.
+    pub fn suspend(&self, d: Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.suspended.fetch_add(ns, Ordering::SeqCst);
+    }
+}
+
+impl Default for TokioClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LeaseClock for TokioClock {
+    fn now(&self) -> Option<Duration> {
+        let suspended = Duration::from_nanos(self.suspended.load(Ordering::SeqCst));
+        // One nanosecond past the origin, so no reading is 0 (which the
+        // lease keeps for "no deadline").
+        Some(self.origin.elapsed() + suspended + Duration::from_nanos(1))
+    }
+}
+
+fn to_nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// A cheap, cloneable view of this member's lease.
 ///
 /// Valid only while this member is active: between a committed renewal and
-/// `send instant of that renewal + lease`, and never after the member
-/// released the role or saw another member granted it.
-#[derive(Clone, Debug, Default)]
+/// `send instant of that renewal + lease` (on the [`LeaseClock`]), and
+/// never after the member released the role or saw another member granted
+/// it.
+#[derive(Clone, Debug)]
 pub struct Lease {
-    /// Deadline in ns since [`base`]; 0 = no lease. Written only by the
-    /// pair task; read by anyone.
+    /// Deadline in ns on `clock`; 0 = no lease. Written only by the pair
+    /// task; read by anyone.
     deadline: Arc<AtomicU64>,
+    clock: Arc<dyn LeaseClock>,
+}
+
+impl Default for Lease {
+    /// A lease on [`BootClock`], not held.
+    fn default() -> Self {
+        Self::with_clock(Arc::new(BootClock))
+    }
 }
 
 impl Lease {
-    /// True while the lease runs. Check it right before every side effect.
-    pub fn is_valid(&self) -> bool {
-        to_nanos(Instant::now()) < self.deadline.load(Ordering::SeqCst)
+    /// A lease on `clock`, not held.
+    pub fn with_clock(clock: Arc<dyn LeaseClock>) -> Self {
+        Self {
+            deadline: Arc::new(AtomicU64::new(0)),
+            clock,
+        }
     }
 
-    /// When the lease ends, if it is held at all.
+    fn now_ns(&self) -> Option<u64> {
+        self.clock.now().map(to_nanos)
+    }
+
+    /// True while the lease runs. Check it right before every side effect.
+    pub fn is_valid(&self) -> bool {
+        let deadline = self.deadline.load(Ordering::SeqCst);
+        self.now_ns().is_some_and(|now| now < deadline)
+    }
+
+    /// A lease-clock reading `ns` as a tokio instant (for timers and
+    /// logs): now plus the time from now to it on the lease clock.
+    fn as_instant(&self, ns: u64) -> Option<Instant> {
+        let now = self.now_ns()?;
+        let here = Instant::now();
+        if ns >= now {
+            Some(here + Duration::from_nanos(ns - now))
+        } else {
+            here.checked_sub(Duration::from_nanos(now - ns))
+        }
+    }
+
+    /// When the lease ends, if it is held at all (also once it ran out and
+    /// until it is revoked), as a tokio instant mapped from the lease clock
+    /// now. For timers; validity is [`Lease::is_valid`].
     pub fn deadline(&self) -> Option<Instant> {
         match self.deadline.load(Ordering::SeqCst) {
             0 => None,
-            ns => Some(base() + Duration::from_nanos(ns)),
+            ns => self.as_instant(ns),
         }
     }
 
     /// Time left, zero when not valid.
     pub fn remaining(&self) -> Duration {
-        self.deadline()
-            .map(|d| d.saturating_duration_since(Instant::now()))
+        let deadline = self.deadline.load(Ordering::SeqCst);
+        self.now_ns()
+            .map(|now| Duration::from_nanos(deadline.saturating_sub(now)))
             .unwrap_or_default()
     }
 
-    /// Extends the lease to `until` (never shortens it: renewals may answer
-    /// out of order, and each one alone is a sufficient proof).
-    pub(crate) fn extend_to(&self, until: Instant) {
+    /// Now on the lease clock, for the instant a renewal is sent; `None`
+    /// if the clock cannot be read (then the renewal extends nothing).
+    pub(crate) fn clock_now(&self) -> Option<Duration> {
+        self.clock.now()
+    }
+
+    /// Extends the lease to `until` on the lease clock (never shortens it:
+    /// renewals may answer out of order, and each one alone is a
+    /// sufficient proof).
+    pub(crate) fn extend_to(&self, until: Duration) {
         self.deadline.fetch_max(to_nanos(until), Ordering::SeqCst);
     }
 
@@ -72,42 +197,47 @@ impl Lease {
     pub(crate) fn revoke(&self) {
         self.deadline.store(0, Ordering::SeqCst);
     }
-
-    /// Makes sure the base instant exists before any deadline is computed.
-    pub(crate) fn init_clock() {
-        base();
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    /// A lease on a clock that follows tokio's, and that clock.
+    fn test_lease() -> (Lease, Arc<TokioClock>) {
+        let clock = Arc::new(TokioClock::new());
+        (Lease::with_clock(clock.clone()), clock)
+    }
+
+    fn now(clock: &TokioClock) -> Duration {
+        clock.now().expect("test clock")
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_lease_expires_at_its_deadline_without_anyone_running() {
-        Lease::init_clock();
-        let lease = Lease::default();
+        let (lease, clock) = test_lease();
         assert!(!lease.is_valid(), "a new lease is not valid");
-        let sent = Instant::now();
-        lease.extend_to(sent + Duration::from_millis(250));
+        let sent = now(&clock);
+        lease.extend_to(sent + MS(250));
         let reader = lease.clone();
         assert!(reader.is_valid());
-        tokio::time::advance(Duration::from_millis(249)).await;
+        tokio::time::advance(MS(249)).await;
         assert!(reader.is_valid());
-        assert!(reader.remaining() <= Duration::from_millis(1));
-        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(reader.remaining() <= MS(1));
+        tokio::time::advance(MS(1)).await;
         assert!(!reader.is_valid(), "expired exactly at send + lease");
         assert_eq!(reader.remaining(), Duration::ZERO);
     }
 
     #[tokio::test(start_paused = true)]
     async fn extend_never_shortens_and_revoke_ends_at_once() {
-        Lease::init_clock();
-        let lease = Lease::default();
-        let t0 = Instant::now();
-        lease.extend_to(t0 + Duration::from_millis(300));
-        lease.extend_to(t0 + Duration::from_millis(100));
-        tokio::time::advance(Duration::from_millis(200)).await;
+        let (lease, clock) = test_lease();
+        let t0 = now(&clock);
+        lease.extend_to(t0 + MS(300));
+        lease.extend_to(t0 + MS(100));
+        tokio::time::advance(MS(200)).await;
         assert!(lease.is_valid(), "a late, older renewal did not shorten it");
         lease.revoke();
         assert!(!lease.is_valid());
@@ -116,11 +246,41 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_timer_on_the_deadline_sees_the_lease_expired() {
-        Lease::init_clock();
-        let lease = Lease::default();
-        lease.extend_to(Instant::now() + Duration::from_millis(250));
+        let (lease, clock) = test_lease();
+        lease.extend_to(now(&clock) + MS(250));
         let deadline = lease.deadline().expect("held");
         tokio::time::sleep_until(deadline).await;
+        assert!(!lease.is_valid());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_suspend_ends_the_lease_although_the_monotonic_clock_stood_still() {
+        let (lease, clock) = test_lease();
+        lease.extend_to(now(&clock) + MS(250));
+        tokio::time::advance(MS(100)).await;
+        assert!(lease.is_valid());
+        // The machine sleeps for a minute: tokio's clock (CLOCK_MONOTONIC)
+        // does not move, BOOTTIME does. A lease on tokio's clock would
+        // still have 150 ms to run here.
+        let before = Instant::now();
+        clock.suspend(Duration::from_secs(60));
+        assert_eq!(Instant::now(), before, "no time passed for tokio");
+        assert!(!lease.is_valid(), "the lease survived a suspend");
+        assert_eq!(lease.remaining(), Duration::ZERO);
+        assert!(lease.deadline().is_some_and(|d| d < Instant::now()));
+    }
+
+    #[test]
+    fn the_boot_clock_reads_and_never_goes_back() {
+        let a = BootClock.now().expect("CLOCK_BOOTTIME");
+        let b = BootClock.now().expect("CLOCK_BOOTTIME");
+        assert!(b >= a);
+        assert!(a > Duration::ZERO);
+        let lease = Lease::default();
+        assert!(!lease.is_valid());
+        lease.extend_to(b + Duration::from_secs(60));
+        assert!(lease.is_valid());
+        lease.revoke();
         assert!(!lease.is_valid());
     }
 }

@@ -84,7 +84,12 @@
 //! incarnation) proposes `Renew` every `renew` (50 ms). When a
 //! proposal commits with `Ok`, its lease is valid until
 //! `send instant + lease` (250 ms), counted from when it **sent** the
-//! proposal. [`Lease::is_valid`] is what side effects check. When the
+//! proposal, on `CLOCK_BOOTTIME` ([`BootClock`]): the monotonic clock
+//! stops while the machine is suspended, and a member waking from a
+//! suspend would take its lease for still running; BOOTTIME counts the
+//! suspend, so it wakes with the lease expired. Only the member's side
+//! needs it: the leader's `grace` is a wait, and a leader whose clock
+//! stops waits longer, the safe side. [`Lease::is_valid`] is what side effects check. When the
 //! lease runs out (no commit in time: partitioned, frozen, slow), the
 //! member stops being active locally at that instant (a timer, and the
 //! deadline check itself needs no task to run), even though the replicated
@@ -270,7 +275,8 @@
 //! - `types`, `state`: requests, responses, [`PairState`] and its pure
 //!   apply rules.
 //! - `decide`: the pure role decision.
-//! - `lease`: the [`Lease`] deadline.
+//! - `lease`: the [`Lease`] deadline, on a [`LeaseClock`] (BOOTTIME; tests
+//!   inject [`TokioClock`]).
 //! - `timing`: [`Timing`] and the safety inequality.
 //! - `store`: log + vote (`raft-log.bin`, `raft-vote.json`) and state
 //!   machine snapshot (`raft-snapshot.json`) under the data directory.
@@ -323,7 +329,10 @@ pub use decide::ReleaseReason;
 pub use error::CallError;
 pub use error::ProposeError;
 pub use error::RaftError;
+pub use lease::BootClock;
 pub use lease::Lease;
+pub use lease::LeaseClock;
+pub use lease::TokioClock;
 pub use metrics::PairMetrics;
 pub use network::tcp::Hello;
 pub use network::Transport;

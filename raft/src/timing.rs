@@ -34,7 +34,8 @@ pub struct Timing {
     /// How long the leader waits after applying the last renewal before it
     /// may grant the role to someone else, on its own clock.
     pub grace: Duration,
-    /// Bound on the rate error of any node's monotonic clock, in parts per
+    /// Bound on the rate error of any node's clocks (the lease clock, BOOTTIME,
+    /// and the monotonic clock grants wait on), in parts per
     /// million; enters the lease/grace inequality.
     pub clock_drift_ppm: u32,
     /// Time every lease check may lag the real end of the lease: the delay

@@ -151,7 +151,6 @@ impl Pair {
         cancel: CancellationToken,
     ) -> Result<(Pair, JoinHandle<()>), RaftError> {
         cfg.validate()?;
-        Lease::init_clock();
         let me = cfg.me;
         let incarnation = new_incarnation();
         let span = tracing::info_span!(

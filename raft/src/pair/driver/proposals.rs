@@ -159,7 +159,9 @@ pub(super) enum Outcome {
     Renew {
         term: u64,
         epoch: u64,
-        sent: Instant,
+        /// When it was sent, on the lease clock (`None`: unreadable, and
+        /// the renewal extends nothing).
+        sent: Option<Duration>,
         result: Result<Response, ProposeError>,
     },
     Health {
@@ -197,9 +199,10 @@ impl Driver {
         let epoch = st.epoch;
         self.next_renew_at = now + self.timing.renew;
         self.renew_inflight += 1;
-        // `now` was read before the proposal leaves: the lease counts from
-        // no later than the send.
-        let sent = now;
+        // Read before the proposal leaves: the lease counts from no later
+        // than the send. On the lease clock (BOOTTIME), not tokio's: see
+        // `lease`.
+        let sent = self.lease.clock_now();
         let fut = self.propose_fut(
             Request::Renew {
                 member: self.me,
@@ -452,12 +455,18 @@ impl Driver {
                         // `check_lapse`), so the test below fails.
                         self.check_lapse();
                         let still_mine = self.named_active() && self.applied.state.epoch == epoch;
-                        if still_mine && self.released_epoch != Some(epoch) {
-                            if self.lease_epoch != Some(epoch) || !self.lease.is_valid() {
-                                tracing::info!(epoch, "lease held");
-                            }
+                        if let Some(sent) =
+                            sent.filter(|_| still_mine && self.released_epoch != Some(epoch))
+                        {
                             self.lease.extend_to(sent + self.timing.lease);
-                            self.lease_epoch = Some(epoch);
+                            // A renewal that answers after its own window
+                            // (sent + lease) proves nothing for now: the
+                            // lease is held only if it is valid, so a slow
+                            // first renewal is not taken for a lapse.
+                            if self.lease.is_valid() && self.lease_epoch != Some(epoch) {
+                                tracing::info!(epoch, "lease held");
+                                self.lease_epoch = Some(epoch);
+                            }
                         }
                     }
                     Ok(Response::Fenced) => {
