@@ -221,3 +221,168 @@ impl Appender {
         self.outstanding = 0;
     }
 }
+
+/// One message of a [`Batcher`] batch.
+#[derive(Debug, Clone)]
+pub struct Out {
+    /// The subject it is published on.
+    pub subject: String,
+    /// Its `Nats-Msg-Id`.
+    pub msg_id: String,
+    /// The seq it must land at.
+    pub seq: u64,
+    /// Its bytes.
+    pub payload: Bytes,
+}
+
+/// Atomic appends of consecutive messages, one batch in flight at a time:
+/// the writer of an origin's chain (the publisher).
+///
+/// Why not the pipeline of [`Appender`]: there, when the stream's tail is
+/// not where the writer thinks (a stale tail read from a leader that had
+/// not applied everything; a deposed member's late append that slipped in),
+/// the first append is refused but a later one in flight, expecting exactly
+/// the real tail, lands: an event chained onto one that was refused, in
+/// the middle of the stream. For replica pullers that is harmless (what
+/// lands at seq n is the source's message n), for the chain's writer it
+/// is a fragment every reader must step over. A JetStream atomic batch
+/// (ADR-50; `allow_atomic` streams) is stored entirely or not at all, and
+/// only its first message carries the expected last sequence; with one
+/// batch in flight, a refused batch is never followed by one that lands
+/// on the wrong tail. The batch is the unit of pipelining instead: while
+/// one is in flight the writer queues, and the next batch takes everything
+/// queued (up to [`BATCH`]), so a busy origin writes few large batches
+/// (one fsync each with `sync = "always"`) and a quiet one single events.
+pub struct Batcher {
+    js: Context,
+    /// The batch in flight: its first and last seq and its ack.
+    inflight: Option<(u64, u64, AckFuture)>,
+    /// Batch ids: a random prefix of this writer and a counter.
+    id_prefix: String,
+    next_id: u64,
+}
+
+/// Most messages in one batch (nats-server accepts up to 1000 by default).
+pub const BATCH: usize = 512;
+
+impl std::fmt::Debug for Batcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batcher")
+            .field(
+                "inflight",
+                &self.inflight.as_ref().map(|(a, b, _)| (*a, *b)),
+            )
+            .finish()
+    }
+}
+
+impl Batcher {
+    /// A batcher into `js`.
+    pub fn new(js: Context) -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        Self {
+            js,
+            inflight: None,
+            id_prefix: format!("{:016x}", h.finish()),
+            next_id: 0,
+        }
+    }
+
+    /// A batch is in flight: wait for [`Batcher::next_ack`] before sending.
+    pub fn is_busy(&self) -> bool {
+        self.inflight.is_some()
+    }
+
+    /// Sends `batch` (consecutive seqs, at most [`BATCH`]): stored at
+    /// exactly those seqs, after `batch[0].seq - 1`, all or nothing.
+    pub async fn send(&mut self, batch: &[Out]) -> Result<(), AppendError> {
+        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+            return Ok(());
+        };
+        let (first_seq, last_seq) = (first.seq, last.seq);
+        let unsent = |seq: u64, e: &dyn std::fmt::Display| AppendError::Unsent {
+            seq,
+            reason: e.to_string(),
+        };
+        let ack = if batch.len() == 1 {
+            let msg = PublishMessage::build()
+                .payload(first.payload.clone())
+                .expected_last_sequence(first_seq - 1)
+                .message_id(&first.msg_id);
+            self.js
+                .send_publish(first.subject.clone(), msg)
+                .await
+                .map_err(|source| AppendError::Send {
+                    seq: first_seq,
+                    source,
+                })?
+        } else {
+            self.next_id += 1;
+            let id = format!("{}-{}", self.id_prefix, self.next_id);
+            for (i, m) in batch[..batch.len() - 1].iter().enumerate() {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-Batch-Id", id.as_str());
+                headers.insert("Nats-Batch-Sequence", (i + 1).to_string().as_str());
+                headers.insert(async_nats::header::NATS_MESSAGE_ID, m.msg_id.as_str());
+                if i == 0 {
+                    headers.insert(
+                        async_nats::header::NATS_EXPECTED_LAST_SEQUENCE,
+                        (first_seq - 1).to_string().as_str(),
+                    );
+                }
+                self.js
+                    .client()
+                    .publish_with_headers(m.subject.clone(), headers, m.payload.clone())
+                    .await
+                    .map_err(|e| unsent(m.seq, &e))?;
+            }
+            let msg = PublishMessage::build()
+                .payload(last.payload.clone())
+                .message_id(&last.msg_id)
+                .header("Nats-Batch-Id", id.as_str())
+                .header("Nats-Batch-Sequence", batch.len().to_string().as_str())
+                .header("Nats-Batch-Commit", "1");
+            self.js
+                .send_publish(last.subject.clone(), msg)
+                .await
+                .map_err(|source| AppendError::Send {
+                    seq: last_seq,
+                    source,
+                })?
+        };
+        self.inflight = Some((first_seq, last_seq, Box::pin(ack.into_future())));
+        Ok(())
+    }
+
+    /// Waits for the batch in flight; returns its last seq once it is
+    /// stored at its place. Cancel-safe; pends forever when idle (guard it
+    /// with [`Batcher::is_busy`]).
+    pub async fn next_ack(&mut self) -> Result<u64, AppendError> {
+        let Some((first, last, fut)) = self.inflight.as_mut() else {
+            return std::future::pending().await;
+        };
+        let (first, last) = (*first, *last);
+        let res = fut.await;
+        self.inflight = None;
+        match res {
+            Ok(ack) if ack.duplicate => Err(AppendError::Duplicate {
+                seq: last,
+                stored: ack.sequence,
+            }),
+            Ok(ack) if ack.sequence == last => Ok(last),
+            Ok(ack) => Err(AppendError::Misplaced {
+                seq: last,
+                stored: ack.sequence,
+            }),
+            Err(source) => Err(AppendError::Refused { seq: first, source }),
+        }
+    }
+
+    /// Forgets the batch in flight (after an error the caller re-reads the
+    /// stream: the batch landed entirely or not at all).
+    pub fn reset(&mut self) {
+        self.inflight = None;
+    }
+}

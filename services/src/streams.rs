@@ -35,6 +35,8 @@ fn base(topo: &Topology, name: String, subjects: Vec<String>, replicas: usize) -
         // later is created with `first_sequence` instead of purged.
         deny_delete: true,
         deny_purge: true,
+        // The origin's publisher appends atomic batches (crate::append::Batcher).
+        allow_atomic_publish: true,
         ..Default::default()
     }
 }
@@ -72,6 +74,7 @@ pub async fn ensure(js: &Context, config: Config) -> anyhow::Result<()> {
                 || current.subjects != config.subjects
                 || current.deny_delete != config.deny_delete
                 || current.deny_purge != config.deny_purge
+                || current.allow_atomic_publish != config.allow_atomic_publish
             {
                 // A replica created at a later first sequence keeps it.
                 let config = Config {

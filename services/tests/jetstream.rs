@@ -182,6 +182,7 @@ async fn reseals_onto_the_event_another_member_wrote(server: Server, replicas: u
             name: events::subjects::stream_name(origin),
             subjects: vec![format!("canopy.ev.{origin}.>")],
             num_replicas: replicas,
+            allow_atomic_publish: true,
             ..Default::default()
         },
     )
@@ -289,6 +290,7 @@ async fn a_late_append_of_a_deposed_member_is_stepped_over_not_chained_onto() {
         stream::Config {
             name: events::subjects::stream_name(origin),
             subjects: vec![format!("canopy.ev.{origin}.>")],
+            allow_atomic_publish: true,
             ..Default::default()
         },
     )
@@ -387,4 +389,81 @@ async fn a_late_append_of_a_deposed_member_is_stepped_over_not_chained_onto() {
     cancel.cancel();
     drop(b);
     let _ = b_task.await;
+}
+
+/// A publisher whose view of the tail is stale (another member's events
+/// landed after it resumed; or a just-elected stream leader answered from
+/// behind) sends many events at once. With pipelined appends its first was
+/// refused but a later one, expecting exactly the real tail, landed: an
+/// event chained onto one that was refused, a fragment in the middle of
+/// the stream (found by the fault campaign). Atomic batches land whole or
+/// not at all: the stream stays one chain.
+#[tokio::test]
+async fn a_stale_tail_never_lands_a_fragment_of_the_publishers_own_chain() {
+    let server = Server::start();
+    let js = context(&server.url).await;
+    let origin = "root.south";
+    let mut s = create(
+        &js,
+        stream::Config {
+            name: events::subjects::stream_name(origin),
+            subjects: vec![format!("canopy.ev.{origin}.>")],
+            allow_atomic_publish: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let body = |i: i64| {
+        events::Body::Value(events::ValueBody {
+            point: "p".into(),
+            value: events::Value::Int(i),
+            quality: events::Quality::Good,
+        })
+    };
+    let cancel = CancellationToken::new();
+    let start = |member: &str, epoch: u64| {
+        publisher::start(
+            js.clone(),
+            origin.into(),
+            member.into(),
+            publisher::Epoch::Granted(epoch),
+            None,
+            Arc::new(|| true),
+            None,
+            Arc::new(Metrics::default()),
+            cancel.clone(),
+        )
+    };
+    let (a, a_task) = start("a", 1).await.unwrap();
+    for i in 1..=3 {
+        a.publish(body(i)).await.unwrap();
+    }
+    let (b, b_task) = start("b", 2).await.unwrap();
+    // a, not yet fenced off, lands three more: b's tail (3) is stale by 3.
+    for i in 4..=6 {
+        a.publish(body(i)).await.unwrap();
+    }
+    for i in 0..40 {
+        b.submit(body(100 + i)).await.unwrap();
+    }
+    let last = tokio::time::timeout(Duration::from_secs(30), b.publish(body(999)))
+        .await
+        .expect("b publishes after re-sealing")
+        .unwrap();
+    assert_eq!(last.seq, 6 + 41);
+    let mut chain = events::ChainVerifier::strict(origin);
+    for seq in 1..=last.seq {
+        let m = s.get_raw_message(seq).await.unwrap();
+        let ev = chain
+            .advance(seq, &m.payload)
+            .unwrap_or_else(|b| panic!("seq {seq} is not in the chain: {b}"))
+            .event;
+        assert_eq!(ev.member, if seq <= 6 { "a" } else { "b" }, "seq {seq}");
+    }
+    assert_eq!(s.info().await.unwrap().state.last_sequence, last.seq);
+    cancel.cancel();
+    drop((a, b));
+    let _ = a_task.await;
+    let _ = b_task.await;
+    drop(server);
 }

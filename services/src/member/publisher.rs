@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::Metrics;
-use crate::append::Appender;
+use crate::append::{Batcher, Out};
 
 /// Whether this member may write now (see the `fence` field of the task).
 pub type Fence = adapters::poller::WriteGuard;
@@ -52,8 +52,8 @@ impl std::fmt::Debug for Signer {
 /// wait (back-pressure reaches the PLC poll loop, which then polls later
 /// rather than dropping a change).
 const QUEUE: usize = 4096;
-/// Appends in flight towards JetStream.
-const WINDOW: usize = 256;
+/// Most events in one atomic batch (see `crate::append::Batcher`).
+const BATCH: usize = crate::append::BATCH;
 /// Sealed but unconfirmed events kept for resending. Past it the task stops
 /// taking new requests until the stream is back.
 const MAX_PENDING: usize = 100_000;
@@ -281,7 +281,7 @@ pub async fn start(
     let (tx, rx) = mpsc::channel(QUEUE);
     let (ctx, crx) = watch::channel(head);
     let task = Task {
-        appender: Appender::new(js.clone(), WINDOW),
+        batcher: Batcher::new(js.clone()),
         js,
         origin,
         member,
@@ -303,7 +303,8 @@ pub async fn start(
 
 struct Task {
     js: Context,
-    appender: Appender,
+    /// One atomic batch in flight at a time.
+    batcher: Batcher,
     origin: String,
     member: String,
     chain: Chain,
@@ -311,9 +312,11 @@ struct Task {
     /// resumed head, then every confirmed event): where a walk to find the
     /// chain head after a foreign message starts.
     valid: Option<events::Mark>,
-    /// Sealed, not yet confirmed, oldest first. `pending[..len-unsent]` are in flight.
+    /// Sealed, not yet confirmed, oldest first. `pending[..len-unsent]` are in flight
+    /// (one batch).
     pending: VecDeque<Pending>,
-    /// How many of the newest pending are not sent yet (after a reset).
+    /// How many of the newest pending are not sent yet (sealed while a batch
+    /// was in flight, or after a reset).
     unsent: usize,
     confirmed: watch::Sender<Confirmed>,
     metrics: Arc<Metrics>,
@@ -347,35 +350,29 @@ impl Task {
             .unwrap_or(3_600_000);
         let mut checkpoint_tick = tokio::time::interval(Duration::from_millis(every));
         checkpoint_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // An activation first signs the history it takes over, so the
+        // unsigned tail of the one before (a member killed before it could
+        // sign; for a single node the same epoch goes on after a restart)
+        // is covered before this activation writes anything.
+        if self.signer.is_some() && self.chain.next_seq() > 1 && (self.fence)() {
+            self.checkpoint(&cancel).await;
+        }
         loop {
             if !(self.fence)() {
                 self.drop_pending("lease lost: the publisher stops appending");
                 return;
             }
-            // Send what was queued by a recovery, within the window.
-            while self.unsent > 0 && !self.appender.is_full() && (self.fence)() {
-                let idx = self.pending.len() - self.unsent;
-                let p = &self.pending[idx];
-                let res = self
-                    .appender
-                    .send(
-                        p.subject.clone(),
-                        Some(p.msg_id(&self.origin)),
-                        p.seq,
-                        p.bytes.clone(),
-                        true,
-                    )
-                    .await;
-                if let Err(e) = res {
+            // Everything queued goes out as the next batch once the one in
+            // flight is answered.
+            if self.unsent > 0 && !self.batcher.is_busy() && (self.fence)() {
+                if let Err(e) = self.send_batch().await {
                     self.recover(&e.to_string(), &cancel).await;
                     continue;
                 }
-                self.unsent -= 1;
             }
-            let can_take = open
-                && self.unsent == 0
-                && !self.appender.is_full()
-                && self.pending.len() < MAX_PENDING;
+            // New requests are sealed while a batch is in flight: they form
+            // the next one.
+            let can_take = open && self.pending.len() < MAX_PENDING;
             tokio::select! {
                 biased;
                 _ = cancel.cancelled(), if open => {
@@ -383,7 +380,7 @@ impl Task {
                     open = false;
                     rx.close();
                 }
-                ack = self.appender.next_ack(), if !self.appender.is_empty() => {
+                ack = self.batcher.next_ack(), if self.batcher.is_busy() => {
                     match ack {
                         Ok(seq) => self.confirm(seq),
                         Err(e) => self.recover(&e.to_string(), &cancel).await,
@@ -424,7 +421,7 @@ impl Task {
             if !open && self.pending.is_empty() {
                 return;
             }
-            if !open && cancel.is_cancelled() && self.appender.is_empty() && self.unsent > 0 {
+            if !open && cancel.is_cancelled() && !self.batcher.is_busy() && self.unsent > 0 {
                 // Shutting down with the stream unavailable: the unsent
                 // events are lost with this process only if it never comes
                 // back; they were never acknowledged to anyone.
@@ -457,21 +454,34 @@ impl Task {
             bytes: bytes.clone(),
             done: req.done,
         };
-        let id = pending.msg_id(&self.origin);
         self.pending.push_back(pending);
-        if !(self.fence)() {
-            // Kept unsent; the run loop sees the fence and stops.
-            self.unsent += 1;
-            return;
+        // Sent with the next batch (at once if none is in flight).
+        self.unsent += 1;
+        if !self.batcher.is_busy() && (self.fence)() {
+            if let Err(e) = self.send_batch().await {
+                self.recover(&e.to_string(), cancel).await;
+            }
         }
-        if let Err(e) = self
-            .appender
-            .send(subject, Some(id), seq, bytes, true)
-            .await
-        {
-            self.unsent += 1;
-            self.recover(&e.to_string(), cancel).await;
-        }
+    }
+
+    /// Sends the oldest unsent pending events (at most [`BATCH`]) as one
+    /// atomic batch.
+    async fn send_batch(&mut self) -> Result<(), crate::append::AppendError> {
+        let from = self.pending.len() - self.unsent;
+        let n = self.unsent.min(BATCH);
+        let batch: Vec<Out> = self
+            .pending
+            .range(from..from + n)
+            .map(|p| Out {
+                subject: p.subject.clone(),
+                msg_id: p.msg_id(&self.origin),
+                seq: p.seq,
+                payload: p.bytes.clone(),
+            })
+            .collect();
+        self.batcher.send(&batch).await?;
+        self.unsent -= n;
+        Ok(())
     }
 
     /// Seals a checkpoint signing the current chain head.
@@ -567,7 +577,7 @@ impl Task {
     async fn recover(&mut self, why: &str, cancel: &CancellationToken) {
         self.metrics.publish_retries.fetch_add(1, Ordering::Relaxed);
         tracing::warn!("append failed ({why}); resynchronising with the stream");
-        self.appender.reset();
+        self.batcher.reset();
         let mut backoff = Duration::from_millis(50);
         loop {
             // A closed fence ends the recovery: the serve loop then stops
@@ -605,37 +615,43 @@ impl Task {
         let name = events::subjects::stream_name(&self.origin);
         let mut stream = self.js.get_stream(&name).await?;
         let last = leader_tail(&mut stream).await?;
-        while let Some(front) = self.pending.front() {
-            if front.seq > last {
-                break;
-            }
+        loop {
+            let Some(front) = self.pending.front() else {
+                return Ok(());
+            };
             let seq = front.seq;
-            let held = stream
-                .get_raw_message(seq)
-                .await
-                .map_err(|e| anyhow::anyhow!("reading seq {seq}: {e}"))?;
-            if held.payload != front.bytes {
-                // Another message holds this sequence (a foreign one, or
-                // an event this publisher did not write).
-                self.metrics.rejected.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(
-                    seq,
-                    "another message occupies our stream; re-sealing after it"
-                );
-                return self.reseal_after(&mut stream, last).await;
+            let held = if seq > last {
+                None
+            } else {
+                Some(match stream.get_raw_message(seq).await {
+                    Ok(m) if m.payload == front.bytes => Held::Same,
+                    Ok(_) => Held::Other,
+                    Err(e) => Held::Unreadable(format!("reading seq {seq}: {e}")),
+                })
+            };
+            match step(seq, last, held) {
+                Step::Confirm => self.confirm(seq),
+                Step::Resend => return Ok(()),
+                Step::Retry(why) => anyhow::bail!("{why}"),
+                Step::Reseal => {
+                    if seq <= last {
+                        // Another message holds this sequence (a foreign
+                        // one, or an event this publisher did not write).
+                        self.metrics.rejected.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(
+                            seq,
+                            "another message occupies our stream; re-sealing after it"
+                        );
+                    } else {
+                        tracing::error!(
+                            expected = seq,
+                            tail = last,
+                            "stream tail moved; re-sealing"
+                        );
+                    }
+                    return self.reseal_after(&mut stream, last).await;
+                }
             }
-            self.confirm(seq);
-        }
-        match self.pending.front() {
-            Some(front) if front.seq != last + 1 => {
-                tracing::error!(
-                    expected = front.seq,
-                    tail = last,
-                    "stream tail moved; re-sealing"
-                );
-                self.reseal_after(&mut stream, last).await
-            }
-            _ => Ok(()),
         }
     }
 
@@ -689,10 +705,73 @@ impl Task {
     }
 }
 
+/// What the stream holds at a pending event's seq, as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Held {
+    /// The event's own bytes: it landed.
+    Same,
+    /// Other bytes: the seq is taken.
+    Other,
+    /// The read failed: nothing is known.
+    Unreadable(String),
+}
+
+/// What a resync does with the oldest pending event (seq `seq`), given the
+/// stream's tail `last` and what the stream holds there (`None`: beyond the
+/// tail).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    /// It landed: confirm it and look at the next.
+    Confirm,
+    /// It is exactly the next append: send it and the rest again.
+    Resend,
+    /// Its seq is taken, or the tail is not where it belongs: re-seal it
+    /// and the rest after the tail.
+    Reseal,
+    /// Nothing is known (a failed read): ask again later. Re-sealing now
+    /// could store an event that landed a second time.
+    Retry(String),
+}
+
+/// The rule of a resync, one pending event at a time: only a seq read and
+/// found to hold other bytes is taken; a failed read proves nothing.
+fn step(seq: u64, last: u64, held: Option<Held>) -> Step {
+    match held {
+        Some(Held::Same) => Step::Confirm,
+        Some(Held::Other) => Step::Reseal,
+        Some(Held::Unreadable(why)) => Step::Retry(why),
+        None if seq == last + 1 => Step::Resend,
+        None => Step::Reseal,
+    }
+}
+
 /// Unix time in microseconds.
 pub fn now_us() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_read_is_never_taken_for_another_message() {
+        assert_eq!(
+            step(5, 7, Some(Held::Unreadable("timeout".into()))),
+            Step::Retry("timeout".into())
+        );
+        assert_eq!(step(5, 7, Some(Held::Other)), Step::Reseal);
+        assert_eq!(step(5, 7, Some(Held::Same)), Step::Confirm);
+    }
+
+    #[test]
+    fn beyond_the_tail_it_is_resent_only_right_after_it() {
+        assert_eq!(step(8, 7, None), Step::Resend);
+        // The stream is shorter than what was confirmed before, or longer
+        // than it should be: the tail moved, re-seal after it.
+        assert_eq!(step(9, 7, None), Step::Reseal);
+    }
 }
