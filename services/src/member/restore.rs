@@ -72,7 +72,10 @@ pub async fn own_history(ctx: &Ctx) -> anyhow::Result<Restored> {
         .build(ctx.client.clone());
     let mut replica = match parent_js.get_stream(&name).await {
         Ok(s) => s,
-        Err(e) if is_not_found(&e) => return Ok(Restored::New),
+        Err(e) if is_not_found(&e) && no_such_stream(&parent_js, &parent.id, &name).await => {
+            ctx.metrics.troubles.clear(origin, TroubleKind::Restoring);
+            return Ok(Restored::New);
+        }
         Err(e) => {
             let why = format!(
                 "no history of its own, and the parent {} does not answer: {e}",
@@ -168,6 +171,34 @@ async fn copy(
         appender.next_ack().await?;
     }
     Ok(())
+}
+
+/// Whether the parent's JetStream really holds no stream `name`: a server
+/// of a cluster that is still recovering (a restarted witness, a meta
+/// leader being elected) can answer "stream not found" for a stream that
+/// exists, and taking that for "a brand-new node" would start a second
+/// history. So the answer counts only if the parent lists its own stream
+/// (its JetStream is up and knows its streams) and not `name`, twice, a
+/// second apart.
+async fn no_such_stream(js: &Context, parent: &str, name: &str) -> bool {
+    let own = events::subjects::stream_name(parent);
+    for attempt in 0..2 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let mut names = js.stream_names();
+        let mut listed = Vec::new();
+        while let Some(n) = names.next().await {
+            match n {
+                Ok(n) => listed.push(n),
+                Err(_) => return false,
+            }
+        }
+        if !listed.contains(&own) || listed.iter().any(|n| n == name) {
+            return false;
+        }
+    }
+    true
 }
 
 /// JetStream answered "stream not found" (a definite answer, unlike a

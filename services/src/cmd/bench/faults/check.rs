@@ -10,25 +10,59 @@ use async_nats::jetstream;
 use super::proxy::Write;
 use super::Acked;
 
-/// Writes that interleave: a connection that writes again after another
-/// connection wrote (each activation writes over a connection of its own,
-/// so two connections alternating is two activations writing at once).
-/// Empty when every connection's writes form one unbroken run.
-pub fn interleavings(writes: &[Write]) -> Vec<String> {
-    let mut runs: Vec<(u64, Option<u32>)> = Vec::new();
-    let mut out = Vec::new();
-    for w in writes {
-        if runs.last().map(|r| r.0) == Some(w.conn) {
+/// When each epoch of an origin began: (epoch, member, `ts` of its first
+/// event), from the origin's history.
+pub fn epoch_starts(history: &[(u64, bytes::Bytes)]) -> Vec<(u64, String, u64)> {
+    let mut out: Vec<(u64, String, u64)> = Vec::new();
+    for (_, bytes) in history {
+        let Ok(ev) = events::decode(bytes) else {
             continue;
+        };
+        if out.last().is_none_or(|(e, _, _)| ev.epoch > *e) {
+            out.push((ev.epoch, ev.member.clone(), ev.ts));
         }
-        if let Some(earlier) = runs.iter().find(|r| r.0 == w.conn) {
-            let last = runs.last().copied().unwrap_or((0, None));
+    }
+    out
+}
+
+/// Writes of two members that interleave at the PLC. The writes, in the
+/// order the PLC got them, are grouped into runs of one member (the
+/// writing process, by `writers`: pid → member); each time the writer
+/// changes, the new writer must have been granted the role (an epoch of
+/// it begins) after the previous writer's last write and no later than its
+/// own first write. Otherwise the two wrote at once: the new one before
+/// its grant, or the old one after it (a write of a lease that had ended).
+pub fn interleavings(
+    writes: &[Write],
+    writers: &BTreeMap<u32, String>,
+    epochs: &[(u64, String, u64)],
+) -> Vec<String> {
+    let who = |w: &Write| {
+        w.pid
+            .and_then(|p| writers.get(&p).cloned())
+            .unwrap_or_else(|| format!("pid {:?}", w.pid))
+    };
+    // (member, first ts, last ts)
+    let mut runs: Vec<(String, u64, u64)> = Vec::new();
+    for w in writes {
+        let m = who(w);
+        match runs.last_mut() {
+            Some(r) if r.0 == m => r.2 = w.ts_us,
+            _ => runs.push((m, w.ts_us, w.ts_us)),
+        }
+    }
+    let mut out = Vec::new();
+    for pair in runs.windows(2) {
+        let (prev, next) = (&pair[0], &pair[1]);
+        let granted = epochs
+            .iter()
+            .any(|(_, m, ts)| *m == next.0 && *ts > prev.2 && *ts <= next.1);
+        if !granted {
             out.push(format!(
-                "plc: connection {} (pid {:?}) wrote again at {} µs after connection {} (pid {:?}) had written: two writers",
-                w.conn, earlier.1, w.ts_us, last.0, last.1
+                "plc: {} wrote from {} µs while {} had written until {} µs, with no grant of {} in between: two writers",
+                next.0, next.1, prev.0, prev.2, next.0
             ));
         }
-        runs.push((w.conn, w.pid));
     }
     out
 }
@@ -142,11 +176,33 @@ mod tests {
         }
     }
 
+    fn writers() -> BTreeMap<u32, String> {
+        BTreeMap::from([
+            (101, "a".to_owned()),
+            (102, "b".to_owned()),
+            (103, "a".to_owned()),
+        ])
+    }
+
     #[test]
-    fn one_run_per_connection_is_clean_and_alternation_is_found() {
-        assert!(interleavings(&[w(1, 1), w(1, 2), w(2, 3), w(2, 4), w(3, 5)]).is_empty());
-        let v = interleavings(&[w(1, 1), w(2, 2), w(1, 3)]);
+    fn a_writer_change_needs_a_grant_in_between() {
+        // a writes (pid 101), b granted at 25 writes, a (restarted as pid
+        // 103) granted at 45 writes again: clean. Connections of one
+        // member (a reset mid-activation) are one writer.
+        let epochs = vec![
+            (1, "a".to_owned(), 0),
+            (2, "b".to_owned(), 25),
+            (3, "a".to_owned(), 45),
+        ];
+        let clean = [w(1, 10), w(1, 20), w(2, 30), w(2, 40), w(3, 50)];
+        assert!(interleavings(&clean, &writers(), &epochs).is_empty());
+        // a's write arrives after b was granted and wrote: two writers.
+        let late = [w(1, 10), w(2, 30), w(1, 35)];
+        let v = interleavings(&late, &writers(), &epochs);
         assert_eq!(v.len(), 1, "{v:?}");
-        assert!(v[0].contains("connection 1"), "{v:?}");
+        assert!(v[0].starts_with("plc: a wrote from 35"), "{v:?}");
+        // b writes before its grant.
+        let early = [w(1, 10), w(2, 20)];
+        assert_eq!(interleavings(&early, &writers(), &epochs).len(), 1);
     }
 }

@@ -214,9 +214,15 @@ struct Campaign {
     proxy: proxy::Proxy,
     procs: Arc<Mutex<BTreeMap<(String, String), Proc>>>,
     restarted: Arc<Mutex<Vec<tokio::process::Child>>>,
+    /// Every pid a member of the PLC's pair ever had → its member name.
+    writers: Arc<Mutex<BTreeMap<u32, String>>>,
     root: async_nats::Client,
     manifest: events::audit::Manifest,
     audit: events::audit::AuditConfig,
+    /// Violations reported by earlier schedules (the audit reads the whole
+    /// history every time): each is reported once, by the schedule that
+    /// caused it.
+    reported: std::collections::BTreeSet<String>,
 }
 
 impl Campaign {
@@ -275,6 +281,11 @@ impl Campaign {
             };
             procs.insert((p.node.clone(), p.member.clone()), p);
         }
+        let writers = procs
+            .values()
+            .filter(|p| p.node == PAIRS[0])
+            .map(|p| (p.pid, p.member.clone()))
+            .collect();
         let manifest_path = ready["manifest"].as_str().context("manifest")?;
         let manifest = serde_json::from_str(&std::fs::read_to_string(manifest_path)?)?;
         let root_url = crate::natsconf::client_url(&topo.root().members[0].endpoint);
@@ -290,9 +301,11 @@ impl Campaign {
             proxy,
             procs: Arc::new(Mutex::new(procs)),
             restarted: Arc::new(Mutex::new(Vec::new())),
+            writers: Arc::new(Mutex::new(writers)),
             root,
             manifest,
             audit,
+            reported: std::collections::BTreeSet::new(),
         })
     }
 
@@ -325,6 +338,7 @@ impl Campaign {
                 topo: self.topo.clone(),
                 procs: self.procs.clone(),
                 restarted: self.restarted.clone(),
+                writers: self.writers.clone(),
                 root: self.root.clone(),
                 delay: self.proxy.delay(),
                 busy: busy.clone(),
@@ -359,7 +373,7 @@ impl Campaign {
             }
             !lost
         });
-        self.proxy.set_delay(Duration::ZERO);
+        self.proxy.delay().set(Duration::ZERO, Duration::ZERO);
         let healed = Instant::now();
         self.converge().await?;
         row.converge_s = healed.elapsed().as_secs_f64();
@@ -369,11 +383,18 @@ impl Campaign {
             .map(|(o, t)| t.saturating_sub(tails_before.get(o).copied().unwrap_or(0)))
             .sum();
         let writes = self.proxy.writes();
-        row.violations
-            .extend(check::interleavings(&writes[writes_before..]));
+        let js = async_nats::jetstream::with_domain(self.root.clone(), "root");
+        let plc_history = check::read_stream(&js, PAIRS[0]).await?;
+        let writers = self.writers.lock().map(|w| w.clone()).unwrap_or_default();
+        row.violations.extend(check::interleavings(
+            &writes[writes_before..],
+            &writers,
+            &check::epoch_starts(&plc_history),
+        ));
         row.violations.extend(
             check::histories(&self.root, &self.topo, &acked, &self.manifest, self.audit).await?,
         );
+        row.violations.retain(|v| self.reported.insert(v.clone()));
         Ok(row)
     }
 
@@ -571,6 +592,7 @@ struct FaultCtx {
     topo: topology::Topology,
     procs: Arc<Mutex<BTreeMap<(String, String), Proc>>>,
     restarted: Arc<Mutex<Vec<tokio::process::Child>>>,
+    writers: Arc<Mutex<BTreeMap<u32, String>>>,
     root: async_nats::Client,
     delay: proxy::Delay,
     /// Processes a fault is acting on (a second fault on one skips).
@@ -598,9 +620,12 @@ impl FaultCtx {
         let hold = Duration::from_millis(f.for_ms);
         match f.kind {
             Kind::SlowPlc => {
-                self.delay.set(Duration::from_millis(300));
+                // Requests a little late (within the lease's margin), the
+                // PLC's answers very late (beyond the device timeout).
+                self.delay
+                    .set(Duration::from_millis(20), Duration::from_millis(400));
                 tokio::time::sleep(hold).await;
-                self.delay.set(Duration::ZERO);
+                self.delay.set(Duration::ZERO, Duration::ZERO);
                 Ok(())
             }
             Kind::WipeLeaf => {
@@ -710,6 +735,11 @@ impl FaultCtx {
         let pid = c.id().unwrap_or(0);
         if let Ok(mut r) = self.restarted.lock() {
             r.push(c);
+        }
+        if p.node == PAIRS[0] {
+            if let Ok(mut w) = self.writers.lock() {
+                w.insert(pid, p.member.clone());
+            }
         }
         if let Ok(mut procs) = self.procs.lock() {
             if let Some(entry) = procs.get_mut(&(p.node.clone(), p.member.clone())) {

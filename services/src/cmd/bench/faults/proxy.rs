@@ -36,14 +36,28 @@ pub struct Write {
     pub address: u16,
 }
 
-/// Sets the proxy's delay; cheap to clone.
+/// Sets the proxy's delays; cheap to clone.
+///
+/// A slow PLC link is modelled as a PLC that answers late (every answer
+/// waits `answer`) over a link whose requests arrive a little late
+/// (`request`). The request delay must stay below the lease's margin: the
+/// safety argument assumes a write sent within the lease reaches the PLC
+/// within `margin` (ARCHITECTURE.md, "Safety"); a link slower than that is
+/// outside what any lease can fence.
 #[derive(Debug, Clone)]
-pub struct Delay(Arc<AtomicU64>);
+pub struct Delay {
+    request: Arc<AtomicU64>,
+    answer: Arc<AtomicU64>,
+}
 
 impl Delay {
-    /// Every request waits `d` before it is forwarded (zero: none).
-    pub fn set(&self, d: Duration) {
-        self.0.store(d.as_millis() as u64, Ordering::Relaxed);
+    /// Requests wait `request` and answers `answer` before they are
+    /// forwarded (zero: none).
+    pub fn set(&self, request: Duration, answer: Duration) {
+        self.request
+            .store(request.as_millis() as u64, Ordering::Relaxed);
+        self.answer
+            .store(answer.as_millis() as u64, Ordering::Relaxed);
     }
 }
 
@@ -53,7 +67,7 @@ pub struct Proxy {
     /// Where it listens (the topology's Modbus address).
     pub addr: SocketAddr,
     writes: Arc<Mutex<Vec<Write>>>,
-    delay_ms: Arc<AtomicU64>,
+    delay: Delay,
     cancel: CancellationToken,
 }
 
@@ -71,9 +85,12 @@ impl Proxy {
             .with_context(|| format!("proxy: binding {listen}"))?;
         let addr = listener.local_addr()?;
         let writes = Arc::new(Mutex::new(Vec::new()));
-        let delay_ms = Arc::new(AtomicU64::new(0));
+        let delay = Delay {
+            request: Arc::new(AtomicU64::new(0)),
+            answer: Arc::new(AtomicU64::new(0)),
+        };
         let cancel = CancellationToken::new();
-        let (w, d, c) = (writes.clone(), delay_ms.clone(), cancel.clone());
+        let (w, d, c) = (writes.clone(), delay.clone(), cancel.clone());
         tokio::spawn(async move {
             let mut next_conn = 0u64;
             loop {
@@ -107,19 +124,14 @@ impl Proxy {
         Ok(Proxy {
             addr,
             writes,
-            delay_ms,
+            delay,
             cancel,
         })
     }
 
-    /// Every request waits `d` before it is forwarded (zero: none).
-    pub fn set_delay(&self, d: Duration) {
-        self.delay().set(d);
-    }
-
-    /// A handle that sets the delay from elsewhere (a fault's task).
+    /// A handle that sets the delays from elsewhere (a fault's task).
     pub fn delay(&self) -> Delay {
-        Delay(self.delay_ms.clone())
+        self.delay.clone()
     }
 
     /// The writes so far, in forwarding order.
@@ -136,7 +148,7 @@ async fn relay(
     conn: u64,
     pid: Option<u32>,
     writes: Arc<Mutex<Vec<Write>>>,
-    delay_ms: Arc<AtomicU64>,
+    delay: Delay,
 ) -> anyhow::Result<()> {
     let server = TcpStream::connect(upstream)
         .await
@@ -150,17 +162,10 @@ async fn relay(
     let (mut sr, mut sw) = server.into_split();
     let requests = async {
         loop {
-            let mut head = [0u8; 7];
-            cr.read_exact(&mut head).await?;
-            let len = usize::from(u16::from_be_bytes([head[4], head[5]]));
-            if !(2..=260).contains(&len) {
-                anyhow::bail!("not a Modbus TCP frame (length {len})");
-            }
-            let mut pdu = vec![0u8; len - 1];
-            cr.read_exact(&mut pdu).await?;
-            let delay = delay_ms.load(Ordering::Relaxed);
-            if delay > 0 {
-                tokio::time::sleep(Duration::from_millis(delay)).await;
+            let (head, pdu) = read_frame(&mut cr).await?;
+            let wait = delay.request.load(Ordering::Relaxed);
+            if wait > 0 {
+                tokio::time::sleep(Duration::from_millis(wait)).await;
             }
             let fc = pdu[0];
             if matches!(fc, 5 | 6 | 15 | 16) && pdu.len() >= 3 {
@@ -182,13 +187,35 @@ async fn relay(
         Ok::<(), anyhow::Error>(())
     };
     let answers = async {
-        tokio::io::copy(&mut sr, &mut cw).await?;
+        loop {
+            let (head, pdu) = read_frame(&mut sr).await?;
+            let wait = delay.answer.load(Ordering::Relaxed);
+            if wait > 0 {
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+            }
+            cw.write_all(&head).await?;
+            cw.write_all(&pdu).await?;
+        }
+        #[allow(unreachable_code)]
         Ok::<(), anyhow::Error>(())
     };
     tokio::select! {
         r = requests => r,
         r = answers => r,
     }
+}
+
+/// One Modbus TCP frame: the MBAP header, then `length - 1` bytes.
+async fn read_frame(r: &mut (impl AsyncReadExt + Unpin)) -> anyhow::Result<([u8; 7], Vec<u8>)> {
+    let mut head = [0u8; 7];
+    r.read_exact(&mut head).await?;
+    let len = usize::from(u16::from_be_bytes([head[4], head[5]]));
+    if !(2..=260).contains(&len) {
+        anyhow::bail!("not a Modbus TCP frame (length {len})");
+    }
+    let mut pdu = vec![0u8; len - 1];
+    r.read_exact(&mut pdu).await?;
+    Ok((head, pdu))
 }
 
 /// The process owning the TCP socket whose local end is `client` and whose
