@@ -121,6 +121,10 @@ pub struct Lease {
     /// Deadline in ns on `clock`; 0 = no lease. Written only by the pair
     /// task; read by anyone.
     deadline: Arc<AtomicU64>,
+    /// When the last lease ended, if it was revoked (ns on `clock`; 0 =
+    /// never): a lease that runs out ends at its `deadline`, one revoked
+    /// before that ends when it is revoked.
+    revoked_at: Arc<AtomicU64>,
     clock: Arc<dyn LeaseClock>,
 }
 
@@ -136,6 +140,7 @@ impl Lease {
     pub fn with_clock(clock: Arc<dyn LeaseClock>) -> Self {
         Self {
             deadline: Arc::new(AtomicU64::new(0)),
+            revoked_at: Arc::new(AtomicU64::new(0)),
             clock,
         }
     }
@@ -193,8 +198,53 @@ impl Lease {
         self.deadline.fetch_max(to_nanos(until), Ordering::SeqCst);
     }
 
+    /// When this member's last lease ended (ran out, or was revoked: a
+    /// release, a fence, the pair stopping), as a tokio instant mapped from
+    /// the lease clock now (the same clock as [`Lease::deadline`]). `None`
+    /// while the lease is valid, and if none was ever held.
+    ///
+    /// For fencing what outlives the role, such as an `on_deactivate` hook
+    /// script: another member can be granted the role no earlier than
+    ///
+    /// ```text
+    /// ended_at + grace·(1 − ρ)/(1 + ρ) − lease      (this member's clock)
+    /// ```
+    ///
+    /// ([`Timing::peer_grant_earliest`](crate::Timing::peer_grant_earliest);
+    /// 93 ms with the defaults), so a hook that has ended, killed if need
+    /// be, strictly before that instant never overlaps the next active's
+    /// side effects. Why: the leader grants no earlier than `grace` on its
+    /// clock after it applied this member's last successful renewal (a
+    /// vacant role too, after a release), which it applied after the
+    /// renewal was sent at `s`, so no earlier than `s + grace·(1 − ρ)/(1 +
+    /// ρ)` on this member's clock; the lease that renewal gave ends at `s +
+    /// lease`, no earlier than `ended_at`. The bound holds even when the
+    /// lease ended because another member was already granted: it is then
+    /// in the past, and tells the hook it is already late.
+    pub fn ended_at(&self) -> Option<Instant> {
+        let now = self.now_ns()?;
+        let deadline = self.deadline.load(Ordering::SeqCst);
+        if deadline != 0 {
+            return (now >= deadline)
+                .then(|| self.as_instant(deadline))
+                .flatten();
+        }
+        match self.revoked_at.load(Ordering::SeqCst) {
+            0 => None,
+            ns => self.as_instant(ns),
+        }
+    }
+
     /// Ends the lease now.
     pub(crate) fn revoke(&self) {
+        let deadline = self.deadline.load(Ordering::SeqCst);
+        if deadline != 0 {
+            // Ended now, or at its deadline if that came first (a lease that
+            // ran out and is revoked afterwards). Written before the
+            // deadline is cleared, so a reader never sees neither.
+            let ended = self.now_ns().map_or(deadline, |now| now.min(deadline));
+            self.revoked_at.store(ended.max(1), Ordering::SeqCst);
+        }
         self.deadline.store(0, Ordering::SeqCst);
     }
 }
@@ -268,6 +318,41 @@ mod tests {
         assert!(!lease.is_valid(), "the lease survived a suspend");
         assert_eq!(lease.remaining(), Duration::ZERO);
         assert!(lease.deadline().is_some_and(|d| d < Instant::now()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ended_at_is_the_deadline_of_a_lease_that_ran_out_or_the_instant_of_a_revoke() {
+        let (lease, clock) = test_lease();
+        assert_eq!(lease.ended_at(), None, "never held");
+        lease.extend_to(now(&clock) + MS(250));
+        let deadline = lease.deadline().expect("held");
+        assert_eq!(lease.ended_at(), None, "valid");
+        tokio::time::advance(MS(300)).await;
+        assert_eq!(lease.ended_at(), Some(deadline), "ran out at its deadline");
+        // Revoked after it ran out (a lapse released): still its deadline.
+        lease.revoke();
+        assert_eq!(lease.ended_at(), Some(deadline));
+
+        // Held again, then revoked early (a release): the revoke's instant.
+        lease.extend_to(now(&clock) + MS(250));
+        assert_eq!(lease.ended_at(), None);
+        tokio::time::advance(MS(100)).await;
+        let revoked = Instant::now();
+        lease.revoke();
+        assert_eq!(lease.ended_at(), Some(revoked));
+        tokio::time::advance(MS(1000)).await;
+        assert_eq!(lease.ended_at(), Some(revoked), "it stays the last end");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ended_at_counts_a_suspend() {
+        let (lease, clock) = test_lease();
+        lease.extend_to(now(&clock) + MS(250));
+        tokio::time::advance(MS(50)).await;
+        clock.suspend(Duration::from_secs(10));
+        // It ended 200 ms into the suspend, 9.8 s ago as tokio counts.
+        let ended = lease.ended_at().expect("ended");
+        assert_eq!(Instant::now() - ended, Duration::from_millis(9800));
     }
 
     #[test]

@@ -137,7 +137,13 @@
 //! ```
 //!
 //! checked by [`Timing::validate`] (defaults: ρ = 1 %, margin = 50 ms:
-//! 305.6 ms < 350 ms). And because `Acquire` compares-and-sets on
+//! 305.6 ms < 350 ms). The same argument bounds what outlives the role on
+//! the member's side (an `on_deactivate` hook script): no other member is
+//! granted before `ended_at + grace·(1 − ρ)/(1 + ρ) − lease` on its own
+//! clock, where `ended_at` ([`Lease::ended_at`]) is when its lease ran out
+//! or was revoked ([`Timing::peer_grant_earliest`]; 93 ms with the
+//! defaults). That holds for a released role too, since it waits out
+//! `grace` like any grant. And because `Acquire` compares-and-sets on
 //! `renew_index`, a renewal that commits between the leader's check and
 //! its `Acquire` makes the `Acquire` fail; the leader retries next turn.
 //! A vacant role (after a `Release`: prefer, field health, `step_down`)

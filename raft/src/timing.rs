@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crate::error::RaftError;
 
 /// Timing of the group (openraft) and of the lease protocol.
@@ -105,6 +107,33 @@ impl Timing {
         let lease = self.lease.as_secs_f64() * (1.0 + rho) / (1.0 - rho);
         let margin = self.margin.as_secs_f64() * (1.0 + rho);
         Duration::from_secs_f64(lease + margin)
+    }
+
+    /// How long after its lease ended (on its own clock) a member can be
+    /// sure that no other member has been granted the role:
+    /// `grace·(1 − ρ)/(1 + ρ) − lease` (93.07 ms with the defaults).
+    ///
+    /// The leader grants no earlier than `grace` on its clock after it
+    /// applied the member's last successful renewal, which was after the
+    /// member sent it at `s`: at least `grace/(1 + ρ)` of real time, at
+    /// least `grace·(1 − ρ)/(1 + ρ)` on the member's clock. The lease from
+    /// that renewal ended at `s + lease`, or earlier if revoked. The
+    /// inequality [`Timing::validate`] checks makes this more than
+    /// `margin·(1 − ρ)`.
+    pub fn peer_grant_after(&self) -> Duration {
+        let rho = f64::from(self.clock_drift_ppm) / 1_000_000.0;
+        let grace = self.grace.as_secs_f64() * (1.0 - rho) / (1.0 + rho);
+        Duration::from_secs_f64((grace - self.lease.as_secs_f64()).max(0.0))
+    }
+
+    /// The earliest instant another member can be granted the role, given
+    /// the instant this member's lease ended
+    /// ([`Lease::ended_at`](crate::Lease::ended_at)): `ended_at +
+    /// peer_grant_after()`. A side effect that outlives the role (an
+    /// `on_deactivate` hook) must have ended, killed if need be, strictly
+    /// before it.
+    pub fn peer_grant_earliest(&self, ended_at: Instant) -> Instant {
+        ended_at + self.peer_grant_after()
     }
 
     /// Checks the safety inequality and the orderings openraft and the
@@ -238,6 +267,34 @@ mod tests {
         t.validate().expect("defaults valid");
         assert!(t.grace > t.min_grace());
         t.openraft_config("m/n".into()).expect("openraft config");
+    }
+
+    #[test]
+    fn a_peer_is_granted_no_earlier_than_grace_less_the_lease_after_the_lease_ended() {
+        let t = Timing::default();
+        // 350 ms · 0.99/1.01 − 250 ms = 93.07 ms.
+        let after = t.peer_grant_after();
+        assert!(
+            after > Duration::from_millis(93) && after < Duration::from_millis(94),
+            "{after:?}"
+        );
+        let ended = Instant::now();
+        assert_eq!(t.peer_grant_earliest(ended), ended + after);
+        // Whatever valid timing: more than the margin a side effect may
+        // take past a lease check, less than grace.
+        for (lease, grace, ppm) in [(250, 350, 10_000), (100, 200, 0), (400, 700, 50_000)] {
+            let t = Timing {
+                lease: Duration::from_millis(lease),
+                grace: Duration::from_millis(grace),
+                clock_drift_ppm: ppm,
+                renew: Duration::from_millis(lease / 5),
+                ..Timing::default()
+            };
+            t.validate().expect("valid");
+            let rho = f64::from(ppm) / 1e6;
+            assert!(t.peer_grant_after().as_secs_f64() > t.margin.as_secs_f64() * (1.0 - rho));
+            assert!(t.peer_grant_after() < t.grace);
+        }
     }
 
     #[test]

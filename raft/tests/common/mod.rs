@@ -50,7 +50,10 @@ pub struct Running {
     handle: JoinHandle<()>,
 }
 
-/// Every lease any incarnation of any node ever had, checked continuously.
+/// Every lease any incarnation of any node ever had, checked continuously:
+/// never two valid at once, and none valid before `peer_grant_after` has
+/// passed since another one ended (the bound `Lease::ended_at` documents
+/// for hooks that outlive the role).
 #[derive(Clone, Default)]
 pub struct Monitor {
     leases: Arc<Mutex<Vec<(NodeId, Lease)>>>,
@@ -58,17 +61,16 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    fn start(&self) {
+    fn start(&self, timing: &Timing) {
         let m = self.clone();
+        let after = timing.peer_grant_after();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(1));
             // Ends with the test's runtime.
             loop {
                 tick.tick().await;
-                let valid: Vec<NodeId> = m
-                    .leases
-                    .lock()
-                    .expect("lock")
+                let leases = m.leases.lock().expect("lock").clone();
+                let valid: Vec<NodeId> = leases
                     .iter()
                     .filter(|(_, l)| l.is_valid())
                     .map(|(id, _)| *id)
@@ -76,6 +78,24 @@ impl Monitor {
                 if valid.len() > 1 {
                     *m.violation.lock().expect("lock") =
                         Some(format!("leases valid at once: {valid:?}"));
+                }
+                let now = Instant::now();
+                // Against every other lease, a restarted node's earlier
+                // process included.
+                for (i, (holder, _)) in leases.iter().enumerate().filter(|(_, (_, l))| l.is_valid())
+                {
+                    for (j, (id, other)) in leases.iter().enumerate() {
+                        let Some(ended) = other.ended_at().filter(|_| i != j) else {
+                            continue;
+                        };
+                        if ended + after > now {
+                            *m.violation.lock().expect("lock") = Some(format!(
+                                "{holder} holds a lease {:?} after {id}'s ended, \
+                                 before the {after:?} bound",
+                                now - ended
+                            ));
+                        }
+                    }
                 }
             }
         });
@@ -120,7 +140,7 @@ impl Group {
         ids: &[NodeId],
     ) -> anyhow::Result<Group> {
         let monitor = Monitor::default();
-        monitor.start();
+        monitor.start(&timing);
         let mut g = Group {
             router: Router::new(),
             root: tempfile::tempdir()?,
