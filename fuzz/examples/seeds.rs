@@ -11,7 +11,8 @@
 //!   (their string literals, read from the source at run time: a fragment
 //!   also goes in after the tests' valid root);
 //! - `wire_json`: requests and replies as the services write them;
-//! - `raft_frame`: a hello, every RPC and reply, as a voter writes them.
+//! - `raft_frame`: a hello, every RPC and reply, as a voter writes them,
+//!   bodies and whole frames.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -437,8 +438,14 @@ fn raft_seeds() -> Result<Seeds, serde_json::Error> {
                 life_sign: Some(513),
                 ready: true,
             },
+            stream_ok: Some(true),
         },
         Request::Probe,
+        Request::Maintenance {
+            member: 1,
+            incarnation: 77,
+            on: true,
+        },
     ];
     let mut entries = vec![
         entry(1, EntryPayload::Blank),
@@ -545,5 +552,17 @@ fn raft_seeds() -> Result<Seeds, serde_json::Error> {
         },
     )?;
     json("reply-failed", &RaftReply::Failed("refused".into()))?;
+    // The same as whole frames (the target also reads each input as one).
+    let framed: Seeds = seeds
+        .iter()
+        .map(|(name, body)| {
+            let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
+            (
+                format!("frame-{name}"),
+                [&len.to_be_bytes()[..], body].concat(),
+            )
+        })
+        .collect();
+    seeds.extend(framed);
     Ok(seeds)
 }
