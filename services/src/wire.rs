@@ -222,6 +222,9 @@ pub struct Counters {
     /// State requests dropped because they came faster than they could be
     /// answered (the asker timed out).
     pub state_requests_dropped: u64,
+    /// Hook scripts killed or not started because the lease no longer
+    /// covered them.
+    pub hooks_fenced: u64,
 }
 
 /// A state request on `canopy.state.<node>` (an empty body means "every

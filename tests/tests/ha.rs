@@ -584,3 +584,83 @@ async fn hooks_run_with_the_epoch_and_resource_transitions_are_events() -> anyho
     }
     Ok(())
 }
+
+/// Hooks are side effects, fenced like PLC writes: an `on_deactivate`
+/// that would outlast the moment another member can be granted is killed
+/// by then, so it never overlaps the new active's `on_activate`. The
+/// active here is cut off from its peer and witness (its lease ends while
+/// it is alive and notices); its `on_deactivate` takes 3 s.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_on_deactivate_hook_never_outlasts_the_other_members_grant() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir()?;
+    let record = dir.path().join("hooks.log");
+    let script = dir.path().join("hook.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nlog={}\necho \"$CANOPY_TRANSITION-start $CANOPY_MEMBER $CANOPY_EPOCH\" >> $log\n\
+             if [ \"$CANOPY_TRANSITION\" = deactivate ]; then sleep 3; fi\n\
+             echo \"$CANOPY_TRANSITION-end $CANOPY_MEMBER $CANOPY_EPOCH\" >> $log\n",
+            record.display()
+        ),
+    )?;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+    let plc = free_ports(1);
+    let modbus = format!(
+        "modbus = {{ address = \"127.0.0.1:{plc}\", unit = 1, poll_ms = 50, timeout_ms = 300 }}\n\
+         hooks = {{ on_activate = \"{s}\", on_deactivate = \"{s}\", timeout_ms = 10000 }}",
+        s = script.display()
+    );
+    let points =
+        "[[node.point]]\nname = \"speed\"\nsource = \"modbus\"\nregister = \"holding:100\"\n";
+    let text = TopologyBuilder::new("hook-fence")
+        .node("root", "", "")
+        .pair(PAIR, &modbus, points)
+        .build();
+    let lab = Lab::start(&text, &[])?;
+    let root = connect(&lab.url("root", "a")?).await?;
+    let (first, e1) = wait_active(&root, PAIR, 0).await?;
+    let ports = pair_ports(&text)?;
+    let (mine, others): (usize, [usize; 2]) = if first == "a" {
+        (0, [1, 2])
+    } else {
+        (1, [0, 2])
+    };
+    let mut fault = tests::NetFault::new(&[pid(&lab, PAIR, &first)?])?;
+    fault.drop_to(&[ports[others[0]].raft, ports[others[1]].raft])?;
+    fault.drop_from(&[ports[mine].raft])?;
+    let (second, e2) = wait_active(&root, PAIR, e1).await?;
+    assert_ne!(first, second);
+    // Long enough for an unfenced 3 s on_deactivate to have finished.
+    let lines = wait_for(
+        "the new active's on_activate and 4 s after it",
+        WAIT,
+        || async {
+            let text = std::fs::read_to_string(&record).unwrap_or_default();
+            let started = text.contains(&format!("activate-start {second} {e2}"));
+            Ok(started.then_some(()))
+        },
+    )
+    .await;
+    lines?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+    while std::time::Instant::now() < deadline {
+        let text = std::fs::read_to_string(&record).unwrap_or_default();
+        let activated = text
+            .lines()
+            .position(|l| l == format!("activate-start {second} {e2}"))
+            .context("activate line")?;
+        let late_end = text
+            .lines()
+            .skip(activated)
+            .any(|l| l == format!("deactivate-end {first} {e1}"));
+        assert!(
+            !late_end,
+            "the old active's on_deactivate ended after the new active's on_activate:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    fault.heal();
+    Ok(())
+}

@@ -59,6 +59,8 @@ pub struct Ctx {
     pub own_mark: watch::Receiver<Option<events::Mark>>,
     /// `--new-history`: see [`super::restore`].
     pub new_history: bool,
+    /// For a pair, what bounds an `on_deactivate` hook once the lease ended.
+    pub peer_grant: Option<super::hooks::GrantBound>,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -76,6 +78,19 @@ struct Running {
     name: &'static str,
     cancel: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// Counts a hook's outcome.
+fn count_hook(metrics: &Metrics, outcome: hooks::Outcome) {
+    match outcome {
+        hooks::Outcome::Ok => {}
+        hooks::Outcome::Failed => {
+            metrics.hook_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        hooks::Outcome::Fenced => {
+            metrics.hooks_fenced.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// The resources in service for one activation.
@@ -249,10 +264,14 @@ impl Active {
         {
             let metrics = ctx.metrics.clone();
             let (n, m) = (node.id.clone(), ctx.member.clone());
+            let fence = if node.is_pair() {
+                hooks::HookFence::While(ctx.fence.clone())
+            } else {
+                hooks::HookFence::None
+            };
             let task = tokio::spawn(async move {
-                if !hooks::run(script, "activate", n, m, epoch, timeout).await {
-                    metrics.hook_failures.fetch_add(1, Ordering::Relaxed);
-                }
+                let outcome = hooks::run(script, "activate", n, m, epoch, timeout, fence).await;
+                count_hook(&metrics, outcome);
             });
             active
                 .bring_in(ctx, "hooks", CancellationToken::new(), vec![task], reason)
@@ -315,13 +334,20 @@ impl Active {
                         .as_ref()
                         .and_then(|h| h.on_deactivate.clone().map(|s| (s, h.timeout_ms)))
                     {
-                        let metrics = ctx.metrics.clone();
                         let (n, m, e) = (ctx.node.id.clone(), ctx.member.clone(), self.epoch);
-                        tokio::spawn(async move {
-                            if !hooks::run(script, "deactivate", n, m, e, timeout).await {
-                                metrics.hook_failures.fetch_add(1, Ordering::Relaxed);
-                            }
-                        });
+                        let fence = match &ctx.peer_grant {
+                            Some(bound) => hooks::HookFence::UntilGrant {
+                                fence: ctx.fence.clone(),
+                                bound: bound.clone(),
+                            },
+                            None => hooks::HookFence::None,
+                        };
+                        // Awaited: it ends (or is killed) before this
+                        // activation is over, and before another member
+                        // can have been granted.
+                        let outcome =
+                            hooks::run(script, "deactivate", n, m, e, timeout, fence).await;
+                        count_hook(&ctx.metrics, outcome);
                     }
                 }
                 _ => {}

@@ -134,6 +134,10 @@ pub struct RoleSource {
     /// How PLC writes are fenced: `fence`, and for a pair the lease's end,
     /// which bounds every write's deadline (see `adapters::poller::Fencing`).
     pub fencing: adapters::poller::Fencing,
+    /// For a pair: once the lease has ended, the earliest instant another
+    /// member can have been granted the role (what bounds an
+    /// `on_deactivate` hook). None for a single node.
+    pub peer_grant: Option<super::hooks::GrantBound>,
     /// The pair's raft handle and task (None for a single node).
     pub pair: Option<(raft::Pair, JoinHandle<()>)>,
     /// A single node's constant role: the sender lives as long as the
@@ -172,6 +176,7 @@ impl RoleSource {
                 rx,
                 fencing: fence.clone().into(),
                 fence,
+                peer_grant: None,
                 pair: None,
                 constant: Some(tx),
             });
@@ -187,15 +192,21 @@ impl RoleSource {
             let lease = lease.clone();
             Arc::new(move || lease.is_valid())
         };
+        let timing = raft::Timing::default();
+        let peer_grant: super::hooks::GrantBound = {
+            let (lease, timing) = (lease.clone(), timing.clone());
+            Arc::new(move || lease.ended_at().map(|e| timing.peer_grant_earliest(e)))
+        };
         let fencing = adapters::poller::Fencing {
             allowed: fence.clone(),
             until: Some(Arc::new(move || lease.deadline())),
-            margin: raft::Timing::default().margin,
+            margin: timing.margin,
         };
         Ok(RoleSource {
             rx,
             fence,
             fencing,
+            peer_grant: Some(peer_grant),
             pair: Some((pair, task)),
             constant: None,
         })

@@ -24,6 +24,7 @@ pub struct Metrics {
     pub pull_restarts: AtomicU64,
     pub diverged: AtomicU64,
     pub hook_failures: AtomicU64,
+    pub hooks_fenced: AtomicU64,
     pub snapshots_written: AtomicU64,
     pub snapshot_failures: AtomicU64,
     pub snapshots_refused: AtomicU64,
@@ -51,6 +52,7 @@ impl Metrics {
             snapshot_failures: g(&self.snapshot_failures),
             snapshots_refused: g(&self.snapshots_refused),
             origins_restored: g(&self.origins_restored),
+            hooks_fenced: g(&self.hooks_fenced),
             state_requests_dropped: g(&self.state_requests_dropped),
         }
     }

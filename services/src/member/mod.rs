@@ -113,6 +113,7 @@ async fn serve(
         rx: mut role_rx,
         fence,
         fencing,
+        peer_grant,
         pair,
         constant: _constant,
     } = RoleSource::start(id, &opts.data, always.clone()).await?;
@@ -162,6 +163,7 @@ async fn serve(
         signer,
         own_mark: own_mark_rx,
         new_history: opts.new_history,
+        peer_grant,
     };
     let plc_health = plc.map(|(_, h)| h);
     if let Some((pair, _)) = &pair {

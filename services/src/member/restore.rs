@@ -11,10 +11,13 @@
 //! - own stream not empty: nothing to do;
 //! - the parent holds no replica of this origin, or an empty one: a
 //!   brand-new node, start at seq 1;
-//! - the parent holds events: copy them into the own stream at their seqs
-//!   (the stream is created again at the replica's first sequence if
-//!   retention trimmed the start), then the publisher continues the chain
-//!   from the restored tail;
+//! - the parent holds events: copy the longest copy any ancestor holds
+//!   (the parent must answer; each ancestor is asked twice, since a pair's
+//!   stream just after a leader change can report a tail from behind) into
+//!   the own stream at their seqs (created again at the replica's first
+//!   sequence if retention trimmed the start), then the publisher continues
+//!   the chain from the restored tail. Whatever the node had published but
+//!   no ancestor had copied yet is lost with the disk;
 //! - the parent does not answer: wait (a `restoring` trouble in member
 //!   info), never start a new history on a guess;
 //! - `--new-history` (an operator's explicit choice): start at seq 1 even
@@ -87,7 +90,43 @@ pub async fn own_history(ctx: &Ctx) -> anyhow::Result<Restored> {
             bail!("{why}");
         }
     };
-    let theirs = replica.info().await?.state.clone();
+    // The longest history any ancestor holds: every ancestor keeps the
+    // same history seq for seq, so a longer copy is a longer prefix. The
+    // parent's answer alone is not enough: a pair's stream just after a
+    // leader change can report a tail from behind (a leader that has not
+    // applied everything yet), and restoring less than what was replicated
+    // forks the history at the first missing seq. So each ancestor that
+    // answers is asked twice, a second apart, and the best answer wins.
+    let mut best = (
+        replica.info().await?.state.clone(),
+        parent.id.clone(),
+        replica.clone(),
+    );
+    let mut ancestor = ctx.topo.parent(&parent.id);
+    let mut sources = vec![(parent.id.clone(), replica.clone())];
+    while let Some(a) = ancestor {
+        let js = jetstream::ContextBuilder::new()
+            .domain(events::subjects::domain(&a.id))
+            .timeout(Duration::from_secs(2))
+            .build(ctx.client.clone());
+        if let Ok(s) = js.get_stream(&name).await {
+            sources.push((a.id.clone(), s));
+        }
+        ancestor = ctx.topo.parent(&a.id);
+    }
+    for round in 0..2 {
+        if round > 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        for (id, s) in &mut sources {
+            if let Ok(info) = s.info().await {
+                if info.state.last_sequence > best.0.last_sequence {
+                    best = (info.state.clone(), id.clone(), s.clone());
+                }
+            }
+        }
+    }
+    let (theirs, holder, replica) = best;
     if theirs.last_sequence == 0 {
         ctx.metrics.troubles.clear(origin, TroubleKind::Restoring);
         return Ok(Restored::New);
@@ -104,16 +143,16 @@ pub async fn own_history(ctx: &Ctx) -> anyhow::Result<Restored> {
     }
     let (first, last) = (theirs.first_sequence.max(1), theirs.last_sequence);
     tracing::warn!(
-        parent = %parent.id,
+        from = %holder,
         first,
         last,
-        "no history of its own: restoring it from the parent's replica before publishing"
+        "no history of its own: restoring it from an ancestor's replica before publishing"
     );
     ctx.metrics.troubles.set(
         origin,
         TroubleKind::Restoring,
         first,
-        format!("restoring seqs {first}..={last} from {}", parent.id),
+        format!("restoring seqs {first}..={last} from {holder}"),
     );
     if first > 1 {
         // Retention trimmed the start: the own stream starts where the
@@ -125,7 +164,7 @@ pub async fn own_history(ctx: &Ctx) -> anyhow::Result<Restored> {
     }
     copy(&ctx.js, &replica, origin, first, last).await?;
     ctx.metrics.troubles.clear(origin, TroubleKind::Restoring);
-    tracing::info!(first, last, "history restored from the parent");
+    tracing::info!(first, last, from = %holder, "history restored");
     Ok(Restored::Copied { first, last })
 }
 
