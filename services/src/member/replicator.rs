@@ -135,11 +135,31 @@ impl Puller {
             return Ok(());
         }
         if state.last_sequence < tail {
-            return Err(Stop::Diverged {
-                seq: state.last_sequence + 1,
+            // The source holds less than this replica: a child restoring
+            // its lost history (it copies it back from here, seq by seq)
+            // is behind for a moment; one that started another history
+            // holds other bytes. Only other bytes are a divergence.
+            let at = state.last_sequence;
+            if at == 0 || at < state.first_sequence {
+                return Err(Stop::Stalled {
+                    seq: tail + 1,
+                    why: "the source holds nothing yet (restoring its history?)".to_owned(),
+                });
+            }
+            let theirs = source.get_raw_message(at).await.map_err(interrupted)?;
+            let ours = mine.get_raw_message(at).await.map_err(interrupted)?;
+            if theirs.payload != ours.payload {
+                return Err(Stop::Diverged {
+                    seq: at,
+                    why: format!(
+                        "seq {at} at the source holds other bytes than this replica (the source ends at {at}, this replica at {tail}): the source's history was replaced"
+                    ),
+                });
+            }
+            return Err(Stop::Stalled {
+                seq: tail + 1,
                 why: format!(
-                    "the source ends at seq {} but this replica holds {tail}: the source's history was replaced",
-                    state.last_sequence
+                    "the source is behind this replica ({at} of {tail}: restoring its history?)"
                 ),
             });
         }

@@ -432,14 +432,36 @@ impl Campaign {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
-        for n in &self.topo.nodes {
-            let own = own_tail(&self.root, &n.id).await?;
-            loop {
-                let js = async_nats::jetstream::with_domain(self.root.clone(), "root");
-                let at_root = match js.get_stream(events::subjects::stream_name(&n.id)).await {
+        let js = async_nats::jetstream::with_domain(self.root.clone(), "root");
+        let root_tail = |id: String| {
+            let js = js.clone();
+            async move {
+                match js.get_stream(events::subjects::stream_name(&id)).await {
                     Ok(mut s) => s.info().await.map(|i| i.state.last_sequence).unwrap_or(0),
                     Err(_) => 0,
-                };
+                }
+            }
+        };
+        for n in &self.topo.nodes {
+            // The origin holds at least what the root holds (a node that
+            // lost its disk has restored its history), then the root
+            // reaches what the origin held at that moment.
+            let own = loop {
+                let own = own_tail(&self.root, &n.id).await?;
+                let at_root = root_tail(n.id.clone()).await;
+                if own >= at_root {
+                    break own;
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "{} holds {own} events of its own history, the root {at_root}, {CONVERGE:?} after the heal",
+                        n.id
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            };
+            loop {
+                let at_root = root_tail(n.id.clone()).await;
                 if at_root >= own {
                     break;
                 }
