@@ -25,7 +25,7 @@
 //! | `bad_signature` | a checkpoint's signature does not verify with its own `key` ([`crate::verify_checkpoint`]). |
 //! | `wrong_signer` | a checkpoint's `member` is not the member of its epoch (the first writer of that epoch), or its `key` is not that member's key in the [`Manifest`] (or the manifest has none). |
 //! | `bad_checkpoint` | a checkpoint's `head_seq` is 0 or not below its own seq, or goes back before the previous valid checkpoint's head, or the held event at `head_seq` does not hash to `head`. A head the audit does not hold (before a trusted start, in a gap, a message left out) cannot be compared and is not a violation. |
-//! | `unsigned_tail` | an event not covered by a valid checkpoint (one with no violation above; it covers the events up to its `head_seq`) while more than 3 × `checkpoint_every_events` chain events *of its own epoch* follow it, or while a chain event of its own epoch more than 3 × `checkpoint_every_ms` younger (by `ts`) follows it. (The unsigned tail of a member that died is covered by the next epoch's first checkpoint, held to `no_checkpoint_at_role_change`.) Reported once per uncovered stretch, at its oldest event. |
+//! | `unsigned_tail` | an event not covered by a valid checkpoint (one with no violation above; it covers the events up to its `head_seq`; a valid checkpoint is signed itself and needs no other to cover it) while more than 3 × `checkpoint_every_events` chain events *of its own epoch* follow it, or while a chain event of its own epoch more than 3 × `checkpoint_every_ms` younger (by `ts`) follows it. (The unsigned tail of a member that died is covered by the next epoch's first checkpoint, held to `no_checkpoint_at_role_change`.) Reported once per uncovered stretch, at its oldest event. |
 //! | (not a violation) `fenced` | a late append of a deposed activation: an event of an older epoch, by that epoch's member, whose link is broken, sealed before the next epoch began; left out of the chain and listed in [`OriginReport::fenced`] (see [`Auditor`]). |
 //! | `no_checkpoint_at_role_change` | an epoch that begins in the audited history (at seq 1, or after another epoch's event) has `checkpoint_every_events` events and none of them is a valid checkpoint of that epoch. Reported at the epoch's first event. |
 //!
@@ -171,6 +171,8 @@ struct Held {
     hash: Hash,
     ts: u64,
     epoch: u64,
+    /// A valid checkpoint: signed itself, it needs no other to cover it.
+    signed: bool,
 }
 
 /// An epoch that began in view and has not yet shown its checkpoint.
@@ -377,6 +379,7 @@ impl Auditor {
             hash,
             ts: event.ts,
             epoch: event.epoch,
+            signed,
         });
         if let (true, Body::Checkpoint(b)) = (signed, &event.body) {
             self.covered = self.covered.max(b.head_seq);
@@ -509,10 +512,13 @@ impl Auditor {
     /// the next epoch's first checkpoint covers (its chain runs through
     /// it), and that checkpoint is held to the role-change rule instead.
     fn unsigned(&mut self, ts: u64, epoch: u64) {
-        let at = self.held.partition_point(|h| h.seq <= self.covered);
-        let Some(oldest) = self.held.get(at).copied() else {
+        // A valid checkpoint is signed itself: the newest one is never
+        // covered by another while the plant is quiet, and needs not be.
+        let from = self.held.partition_point(|h| h.seq <= self.covered);
+        let Some(at) = (from..self.held.len()).find(|&i| !self.held[i].signed) else {
             return;
         };
+        let oldest = self.held[at];
         if oldest.epoch != epoch {
             return;
         }

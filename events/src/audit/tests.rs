@@ -697,26 +697,27 @@ fn new_epoch_without_its_checkpoint() {
 
 #[test]
 fn unsigned_tail_by_count() {
-    // After checkpoint 34 (head 33), 34 is the oldest unsigned event: more
-    // than 3N = 12 events after it is a violation, 12 is not.
+    // After checkpoint 34 (head 33), 35 is the oldest unsigned event (34 is
+    // signed itself): more than 3N = 12 events after it is a violation, 12
+    // is not.
     let mut o = history();
     o.values(2); // 38, 39: values 7, 8 of the epoch: checkpoint 39 due
     assert_eq!(o.checkpoints.last(), Some(&39), "the origin checkpoints");
     let mut quiet = history();
     quiet.checkpoints.clear();
-    for v in 0..12 {
+    for v in 0..13 {
         quiet.seal(value(100 + v));
     }
-    assert_eq!(quiet.msgs.len(), 49);
-    assert_eq!(audit_of(&quiet.msgs[..46]), []);
-    let r = run(&stream(&quiet.msgs[..47]));
-    assert_eq!(verdict(&r), [("unsigned_tail", 34)]);
+    assert_eq!(quiet.msgs.len(), 50);
+    assert_eq!(audit_of(&quiet.msgs[..47]), []);
+    let r = run(&stream(&quiet.msgs[..48]));
+    assert_eq!(verdict(&r), [("unsigned_tail", 35)]);
     assert_eq!(
         r.violations[0].detail,
-        "event 34 not covered by a checkpoint while 13 events and 1300 ms followed it"
+        "event 35 not covered by a checkpoint while 13 events and 1300 ms followed it"
     );
     // Reported once for the stretch.
-    assert_eq!(audit_of(&quiet.msgs), [("unsigned_tail", 34)]);
+    assert_eq!(audit_of(&quiet.msgs), [("unsigned_tail", 35)]);
     // One checkpoint lost is within the slack.
     let mut s = stream(&o.msgs);
     s.retain(|(seq, _)| *seq != 34);
@@ -731,19 +732,37 @@ fn unsigned_tail_by_time() {
     };
     let o = history();
     assert_eq!(verdict(&run_with(&stream(&o.msgs), by_time)), []);
-    // 34 is unsigned; an event 3 s after it is within 3 × 1 s...
+    // 35 is unsigned; an event 3 s after it is within 3 × 1 s...
     let mut late = history();
-    late.ts += 3_000_000 - STEP_US * 4;
+    late.ts += 3_000_000 - STEP_US * 3;
     late.seal(value(1));
     assert_eq!(verdict(&run_with(&stream(&late.msgs), by_time)), []);
     // ...one a microsecond later is not.
     let mut later = history();
-    later.ts += 3_000_000 - STEP_US * 4 + 1;
+    later.ts += 3_000_000 - STEP_US * 3 + 1;
     later.seal(value(1));
     assert_eq!(
         verdict(&run_with(&stream(&later.msgs), by_time)),
-        [("unsigned_tail", 34)]
+        [("unsigned_tail", 35)]
     );
+}
+
+#[test]
+fn a_quiet_plant_leaves_its_last_checkpoint_uncovered() {
+    // Checkpoint 39 (head 38) is the newest event for a minute (nothing
+    // changed), then a value: the checkpoint is signed itself, the value is
+    // new. (A campaign's quiet PLC found the audit counting the checkpoint
+    // as an unsigned tail.)
+    let by_time = AuditConfig {
+        checkpoint_every_events: N,
+        checkpoint_every_ms: 1_000,
+    };
+    let mut quiet = history();
+    quiet.values(1);
+    assert_eq!(quiet.checkpoints.last(), Some(&39));
+    quiet.ts += 60_000_000;
+    quiet.seal(value(1));
+    assert_eq!(verdict(&run_with(&stream(&quiet.msgs), by_time)), []);
 }
 
 // ------------------------------------------------ forgeries in the stream
