@@ -40,7 +40,13 @@ pub fn interleavings(
     let who = |w: &Write| {
         w.pid
             .and_then(|p| writers.get(&p).cloned())
-            .unwrap_or_else(|| format!("pid {:?}", w.pid))
+            .unwrap_or_else(|| match w.pid {
+                Some(p) => format!("pid {p} (not a member of the pair)"),
+                None => format!(
+                    "connection {} (its process had exited when the proxy looked)",
+                    w.conn
+                ),
+            })
     };
     // (member, first ts, last ts)
     let mut runs: Vec<(String, u64, u64)> = Vec::new();

@@ -215,7 +215,7 @@ struct Campaign {
     procs: Arc<Mutex<BTreeMap<(String, String), Proc>>>,
     restarted: Arc<Mutex<Vec<tokio::process::Child>>>,
     /// Every pid a member of the PLC's pair ever had → its member name.
-    writers: Arc<Mutex<BTreeMap<u32, String>>>,
+    writers: proxy::Writers,
     root: async_nats::Client,
     manifest: events::audit::Manifest,
     audit: events::audit::AuditConfig,
@@ -281,11 +281,15 @@ impl Campaign {
             };
             procs.insert((p.node.clone(), p.member.clone()), p);
         }
-        let writers = procs
-            .values()
-            .filter(|p| p.node == PAIRS[0])
-            .map(|p| (p.pid, p.member.clone()))
-            .collect();
+        let writers = proxy.writers();
+        if let Ok(mut w) = writers.lock() {
+            w.extend(
+                procs
+                    .values()
+                    .filter(|p| p.node == PAIRS[0])
+                    .map(|p| (p.pid, p.member.clone())),
+            );
+        }
         let manifest_path = ready["manifest"].as_str().context("manifest")?;
         let manifest = serde_json::from_str(&std::fs::read_to_string(manifest_path)?)?;
         let root_url = crate::natsconf::client_url(&topo.root().members[0].endpoint);
@@ -301,7 +305,7 @@ impl Campaign {
             proxy,
             procs: Arc::new(Mutex::new(procs)),
             restarted: Arc::new(Mutex::new(Vec::new())),
-            writers: Arc::new(Mutex::new(writers)),
+            writers,
             root,
             manifest,
             audit,
@@ -614,7 +618,7 @@ struct FaultCtx {
     topo: topology::Topology,
     procs: Arc<Mutex<BTreeMap<(String, String), Proc>>>,
     restarted: Arc<Mutex<Vec<tokio::process::Child>>>,
-    writers: Arc<Mutex<BTreeMap<u32, String>>>,
+    writers: proxy::Writers,
     root: async_nats::Client,
     delay: proxy::Delay,
     /// Processes a fault is acting on (a second fault on one skips).

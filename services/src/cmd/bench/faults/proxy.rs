@@ -4,11 +4,16 @@
 //!
 //! The writer of a connection is found when it is accepted, from the
 //! kernel's socket table (`/proc/net/tcp`) and the processes' descriptors
-//! (`/proc/<pid>/fd`): the process that owns the client end. Each
+//! (`/proc/<pid>/fd`): the process that owns the client end. The known
+//! writers (`Proxy::writers`, kept by the campaign) are looked at first,
+//! and at once: a member killed right after it connected is gone by the
+//! time a scan of every process reaches it, while its request, already
+//! sent, still reaches the PLC. Each
 //! activation of a member writes over a connection of its own (the poller
 //! resets its connection when the lease it wrote under ends), so "no two
 //! connections' writes interleave" is "no two activations wrote at once".
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -67,9 +72,13 @@ pub struct Proxy {
     /// Where it listens (the topology's Modbus address).
     pub addr: SocketAddr,
     writes: Arc<Mutex<Vec<Write>>>,
+    writers: Writers,
     delay: Delay,
     cancel: CancellationToken,
 }
+
+/// The processes expected to write: pid → member name.
+pub type Writers = Arc<Mutex<BTreeMap<u32, String>>>;
 
 impl Drop for Proxy {
     fn drop(&mut self) {
@@ -85,12 +94,18 @@ impl Proxy {
             .with_context(|| format!("proxy: binding {listen}"))?;
         let addr = listener.local_addr()?;
         let writes = Arc::new(Mutex::new(Vec::new()));
+        let writers: Writers = Arc::default();
         let delay = Delay {
             request: Arc::new(AtomicU64::new(0)),
             answer: Arc::new(AtomicU64::new(0)),
         };
         let cancel = CancellationToken::new();
-        let (w, d, c) = (writes.clone(), delay.clone(), cancel.clone());
+        let (w, d, c, known) = (
+            writes.clone(),
+            delay.clone(),
+            cancel.clone(),
+            writers.clone(),
+        );
         tokio::spawn(async move {
             let mut next_conn = 0u64;
             loop {
@@ -104,12 +119,25 @@ impl Proxy {
                 };
                 next_conn += 1;
                 let conn = next_conn;
+                // The known writers' descriptors, at once (a few
+                // processes: well under a millisecond).
+                let first: Vec<u32> = known
+                    .lock()
+                    .map(|k| k.keys().copied().collect())
+                    .unwrap_or_default();
+                let pid = owner_of(peer, addr, Some(&first));
                 let (w, d, c, up) = (w.clone(), d.clone(), c.clone(), upstream.clone());
                 tokio::spawn(async move {
-                    let pid = tokio::task::spawn_blocking(move || owner_of(peer, addr))
-                        .await
-                        .ok()
-                        .flatten();
+                    let pid = match pid {
+                        Some(p) => Some(p),
+                        None => tokio::task::spawn_blocking(move || owner_of(peer, addr, None))
+                            .await
+                            .ok()
+                            .flatten(),
+                    };
+                    if pid.is_none() {
+                        tracing::warn!(conn, %peer, "proxy: no process owns the connection (it exited?)");
+                    }
                     tokio::select! {
                         r = relay(client, &up, conn, pid, w, d) => {
                             if let Err(e) = r {
@@ -124,9 +152,16 @@ impl Proxy {
         Ok(Proxy {
             addr,
             writes,
+            writers,
             delay,
             cancel,
         })
+    }
+
+    /// The processes expected to write, looked at first when a connection
+    /// is accepted: the campaign keeps it current.
+    pub fn writers(&self) -> Writers {
+        self.writers.clone()
     }
 
     /// A handle that sets the delays from elsewhere (a fault's task).
@@ -219,31 +254,29 @@ async fn read_frame(r: &mut (impl AsyncReadExt + Unpin)) -> anyhow::Result<([u8;
 }
 
 /// The process owning the TCP socket whose local end is `client` and whose
-/// remote end is `server`, from `/proc/net/tcp` and `/proc/*/fd`.
-fn owner_of(client: SocketAddr, server: SocketAddr) -> Option<u32> {
+/// remote end is `server`, from `/proc/net/tcp` and `/proc/<pid>/fd`:
+/// among `among` only, or among every process.
+fn owner_of(client: SocketAddr, server: SocketAddr, among: Option<&[u32]>) -> Option<u32> {
     let inode = socket_inode(client, server)?;
     let needle = format!("socket:[{inode}]");
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
+    let owns = |pid: u32| {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            return false;
         };
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            if std::fs::read_link(fd.path())
+        fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path())
                 .ok()
                 .is_some_and(|t| t.to_string_lossy() == needle)
-            {
-                return Some(pid);
-            }
-        }
+        })
+    };
+    if let Some(pids) = among {
+        return pids.iter().copied().find(|&p| owns(p));
     }
-    None
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+        .find(|&p| owns(p))
 }
 
 /// `/proc/net/tcp`'s `ADDR:PORT` for an IPv4 socket address (the address
@@ -286,9 +319,12 @@ mod tests {
         let client = TcpStream::connect(server).await.expect("connect");
         let (_accepted, peer) = listener.accept().await.expect("accept");
         assert_eq!(peer, client.local_addr().expect("local"));
-        let owner = tokio::task::spawn_blocking(move || owner_of(peer, server))
+        let owner = tokio::task::spawn_blocking(move || owner_of(peer, server, None))
             .await
             .expect("join");
         assert_eq!(owner, Some(std::process::id()));
+        let me = std::process::id();
+        assert_eq!(owner_of(peer, server, Some(&[me])), Some(me));
+        assert_eq!(owner_of(peer, server, Some(&[])), None);
     }
 }
