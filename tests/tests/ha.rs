@@ -236,6 +236,37 @@ fn scopeguard(pid: u32) -> Thaw {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_active_whose_nats_server_freezes_hands_the_role_to_the_standby() -> anyhow::Result<()> {
+    // The active's raft is fine, its NATS is not: its node would fall
+    // silent (events pile up, commands hang) while it kept the role. Its
+    // stream probe stops answering, the standby's still does, so the role
+    // moves within the publish timeout and the health reports.
+    let lab = Lab::start(&pair_topology(free_ports(1)), &[])?;
+    let root = connect(&lab.url("root", "a")?).await?;
+    let (first, e1) = wait_active(&root, PAIR, 0).await?;
+    let mut acked = forced_events(&root, 5, 100).await?;
+    let info = tests::member_info(&root, PAIR, &first).await?;
+    let server = info["nats_pid"].as_u64().context("nats_pid")? as u32;
+    assert!(tests::kill(server, Signal::SIGSTOP));
+    let thawed = scopeguard(server);
+    let (second, e2) = wait_active(&root, PAIR, e1).await?;
+    assert_ne!(first, second, "the role left the member whose NATS froze");
+    acked.extend(forced_events(&root, 5, 200).await?);
+    drop(thawed); // SIGCONT
+    wait_for("the old active to answer as standby", WAIT, || async {
+        let subject = format!("canopy.member.{PAIR}.{first}");
+        let r = request(&root, &subject, "").await?;
+        Ok((r["role"] == "standby").then_some(()))
+    })
+    .await?;
+    acked.extend(forced_events(&root, 5, 300).await?);
+    let evs = check_root_copy(&root, &acked).await?;
+    assert!(evs.iter().any(|e| e.epoch == e2 && e.member == second));
+    check_one_writer_at_a_time(&lab)?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn losing_the_witness_or_the_standby_changes_nothing() -> anyhow::Result<()> {
     let lab = Lab::start(&pair_topology(free_ports(1)), &[])?;
     let root = connect(&lab.url("root", "a")?).await?;

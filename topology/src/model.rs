@@ -33,7 +33,15 @@ pub struct Mesh {
     /// How often the event chain is checkpointed with a signature; bounds how
     /// much history a verifier must re-hash after a restart.
     pub checkpoint: Checkpoint,
+    /// How long an HA pair's active may fail to reach its own stream before
+    /// it hands the role to a standby that can (TOML `publish_timeout`,
+    /// default 500 ms, at most 10 s). The handover itself adds the health
+    /// reports that confirm it (3 × 100 ms) and the grant's grace.
+    pub publish_timeout: Duration,
 }
+
+/// Default of [`Mesh::publish_timeout`].
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Limits applied to every event stream (own and replicated).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -27,6 +27,7 @@ pub(crate) struct RawMesh {
     pub retention: Option<RawRetention>,
     pub sync: Option<S<String>>,
     pub checkpoint: Option<RawCheckpoint>,
+    pub publish_timeout: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

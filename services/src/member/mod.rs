@@ -167,9 +167,20 @@ async fn serve(
     };
     let plc_health = plc.map(|(_, h)| h);
     if let Some((pair, _)) = &pair {
+        let timeout = id.topo.mesh.publish_timeout;
+        let (answered, stream) = watch::channel(None);
+        tokio::spawn(health::probe_stream(
+            js.clone(),
+            events::subjects::stream_name(&node.id),
+            timeout,
+            answered,
+            always.clone(),
+        ));
         tokio::spawn(health::report(
             pair.clone(),
             client.clone(),
+            stream,
+            timeout,
             plc_health.clone(),
             ctx.poller.clone(),
             always.clone(),

@@ -1,4 +1,5 @@
-//! The `[mesh]` table: retention, sync policy, checkpoint cadence, and
+//! The `[mesh]` table: retention, sync policy, checkpoint cadence, an HA
+//! pair's publish timeout, and
 //! the byte sizes and durations they are written in.
 
 use std::time::Duration;
@@ -6,7 +7,7 @@ use std::time::Duration;
 use serde_spanned::Spanned;
 
 use crate::error::Sink;
-use crate::model::{Checkpoint, Mesh, Retention, SyncPolicy};
+use crate::model::{Checkpoint, Mesh, Retention, SyncPolicy, PUBLISH_TIMEOUT};
 use crate::raw::{ByteSize, RawMesh};
 
 use super::at_least_one;
@@ -61,11 +62,30 @@ pub(super) fn mesh(s: &mut Sink, raw: RawMesh) -> Mesh {
         },
     };
 
+    let publish_timeout = match &raw.publish_timeout {
+        None => PUBLISH_TIMEOUT,
+        Some(v) => match duration(s, v, "publish_timeout") {
+            Some(d) if !d.is_zero() && d <= Duration::from_secs(10) => d,
+            Some(_) => {
+                s.error(
+                    v.span(),
+                    format!(
+                        "publish_timeout = {:?}: expected a duration above 0 and at most \"10s\" (an active that cannot publish for longer holds the role while its node falls silent)",
+                        v.get_ref()
+                    ),
+                );
+                PUBLISH_TIMEOUT
+            }
+            None => PUBLISH_TIMEOUT,
+        },
+    };
+
     Mesh {
         name: raw.name,
         retention,
         sync,
         checkpoint,
+        publish_timeout,
     }
 }
 

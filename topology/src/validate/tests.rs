@@ -204,6 +204,7 @@ fn mesh_defaults() {
     assert_eq!(t.mesh.sync, SyncPolicy::Always);
     assert_eq!(t.mesh.checkpoint.every_events, 1000);
     assert_eq!(t.mesh.checkpoint.every_ms, 1000);
+    assert_eq!(t.mesh.publish_timeout, Duration::from_millis(500));
 }
 
 #[test]
@@ -213,11 +214,13 @@ name = "t"
 retention = { max_age = "1h", max_bytes = "512MiB" }
 sync = "500ms"
 checkpoint = { every_events = 10, every_ms = 20 }
+publish_timeout = "2s"
 [[node]]
 id = "root"
 members = [{ name = "a", host = "h" }]
 "#;
     let t = parse_ok(text);
+    assert_eq!(t.mesh.publish_timeout, Duration::from_secs(2));
     assert_eq!(t.mesh.retention.max_age, Duration::from_secs(3600));
     assert_eq!(t.mesh.retention.max_bytes, 512 << 20);
     assert_eq!(
@@ -270,6 +273,16 @@ members = [{ name = "a", host = "h" }]
         "sync = \"sometimes\": expected \"always\" or a duration",
     );
     assert_error(text, "5:31", "every_events = 0: expected an integer >= 1");
+    for (bad, why) in [
+        ("0s", "expected a duration above 0 and at most \"10s\""),
+        ("1m", "expected a duration above 0 and at most \"10s\""),
+        ("soon", "expected a duration such as"),
+    ] {
+        let t = format!(
+            "[mesh]\nname = \"t\"\npublish_timeout = \"{bad}\"\n[[node]]\nid = \"root\"\nmembers = [{{ name = \"a\", host = \"h\" }}]\n"
+        );
+        assert_error(&t, "3:19", &format!("publish_timeout = \"{bad}\": {why}"));
+    }
 }
 
 // ---------------------------------------------------------------- serde errors
