@@ -61,6 +61,12 @@ pub fn member_subject(node: &str, member: &str) -> String {
     format!("canopy.member.{node}.{member}")
 }
 
+/// `canopy.ctl.<node>.<member>`: operator control of a pair member's role
+/// (switchover, maintenance), asked of that member.
+pub fn control_subject(node: &str, member: &str) -> String {
+    format!("canopy.ctl.{node}.{member}")
+}
+
 /// JetStream stream of one origin: `EV_` + origin with `.` replaced by `-`.
 /// Names never contain `-`, so distinct origins get distinct streams.
 pub fn stream_name(origin: &str) -> String {
@@ -198,6 +204,10 @@ mod tests {
         assert_eq!(
             member_subject("root.south", "b"),
             "canopy.member.root.south.b"
+        );
+        assert_eq!(
+            control_subject("root.south", "b"),
+            "canopy.ctl.root.south.b"
         );
         assert_eq!(stream_name("root.tunnel_a.plc1"), "EV_root-tunnel_a-plc1");
         assert_eq!(stream_name("root"), "EV_root");

@@ -44,6 +44,25 @@ pub enum Cmd {
     Force(CommandArgs),
     /// Remove an operator override.
     Unforce(UnforceArgs),
+    /// Hand an HA pair's role from its active member to the other, gracefully.
+    ///
+    /// The active member takes its resources out of service while its lease
+    /// holds (its last event is its role event, reason `switchover`), then
+    /// releases the role; the other member is granted it after the grace,
+    /// with a new epoch, and the reply names it. Refused, with the reason,
+    /// when the other member could not take the role now (not heard from,
+    /// not ready, in maintenance, its stream unreachable) or the pair has
+    /// no quorum. With `prefer` naming the member that hands over, the role
+    /// comes back to it after the flap hold: put it in maintenance instead.
+    Switchover(SwitchoverArgs),
+    /// Keep a member of an HA pair standby (never granted the role) until turned off.
+    ///
+    /// Recorded in the pair's chain as a role event of that member (reason
+    /// `maintenance on` / `maintenance off`) and shown by `canopy status`.
+    /// Putting the active member in maintenance hands its role over first,
+    /// as `canopy switchover` does, and is refused when the other member
+    /// could not take it.
+    Maintenance(MaintenanceArgs),
     /// Replay a node's streams and check them: contiguity, chain, epochs, signed checkpoints.
     Audit(AuditArgs),
     /// Benchmarks that print figures (no pass/fail).
@@ -318,6 +337,48 @@ pub struct UnforceArgs {
     /// Who asks.
     #[arg(long, default_value = "cli")]
     pub by: String,
+    /// Print the JSON reply.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `canopy switchover`.
+#[derive(Debug, Args)]
+pub struct SwitchoverArgs {
+    #[command(flatten)]
+    pub server: ServerArg,
+    /// The HA pair, e.g. `root.south`.
+    pub node: String,
+    /// The member to hand the role to (a pair has one other member: this
+    /// only checks that it is the one you mean).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Print the JSON reply.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// On or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    /// Into maintenance.
+    On,
+    /// Out of maintenance.
+    Off,
+}
+
+/// `canopy maintenance`.
+#[derive(Debug, Args)]
+pub struct MaintenanceArgs {
+    #[command(flatten)]
+    pub server: ServerArg,
+    /// The HA pair, e.g. `root.south`.
+    pub node: String,
+    /// The member (`a`, `b`).
+    pub member: String,
+    /// `on` or `off`.
+    #[arg(value_enum)]
+    pub state: OnOff,
     /// Print the JSON reply.
     #[arg(long)]
     pub json: bool,

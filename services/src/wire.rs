@@ -4,7 +4,7 @@
 //! These are the wire contract for clients in any language (commands on
 //! `canopy.cmd.<node>`, state on `canopy.state.<node>`, member info on
 //! `canopy.member.<node>.<member>` and, from every member and witness at
-//! once, on `canopy.hello`). Events themselves are CBOR (see the `events`
+//! once, on `canopy.hello`, role control on `canopy.ctl.<node>.<member>`). Events themselves are CBOR (see the `events`
 //! crate); commands and queries are JSON so that a shell one-liner or a
 //! dashboard can speak them. Domain types (`events::State`) are converted
 //! here, at the edge; they carry no JSON format of their own.
@@ -40,6 +40,75 @@ pub struct Command {
     /// Who asks (recorded in forced/unforced events).
     #[serde(default)]
     pub by: Option<String>,
+}
+
+/// An operator's role control, asked of one member of a pair on
+/// `canopy.ctl.<node>.<member>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum Control {
+    /// The active member (the one asked) hands the role to the other.
+    Switchover,
+    /// The member asked stays standby (`on`), never granted, until taken
+    /// out of maintenance (`off`); an active one hands its role over first.
+    Maintenance {
+        /// In (true) or out of (false) maintenance.
+        on: bool,
+    },
+}
+
+impl Control {
+    /// Parses a request, saying what is wrong with a bad one (serde's
+    /// internally tagged form would take unknown fields of `switchover`).
+    pub fn parse(payload: &[u8]) -> Result<Control, String> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            op: String,
+            #[serde(default)]
+            on: Option<bool>,
+        }
+        let expected = r#"expected {"op":"switchover"} or {"op":"maintenance","on":true}"#;
+        let raw: Raw = serde_json::from_slice(payload)
+            .map_err(|e| format!("not a control request ({e}): {expected}"))?;
+        match (raw.op.as_str(), raw.on) {
+            ("switchover", None) => Ok(Control::Switchover),
+            ("maintenance", Some(on)) => Ok(Control::Maintenance { on }),
+            (op, on) => Err(format!(
+                "not a control request (op {op:?}, on {on:?}): {expected}"
+            )),
+        }
+    }
+}
+
+/// The reply to a [`Control`] request: the pair's role once the change
+/// took effect, or why it was refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlReply {
+    /// Whether the change was carried out.
+    pub ok: bool,
+    /// The member active once it took effect (None: none yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<String>,
+    /// The epoch then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+    /// The members in maintenance then.
+    #[serde(default)]
+    pub maintenance: Vec<String>,
+    /// Why it was refused or did not complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl ControlReply {
+    /// A refusal.
+    pub fn refused(why: impl Into<String>) -> Self {
+        Self {
+            error: Some(why.into()),
+            ..Self::default()
+        }
+    }
 }
 
 /// A command reply.
@@ -112,6 +181,10 @@ pub struct MemberInfo {
     /// Milliseconds since this process's role last changed.
     #[serde(default)]
     pub since_role_change_ms: u64,
+    /// In maintenance: never granted the role until taken out
+    /// (`canopy maintenance NODE MEMBER off`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub maintenance: bool,
     /// Counters (zero on the witness).
     #[serde(default)]
     pub counters: Counters,
@@ -498,5 +571,36 @@ mod tests {
         let r = StateRequest::parse(br#"{"pattern":"root.>"}"#).expect("pattern");
         assert_eq!(r.pattern.as_deref(), Some("root.>"));
         assert!(StateRequest::parse(br#"{"patern":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn control_requests_have_the_documented_shape_and_bad_ones_say_why() {
+        assert_eq!(
+            Control::parse(br#"{"op":"switchover"}"#),
+            Ok(Control::Switchover)
+        );
+        assert_eq!(
+            Control::parse(br#"{"op":"maintenance","on":false}"#),
+            Ok(Control::Maintenance { on: false })
+        );
+        for bad in [
+            &b""[..],
+            br#"{"op":"maintenance"}"#,
+            br#"{"op":"reboot"}"#,
+            br#"{"op":"switchover","to":"b"}"#,
+            br#"{"op":"switchover","on":true}"#,
+        ] {
+            let e = Control::parse(bad).expect_err("refused");
+            assert!(e.starts_with("not a control request"), "{e}");
+        }
+        for c in [Control::Switchover, Control::Maintenance { on: true }] {
+            let json = serde_json::to_vec(&c).expect("json");
+            assert_eq!(Control::parse(&json), Ok(c));
+        }
+        let json = serde_json::to_value(ControlReply::refused("no quorum")).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({"ok": false, "maintenance": [], "error": "no quorum"})
+        );
     }
 }

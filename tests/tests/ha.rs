@@ -695,3 +695,120 @@ async fn an_on_deactivate_hook_never_outlasts_the_other_members_grant() -> anyho
     fault.heal();
     Ok(())
 }
+
+/// `canopy ARGS` from a blocking thread: (exit code, stdout, stderr).
+async fn canopy(args: Vec<String>) -> anyhow::Result<(i32, String, String)> {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        tests::cli(&args)
+    })
+    .await?
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn switchover_and_maintenance_move_the_role_gracefully_and_refuse_what_cannot_be_done(
+) -> anyhow::Result<()> {
+    let lab = Lab::start(&pair_topology(free_ports(1)), &[])?;
+    let url = lab.url("root", "a")?;
+    let root = connect(&url).await?;
+    let (first, e1) = wait_active(&root, PAIR, 0).await?;
+    let other = if first == "a" { "b" } else { "a" }.to_owned();
+    let mut acked = forced_events(&root, 3, 100).await?;
+    // The standby is heard from once it reports health; wait for status to
+    // show both members before asking.
+    let run = |args: &[&str]| {
+        let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        v.extend(["--server".to_owned(), url.clone()]);
+        canopy(v)
+    };
+
+    // A switchover to the active itself, and to a member that is not one.
+    let (code, _, err) = run(&["switchover", PAIR, "--to", &first]).await?;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("already active"), "{err}");
+    let (code, _, err) = run(&["switchover", PAIR, "--to", "c"]).await?;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("is not an answering member"), "{err}");
+
+    // A switchover: the other member, a new epoch, said in the reply.
+    let (code, out, err) = wait_for("a switchover to be carried out", WAIT, || {
+        let run = run(&["switchover", PAIR, "--to", &other, "--json"]);
+        async move {
+            let (code, out, err) = run.await?;
+            // Refused only while the standby is not yet heard from.
+            Ok((code == 0 || !err.contains("heard")).then_some((code, out, err)))
+        }
+    })
+    .await?;
+    assert_eq!(code, 0, "{out} {err}");
+    let reply: Json = serde_json::from_str(&out)?;
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(reply["active"], other.as_str(), "{reply}");
+    let e2 = reply["epoch"].as_u64().context("epoch")?;
+    assert!(e2 > e1);
+    assert_eq!(wait_active(&root, PAIR, e1).await?, (other.clone(), e2));
+    acked.extend(forced_events(&root, 3, 200).await?);
+
+    // The old active in maintenance: recorded; a switchover back is
+    // refused (no peer can take the role), as is putting the active in
+    // maintenance too.
+    let (code, out, err) = run(&["maintenance", PAIR, &first, "on"]).await?;
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(out.contains("in maintenance"), "{out}");
+    let info = tests::member_info(&root, PAIR, &first).await?;
+    assert_eq!(info["maintenance"], true, "{info}");
+    let (code, _, err) = run(&["switchover", PAIR]).await?;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("maintenance"), "{err}");
+    let (code, _, err) = run(&["maintenance", PAIR, &other, "on"]).await?;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no healthy peer"), "{err}");
+    assert_eq!(active(&root, PAIR).await, Some((other.clone(), e2)));
+    let (code, out, err) = run(&["maintenance", PAIR, &first, "off"]).await?;
+    assert_eq!(code, 0, "{out} {err}");
+    acked.extend(forced_events(&root, 3, 300).await?);
+
+    // The chain: contiguous, the old active's last event of its epoch is
+    // its own role event (reason switchover), the new one's first is its
+    // grant; maintenance on and off recorded by the active.
+    let evs = check_root_copy(&root, &acked).await?;
+    let role = |e: &events::Event| match &e.body {
+        events::Body::Role(r) => Some((r.member.clone(), r.role, r.reason.clone())),
+        _ => None,
+    };
+    let last_old = evs
+        .iter()
+        .rfind(|e| e.epoch == e1)
+        .context("no event of the first epoch")?;
+    assert_eq!(
+        role(last_old),
+        Some((
+            first.clone(),
+            events::Role::Standby,
+            "switchover".to_owned()
+        )),
+        "the old active's last event"
+    );
+    // (An activation first signs the history it takes over.)
+    let first_new = evs
+        .iter()
+        .filter(|e| !matches!(e.body, events::Body::Checkpoint(_)))
+        .find(|e| e.epoch == e2)
+        .context("no event of the new epoch")?;
+    assert_eq!(
+        role(first_new).map(|(m, r, _)| (m, r)),
+        Some((other.clone(), events::Role::Active))
+    );
+    let reasons: Vec<String> = evs
+        .iter()
+        .filter_map(role)
+        .filter(|(m, _, _)| *m == first)
+        .map(|(_, _, why)| why)
+        .collect();
+    assert!(
+        reasons.ends_with(&["maintenance on".to_owned(), "maintenance off".to_owned()]),
+        "{reasons:?}"
+    );
+    check_one_writer_at_a_time(&lab)?;
+    Ok(())
+}

@@ -48,6 +48,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Cmd::Watch(a) => client::watch(a).await,
         Cmd::Status(a) => client::status(a).await,
         Cmd::Audit(a) => audit::run(a).await,
+        Cmd::Switchover(a) => client::switchover(a).await,
+        Cmd::Maintenance(a) => client::maintenance(a).await,
         Cmd::Write(a) => client::command(crate::wire::Op::Write, a).await,
         Cmd::Force(a) => client::command(crate::wire::Op::Force, a).await,
         Cmd::Unforce(a) => client::unforce(a).await,

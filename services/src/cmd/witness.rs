@@ -89,6 +89,7 @@ async fn serve(
             healthy: true,
             plc_ok: None,
             since_role_change_ms: 0,
+            maintenance: false,
             counters: Default::default(),
             resources: Vec::new(),
             troubles: Vec::new(),

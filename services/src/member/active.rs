@@ -387,6 +387,25 @@ impl Active {
         }
     }
 
+    /// Records that `member` went into or out of maintenance: a role event
+    /// of that member (it is, or stays, standby), while the lease holds.
+    pub async fn record_maintenance(&self, member: &str, on: bool) {
+        let reason = if on {
+            "maintenance on"
+        } else {
+            "maintenance off"
+        };
+        let role = Body::Role(RoleBody {
+            member: member.to_owned(),
+            role: Role::Standby,
+            reason: reason.to_owned(),
+        });
+        match tokio::time::timeout(Duration::from_secs(1), self.publisher.publish(role)).await {
+            Ok(Ok(c)) => tracing::info!(member, seq = c.seq, "recorded: {reason}"),
+            _ => tracing::warn!(member, "could not record {reason} in the chain"),
+        }
+    }
+
     /// The last confirmed (epoch, seq).
     pub fn last(&self) -> publisher::Confirmed {
         self.publisher.last()

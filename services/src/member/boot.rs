@@ -3,6 +3,7 @@
 //! the pair's raft group and lease for an HA pair), with the fence every
 //! side effect checks.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -169,6 +170,7 @@ impl RoleSource {
             epoch: if node.is_pair() { 0 } else { 1 },
             active: (!node.is_pair()).then(|| id.member.clone()),
             changed_at: Instant::now(),
+            maintenance: BTreeSet::new(),
         });
         if !node.is_pair() {
             let fence: Fence = Arc::new(|| true);
@@ -214,7 +216,8 @@ impl RoleSource {
 }
 
 /// Turns the pair's view into the member's [`RoleState`], waking the member
-/// only when the role, the active member or the epoch changes (health
+/// only when the role, the active member, the epoch or the members in
+/// maintenance change (health
 /// reports change the view several times a second).
 async fn follow_pair(
     mut view: watch::Receiver<raft::RoleView>,
@@ -224,14 +227,21 @@ async fn follow_pair(
     loop {
         let v = view.borrow_and_update().clone();
         let active = v.active.map(|id| crate::ha::id_name(&node, id));
+        let maintenance: BTreeSet<String> = v
+            .maintenance
+            .iter()
+            .map(|&id| crate::ha::id_name(&node, id))
+            .collect();
         role.send_if_modified(|r| {
-            let changed = r.me_active != v.me_active || r.epoch != v.epoch || r.active != active;
+            let moved = r.me_active != v.me_active || r.epoch != v.epoch || r.active != active;
+            let changed = moved || r.maintenance != maintenance;
             if changed {
                 *r = RoleState {
                     me_active: v.me_active,
                     epoch: v.epoch,
                     active: active.clone(),
-                    changed_at: Instant::now(),
+                    changed_at: if moved { Instant::now() } else { r.changed_at },
+                    maintenance: maintenance.clone(),
                 };
             }
             changed

@@ -43,6 +43,7 @@ pub fn info(ctx: &Ctx, now: &Now<'_>) -> MemberInfo {
         healthy: plc_ok != Some(false),
         plc_ok,
         since_role_change_ms: r.changed_at.elapsed().as_millis() as u64,
+        maintenance: r.maintenance.contains(&ctx.member),
         counters: ctx.metrics.snapshot(now.server.restarts()),
         resources: now
             .active

@@ -18,6 +18,7 @@
 pub mod active;
 pub mod boot;
 pub mod commands;
+pub mod control;
 pub mod fold;
 pub mod health;
 pub mod hooks;
@@ -29,6 +30,7 @@ pub mod restore;
 pub mod sources;
 pub mod status;
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -71,6 +73,8 @@ pub struct RoleState {
     pub active: Option<String>,
     /// When this member's view last changed.
     pub changed_at: Instant,
+    /// The pair's members in maintenance (never granted the role).
+    pub maintenance: BTreeSet<String>,
 }
 
 /// Runs the member until `cancel`.
@@ -191,6 +195,11 @@ async fn serve(
         .subscribe(events::subjects::member_subject(&node.id, &id.member))
         .await?;
     let mut hello_sub = client.subscribe(events::subjects::HELLO.to_owned()).await?;
+    let mut ctl_sub = client
+        .subscribe(events::subjects::control_subject(&node.id, &id.member))
+        .await?;
+    // The maintenance set this activation has recorded.
+    let mut recorded: BTreeSet<String> = BTreeSet::new();
     let mut active: Option<active::Active> = None;
     let mut retry_at = Instant::now();
     loop {
@@ -199,7 +208,10 @@ async fn serve(
         match (&active, want.me_active) {
             (None, true) if Instant::now() >= retry_at => {
                 match active::Active::start(&ctx, want.epoch, "granted").await {
-                    Ok(a) => active = Some(a),
+                    Ok(a) => {
+                        recorded = want.maintenance.clone();
+                        active = Some(a);
+                    }
                     Err(e) => {
                         tracing::warn!("activation failed, retrying: {e:#}");
                         retry_at = Instant::now() + Duration::from_millis(200);
@@ -217,6 +229,13 @@ async fn serve(
                     let announce = (ctx.fence)();
                     a.stop(&ctx, announce, "role lost").await;
                 }
+            }
+            (Some(a), true) if recorded != want.maintenance => {
+                // Maintenance changes are recorded by the active member.
+                for (m, on) in maintenance_changes(&recorded, &want.maintenance) {
+                    a.record_maintenance(&m, on).await;
+                }
+                recorded = want.maintenance.clone();
             }
             _ => {}
         }
@@ -237,6 +256,11 @@ async fn serve(
                 let now = info::Now { role: &role_rx, active: &active, server, plc: &plc_health };
                 info::answer(req.reply, &ctx, &now).await;
             }
+            req = ctl_sub.next() => {
+                let Some(req) = req else { break };
+                let p = pair.as_ref().map(|(p, _)| p);
+                control::handle(req, &ctx, &mut active, p, &role_rx).await;
+            }
             _ = tokio::time::sleep(Duration::from_millis(200)), if pending_retry => {}
             _ = cancel.cancelled() => break,
         }
@@ -255,4 +279,11 @@ async fn serve(
     }
     let _ = client.flush().await;
     Ok(())
+}
+
+/// The members that went into (true) or out of (false) maintenance.
+fn maintenance_changes(before: &BTreeSet<String>, now: &BTreeSet<String>) -> Vec<(String, bool)> {
+    let on = now.difference(before).map(|m| (m.clone(), true));
+    let off = before.difference(now).map(|m| (m.clone(), false));
+    on.chain(off).collect()
 }

@@ -1,11 +1,12 @@
 //! The client commands: `state`, `watch`, `status`, `write`, `force`,
-//! `unforce`.
+//! `unforce`, `switchover`, `maintenance`.
 //!
 //! They connect to any server of the tree; NATS interest routing across the
 //! leafnodes carries their requests to the node that serves them. Replies
 //! are the typed ones of [`crate::wire`].
 
 mod command;
+mod control;
 mod state;
 mod status;
 mod watch;
@@ -17,6 +18,7 @@ use async_nats::Client;
 use serde::de::DeserializeOwned;
 
 pub use command::{command, unforce};
+pub use control::{maintenance, switchover};
 pub use state::state;
 pub use status::{status, status_report};
 pub use watch::watch;

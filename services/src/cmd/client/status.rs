@@ -48,6 +48,9 @@ pub struct MemberStatus {
     pub epoch: Option<u64>,
     /// Milliseconds since its role last changed (None when down).
     pub since_role_change_ms: Option<u64>,
+    /// In maintenance (never granted the role until taken out).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub maintenance: bool,
     /// Origins whose history this member cannot carry on normally.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub troubles: Vec<OriginTrouble>,
@@ -63,22 +66,7 @@ pub struct WitnessStatus {
 /// `canopy status`.
 pub async fn status(a: StatusArgs) -> anyhow::Result<u8> {
     let client = connect(&a.server).await?;
-    let inbox = client.new_inbox();
-    let mut sub = client.subscribe(inbox.clone()).await?;
-    client.publish_with_reply(HELLO, inbox, "".into()).await?;
-    client.flush().await?;
-    let mut answers: Vec<MemberInfo> = Vec::new();
-    let overall = tokio::time::Instant::now() + Duration::from_secs_f64(a.server.timeout.max(0.1));
-    loop {
-        let settle = tokio::time::Instant::now() + Duration::from_millis(a.settle_ms);
-        match tokio::time::timeout_at(settle.min(overall), sub.next()).await {
-            Ok(Some(m)) => match serde_json::from_slice::<MemberInfo>(&m.payload) {
-                Ok(v) => answers.push(v),
-                Err(e) => tracing::warn!("ignoring a hello answer canopy does not send: {e}"),
-            },
-            _ => break,
-        }
-    }
+    let answers = hello(&client, &a.server, a.settle_ms).await?;
     let topo = match &a.topology {
         Some(p) => Some(crate::cmd::load_topology(p)?),
         None => None,
@@ -90,6 +78,33 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<u8> {
         print_status(&report);
     }
     Ok(0)
+}
+
+/// Every member's and witness's answer to one scatter-gather request on
+/// `canopy.hello`, collected until none came for `settle_ms` (or the
+/// server's timeout passed).
+pub(crate) async fn hello(
+    client: &async_nats::Client,
+    server: &crate::cli::ServerArg,
+    settle_ms: u64,
+) -> anyhow::Result<Vec<MemberInfo>> {
+    let inbox = client.new_inbox();
+    let mut sub = client.subscribe(inbox.clone()).await?;
+    client.publish_with_reply(HELLO, inbox, "".into()).await?;
+    client.flush().await?;
+    let mut answers: Vec<MemberInfo> = Vec::new();
+    let overall = tokio::time::Instant::now() + Duration::from_secs_f64(server.timeout.max(0.1));
+    loop {
+        let settle = tokio::time::Instant::now() + Duration::from_millis(settle_ms);
+        match tokio::time::timeout_at(settle.min(overall), sub.next()).await {
+            Ok(Some(m)) => match serde_json::from_slice::<MemberInfo>(&m.payload) {
+                Ok(v) => answers.push(v),
+                Err(e) => tracing::warn!("ignoring a hello answer canopy does not send: {e}"),
+            },
+            _ => break,
+        }
+    }
+    Ok(answers)
 }
 
 /// Groups hello answers by node; with a topology, members that did not
@@ -126,6 +141,7 @@ pub fn status_report(answers: &[MemberInfo], topo: Option<&topology::Topology>) 
             plc_ok: ans.plc_ok,
             epoch: Some(ans.epoch),
             since_role_change_ms: Some(ans.since_role_change_ms),
+            maintenance: ans.maintenance,
             troubles: ans.troubles.clone(),
         };
         if ans.role == "active" {
@@ -153,7 +169,8 @@ fn print_status(report: &StatusReport) {
                     .map(|ms| format!(" {:.1}s", ms as f64 / 1000.0))
                     .unwrap_or_default();
                 let health = if m.healthy { "" } else { " UNHEALTHY" };
-                format!("{}={}{}{}", m.name, m.role, since, health)
+                let maint = if m.maintenance { " MAINTENANCE" } else { "" };
+                format!("{}={}{}{}{}", m.name, m.role, since, health, maint)
             })
             .collect();
         let witness = match n.witness {
@@ -200,6 +217,7 @@ mod tests {
             healthy: true,
             plc_ok: None,
             since_role_change_ms: 0,
+            maintenance: false,
             counters: Default::default(),
             resources: Vec::new(),
             troubles: Vec::new(),
