@@ -1038,6 +1038,7 @@ mod tests {
                                                 ]),
                                                 stream_ok: BTreeMap::new(),
                                                 maintenance: maintenance.iter().copied().collect(),
+                                                group: Some(7),
                                                 lapsed: prefer.filter(|_| active.is_none()),
                                             },
                                             since_last_renewal: since,

@@ -37,7 +37,7 @@
 //! ## The replicated state machine
 //!
 //! `PairState { active, active_incarnation, epoch, renew_index, health,
-//! incarnations, stream_ok, maintenance, lapsed }`, changed by:
+//! incarnations, stream_ok, maintenance, group, lapsed }`, changed by:
 //! - `Renew { member, incarnation, epoch }`: applied iff
 //!   `active == Some(member)`, `incarnation == active_incarnation` and
 //!   `epoch == state.epoch`; sets `renew_index` to the entry's log index.
@@ -64,6 +64,8 @@
 //!   incarnation and the stream state; services report [`Health`] as
 //!   before, and the stream through [`Pair::report_stream`].
 //! - `Probe`: a no-op (see the grant rule).
+//! - `Group { id }`: sets `group` if none (see "A voter whose store is
+//!   lost"); a leader's own proposal.
 //! - `Maintenance { member, incarnation, on }`: adds `member` to (or removes
 //!   it from) `maintenance`; members only. Proposed by the member it
 //!   concerns, for itself.
@@ -256,6 +258,35 @@
 //! member that cannot use its stream either) or when not ready; no
 //! flapping within 2 s. See its module for the rules and their tests.
 //!
+//! ## A voter whose store is lost never helps a stale leader
+//!
+//! A voter with an empty store (no log, no vote, no snapshot) would vote
+//! and accept appends at term 0; a stale leader (cut off since another was
+//! elected; openraft 0.9 has no CheckQuorum) could then commit with it
+//! again and renew, release or grant under epochs the group already used,
+//! and an emptied member used to `initialize()` a group of its own. So:
+//! - every store carries a **group identity**: a random id the group's
+//!   first leader commits (`Request::Group`, applied only while the state
+//!   has none), that every voter learns by applying it and keeps in
+//!   `raft-group.json` (`{mesh, node, group}`; a directory of another pair
+//!   is refused). Deciding it in the log, not at `initialize()`, gives the
+//!   three voters the same id even when both members initialise a new pair
+//!   at once, and migrates existing groups: a store with a log or vote and
+//!   no file is initialised as before, and its first leader names the
+//!   group;
+//! - an emptied voter starts openraft only once BOTH other voters answer
+//!   (`Rpc::Identity`) with the same group id, the same term and the same
+//!   leader, the follower holding all the leader applied; it persists that
+//!   vote first, so openraft refuses anything older. Or when an operator
+//!   confirms ([`Pair::confirm_empty_store`]). A member never initialises
+//!   while a peer reports a group; a brand-new pair (at least one peer
+//!   answers, none knows a group) starts as before. While it waits,
+//!   [`RoleView::waiting`] says why (and `Pair::start` has returned).
+//!
+//! openraft's leader would panic on a follower whose log went back
+//! (`loosen-follower-log-revert` is enabled for this case only: the
+//! emptied voter rejoins after the rule above).
+//!
 //! ## Operator control: maintenance and switchover
 //!
 //! [`Pair::set_maintenance`] puts a member in maintenance (replicated in
@@ -284,8 +315,9 @@
 //! - `lease`: the [`Lease`] deadline, on a [`LeaseClock`] (BOOTTIME; tests
 //!   inject [`TokioClock`]).
 //! - `timing`: [`Timing`] and the safety inequality.
-//! - `store`: log + vote (`raft-log.bin`, `raft-vote.json`) and state
-//!   machine snapshot (`raft-snapshot.json`) under the data directory.
+//! - `store`: log + vote (`raft-log.bin`, `raft-vote.json`), state
+//!   machine snapshot (`raft-snapshot.json`) and group identity
+//!   (`raft-group.json`) under the data directory.
 //! - `network`: the [`Transport`] trait, openraft's network over it, the
 //!   pre-vote rule (`network::prevote`), and the TCP transport
 //!   ([`network::tcp`]: hello, source-IP check, framing with bodies read
@@ -298,6 +330,8 @@
 //! - `pair`: [`Pair`], the cheap handle on the task that ties it together
 //!   (a closed `Command` enum to one owner), and its start-up.
 //! - `pair::config`: [`PairConfig`] and its validation.
+//! - `pair::boot`: an emptied store asks the other voters before openraft
+//!   starts.
 //! - `pair::view`: [`RoleView`], what the services see.
 //! - `pair::driver`: the task's loop, the only owner of the openraft
 //!   instance, lease and view: gathers inputs, asks the pure rules, carries
@@ -348,6 +382,7 @@ pub use pair::RoleView;
 pub use peer::Peer;
 pub use state::Effect;
 pub use state::PairState;
+pub use store::GROUP_FILE;
 pub use store::LOG_FILE;
 pub use store::SNAPSHOT_FILE;
 pub use store::VOTE_FILE;

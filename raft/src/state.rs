@@ -53,6 +53,11 @@ pub struct PairState {
     /// snapshots from before it existed (nobody in maintenance).
     #[serde(default)]
     pub maintenance: BTreeSet<NodeId>,
+    /// The group's id, once its first leader committed one (see
+    /// `Request::Group`); `None` in a group whose state predates it,
+    /// until its leader proposes one.
+    #[serde(default)]
+    pub group: Option<u64>,
     /// The member whose lease lapsed and that released its epoch for that
     /// reason (`Release { lapsed: true }`): the vacant role goes back to it
     /// first if it can take it (sticky). Cleared by the next grant.
@@ -75,6 +80,8 @@ pub struct Effect {
     pub health_of: Option<(NodeId, Option<bool>)>,
     /// The same report's stream state (`None`: not reported).
     pub stream_of: Option<(NodeId, Option<bool>)>,
+    /// The group's id was set by this entry.
+    pub group_set: Option<u64>,
 }
 
 impl PairState {
@@ -185,6 +192,16 @@ impl PairState {
                 }
             }
             Request::Probe => Response::Ok,
+            Request::Group { id } => match self.group {
+                _ if *id == 0 => Response::Invalid,
+                None => {
+                    self.group = Some(*id);
+                    effect.group_set = Some(*id);
+                    Response::Ok
+                }
+                Some(g) if g == *id => Response::Ok,
+                Some(_) => Response::Conflict,
+            },
             Request::Maintenance { member, on, .. } => {
                 if !is_member(*member) {
                     Response::Invalid
@@ -323,6 +340,7 @@ mod tests {
                 gained_role: Some(2),
                 health_of: None,
                 stream_of: None,
+                group_set: None,
             }
         );
 
@@ -563,6 +581,33 @@ mod tests {
     }
 
     #[test]
+    fn the_first_group_id_committed_is_the_groups_for_good() {
+        let mut s = active(1, 2, 3);
+        let group = |id| Request::Group { id };
+        let (r, e) = s.apply(4, &group(0xabc));
+        assert_eq!(r, Response::Ok);
+        assert_eq!(e.group_set, Some(0xabc));
+        assert_eq!(s.group, Some(0xabc));
+        // Both members' first leaders may propose one: the second loses.
+        assert_eq!(
+            s.apply(5, &group(0xdef)),
+            (Response::Conflict, Effect::default())
+        );
+        assert_eq!(s.apply(6, &group(0xabc)), (Response::Ok, Effect::default()));
+        assert_eq!(s.group, Some(0xabc));
+        assert_eq!((s.active, s.epoch, s.renew_index), (Some(1), 2, 3));
+        // 0 is never an id.
+        let mut t = PairState::default();
+        assert_eq!(t.apply(1, &group(0)).0, Response::Invalid);
+        assert_eq!(t.group, None);
+        // A snapshot from before it existed: no id, until a leader adds one.
+        let old: PairState =
+            serde_json::from_str(r#"{"active":null,"epoch":3,"renew_index":5,"health":{}}"#)
+                .expect("old state");
+        assert_eq!(old.group, None);
+    }
+
+    #[test]
     fn probe_changes_nothing() {
         let mut s = active(1, 2, 3);
         assert_eq!(
@@ -623,6 +668,7 @@ mod tests {
                         expect_renew_index: s.renew_index,
                     });
                     v.push(report(m, i));
+                    v.push(Request::Group { id: i });
                     v.push(Request::Maintenance {
                         member: m,
                         incarnation: i,

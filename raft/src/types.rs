@@ -191,6 +191,15 @@ pub enum Request {
     /// No-op a new leader commits so that everything before it is applied
     /// locally before it decides anything.
     Probe,
+    /// The group's identity: a random id (never 0) the first leader
+    /// proposes when the state has none. Applied only while the state has
+    /// none (or has this one), so the first one committed is the group's
+    /// for good and every voter learns it by applying it (see
+    /// `store::identity`). A leader's own proposal, never forwarded.
+    Group {
+        /// The id.
+        id: u64,
+    },
     /// A member goes into maintenance (`on`) or out of it: while in it, it
     /// is never granted the role, and, if active, it hands the role over
     /// as soon as the other member can take it. Proposed by the member it

@@ -901,3 +901,185 @@ async fn a_member_in_maintenance_hands_the_role_over_and_is_never_granted_until_
     assert!(g.pair(first).view().borrow().maintenance.is_empty());
     g.monitor.check()
 }
+
+/// Member 1 leads and is active, member 2 caught up, and every node knows
+/// the same group id.
+async fn one_leads_and_is_active_with_a_group_id() -> anyhow::Result<(Group, u64)> {
+    let mut g = Group::start_only(None, Timing::default(), &[1, 3]).await?;
+    g.wait_for("member 1 active", SETTLE, |v| stable(v) && v[&1].me_active)
+        .await?;
+    g.start_node(2).await?;
+    let views = g
+        .wait_for("member 2 caught up, 1 leads, one group id", SETTLE, |v| {
+            stable(v)
+                && v[&1].me_active
+                && v[&2].health.contains_key(&2)
+                && v.values()
+                    .all(|x| x.leader == Some(1) && x.group.is_some() && x.group == v[&1].group)
+        })
+        .await?;
+    Ok((g, views[&1].epoch))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_emptied_witness_cannot_help_a_stale_isolated_active_renew() -> anyhow::Result<()> {
+    let (mut g, _) = one_leads_and_is_active_with_a_group_id().await?;
+    // The active leader is cut off: member 2 and the witness elect 2,
+    // which is granted the role. Member 1 still believes it leads its old
+    // term (openraft 0.9 has no CheckQuorum).
+    g.router.isolate(1);
+    let views = g
+        .wait_for("member 2 active", SETTLE, |v| {
+            v[&2].me_active && v[&3].active == Some(2)
+        })
+        .await?;
+    let epoch = views[&2].epoch;
+    let roles_1 = record_roles(g.pair(1));
+
+    // The witness loses its store, and comes back reaching only the stale
+    // leader. At term 0 it would follow it, and member 1 would commit with
+    // it again (release its lapsed epoch, be granted the role anew, under
+    // an epoch the group already gave to member 2).
+    g.stop_node(3).await?;
+    g.wipe(3)?;
+    g.router.rejoin(1);
+    g.router.cut(1, 2);
+    g.router.cut(2, 3);
+    g.start_node(3).await?;
+    let revived = tokio::time::timeout(
+        Duration::from_secs(2),
+        g.wait_for("member 1 active again", SETTLE, |v| v[&1].me_active),
+    )
+    .await;
+    assert!(
+        revived.is_err(),
+        "the stale leader was active again: {revived:?}"
+    );
+    // It waits for both members, and says so.
+    let waiting = g.pair(3).view().borrow().waiting.clone();
+    assert!(
+        waiting
+            .as_deref()
+            .is_some_and(|w| w.contains("both peers to confirm")),
+        "{waiting:?}"
+    );
+    assert!(!g.pair(3).view().borrow().me_active);
+
+    // Healed: both members agree on the term and leader, the witness
+    // starts with that vote, and the pair has one active again.
+    g.router.heal();
+    let views = g
+        .wait_for("the witness running and one active", SETTLE, |v| {
+            stable(v) && v[&3].waiting.is_none() && v[&3].group.is_some()
+        })
+        .await?;
+    assert!(views.values().all(|v| v.group == views[&1].group));
+    let seen = roles_1.lock().expect("lock").clone();
+    assert!(
+        seen.iter().all(|&(active, e)| !active || e > epoch),
+        "member 1 active under an epoch the group had already used: {seen:?} (member 2 had {epoch})"
+    );
+    g.monitor.check()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_emptied_member_does_not_initialise_a_new_group_and_joins_once_both_confirm(
+) -> anyhow::Result<()> {
+    let (mut g, _) = one_leads_and_is_active_with_a_group_id().await?;
+    let group = g.pair(3).view().borrow().group;
+    // Member 2 loses its store; member 1 is down too: only the witness,
+    // which knows the group, answers.
+    g.stop_node(2).await?;
+    g.wipe(2)?;
+    g.stop_node(1).await?;
+    g.start_node(2).await?;
+    // Until it says it waits, or writes a log of its own.
+    let dir = g.data_dir(2);
+    let log_len = || std::fs::metadata(dir.join(raft::LOG_FILE)).map_or(0, |m| m.len());
+    let view = g.pair(2).view();
+    let says_why = |w: &Option<String>| {
+        w.as_deref()
+            .is_some_and(|w| w.contains("both peers to confirm"))
+    };
+    wait_until("the emptied member waits or writes", || {
+        says_why(&view.borrow().waiting) || log_len() > 0
+    })
+    .await?;
+    // It wrote nothing: no log entry (no initialise), no vote.
+    assert_eq!(
+        log_len(),
+        0,
+        "the emptied member initialised a group of its own"
+    );
+    assert!(!dir.join(raft::VOTE_FILE).exists());
+    let waiting = view.borrow().waiting.clone();
+    assert!(says_why(&waiting), "{waiting:?}");
+    assert!(g
+        .pair(2)
+        .switchover()
+        .await
+        .is_err_and(|e| e.to_string().contains("not started")));
+
+    // Member 1 comes back (store intact): both confirm; member 2 starts
+    // with their vote and catches up as a member of the same group.
+    g.start_node(1).await?;
+    let views = g
+        .wait_for("member 2 running in the same group", SETTLE, |v| {
+            stable(v) && v[&2].waiting.is_none() && v[&2].group == group
+        })
+        .await?;
+    assert!(views.values().all(|v| v.group == group));
+    assert!(
+        dir.join(raft::GROUP_FILE).exists(),
+        "it learned the group id"
+    );
+    g.monitor.check()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_operator_can_confirm_an_empty_store_when_a_peer_is_gone() -> anyhow::Result<()> {
+    let (mut g, epoch) = one_leads_and_is_active_with_a_group_id().await?;
+    g.stop_node(2).await?;
+    g.wipe(2)?;
+    g.stop_node(1).await?;
+    g.start_node(2).await?;
+    g.wait_for("the emptied member waits", SETTLE, |v| {
+        v[&2].waiting.is_some()
+    })
+    .await?;
+    // Member 1 is gone for good: the operator confirms.
+    g.pair(2).confirm_empty_store();
+    let views = g
+        .wait_for("member 2 active with the witness", SETTLE, |v| {
+            stable(v) && v[&2].me_active && v[&2].waiting.is_none()
+        })
+        .await?;
+    assert!(views[&2].epoch > epoch, "a new activation, a new epoch");
+    assert_eq!(views[&2].group, views[&3].group);
+    g.monitor.check()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stores_without_the_identity_file_keep_working_and_learn_it_back() -> anyhow::Result<()> {
+    let (mut g, epoch) = one_leads_and_is_active_with_a_group_id().await?;
+    let group = g.pair(1).view().borrow().group;
+    // As a store from before the file existed: log, vote and snapshot,
+    // no raft-group.json. All three restart on their stores.
+    for id in [1, 2, 3] {
+        g.stop_node(id).await?;
+        std::fs::remove_file(g.data_dir(id).join(raft::GROUP_FILE))?;
+    }
+    for id in [1, 2, 3] {
+        g.start_node(id).await?;
+    }
+    let views = g
+        .wait_for("one active, nobody waiting", SETTLE, |v| {
+            stable(v) && v.values().all(|x| x.waiting.is_none() && x.group == group)
+        })
+        .await?;
+    assert!(views.values().all(|v| v.epoch > epoch));
+    for id in [1, 2, 3] {
+        assert!(g.data_dir(id).join(raft::GROUP_FILE).exists(), "voter {id}");
+    }
+    g.monitor.check()
+}

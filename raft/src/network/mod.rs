@@ -56,6 +56,7 @@ use crate::error::RaftError;
 use crate::metrics::Counters;
 use crate::network::prevote::PreVote;
 use crate::network::prevote::Voter;
+use crate::store::GroupCell;
 use crate::store::LogTail;
 use crate::types::NodeId;
 use crate::types::Request;
@@ -91,6 +92,33 @@ pub enum Rpc {
         /// The sender's last log id.
         last_log_id: Option<LogId<NodeId>>,
     },
+    /// Which group does the receiver belong to, and what does it know of
+    /// it now? Asked by a voter whose store is empty before it starts
+    /// openraft (see `pair::boot`).
+    Identity,
+}
+
+/// A voter's answer to [`Rpc::Identity`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupIdentity {
+    /// The group id it knows (committed, or from its `raft-group.json`
+    /// while it waits itself), if any.
+    pub group: Option<u64>,
+    /// It runs openraft; `false` while its own empty store waits for
+    /// confirmation.
+    pub running: bool,
+    /// Its current term (running only).
+    pub term: u64,
+    /// Its current vote (running only).
+    pub vote: Option<Vote<NodeId>>,
+    /// The leader it knows (running only).
+    pub leader: Option<NodeId>,
+    /// Its last log id (running only).
+    pub last_log_id: Option<LogId<NodeId>>,
+    /// The last log id it applied (running only; a leader applies what
+    /// it commits at once).
+    #[serde(default)]
+    pub applied: Option<LogId<NodeId>>,
 }
 
 /// The answer to one [`Rpc`].
@@ -109,6 +137,8 @@ pub enum Reply {
         /// The leader the receiver knows of.
         leader: Option<NodeId>,
     },
+    /// To [`Rpc::Identity`].
+    Identity(GroupIdentity),
     /// To [`Rpc::PreVote`].
     PreVote {
         /// The receiver would vote for the sender now.
@@ -246,6 +276,7 @@ pub(crate) fn forwardable(from: NodeId, req: &Request) -> Result<(), &'static st
         | Request::Maintenance { member, .. } => *member,
         Request::Acquire { .. } => return Err("an Acquire is proposed by the leader only"),
         Request::Probe => return Err("a Probe is proposed by the leader only"),
+        Request::Group { .. } => return Err("a Group is proposed by the leader only"),
     };
     if member == from {
         Ok(())
@@ -280,6 +311,8 @@ pub struct Inbound {
     watch: Arc<LeaderWatch>,
     /// openraft's leader lease (`election_max`), for pre-vote answers.
     leader_lease: Duration,
+    /// The group id this node knows, for identity answers.
+    group: GroupCell,
 }
 
 impl Debug for Inbound {
@@ -301,6 +334,7 @@ impl Inbound {
         forward_timeout: Duration,
         watch: Arc<LeaderWatch>,
         leader_lease: Duration,
+        group: GroupCell,
     ) -> Self {
         Self {
             me,
@@ -309,6 +343,28 @@ impl Inbound {
             forward_timeout,
             watch,
             leader_lease,
+            group,
+        }
+    }
+
+    /// What this node tells a voter whose store is empty.
+    fn identity(&self) -> GroupIdentity {
+        let group = self.group.get();
+        let Some(core) = self.core.get() else {
+            return GroupIdentity {
+                group,
+                ..GroupIdentity::default()
+            };
+        };
+        let m = core.raft.metrics().borrow().clone();
+        GroupIdentity {
+            group,
+            running: true,
+            term: m.current_term,
+            vote: Some(m.vote),
+            leader: m.current_leader,
+            last_log_id: core.tail.last_log_id(),
+            applied: m.last_applied,
         }
     }
 
@@ -375,6 +431,9 @@ impl Inbound {
 
     /// Handles one RPC from voter `from`.
     pub async fn handle(&self, from: NodeId, rpc: Rpc) -> Reply {
+        if let Rpc::Identity = rpc {
+            return Reply::Identity(self.identity());
+        }
         let Some(core) = self.core.get() else {
             return match rpc {
                 Rpc::PreVote { .. } => Reply::PreVote {
@@ -382,7 +441,7 @@ impl Inbound {
                     why: Some(format!("{:?}", PreVote::NotRunning)),
                 },
                 Rpc::Forward(_) => Reply::NotLeader { leader: None },
-                Rpc::Vote(_) | Rpc::Append(_) | Rpc::Snapshot { .. } => {
+                Rpc::Vote(_) | Rpc::Append(_) | Rpc::Snapshot { .. } | Rpc::Identity => {
                     Reply::Failed(NOT_STARTED.into())
                 }
             };
@@ -443,6 +502,7 @@ impl Inbound {
                     Err(e) => Reply::Failed(e.to_string()),
                 }
             }
+            Rpc::Identity => Reply::Identity(self.identity()),
             Rpc::PreVote { term, last_log_id } => {
                 let answer = self.pre_vote(from, last_log_id).await;
                 tracing::debug!(candidate = from, term, ?answer, "pre-vote");
@@ -731,6 +791,7 @@ mod tests {
             };
             assert!(forwardable(from, &acquire).is_err(), "even for itself");
             assert!(forwardable(from, &Request::Probe).is_err());
+            assert!(forwardable(from, &Request::Group { id: 5 }).is_err());
         }
     }
 

@@ -668,6 +668,7 @@ mod tests {
             timing.rpc_timeout,
             Arc::new(LeaderWatch::new(timing.election_max)),
             timing.election_max,
+            crate::store::GroupCell::default(),
         );
         let peer = |name: &str| Peer {
             name: name.into(),

@@ -15,7 +15,10 @@
 //!   it does with their outcomes.
 //! - `rules`: its timing rules (standing for election, the next grant, the
 //!   witness's rescue and stepping aside) as pure functions, tested alone.
+//! - `boot`: what a voter whose store is empty does before it starts
+//!   openraft (ask the others; the pure rule `empty_store`).
 
+mod boot;
 mod config;
 mod driver;
 mod rules;
@@ -29,6 +32,7 @@ use std::sync::Arc;
 use openraft::error::InitializeError;
 use openraft::error::RaftError as OpenraftError;
 use openraft::Raft;
+use openraft::Vote;
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
 use tokio::sync::watch;
@@ -36,6 +40,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use self::boot::EmptyStore;
 pub use self::config::PairConfig;
 use self::driver::Driver;
 use self::driver::Wiring;
@@ -51,7 +56,12 @@ use crate::network::LeaderWatch;
 use crate::network::NetFactory;
 use crate::network::PeerLog;
 use crate::network::Transport;
+use crate::store::Applied;
+use crate::store::GroupCell;
+use crate::store::GroupFile;
+use crate::store::Identity;
 use crate::store::LogStore;
+use crate::store::LogTail;
 use crate::store::StateMachine;
 use crate::types::new_incarnation;
 use crate::types::Health;
@@ -87,6 +97,7 @@ struct Shared {
     health: watch::Sender<Health>,
     ready: watch::Sender<bool>,
     stream: watch::Sender<Option<bool>>,
+    confirm: watch::Sender<bool>,
     commands: mpsc::Sender<Command>,
     counters: Arc<Counters>,
 }
@@ -111,11 +122,19 @@ impl Debug for Pair {
 }
 
 impl Pair {
-    /// Starts this voter over TCP: binds the raft listener on the own
-    /// peer's host and port, opens the stores in `data_dir`, initialises
-    /// the group if this is a member that never was, and spawns the task.
-    /// The task runs until `cancel`; its handle ends after openraft and
-    /// the listener stopped.
+    /// Starts this voter over TCP: opens the stores in `data_dir`, binds
+    /// the raft listener on the own peer's host and port, and spawns the
+    /// task. The task runs until `cancel`; its handle ends after openraft
+    /// and the listener stopped.
+    ///
+    /// A store with a log, a vote or a snapshot starts openraft at once. An
+    /// empty store (a brand-new voter, or one whose store was lost) returns
+    /// at once too, but its task first asks the other two voters: it
+    /// starts openraft only once both confirm the same group, term and
+    /// leader (adopting that vote), or, if no voter knows a group, as a
+    /// brand-new pair (a member initialises the group), or once
+    /// [`Pair::confirm_empty_store`] is called. Meanwhile
+    /// [`RoleView::waiting`] says why; it is never active then.
     ///
     /// Every start is a new [incarnation](Pair::incarnation): if the
     /// recovered state names this member active, that was a previous
@@ -145,6 +164,12 @@ impl Pair {
 
     /// As [`Pair::start`], over any [`Transport`] (tests use the
     /// in-process [`Router`](crate::router::Router)).
+    ///
+    /// If this voter's store is empty (no log, no vote, no snapshot), it
+    /// returns as soon as the listener is bound, and the task asks the
+    /// other voters before it starts openraft (see
+    /// [`Pair::confirm_empty_store`]); meanwhile [`RoleView::waiting`] says
+    /// why it waits, and it is never active.
     pub async fn start_with_transport(
         cfg: PairConfig,
         transport: Arc<dyn Transport>,
@@ -160,24 +185,21 @@ impl Pair {
             me,
             incarnation = %format_args!("{incarnation:016x}")
         );
-        let log = LogStore::open(&cfg.data_dir)?;
-        let tail = log.tail();
-        let (sm, applied_rx) = StateMachine::open(&cfg.data_dir)?;
         let config = cfg
             .timing
             .openraft_config(format!("{}/{}", cfg.mesh, cfg.node))?;
-        let net = NetFactory {
-            transport: transport.clone(),
-            backoff: cfg.timing.heartbeat,
-            // A restarted peer must hear the leader before it would stand
-            // for election itself (`stand_after`).
-            backoff_max: cfg.timing.election_min,
-            peers: Arc::new(PeerLog::default()),
-        };
-        let raft = Raft::new(me, Arc::new(config), net, log, sm)
-            .instrument(span.clone())
-            .await
-            .map_err(|e| RaftError::Openraft(e.to_string()))?;
+        let own_group = GroupFile::read(&cfg.data_dir, &cfg.mesh, &cfg.node)?.map(|f| f.group);
+        let group = GroupCell::new(own_group);
+        let log = LogStore::open(&cfg.data_dir)?;
+        let (sm, applied_rx) = StateMachine::open(
+            &cfg.data_dir,
+            Identity {
+                mesh: cfg.mesh.clone(),
+                node: cfg.node.clone(),
+                cell: group.clone(),
+            },
+        )?;
+        let emptied = log.is_empty() && sm.is_empty();
 
         let counters = Arc::new(Counters::default());
         let watch = Arc::new(LeaderWatch::new(cfg.timing.election_max));
@@ -187,72 +209,70 @@ impl Pair {
             cfg.timing.rpc_timeout.max(cfg.timing.lease) * 2,
             watch.clone(),
             cfg.timing.election_max,
+            group,
         );
-        inbound.start(Core {
-            raft: raft.clone(),
-            tail: tail.clone(),
-        });
         let server_cancel = cancel.child_token();
-        let server = match transport.serve(inbound, server_cancel.clone()).await {
-            Ok(h) => h,
-            Err(e) => {
-                let _ = raft.shutdown().await;
-                return Err(e);
-            }
-        };
+        let server = transport
+            .serve(inbound.clone(), server_cancel.clone())
+            .await?;
 
-        if me != WITNESS {
-            if let Err(e) = initialize(&raft).await {
-                server_cancel.cancel();
-                let _ = raft.shutdown().await;
-                return Err(e);
-            }
-        }
-
-        let (active, epoch) = {
+        let (active, epoch, group) = {
             let applied = applied_rx.borrow();
-            (applied.state.active, applied.state.epoch)
+            (
+                applied.state.active,
+                applied.state.epoch,
+                applied.state.group,
+            )
         };
-        let metrics_rx = raft.metrics();
         let lease = Lease::default();
         let (view_tx, view_rx) = watch::channel(RoleView {
             active,
             epoch,
             me_active: false,
             leader: None,
-            term: metrics_rx.borrow().current_term,
+            term: 0,
             health: BTreeMap::new(),
             stream_ok: BTreeMap::new(),
             maintenance: BTreeSet::new(),
+            group,
+            waiting: emptied.then(|| "raft store empty: asking the other voters".to_string()),
             changed_at: std::time::Instant::now(),
         });
         let (health_tx, health_rx) = watch::channel(Health::default());
         let (ready_tx, ready_rx) = watch::channel(true);
         let (stream_tx, stream_rx) = watch::channel(None);
+        let (confirm_tx, confirm_rx) = watch::channel(false);
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
 
-        let driver = Driver::new(
-            &cfg,
+        let parts = Parts {
+            cfg,
+            config,
             incarnation,
-            Wiring {
-                raft,
-                transport,
-                applied_rx,
-                metrics_rx,
-                health_rx,
-                ready_rx,
-                stream_rx,
-                cmd_rx,
-                view_tx,
-                lease: lease.clone(),
-                counters: counters.clone(),
-                watch,
-                tail,
-                server,
-                server_cancel,
-            },
-        );
-        let handle = tokio::spawn(driver.run(cancel).instrument(span));
+            transport,
+            tail: log.tail(),
+            stores: Some((log, sm)),
+            applied_rx,
+            inbound,
+            counters: counters.clone(),
+            watch,
+            server,
+            server_cancel,
+            health_rx,
+            ready_rx,
+            stream_rx,
+            cmd_rx,
+            view_tx,
+            lease: lease.clone(),
+        };
+        let handle = if emptied {
+            tokio::spawn(parts.boot(own_group, confirm_rx, cancel).instrument(span))
+        } else {
+            let driver = parts
+                .launch(None, me != WITNESS)
+                .instrument(span.clone())
+                .await?;
+            tokio::spawn(driver.run(cancel).instrument(span))
+        };
         let pair = Pair {
             shared: Arc::new(Shared {
                 me,
@@ -262,11 +282,22 @@ impl Pair {
                 health: health_tx,
                 ready: ready_tx,
                 stream: stream_tx,
+                confirm: confirm_tx,
                 commands: cmd_tx,
                 counters,
             }),
         };
         Ok((pair, handle))
+    }
+
+    /// An operator confirms that this voter's store is empty on purpose
+    /// (a replaced disk, a rebuilt host) and that it may start without
+    /// both other voters confirming the group's term and leader. Only
+    /// meaningful while [`RoleView::waiting`] is `Some`; services map a
+    /// command-line flag to it (call it right after the start). A member
+    /// still never initialises a new group while a peer reports one.
+    pub fn confirm_empty_store(&self) {
+        self.shared.confirm.send_replace(true);
     }
 
     /// This voter's id.
@@ -375,6 +406,212 @@ impl Pair {
     /// Counters since start.
     pub fn metrics(&self) -> PairMetrics {
         self.shared.counters.snapshot()
+    }
+}
+
+/// Everything a pair task needs before its openraft instance exists: the
+/// stores, the listener (already serving), and the driver's channels.
+struct Parts {
+    cfg: PairConfig,
+    config: openraft::Config,
+    incarnation: Incarnation,
+    transport: Arc<dyn Transport>,
+    /// The stores, until openraft takes them.
+    stores: Option<(LogStore, StateMachine)>,
+    /// The end of the log, which the pair keeps reading.
+    tail: LogTail,
+    applied_rx: watch::Receiver<Applied>,
+    inbound: Inbound,
+    counters: Arc<Counters>,
+    watch: Arc<LeaderWatch>,
+    server: JoinHandle<()>,
+    server_cancel: CancellationToken,
+    health_rx: watch::Receiver<Health>,
+    ready_rx: watch::Receiver<bool>,
+    stream_rx: watch::Receiver<Option<bool>>,
+    cmd_rx: mpsc::Receiver<Command>,
+    view_tx: watch::Sender<RoleView>,
+    lease: Lease,
+}
+
+impl Parts {
+    /// Starts openraft (after persisting `vote`, if any), hands the
+    /// listener to it, initialises the group if `initialise` (a member;
+    /// harmless when it already is) and builds the driver. On error the
+    /// listener is stopped.
+    async fn launch(
+        mut self,
+        vote: Option<Vote<NodeId>>,
+        initialise: bool,
+    ) -> Result<Driver, RaftError> {
+        let result = self.start_raft(vote, initialise).await;
+        match result {
+            Ok(raft) => {
+                let Parts {
+                    cfg,
+                    incarnation,
+                    transport,
+                    applied_rx,
+                    counters,
+                    watch,
+                    server,
+                    server_cancel,
+                    health_rx,
+                    ready_rx,
+                    stream_rx,
+                    cmd_rx,
+                    view_tx,
+                    lease,
+                    tail,
+                    ..
+                } = self;
+                let metrics_rx = raft.metrics();
+                Ok(Driver::new(
+                    &cfg,
+                    incarnation,
+                    Wiring {
+                        raft,
+                        transport,
+                        applied_rx,
+                        metrics_rx,
+                        health_rx,
+                        ready_rx,
+                        stream_rx,
+                        cmd_rx,
+                        view_tx,
+                        lease,
+                        counters,
+                        watch,
+                        tail,
+                        server,
+                        server_cancel,
+                    },
+                ))
+            }
+            Err(e) => {
+                self.server_cancel.cancel();
+                Err(e)
+            }
+        }
+    }
+
+    async fn start_raft(
+        &mut self,
+        vote: Option<Vote<NodeId>>,
+        initialise: bool,
+    ) -> Result<Raft<TypeConfig>, RaftError> {
+        let Some((mut log, sm)) = self.stores.take() else {
+            return Err(RaftError::Openraft(
+                "the pair's raft was started twice".into(),
+            ));
+        };
+        if let Some(v) = vote {
+            log.persist_vote(v)?;
+            tracing::info!(vote = %v, "adopted the vote the other voters confirmed");
+        }
+        let net = NetFactory {
+            transport: self.transport.clone(),
+            backoff: self.cfg.timing.heartbeat,
+            // A restarted peer must hear the leader before it would stand
+            // for election itself (`stand_after`).
+            backoff_max: self.cfg.timing.election_min,
+            peers: Arc::new(PeerLog::default()),
+        };
+        let raft = Raft::new(self.cfg.me, Arc::new(self.config.clone()), net, log, sm)
+            .await
+            .map_err(|e| RaftError::Openraft(e.to_string()))?;
+        self.inbound.start(Core {
+            raft: raft.clone(),
+            tail: self.tail.clone(),
+        });
+        if initialise {
+            if let Err(e) = initialize(&raft).await {
+                let _ = raft.shutdown().await;
+                return Err(e);
+            }
+        }
+        Ok(raft)
+    }
+
+    /// The task of a voter whose store is empty: asks the other voters
+    /// until [`boot::empty_store`] says it may start (or an operator
+    /// confirms), then runs as any other. Commands meanwhile are answered
+    /// at once: nothing is active here yet.
+    async fn boot(
+        mut self,
+        own_group: Option<u64>,
+        mut confirm: watch::Receiver<bool>,
+        cancel: CancellationToken,
+    ) {
+        let me = self.cfg.me;
+        let timing = self.cfg.timing.clone();
+        let mut reason: Option<String> = None;
+        let start = loop {
+            let answers = boot::ask(&self.transport, me, timing.rpc_timeout).await;
+            match boot::empty_store(me, own_group, &answers, *confirm.borrow()) {
+                EmptyStore::Start { vote, initialise } => break Some((vote, initialise)),
+                EmptyStore::Wait(why) => {
+                    if reason.as_ref() != Some(&why) {
+                        tracing::warn!("{why}");
+                        let shown = why.clone();
+                        self.view_tx.send_modify(|v| {
+                            v.waiting = Some(shown);
+                            v.changed_at = std::time::Instant::now();
+                        });
+                        reason = Some(why);
+                    }
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => break None,
+                _ = tokio::time::sleep(timing.election_min) => {}
+                Ok(()) = confirm.changed() => {
+                    tracing::warn!("an operator confirmed the empty raft store");
+                }
+                Some(cmd) = self.cmd_rx.recv() => answer_while_waiting(cmd, reason.as_deref()),
+            }
+        };
+        let Some((vote, initialise)) = start else {
+            self.server_cancel.cancel();
+            let _ = (&mut self.server).await;
+            return;
+        };
+        tracing::info!(
+            ?vote,
+            initialise,
+            confirmed = *confirm.borrow(),
+            "raft store empty: starting"
+        );
+        let view_tx = self.view_tx.clone();
+        match self.launch(vote, initialise).await {
+            Ok(driver) => driver.run(cancel).await,
+            Err(e) => {
+                tracing::error!(error = %e, "raft failed to start");
+                view_tx.send_modify(|v| v.waiting = Some(format!("raft failed to start: {e}")));
+            }
+        }
+    }
+}
+
+/// What a voter that waits for its peers answers to handles' commands.
+fn answer_while_waiting(cmd: Command, why: Option<&str>) {
+    let waiting = format!(
+        "raft not started: {}",
+        why.unwrap_or("raft store empty: asking the other voters")
+    );
+    match cmd {
+        // Not active: nothing to give up.
+        Command::StepDown { reply } => {
+            let _ = reply.send(Ok(()));
+        }
+        Command::Switchover { reply } => {
+            let _ = reply.send(Err(RaftError::Refused(format!(
+                "this member is not active ({waiting})"
+            ))));
+        }
+        Command::Maintenance { reply, .. } => {
+            let _ = reply.send(Err(RaftError::Refused(waiting)));
+        }
     }
 }
 

@@ -95,8 +95,19 @@ pub(super) fn heard_base(i: &StandInput) -> Instant {
 /// leads to rescue it, it stands as soon as it holds the witness's
 /// whole log (the witness stopped heartbeats and its lease runs out as
 /// above); before that only after a long silence.
+///
+/// A member that is a learner holds no membership yet (its store was
+/// emptied and it started without a leader to catch up from: an operator
+/// confirmed it while the other member is gone). It cannot stand, but it
+/// asks all the same: the witness takes a refused pre-vote from a member
+/// behind its log as the signal to rescue it (lead, and replicate its log,
+/// membership included), after which it stands as any member.
 pub(super) fn stand_at(i: &StandInput) -> Option<Instant> {
-    if !is_member(i.me) || !matches!(i.state, ServerState::Follower | ServerState::Candidate) {
+    let can_ask = matches!(
+        i.state,
+        ServerState::Follower | ServerState::Candidate | ServerState::Learner
+    );
+    if !is_member(i.me) || !can_ask {
         return None;
     }
     let base = heard_base(i);
@@ -331,21 +342,21 @@ mod tests {
     }
 
     #[test]
-    fn only_a_following_member_stands_on_its_own() {
+    fn only_a_following_member_stands_on_its_own_and_a_learner_asks() {
         let t0 = t0();
         let now = t0 + MS(10_000);
         let mut i = follower(t0);
         assert!(stand(&i, now).is_some());
         i.state = ServerState::Candidate;
         assert!(stand(&i, now).is_some(), "a candidate that did not win");
-        for state in [
-            ServerState::Leader,
-            ServerState::Learner,
-            ServerState::Shutdown,
-        ] {
+        for state in [ServerState::Leader, ServerState::Shutdown] {
             i.state = state;
             assert_eq!(stand_at(&i), None, "{state:?}");
         }
+        // A learner (an emptied member without membership yet) asks, so
+        // that the witness can rescue it; the driver never elects for it.
+        i.state = ServerState::Learner;
+        assert!(stand(&i, now).is_some());
         let mut i = follower(t0);
         i.me = WITNESS;
         assert_eq!(stand_at(&i), None, "the witness stands only to rescue");

@@ -40,6 +40,15 @@ pub struct RoleView {
     /// The members in maintenance (see
     /// [`Pair::set_maintenance`](crate::Pair::set_maintenance)).
     pub maintenance: BTreeSet<NodeId>,
+    /// The group's id once this node knows it (its first leader commits
+    /// one; all three voters of a group end up with the same).
+    pub group: Option<u64>,
+    /// `Some(why)` while this voter does not run raft yet: its store was
+    /// found empty and it waits for both other voters to confirm the same
+    /// group, term and leader (or for
+    /// [`Pair::confirm_empty_store`](crate::Pair::confirm_empty_store)),
+    /// or it failed to start. Never active meanwhile. `None` once running.
+    pub waiting: Option<String>,
     /// When this view was created.
     pub changed_at: std::time::Instant,
 }
@@ -56,4 +65,5 @@ pub(super) struct Material {
     pub(super) health: BTreeMap<NodeId, (Health, bool)>,
     pub(super) stream_ok: BTreeMap<NodeId, bool>,
     pub(super) maintenance: BTreeSet<NodeId>,
+    pub(super) group: Option<u64>,
 }

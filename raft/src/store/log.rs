@@ -266,6 +266,24 @@ impl LogStore {
         })
     }
 
+    /// No entry, nothing purged and no vote: with no snapshot either, an
+    /// emptied store (see `pair::boot`).
+    pub(crate) fn is_empty(&self) -> bool {
+        let inner = lock(&self.shared);
+        self.vote.is_none() && inner.entries.is_empty() && inner.last_purged.is_none()
+    }
+
+    /// Persists `vote` before openraft runs (an emptied voter adopts the
+    /// vote its peers confirmed, so that openraft refuses anything older).
+    pub(crate) fn persist_vote(&mut self, vote: Vote<NodeId>) -> Result<(), RaftError> {
+        let path = self.dir.join(VOTE_FILE);
+        let bytes = serde_json::to_vec(&vote)
+            .map_err(|e| storage(&path, io::Error::new(io::ErrorKind::InvalidData, e)))?;
+        file::write_atomic(&path, &bytes).map_err(|e| storage(&path, e))?;
+        self.vote = Some(vote);
+        Ok(())
+    }
+
     /// A handle on the end of the log (see [`LogTail`]).
     pub(crate) fn tail(&self) -> LogTail {
         LogTail {
@@ -475,6 +493,27 @@ mod tests {
                 epoch: 3
             })
         );
+    }
+
+    #[tokio::test]
+    async fn an_adopted_vote_is_persisted_and_the_store_is_no_longer_empty() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let mut s = LogStore::open(dir.path()).expect("open");
+            assert!(s.is_empty());
+            s.persist_vote(Vote::new_committed(7, 2)).expect("persist");
+            assert!(!s.is_empty());
+        }
+        let mut s = LogStore::open(dir.path()).expect("reopen");
+        assert!(!s.is_empty());
+        assert_eq!(
+            s.read_vote().await.expect("vote"),
+            Some(Vote::new_committed(7, 2))
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = LogStore::open(dir.path()).expect("open");
+        s.blocking_append([entry(1, 1)]).await.expect("append");
+        assert!(!s.is_empty(), "a log");
     }
 
     #[tokio::test]

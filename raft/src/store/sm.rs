@@ -32,6 +32,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::file;
+use super::identity::GroupCell;
+use super::identity::GroupFile;
+use super::GROUP_FILE;
 use super::SNAPSHOT_FILE;
 use crate::error::RaftError;
 use crate::state::PairState;
@@ -104,6 +107,20 @@ pub(crate) struct StateMachine {
     tx: watch::Sender<Applied>,
     /// Distinguishes snapshots built at the same log id.
     snapshot_seq: u64,
+    /// Where the group id goes once known: the shared cell the listener
+    /// answers peers from, and `raft-group.json` (see `store::identity`).
+    identity: Identity,
+}
+
+/// The group identity a state machine keeps up to date.
+#[derive(Clone, Debug)]
+pub(crate) struct Identity {
+    /// Written into `raft-group.json`.
+    pub(crate) mesh: String,
+    /// Same.
+    pub(crate) node: String,
+    /// The id as this node knows it.
+    pub(crate) cell: GroupCell,
 }
 
 impl Debug for StateMachine {
@@ -135,7 +152,10 @@ fn write_snapshot(dir: &Path, snap: &SnapshotFile) -> io::Result<Vec<u8>> {
 impl StateMachine {
     /// Opens the state machine in `dir`: the last snapshot, if any, is the
     /// starting state; openraft re-applies committed entries after it.
-    pub(crate) fn open(dir: &Path) -> Result<(Self, watch::Receiver<Applied>), RaftError> {
+    pub(crate) fn open(
+        dir: &Path,
+        identity: Identity,
+    ) -> Result<(Self, watch::Receiver<Applied>), RaftError> {
         let path = dir.join(SNAPSHOT_FILE);
         let snap: Option<SnapshotFile> =
             file::read_json(&path).map_err(|e| RaftError::Storage {
@@ -160,9 +180,48 @@ impl StateMachine {
                 local,
                 tx,
                 snapshot_seq: 0,
+                identity,
             },
             rx,
         ))
+        .and_then(|(sm, rx)| {
+            // A store from before the file existed, or whose file was lost:
+            // the snapshot may already know the id.
+            sm.record_group().map_err(|source| RaftError::Storage {
+                path: dir.join(GROUP_FILE),
+                source,
+            })?;
+            Ok((sm, rx))
+        })
+    }
+
+    /// Nothing applied and no snapshot: with an empty log and no vote,
+    /// an emptied store (see `pair::boot`).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.last_applied.is_none()
+    }
+
+    /// Tells the cell, and the file if it says otherwise, the group id of
+    /// the state (if it has one).
+    fn record_group(&self) -> io::Result<()> {
+        let Some(group) = self.state.group else {
+            return Ok(());
+        };
+        let known = self.identity.cell.get();
+        self.identity.cell.set(group);
+        let on_disk = file::read_json::<GroupFile>(&self.dir.join(GROUP_FILE))
+            .ok()
+            .flatten();
+        if known != Some(group) || on_disk.as_ref().is_none_or(|f| f.group != group) {
+            tracing::info!(group = %format_args!("{group:016x}"), "raft group id recorded");
+            GroupFile {
+                mesh: self.identity.mesh.clone(),
+                node: self.identity.node.clone(),
+                group,
+            }
+            .write(&self.dir)?;
+        }
+        Ok(())
     }
 
     fn publish(&self) {
@@ -243,10 +302,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: Send,
     {
         let now = Instant::now();
+        let before = self.state.group;
         let responses = entries
             .into_iter()
             .map(|e| self.apply_one(e, now))
             .collect();
+        if self.state.group != before {
+            self.record_group()
+                .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        }
         self.publish();
         Ok(responses)
     }
@@ -297,6 +361,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.membership = meta.last_membership.clone();
         // Later than the truth, hence safe: see the module doc.
         self.local.renewed_at = Instant::now();
+        self.record_group()
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         self.publish();
         Ok(())
     }
@@ -332,6 +398,14 @@ mod tests {
     use crate::types::Request;
     use crate::types::NO_INCARNATION;
 
+    fn identity() -> Identity {
+        Identity {
+            mesh: "m".into(),
+            node: "n".into(),
+            cell: GroupCell::default(),
+        }
+    }
+
     fn normal(index: u64, req: Request) -> Entry<TypeConfig> {
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
@@ -342,7 +416,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn apply_stamps_local_instants_and_publishes() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (mut sm, rx) = StateMachine::open(dir.path()).expect("open");
+        let (mut sm, rx) = StateMachine::open(dir.path(), identity()).expect("open");
         let start = rx.borrow().local.renewed_at;
         tokio::time::advance(std::time::Duration::from_millis(10)).await;
         let bad = Health {
@@ -413,7 +487,7 @@ mod tests {
     #[tokio::test]
     async fn a_snapshot_survives_a_restart_and_installs_elsewhere() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (mut sm, _rx) = StateMachine::open(dir.path()).expect("open");
+        let (mut sm, _rx) = StateMachine::open(dir.path(), identity()).expect("open");
         sm.apply(vec![
             normal(
                 1,
@@ -444,7 +518,7 @@ mod tests {
             .expect("build");
         drop(sm);
 
-        let (mut again, rx) = StateMachine::open(dir.path()).expect("reopen");
+        let (mut again, rx) = StateMachine::open(dir.path(), identity()).expect("reopen");
         assert_eq!(rx.borrow().state.active, Some(1));
         assert_eq!(rx.borrow().state.active_incarnation, 11);
         let (applied, _) = again.applied_state().await.expect("applied");
@@ -457,7 +531,7 @@ mod tests {
         assert_eq!(current.meta, snap.meta);
 
         let other = tempfile::tempdir().expect("tempdir");
-        let (mut fresh, rx) = StateMachine::open(other.path()).expect("open");
+        let (mut fresh, rx) = StateMachine::open(other.path(), identity()).expect("open");
         fresh
             .install_snapshot(&snap.meta, snap.snapshot)
             .await
@@ -473,7 +547,7 @@ mod tests {
     #[tokio::test]
     async fn a_snapshot_from_before_incarnations_loads_and_names_no_process() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (mut sm, _rx) = StateMachine::open(dir.path()).expect("open");
+        let (mut sm, _rx) = StateMachine::open(dir.path(), identity()).expect("open");
         sm.apply(vec![normal(
             1,
             Request::Acquire {
@@ -503,10 +577,49 @@ mod tests {
         assert!(state.remove("incarnations").is_some());
         std::fs::write(&path, serde_json::to_vec(&json).expect("encode")).expect("write");
 
-        let (_, rx) = StateMachine::open(dir.path()).expect("old snapshot opens");
+        let (_, rx) = StateMachine::open(dir.path(), identity()).expect("old snapshot opens");
         let st = rx.borrow().state.clone();
         assert_eq!((st.active, st.epoch), (Some(2), 1));
         assert_eq!(st.active_incarnation, NO_INCARNATION);
+    }
+
+    #[tokio::test]
+    async fn the_group_id_is_written_when_applied_and_restored_from_a_snapshot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ident = identity();
+        let (mut sm, _rx) = StateMachine::open(dir.path(), ident.clone()).expect("open");
+        assert!(sm.is_empty());
+        sm.apply(vec![normal(1, Request::Group { id: 0x77 })])
+            .await
+            .expect("apply");
+        assert!(!sm.is_empty());
+        assert_eq!(ident.cell.get(), Some(0x77));
+        let read = |d: &Path| GroupFile::read(d, "m", "n").expect("read");
+        assert_eq!(read(dir.path()).map(|f| f.group), Some(0x77));
+        let snap = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("build");
+        drop(sm);
+        // The file lost (or never written, by an older version): the
+        // snapshot restores it on open.
+        std::fs::remove_file(dir.path().join(GROUP_FILE)).expect("remove");
+        let again = identity();
+        let (_sm, _rx) = StateMachine::open(dir.path(), again.clone()).expect("reopen");
+        assert_eq!(again.cell.get(), Some(0x77));
+        assert_eq!(read(dir.path()).map(|f| f.group), Some(0x77));
+        // Installed from a leader: learned too.
+        let other = tempfile::tempdir().expect("tempdir");
+        let learner = identity();
+        let (mut fresh, _rx) = StateMachine::open(other.path(), learner.clone()).expect("open");
+        fresh
+            .install_snapshot(&snap.meta, snap.snapshot)
+            .await
+            .expect("install");
+        assert_eq!(learner.cell.get(), Some(0x77));
+        assert_eq!(read(other.path()).map(|f| f.group), Some(0x77));
     }
 
     #[tokio::test]
@@ -514,7 +627,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join(SNAPSHOT_FILE);
         std::fs::write(&path, br#"{"meta":{},"state":{"active":"b"}}"#).expect("write");
-        match StateMachine::open(dir.path()) {
+        match StateMachine::open(dir.path(), identity()) {
             Err(RaftError::Storage { path: p, source }) => {
                 assert_eq!(p, path);
                 assert_eq!(source.kind(), io::ErrorKind::InvalidData);

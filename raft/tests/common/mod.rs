@@ -155,13 +155,26 @@ impl Group {
         Ok(g)
     }
 
+    /// Where node `id` keeps its raft store.
+    pub fn data_dir(&self, id: NodeId) -> std::path::PathBuf {
+        self.root.path().join(format!("n{id}"))
+    }
+
+    /// Loses node `id`'s whole raft store (a replaced disk); the node must
+    /// be stopped.
+    pub fn wipe(&self, id: NodeId) -> anyhow::Result<()> {
+        anyhow::ensure!(!self.nodes.contains_key(&id), "node {id} is running");
+        std::fs::remove_dir_all(self.data_dir(id)).context("wipe")?;
+        Ok(())
+    }
+
     pub async fn start_node(&mut self, id: NodeId) -> anyhow::Result<()> {
         let cfg = PairConfig {
             mesh: "test".into(),
             node: "pair".into(),
             me: id,
             peers: peers(),
-            data_dir: self.root.path().join(format!("n{id}")),
+            data_dir: self.data_dir(id),
             prefer: self.prefer,
             timing: self.timing.clone(),
         };

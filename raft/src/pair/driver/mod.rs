@@ -130,6 +130,8 @@ pub(super) struct Driver {
     /// That release is because the lease lapsed (`Release { lapsed }`).
     release_lapsed: bool,
     release_inflight: bool,
+    /// The leader's proposal of a group id is in flight.
+    group_inflight: bool,
     /// No Release goes out again before this: a leader that cannot be
     /// reached fails a proposal at once, and every outcome runs a turn.
     next_release_at: Instant,
@@ -230,6 +232,7 @@ impl Driver {
             released_epoch: None,
             release_lapsed: false,
             release_inflight: false,
+            group_inflight: false,
             next_release_at: Instant::now(),
             acquire_inflight: false,
             health_inflight: None,
@@ -341,6 +344,7 @@ impl Driver {
             self.maybe_renew(now);
             self.maybe_report_health(now);
             self.run_decisions(now);
+            self.maybe_name_group();
         }
         self.publish_view(now);
     }
@@ -423,7 +427,9 @@ impl Driver {
             // (and `last_stand` moved, so the timer does not spin).
             return;
         }
-        if self.metrics.current_leader == Some(WITNESS) {
+        if self.metrics.current_leader == Some(WITNESS)
+            && self.metrics.state != ServerState::Learner
+        {
             self.log_stand(
                 stand,
                 "standing for election (the witness leads: no pre-vote)",
@@ -475,6 +481,15 @@ impl Driver {
             self.log_stand(
                 stand,
                 &format!("not standing: no other voter would vote for this member now ({answers})"),
+            );
+            return;
+        }
+        if self.metrics.state == ServerState::Learner {
+            // No membership yet: the question was the witness's signal to
+            // rescue this member (see `rules::stand_at`).
+            self.log_stand(
+                stand,
+                &format!("no membership yet: asked the others, not standing ({answers})"),
             );
             return;
         }
@@ -699,6 +714,7 @@ impl Driver {
                 .collect(),
             stream_ok: st.stream_ok.clone(),
             maintenance: st.maintenance.clone(),
+            group: st.group,
         };
         if self.last_material.as_ref() == Some(&material) {
             return;
@@ -721,6 +737,8 @@ impl Driver {
             health,
             stream_ok: st.stream_ok.clone(),
             maintenance: st.maintenance.clone(),
+            group: st.group,
+            waiting: None,
             changed_at: std::time::Instant::now(),
         });
     }

@@ -27,6 +27,7 @@ use crate::network::Reply;
 use crate::network::Rpc;
 use crate::network::Transport;
 use crate::pair::rules::Stand;
+use crate::types::new_incarnation;
 use crate::types::Health;
 use crate::types::NodeId;
 use crate::types::Request;
@@ -178,6 +179,10 @@ pub(super) enum Outcome {
     Maintenance {
         on: bool,
         reply: oneshot::Sender<Result<(), RaftError>>,
+        result: Result<Response, ProposeError>,
+    },
+    Group {
+        id: u64,
         result: Result<Response, ProposeError>,
     },
 }
@@ -394,6 +399,25 @@ impl Driver {
         self.spawn(async move { Outcome::Release { result: fut.await } });
     }
 
+    /// The leader gives a group that has no id one: a random number, the
+    /// first committed wins (see `store::identity`). Every voter learns it
+    /// by applying it, so that an emptied voter can later tell an existing
+    /// group from a brand-new pair.
+    pub(super) fn maybe_name_group(&mut self) {
+        if !self.am_leader() || self.applied.state.group.is_some() || self.group_inflight {
+            return;
+        }
+        self.group_inflight = true;
+        let id = new_incarnation();
+        let fut = self.propose_fut(Request::Group { id }, self.timing.rpc_timeout, false);
+        self.spawn(async move {
+            Outcome::Group {
+                id,
+                result: fut.await,
+            }
+        });
+    }
+
     /// Proposes this member's maintenance flag; `reply` gets the outcome.
     pub(super) fn propose_maintenance(
         &mut self,
@@ -517,6 +541,17 @@ impl Driver {
                 }
                 for w in self.step_down_waiters.drain(..) {
                     let _ = w.send(answer.clone().map_err(RaftError::Propose));
+                }
+            }
+            Outcome::Group { id, result } => {
+                self.group_inflight = false;
+                match result {
+                    Ok(Response::Ok) => tracing::info!(
+                        group = %format_args!("{id:016x}"),
+                        "named the raft group"
+                    ),
+                    Ok(other) => tracing::debug!(?other, "the group already has an id"),
+                    Err(e) => tracing::debug!(error = %e, "group id not committed"),
                 }
             }
             Outcome::Maintenance { on, reply, result } => {
