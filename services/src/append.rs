@@ -1,14 +1,20 @@
-//! Pipelined, seq-fenced appends to one JetStream stream.
+//! Seq-fenced appends to one JetStream stream: the pipeline of the
+//! replica pullers ([`Appender`]) and the atomic batches of the origin's
+//! publisher ([`Batcher`]).
 //!
-//! Both the origin's publisher and every replica puller write "message n"
-//! into a stream whose sequence must come out as exactly n. Each append
-//! carries `Nats-Expected-Last-Sequence: n-1` and `Nats-Msg-Id: <origin>:<n>`,
-//! so the stream itself refuses anything out of place (a deposed member's late
-//! publish, a replay, a lost message ahead of it). Because the expected
-//! sequence of every message is known in advance, appends are pipelined: up
-//! to `window` are in flight and their acks are awaited in order.
+//! Both write "message n" into a stream whose sequence must come out as
+//! exactly n. Each append (for a batch, its first message) carries
+//! `Nats-Expected-Last-Sequence: n-1`, so the stream itself refuses
+//! anything out of place (a deposed member's late publish, a replay, a lost
+//! message ahead of it). The publisher also gives every sealed event its
+//! own `Nats-Msg-Id` (`<origin>:<seq>:<hash prefix>`, unique per sealed
+//! event, so a re-sealed event or another writer's message never shares an
+//! id) and never takes a `duplicate` ack for a confirmation: only a byte
+//! compare of what the stream holds confirms an event.
 //!
-//! An append may also go without a reply ([`Appender::send`] with `ack`
+//! Pullers pipeline: the expected sequence of every message is known in
+//! advance, so up to `window` are in flight and their acks are awaited in
+//! order. An append may go without a reply ([`Appender::send`] with `ack`
 //! false). The server handles a connection's messages to one stream in
 //! order and every message carries its expected last sequence, so a
 //! refused append (a lost message ahead of it, a full store) leaves the
@@ -20,9 +26,7 @@
 //! of it, exactly as it would after a refused, acknowledged append and a
 //! resend from the new tail, so per-message acks would keep no more; the
 //! foreign message stays at its seq, where the fold steps over it and an
-//! audit reports it. Replica pullers ack sparsely (the ack is a large part
-//! of the server's and the client's work per message); the origin's
-//! publisher, whose appends are fenced by the lease, acks every event.
+//! audit reports it. Why the publisher does not pipeline: see [`Batcher`].
 
 use std::collections::VecDeque;
 use std::future::{Future, IntoFuture};
