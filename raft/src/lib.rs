@@ -3,9 +3,9 @@
 //! An HA pair is two members and a witness. The three run one openraft 0.9
 //! group with three voters: id 1 (first member in the topology), 2 (second
 //! member) and 3 (the witness: it votes but never leads on its own and is
-//! never active). The group decides **only** which
-//! member is active and the epoch (the fencing token carried by every
-//! event and command reply). No plant data goes through it: that travels
+//! never active). The group decides **only** which member is active and
+//! the epoch (the fencing token carried by every event and command
+//! reply). No plant data goes through it: that travels
 //! over the pair's JetStream streams.
 //!
 //! **Architecture invariant**: this crate never depends on NATS or on any
@@ -49,16 +49,17 @@
 //!   and `state.renew_index == expect_renew_index`; then `active = member`,
 //!   `active_incarnation = incarnation`, `epoch += 1`, `renew_index` =
 //!   entry index. Answers `Granted { epoch }` or `Conflict`.
-//! - `Release { member, incarnation, epoch }`: the active steps down: iff
-//!   `active == member`, `incarnation == active_incarnation` and
+//! - `Release { member, incarnation, epoch, lapsed }`: the active steps
+//!   down: iff `active == member`, `incarnation == active_incarnation` and
 //!   `epoch == state.epoch`, `active = None` (the epoch stays; the next
 //!   Acquire raises it); with `lapsed` (its lease ran out), `lapsed =
-//!   member` until the next Acquire (see the lease rule). A restarted member does **not** release its
-//!   predecessor's role: nothing but the process table says the
-//!   predecessor is gone (a frozen process, or a second one on the same
-//!   data directory, could still hold a lease), and a Release is a claim
-//!   by the lease holder that it stopped. The restarted member waits out
-//!   `grace` like any failover; a restart takes longer than that anyway.
+//!   member` until the next Acquire (see the lease rule). A restarted
+//!   member does **not** release its predecessor's role: nothing but the
+//!   process table says the predecessor is gone (a frozen process, or a
+//!   second one on the same data directory, could still hold a lease),
+//!   and a Release is a claim by the lease holder that it stopped. The
+//!   restarted member waits out `grace` like any failover; a restart
+//!   takes longer than that anyway.
 //! - `Health { member, incarnation, report, stream_ok }`: recorded, and
 //!   `incarnation` becomes `incarnations[member]`. The crate adds the
 //!   incarnation and the stream state; services report [`Health`] as
@@ -91,11 +92,11 @@
 //! suspend would take its lease for still running; BOOTTIME counts the
 //! suspend, so it wakes with the lease expired. Only the member's side
 //! needs it: the leader's `grace` is a wait, and a leader whose clock
-//! stops waits longer, the safe side. [`Lease::is_valid`] is what side effects check. When the
-//! lease runs out (no commit in time: partitioned, frozen, slow), the
-//! member stops being active locally at that instant (a timer, and the
-//! deadline check itself needs no task to run), even though the replicated
-//! state still names it. A member that releases drops its lease before it
+//! stops waits longer, the safe side. [`Lease::is_valid`] is what side
+//! effects check. When the lease runs out (no commit in time:
+//! partitioned, frozen, slow), the member stops being active locally at
+//! that instant (a timer, and the deadline check itself needs no task to
+//! run), even though the replicated state still names it. A member that releases drops its lease before it
 //! sends the `Release`, and never renews that epoch again.
 //!
 //! **A lapsed lease is final for its epoch.** Once this process's lease
@@ -122,8 +123,8 @@
 //! commits a `Probe` through `client_write` and waits for it; each decision
 //! then uses the state as applied. It proposes
 //! `Acquire { candidate, expect_epoch: state.epoch, expect_renew_index: state.renew_index }`
-//! over a named active only when
-//! `now − local_apply_instant(renew_index) ≥ grace` (350 ms).
+//! only when `now − local_apply_instant(renew_index) ≥ grace` (350 ms),
+//! over a named active and over a vacant role alike (below).
 //!
 //! Why this keeps leases disjoint: any renewal that committed `Ok` was
 //! applied at the leader no earlier than it was sent, and no later than the
@@ -139,15 +140,10 @@
 //! ```
 //!
 //! checked by [`Timing::validate`] (defaults: ρ = 1 %, margin = 50 ms:
-//! 305.6 ms < 350 ms). The same argument bounds what outlives the role on
-//! the member's side (an `on_deactivate` hook script): no other member is
-//! granted before `ended_at + grace·(1 − ρ)/(1 + ρ) − lease` on its own
-//! clock, where `ended_at` ([`Lease::ended_at`]) is when its lease ran out
-//! or was revoked ([`Timing::peer_grant_earliest`]; 93 ms with the
-//! defaults). That holds for a released role too, since it waits out
-//! `grace` like any grant. And because `Acquire` compares-and-sets on
+//! 305.6 ms < 350 ms). And because `Acquire` compares-and-sets on
 //! `renew_index`, a renewal that commits between the leader's check and
 //! its `Acquire` makes the `Acquire` fail; the leader retries next turn.
+//!
 //! A vacant role (after a `Release`: prefer, field health, `step_down`)
 //! waits out `grace` by the same rule: the member that released revoked
 //! its lease before it sent the `Release`, but a side effect it checked
@@ -161,6 +157,13 @@
 //! active: entries it applied (or a snapshot it loaded) when it started
 //! are stamped with that instant, later than the truth, which only delays
 //! the grant.
+//!
+//! The same argument bounds what outlives the role on the member's side
+//! (an `on_deactivate` hook script): no other member is granted before
+//! `ended_at + grace·(1 − ρ)/(1 + ρ) − lease` on its own clock, where
+//! `ended_at` ([`Lease::ended_at`]) is when its lease ran out or was
+//! revoked ([`Timing::peer_grant_earliest`]; 93 ms with the defaults), a
+//! released role included, since it waits out `grace` like any grant.
 //!
 //! An active whose member has since reported another incarnation (it
 //! restarted) is *superseded*: no process can renew it any more, so its
@@ -205,8 +208,7 @@
 //! ## The witness stands only to rescue
 //!
 //! The witness votes, never campaigns on its own, never proposes and is
-//! never a candidate for the role. One case
-//! needs it to lead briefly. openraft (like any raft) elects only a voter
+//! never a candidate for the role. One case needs it to lead briefly. openraft (like any raft) elects only a voter
 //! whose log is at least as up to date as the voters it asks; with the
 //! leader dead, a member that missed the last entries (they reached the
 //! witness first, which was enough to commit them) can never collect the
@@ -214,9 +216,11 @@
 //! without an active until the dead member returned. So when the witness
 //! rejects a member's vote request, or its pre-vote, because that
 //! member's log is behind its own, and no leader has been heard for
-//! `election_max`, it triggers an election (`Raft::trigger().elect()`, at most once per `heartbeat`), wins
-//! it, and replicates its log to the member with openraft's leader blank
-//! entry. It then steps aside at once: it stops heartbeats and refuses
+//! `election_max`, it triggers an election (`Raft::trigger().elect()`, at
+//! most once per `heartbeat`), wins it, and replicates its log to the
+//! member with openraft's leader blank entry (and its membership, to a
+//! member whose store was emptied: such a member cannot stand, but asks
+//! all the same, for this signal). It then steps aside at once: it stops heartbeats and refuses
 //! every forwarded proposal; the member, as soon as it holds the witness's
 //! whole log, stands and wins. The rescue needs no pre-vote of its own:
 //! the witness stands only when a member just asked it and no leader was
@@ -234,9 +238,10 @@
 //!
 //! A member that does not lead sends its proposals to the leader
 //! ([`network::Rpc::Forward`]). The leader proposes a forwarded `Renew`,
-//! `Release` or `Health` only if the request names the peer whose hello
-//! authenticated the connection, and never a forwarded `Acquire` or `Probe`
-//! (a leader's own proposals, made after its own checks); anything else is
+//! `Release`, `Health` or `Maintenance` only if the request names the peer
+//! whose hello authenticated the connection, and never a forwarded
+//! `Acquire`, `Probe` or `Group` (a leader's own proposals, made after its
+//! own checks); anything else is
 //! answered `Reply::Failed("forward refused: …")` and counted in
 //! [`PairMetrics::rejected_forwards`]. Otherwise any voter could force a
 //! failover with a forged report naming the active, or renew the role for
@@ -245,18 +250,25 @@
 //! ## Role decisions
 //!
 //! [`decide()`] is a pure function of the applied state and local
-//! observations: grant a vacant role to a ready, recently heard-from member
-//! (prefer `prefer`, then a sound PLC link, then the lowest id); hand over
-//! after `grace` without renewals (to the other member, or, if the active
-//! was superseded by a restart, as for a vacant role; a new leader takes
-//! another member for alive only on a health report it applied since it
-//! leads); sticky otherwise, unless `prefer` names
-//! the returning member; release on field health (the active's PLC link
-//! down for 3 reports while the standby's is up), on stream health (the
-//! active could not append to its own stream for 3 reports while the
-//! standby reads its stream fine: [`Pair::report_stream`]; never to a
-//! member that cannot use its stream either) or when not ready; no
-//! flapping within 2 s. See its module for the rules and their tests.
+//! observations: grant a vacant role (after `grace`) to a ready, recently
+//! heard-from member not in maintenance (prefer `prefer`, then the member
+//! whose lease lapsed, then sound PLC and stream links, then the lowest
+//! id); hand over after `grace` without renewals (to the other member, or,
+//! if the active was superseded by a restart, as for a vacant role; a new
+//! leader takes another member for alive only on a health report it
+//! applied since it leads); sticky otherwise, unless `prefer` names the
+//! returning member; release on maintenance, on field health (the
+//! active's PLC link down for 3 reports while the standby's is up), on
+//! stream health (the active could not append to its own stream for 3
+//! reports while the standby reads its stream fine:
+//! [`Pair::report_stream`]; never to a member that cannot use its stream
+//! either) or when not ready; no flapping within 2 s. See its module for
+//! the rules and their tests.
+//!
+//! A member's report is its [`Health`] plus its stream state, replicated
+//! together (`Request::Health { report, stream_ok }`, the latter
+//! `#[serde(default)]` so members of different versions agree) and
+//! counted in a row locally like the PLC state.
 //!
 //! ## A voter whose store is lost never helps a stale leader
 //!
@@ -302,11 +314,6 @@
 //! (the released member just lost the role, and the flap hold keeps it
 //! from being chosen back). [`RoleView::maintenance`] shows the set.
 //!
-//! A member's report is its [`Health`] plus its stream state, replicated
-//! together (`Request::Health { report, stream_ok }`, the latter
-//! `#[serde(default)]` so members of different versions agree) and
-//! counted in a row locally like the PLC state.
-//!
 //! ## Code map
 //!
 //! - `types`, `state`: requests, responses, [`PairState`] and its pure
@@ -337,14 +344,16 @@
 //!   instance, lease and view: gathers inputs, asks the pure rules, carries
 //!   their answers out.
 //! - `pair::driver::proposals`: the proposals it spawns (renew, health,
-//!   grant, release, probe) and what it does with their outcomes.
+//!   grant, release, probe, group id, maintenance, and the pre-vote) and
+//!   what it does with their outcomes.
 //! - `pair::rules`: the pure timing rules: when a member stands for
 //!   election, when the leader may next grant, the witness's rescue and
 //!   stepping aside.
 //!
 //! **Architecture invariant**: `network` depends on `error`, `peer`,
-//! `metrics`, `types` and the log's tail (`store::LogTail`, for pre-vote
-//! answers), never on `pair`; `pair` drives the network.
+//! `metrics`, `types` and two read-only views of `store` (the log's tail
+//! for pre-vote answers, the group id cell for identity answers), never on
+//! `pair`; `pair` drives the network.
 
 #![forbid(unsafe_code)]
 

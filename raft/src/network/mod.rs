@@ -2,13 +2,19 @@
 //! the same pair code runs over TCP (`tcp`) or over the in-process,
 //! fault-injecting [`Router`](crate::router::Router) in tests.
 //!
-//! Besides openraft's own RPCs there is one application RPC,
-//! [`Rpc::Forward`]: a node that is not the leader sends its proposal
-//! (Renew, Health, Release, Maintenance) to the leader, which proposes it and returns the
-//! state machine's response. A peer proposes only for itself: the leader
-//! refuses a forwarded request naming another member than the hello's
-//! `from_id`, and every Acquire or Probe (see `forwardable`), with
-//! [`Reply::Failed`], counted in `PairMetrics::rejected_forwards`.
+//! Besides openraft's own RPCs there are three application RPCs:
+//! - [`Rpc::Forward`]: a node that is not the leader sends its proposal
+//!   (Renew, Health, Release, Maintenance) to the leader, which proposes it
+//!   and returns the state machine's response. A peer proposes only for
+//!   itself: the leader refuses a forwarded request naming another member
+//!   than the hello's `from_id`, and every Acquire, Probe or Group (see
+//!   `forwardable`), with [`Reply::Failed`], counted in
+//!   `PairMetrics::rejected_forwards`.
+//! - [`Rpc::PreVote`]: would the receiver vote for the sender now (see
+//!   `prevote`)? Asked before a member stands on its own.
+//! - [`Rpc::Identity`]: the receiver's group id, term, leader and log
+//!   ([`GroupIdentity`]), asked by a voter whose store is empty before it
+//!   starts openraft (see `pair::boot`).
 
 pub(crate) mod prevote;
 pub mod tcp;
