@@ -100,6 +100,13 @@ pub struct NodeArgs {
     /// The parent then reports its replica as diverged until it is repaired.
     #[arg(long)]
     pub new_history: bool,
+    /// This voter's raft store is empty on purpose (a replaced disk, a
+    /// rebuilt host) and one of the other two voters is gone for good: start
+    /// without waiting for both of them to confirm the group's term and
+    /// leader. Without it, an emptied store waits (shown in `canopy status`)
+    /// so that it can never help a stale leader commit.
+    #[arg(long)]
+    pub confirm_empty_raft_store: bool,
 }
 
 /// `canopy witness`.
@@ -120,6 +127,13 @@ pub struct WitnessArgs {
     /// Use an already running nats-server at this URL instead of starting one.
     #[arg(long, conflicts_with = "nats_server")]
     pub attach: Option<String>,
+    /// This voter's raft store is empty on purpose (a replaced disk, a
+    /// rebuilt host) and one of the other two voters is gone for good: start
+    /// without waiting for both of them to confirm the group's term and
+    /// leader. Without it, an emptied store waits (shown in `canopy status`)
+    /// so that it can never help a stale leader commit.
+    #[arg(long)]
+    pub confirm_empty_raft_store: bool,
 }
 
 /// `canopy lab`.

@@ -9,9 +9,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream::stream::ClusterInfo;
 use async_nats::jetstream::Context;
 use async_nats::Client;
 use futures::StreamExt;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use topology::{Node, Topology};
 
@@ -79,9 +81,30 @@ pub fn pair_config(
     })
 }
 
+/// The JetStream server name of a pair's process (`<domain>-<member>`,
+/// `<domain>-witness`), as `natsconf` writes it.
+pub fn server_name(node: &Node, member: &str) -> String {
+    format!("{}-{member}", events::subjects::domain(&node.id))
+}
+
+/// Whether server `me` holds a current copy of a stream whose cluster
+/// info is `cluster`: it leads it, or it is a replica the leader calls
+/// current. A stream without cluster info (a single server) is current.
+pub fn copy_current(cluster: Option<&ClusterInfo>, me: &str) -> bool {
+    let Some(c) = cluster else { return true };
+    c.leader.as_deref() == Some(me)
+        || c.replicas
+            .iter()
+            .any(|r| r.name == me && r.current && !r.offline)
+}
+
 /// Keeps the leaders of every stream in `js`'s domain on this server, the
-/// witness. (The JetStream meta leader can only be moved from the system
-/// account; it matters only for creating streams and consumers.)
+/// witness, and says on `catching_up` while this server's copies of the
+/// pair's streams are not all current (a witness whose store was wiped:
+/// until they are, the pair cannot lose a member without its streams
+/// stalling, since an R3 stream needs two current copies). (The JetStream
+/// meta leader can only be moved from the system account; it matters only
+/// for creating streams and consumers.)
 ///
 /// Why: JetStream's own elections take 4-9 s (hard-coded in nats-server);
 /// a stream whose leader dies refuses writes that long. With the leaders on
@@ -92,6 +115,7 @@ pub async fn keep_leaders(
     js: Context,
     domain: String,
     me: String,
+    catching_up: watch::Sender<Option<String>>,
     cancel: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -105,13 +129,20 @@ pub async fn keep_leaders(
         }
         let mut names = js.stream_names();
         let mut moved = 0;
+        let (mut seen, mut behind) = (0, Vec::new());
         while let Some(Ok(name)) = names.next().await {
+            seen += 1;
             let Ok(mut stream) = js.get_stream(&name).await else {
+                behind.push(name);
                 continue;
             };
             let Ok(info) = stream.info().await else {
+                behind.push(name);
                 continue;
             };
+            if !copy_current(info.cluster.as_ref(), &me) {
+                behind.push(name.clone());
+            }
             let leader = info.cluster.as_ref().and_then(|c| c.leader.clone());
             if leader.as_deref().is_some_and(|l| l != me) {
                 let subject = format!("$JS.{domain}.API.STREAM.LEADER.STEPDOWN.{name}");
@@ -120,9 +151,48 @@ pub async fn keep_leaders(
                 }
             }
         }
+        let why = match (seen, behind.len()) {
+            (0, _) => Some("no stream known here yet (JetStream catching up)".to_owned()),
+            (_, 0) => None,
+            (n, b) => Some(format!(
+                "{b} of {n} of the pair's streams not yet current here: {}",
+                behind.join(", ")
+            )),
+        };
+        catching_up.send_if_modified(|c| {
+            let changed = *c != why;
+            *c = why.clone();
+            changed
+        });
         if moved > 0 && last_report.elapsed() > Duration::from_secs(10) {
             tracing::info!(moved, "asked stream leaders to move to the witness");
             last_report = Instant::now();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(leader: &str, replicas: &[(&str, bool)]) -> ClusterInfo {
+        let replicas: Vec<_> = replicas
+            .iter()
+            .map(|(n, c)| serde_json::json!({"name": n, "current": c, "active": 1000}))
+            .collect();
+        serde_json::from_value(serde_json::json!({"leader": leader, "replicas": replicas}))
+            .expect("cluster info")
+    }
+
+    #[test]
+    fn a_copy_is_current_where_it_leads_or_the_leader_says_so() {
+        let c = cluster("p-a", &[("p-b", true), ("p-witness", false)]);
+        assert!(copy_current(Some(&c), "p-a"));
+        assert!(copy_current(Some(&c), "p-b"));
+        assert!(!copy_current(Some(&c), "p-witness"));
+        // Not listed at all (its server has not joined the stream yet).
+        assert!(!copy_current(Some(&c), "p-c"));
+        // A stream on a single server.
+        assert!(copy_current(None, "p-a"));
     }
 }

@@ -185,6 +185,17 @@ pub struct MemberInfo {
     /// (`canopy maintenance NODE MEMBER off`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub maintenance: bool,
+    /// Why this process's raft voter does not run yet (its store was found
+    /// empty: it waits for both other voters to confirm the group, or for
+    /// `--confirm-empty-raft-store`). Never active meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
+    /// Why this process's server does not hold current copies of the
+    /// pair's streams yet (its store was wiped and is being copied again):
+    /// until it does, losing another process of the pair stalls the
+    /// pair's streams (an R3 stream needs two current copies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catching_up: Option<String>,
     /// Counters (zero on the witness).
     #[serde(default)]
     pub counters: Counters,

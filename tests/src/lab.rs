@@ -145,6 +145,12 @@ fn terminate(child: &mut Child, grace: Duration) {
 impl Drop for Lab {
     fn drop(&mut self) {
         terminate(&mut self.child, Duration::from_secs(30));
+        // `CANOPY_KEEP_LAB=1` keeps the lab's data and logs to look at
+        // after a failure (the path is printed).
+        if std::env::var_os("CANOPY_KEEP_LAB").is_some() {
+            self.dir.disable_cleanup(true);
+            eprintln!("lab: kept {}", self.dir.path().display());
+        }
     }
 }
 

@@ -267,6 +267,57 @@ async fn an_active_whose_nats_server_freezes_hands_the_role_to_the_standby() -> 
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_witness_whose_data_is_wiped_rejoins_once_both_members_confirm_the_group(
+) -> anyhow::Result<()> {
+    // An emptied raft store must not help a stale leader commit, so it
+    // starts only once both other voters confirm the same group, term and
+    // leader. With both members up that is at once: the witness rejoins,
+    // and once its stream copies are current, the pair can fail over again
+    // (which needs its vote and its copies). Found by this test: the
+    // witness reported itself back while its JetStream store was still
+    // empty, and a failover then stalled the pair's streams for good.
+    let lab = Lab::start(&pair_topology(free_ports(1)), &[])?;
+    let root = connect(&lab.url("root", "a")?).await?;
+    let (first, e1) = wait_active(&root, PAIR, 0).await?;
+    let mut acked = forced_events(&root, 3, 100).await?;
+    let witness = lab.member(PAIR, "witness")?;
+    assert!(tests::kill(pid(&lab, PAIR, "witness")?, Signal::SIGKILL));
+    let data = std::path::PathBuf::from(witness["data"].as_str().context("data")?);
+    wait_for("the witness to exit", WAIT, || async {
+        Ok(tests::member_info(&root, PAIR, "witness")
+            .await
+            .is_err()
+            .then_some(()))
+    })
+    .await?;
+    std::fs::remove_dir_all(&data)?;
+    let _witness = tests::Respawned::start(&witness["argv"])?;
+    // Its voter runs once both members confirm the group; its copies of
+    // the pair's streams are copied again meanwhile, and it says so: until
+    // they are current, losing a member would stall the pair's streams (an
+    // R3 stream needs two current copies).
+    wait_for(
+        "the emptied witness to run its voter and hold current streams",
+        WAIT,
+        || async {
+            let info = tests::member_info(&root, PAIR, "witness").await.ok();
+            Ok(info.filter(|i| {
+                i["waiting"].is_null() && i["catching_up"].is_null() && i["leader"].is_string()
+            }))
+        },
+    )
+    .await?;
+    acked.extend(forced_events(&root, 3, 200).await?);
+    assert!(tests::kill(pid(&lab, PAIR, &first)?, Signal::SIGKILL));
+    let (second, _) = wait_active(&root, PAIR, e1).await?;
+    assert_ne!(first, second);
+    acked.extend(forced_events(&root, 3, 300).await?);
+    check_root_copy(&root, &acked).await?;
+    check_one_writer_at_a_time(&lab)?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn losing_the_witness_or_the_standby_changes_nothing() -> anyhow::Result<()> {
     let lab = Lab::start(&pair_topology(free_ports(1)), &[])?;
     let root = connect(&lab.url("root", "a")?).await?;

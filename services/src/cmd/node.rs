@@ -18,6 +18,7 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<u8> {
         nats,
         key: a.key,
         new_history: a.new_history,
+        confirm_empty_raft_store: a.confirm_empty_raft_store,
     };
     member::run(opts, cancel).await?;
     Ok(0)

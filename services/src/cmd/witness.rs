@@ -29,11 +29,11 @@ pub async fn run(a: WitnessArgs) -> anyhow::Result<u8> {
     if node.witness.is_none() {
         anyhow::bail!("node {} has no witness: only an HA pair has one", node.id);
     }
-    let nats = Nats::from_args(a.attach, a.nats_server.as_deref())?;
+    let nats = Nats::from_args(a.attach.clone(), a.nats_server.as_deref())?;
     std::fs::create_dir_all(&a.data).with_context(|| format!("creating {}", a.data.display()))?;
     let cancel = super::shutdown_token()?;
     let server = OwnServer::start(&nats, &topo, &node, Role::Witness, &a.data)?;
-    let result = serve(&topo, &node, &server, &a.data, cancel).await;
+    let result = serve(&topo, &node, &server, &a, cancel).await;
     server.stop().await;
     result.map(|()| 0)
 }
@@ -42,25 +42,31 @@ async fn serve(
     topo: &topology::Topology,
     node: &topology::Node,
     server: &OwnServer,
-    data: &std::path::Path,
+    a: &WitnessArgs,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let tasks = CancellationToken::new();
     let (pair, pair_task) = raft::Pair::start(
-        ha::pair_config(topo, node, ha::WITNESS_ID, data)?,
+        ha::pair_config(topo, node, ha::WITNESS_ID, &a.data)?,
         tasks.clone(),
     )
     .await
     .map_err(|e| anyhow::anyhow!("starting the pair's raft voter: {e}"))?;
+    if a.confirm_empty_raft_store {
+        pair.confirm_empty_store();
+    }
     let client = nats::connect_own(&server.url, format!("canopy {}/witness", node.id)).await?;
     let domain = events::subjects::domain(&node.id);
     let js = async_nats::jetstream::with_domain(client.clone(), &domain);
-    let me = format!("{domain}-witness");
+    let me = ha::server_name(node, "witness");
+    let (catching_up_tx, catching_up) =
+        tokio::sync::watch::channel(Some("not checked yet".to_owned()));
     let keeper = tokio::spawn(ha::keep_leaders(
         client.clone(),
         js,
         domain,
         me,
+        catching_up_tx,
         tasks.clone(),
     ));
     let mut hello = client.subscribe(HELLO.to_owned()).await?;
@@ -90,6 +96,8 @@ async fn serve(
             plc_ok: None,
             since_role_change_ms: 0,
             maintenance: false,
+            waiting: view.waiting.clone(),
+            catching_up: catching_up.borrow().clone(),
             counters: Default::default(),
             resources: Vec::new(),
             troubles: Vec::new(),

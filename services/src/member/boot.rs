@@ -4,7 +4,6 @@
 //! side effect checks.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -161,9 +160,10 @@ impl RoleSource {
     /// follows its view; the fence is the lease.
     pub async fn start(
         id: &Identity,
-        data: &Path,
+        opts: &super::Options,
         cancel: CancellationToken,
     ) -> anyhow::Result<RoleSource> {
+        let data = &opts.data;
         let node = &id.node;
         let (tx, rx) = watch::channel(RoleState {
             me_active: !node.is_pair(),
@@ -171,6 +171,7 @@ impl RoleSource {
             active: (!node.is_pair()).then(|| id.member.clone()),
             changed_at: Instant::now(),
             maintenance: BTreeSet::new(),
+            waiting: None,
         });
         if !node.is_pair() {
             let fence: Fence = Arc::new(|| true);
@@ -188,6 +189,9 @@ impl RoleSource {
         let (pair, task) = raft::Pair::start(cfg, cancel)
             .await
             .map_err(|e| anyhow::anyhow!("starting the pair's raft group: {e}"))?;
+        if opts.confirm_empty_raft_store {
+            pair.confirm_empty_store();
+        }
         let lease = pair.lease();
         tokio::spawn(follow_pair(pair.view(), node.clone(), tx));
         let fence: Fence = {
@@ -216,8 +220,8 @@ impl RoleSource {
 }
 
 /// Turns the pair's view into the member's [`RoleState`], waking the member
-/// only when the role, the active member, the epoch or the members in
-/// maintenance change (health
+/// only when the role, the active member, the epoch, the members in
+/// maintenance or the voter's wait change (health
 /// reports change the view several times a second).
 async fn follow_pair(
     mut view: watch::Receiver<raft::RoleView>,
@@ -234,7 +238,7 @@ async fn follow_pair(
             .collect();
         role.send_if_modified(|r| {
             let moved = r.me_active != v.me_active || r.epoch != v.epoch || r.active != active;
-            let changed = moved || r.maintenance != maintenance;
+            let changed = moved || r.maintenance != maintenance || r.waiting != v.waiting;
             if changed {
                 *r = RoleState {
                     me_active: v.me_active,
@@ -242,6 +246,7 @@ async fn follow_pair(
                     active: active.clone(),
                     changed_at: if moved { Instant::now() } else { r.changed_at },
                     maintenance: maintenance.clone(),
+                    waiting: v.waiting.clone(),
                 };
             }
             changed

@@ -53,12 +53,16 @@ pub async fn report(
 }
 
 /// Asks for the info of `stream` every 100 ms (each answer awaited at most
-/// `timeout`) and sends the instant of every answer until `cancel`.
+/// `timeout`) and sends the instant of every answer until `cancel`; and on
+/// `catching_up`, while this member's server (`me`) does not hold a current
+/// copy of it (a wiped store being copied again), why.
 pub async fn probe_stream(
     js: async_nats::jetstream::Context,
     stream: String,
+    me: String,
     timeout: Duration,
     answered: watch::Sender<Option<Instant>>,
+    catching_up: watch::Sender<Option<String>>,
     cancel: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(EVERY);
@@ -73,8 +77,22 @@ pub async fn probe_stream(
             _ = cancel.cancelled() => return,
         };
         match asked {
-            Ok(Ok(_)) => {
+            Ok(Ok(s)) => {
                 answered.send_replace(Some(Instant::now()));
+                let cluster = s.cached_info().cluster.as_ref();
+                let why = (!crate::ha::copy_current(cluster, &me)).then(|| {
+                    let lag = cluster
+                        .and_then(|c| c.replicas.iter().find(|r| r.name == me))
+                        .and_then(|r| r.lag)
+                        .map(|l| format!(" ({l} operations behind)"))
+                        .unwrap_or_default();
+                    format!("this server's copy of {stream} is not current yet{lag}")
+                });
+                catching_up.send_if_modified(|c| {
+                    let changed = *c != why;
+                    *c = why;
+                    changed
+                });
             }
             Ok(Err(e)) => tracing::debug!(stream, "stream probe: {e}"),
             Err(_) => tracing::debug!(stream, "stream probe: no answer in {timeout:?}"),

@@ -20,6 +20,9 @@ pub struct Now<'a> {
     pub server: &'a OwnServer,
     /// The PLC link's health, for nodes with a PLC.
     pub plc: &'a Option<watch::Receiver<Option<bool>>>,
+    /// For a pair: why this server's copy of the node's stream is not
+    /// current yet, if it is not.
+    pub stream_copy: &'a Option<watch::Receiver<Option<String>>>,
 }
 
 /// The member's info as of now.
@@ -44,6 +47,8 @@ pub fn info(ctx: &Ctx, now: &Now<'_>) -> MemberInfo {
         plc_ok,
         since_role_change_ms: r.changed_at.elapsed().as_millis() as u64,
         maintenance: r.maintenance.contains(&ctx.member),
+        waiting: r.waiting.clone(),
+        catching_up: now.stream_copy.as_ref().and_then(|c| c.borrow().clone()),
         counters: ctx.metrics.snapshot(now.server.restarts()),
         resources: now
             .active

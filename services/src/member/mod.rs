@@ -60,6 +60,9 @@ pub struct Options {
     /// Start a new history even if the parent holds the node's old one
     /// (`--new-history`: an operator's explicit choice after a lost disk).
     pub new_history: bool,
+    /// Start the pair's raft voter on an empty store without both other
+    /// voters confirming (`--confirm-empty-raft-store`).
+    pub confirm_empty_raft_store: bool,
 }
 
 /// What the member knows of its role.
@@ -75,6 +78,9 @@ pub struct RoleState {
     pub changed_at: Instant,
     /// The pair's members in maintenance (never granted the role).
     pub maintenance: BTreeSet<String>,
+    /// Why this member's raft voter does not run yet (an emptied store
+    /// waiting for the other voters to confirm the group), if it does not.
+    pub waiting: Option<String>,
 }
 
 /// Runs the member until `cancel`.
@@ -120,7 +126,7 @@ async fn serve(
         peer_grant,
         pair,
         constant: _constant,
-    } = RoleSource::start(id, &opts.data, always.clone()).await?;
+    } = RoleSource::start(id, opts, always.clone()).await?;
 
     let signer = match &opts.key {
         Some(path) => Some(publisher::Signer {
@@ -170,14 +176,19 @@ async fn serve(
         peer_grant,
     };
     let plc_health = plc.map(|(_, h)| h);
+    let mut stream_copy = None;
     if let Some((pair, _)) = &pair {
         let timeout = id.topo.mesh.publish_timeout;
         let (answered, stream) = watch::channel(None);
+        let (catching_up, copy) = watch::channel(None);
+        stream_copy = Some(copy);
         tokio::spawn(health::probe_stream(
             js.clone(),
             events::subjects::stream_name(&node.id),
+            crate::ha::server_name(node, &id.member),
             timeout,
             answered,
+            catching_up,
             always.clone(),
         ));
         tokio::spawn(health::report(
@@ -248,12 +259,12 @@ async fn serve(
             }
             req = info_sub.next() => {
                 let Some(req) = req else { break };
-                let now = info::Now { role: &role_rx, active: &active, server, plc: &plc_health };
+                let now = info::Now { role: &role_rx, active: &active, server, plc: &plc_health, stream_copy: &stream_copy };
                 info::answer(req.reply, &ctx, &now).await;
             }
             req = hello_sub.next() => {
                 let Some(req) = req else { break };
-                let now = info::Now { role: &role_rx, active: &active, server, plc: &plc_health };
+                let now = info::Now { role: &role_rx, active: &active, server, plc: &plc_health, stream_copy: &stream_copy };
                 info::answer(req.reply, &ctx, &now).await;
             }
             req = ctl_sub.next() => {

@@ -31,6 +31,12 @@ pub struct NodeStatus {
     /// Whether its witness answered (HA pairs only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub witness: Option<WitnessStatus>,
+    /// Why the witness's raft voter does not run yet, if it does not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub witness_waiting: Option<String>,
+    /// Why the witness's copies of the pair's streams are not current yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub witness_catching_up: Option<String>,
 }
 
 /// One member of a [`NodeStatus`].
@@ -51,6 +57,12 @@ pub struct MemberStatus {
     /// In maintenance (never granted the role until taken out).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub maintenance: bool,
+    /// Why its raft voter does not run yet, if it does not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
+    /// Why its server's copies of the pair's streams are not current yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catching_up: Option<String>,
     /// Origins whose history this member cannot carry on normally.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub troubles: Vec<OriginTrouble>,
@@ -132,6 +144,8 @@ pub fn status_report(answers: &[MemberInfo], topo: Option<&topology::Topology>) 
         entry.node = ans.node.clone();
         if ans.role == "witness" {
             entry.witness = Some(WitnessStatus { up: true });
+            entry.witness_waiting = ans.waiting.clone();
+            entry.witness_catching_up = ans.catching_up.clone();
             continue;
         }
         let m = MemberStatus {
@@ -142,6 +156,8 @@ pub fn status_report(answers: &[MemberInfo], topo: Option<&topology::Topology>) 
             epoch: Some(ans.epoch),
             since_role_change_ms: Some(ans.since_role_change_ms),
             maintenance: ans.maintenance,
+            waiting: ans.waiting.clone(),
+            catching_up: ans.catching_up.clone(),
             troubles: ans.troubles.clone(),
         };
         if ans.role == "active" {
@@ -185,7 +201,19 @@ fn print_status(report: &StatusReport) {
             members.join("  "),
             witness
         );
+        if let Some(why) = &n.witness_waiting {
+            println!("{:<28}         WAITING at witness: {why}", "");
+        }
+        if let Some(why) = &n.witness_catching_up {
+            println!("{:<28}         CATCHING UP at witness: {why}", "");
+        }
         for m in &n.members {
+            if let Some(why) = &m.waiting {
+                println!("{:<28}         WAITING at {}: {why}", "", m.name);
+            }
+            if let Some(why) = &m.catching_up {
+                println!("{:<28}         CATCHING UP at {}: {why}", "", m.name);
+            }
             for t in &m.troubles {
                 let kind = serde_json::to_value(t.kind)
                     .ok()
@@ -218,6 +246,8 @@ mod tests {
             plc_ok: None,
             since_role_change_ms: 0,
             maintenance: false,
+            waiting: None,
+            catching_up: None,
             counters: Default::default(),
             resources: Vec::new(),
             troubles: Vec::new(),
