@@ -30,6 +30,6 @@ pub use model::{
 /// one Modbus node polling 127.0.0.1:15020.
 pub const DEFAULT_TOPOLOGY: &str = include_str!("default.toml");
 
-/// The example of `shared/TOPOLOGY.md`, verbatim, so a test keeps the
-/// contract's example loading.
+/// The first example of `shared/TOPOLOGY.md` (plus a comment line for each
+/// option this build adds), so a test keeps the contract's example loading.
 pub const EXAMPLE_TOPOLOGY: &str = include_str!("example.toml");

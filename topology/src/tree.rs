@@ -217,7 +217,8 @@ members = [{ name = "a", host = "h", port_base = 1030 }]
     fn render_tree_shows_members_witness_and_point_details() {
         let t = Topology::parse("example", EXAMPLE_TOPOLOGY).unwrap();
         let out = t.render_tree();
-        assert!(out.starts_with("mesh lab\nroot  view=tree\n"), "{out}");
+        assert!(out.starts_with("mesh lab\nroot\n"), "{out}");
+        assert!(out.contains("\n  root.north  view=tree\n"), "{out}");
         assert!(out.contains("\n  member a 127.0.0.1:14000\n"), "{out}");
         assert!(out.contains("\n  witness 127.0.0.1:14020\n"), "{out}");
         assert!(

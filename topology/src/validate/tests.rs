@@ -60,15 +60,15 @@ fn contract_example_loads() {
     assert_eq!(ids, ["root", "root.north", "root.south"]);
 
     let root = t.root();
-    assert_eq!(root.view, View::Tree);
+    assert_eq!(root.view, View::Subtree);
     assert!(root.is_pair());
-    assert_eq!(root.line, 9);
+    assert_eq!(root.line, 10);
     assert_eq!(root.member("b").unwrap().endpoint.ports.nats, 14010);
     assert_eq!(root.witness.as_ref().unwrap().ports.monitor, 14026);
 
     let north = t.node("root.north").unwrap();
     assert!(!north.is_pair());
-    assert_eq!(north.view, View::Subtree);
+    assert_eq!(north.view, View::Tree);
     let Source::Sim(sim) = &north.point("temp1").unwrap().source else {
         panic!("temp1 is a sim point")
     };
