@@ -161,7 +161,10 @@ pub struct Respawned {
 }
 
 impl Respawned {
-    /// Starts `argv` (a JSON array of strings) with its output discarded.
+    /// Starts `argv` (a JSON array of strings). Its output is appended to
+    /// `member.log` in its `--data` directory, where the lab kept the first
+    /// life's log (so `CANOPY_KEEP_LAB=1` shows both); without `--data`
+    /// it is discarded.
     pub fn start(argv: &Json) -> anyhow::Result<Respawned> {
         let args: Vec<String> = argv
             .as_array()
@@ -170,11 +173,27 @@ impl Respawned {
             .map(|a| a.as_str().unwrap_or_default().to_owned())
             .collect();
         let (program, rest) = args.split_first().context("empty argv")?;
+        let log = match rest.iter().position(|a| a == "--data") {
+            Some(i) if i + 1 < rest.len() => {
+                let data = Path::new(&rest[i + 1]);
+                std::fs::create_dir_all(data)?;
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(data.join("member.log"))?;
+                Some(file)
+            }
+            _ => None,
+        };
+        let (stdout, stderr) = match log {
+            Some(f) => (Stdio::from(f.try_clone()?), Stdio::from(f)),
+            None => (Stdio::null(), Stdio::null()),
+        };
         let child = Command::new(program)
             .args(rest)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
             .spawn()
             .with_context(|| format!("restarting {args:?}"))?;
         Ok(Respawned { child })
