@@ -125,6 +125,10 @@ pub struct Lease {
     /// never): a lease that runs out ends at its `deadline`, one revoked
     /// before that ends when it is revoked.
     revoked_at: Arc<AtomicU64>,
+    /// The epoch the current (or last) deadline belongs to; 0 = none. A
+    /// lease of a later epoch never validates an earlier one (see
+    /// [`Lease::is_valid_for`]).
+    epoch: Arc<AtomicU64>,
     clock: Arc<dyn LeaseClock>,
 }
 
@@ -141,6 +145,7 @@ impl Lease {
         Self {
             deadline: Arc::new(AtomicU64::new(0)),
             revoked_at: Arc::new(AtomicU64::new(0)),
+            epoch: Arc::new(AtomicU64::new(0)),
             clock,
         }
     }
@@ -153,6 +158,27 @@ impl Lease {
     pub fn is_valid(&self) -> bool {
         let deadline = self.deadline.load(Ordering::SeqCst);
         self.now_ns().is_some_and(|now| now < deadline)
+    }
+
+    /// True while the lease runs *for `epoch`*: what an activation of that
+    /// epoch checks before each side effect. A member that lost its lease
+    /// and is granted the role again holds it under a larger epoch; an
+    /// activation of the old epoch whose resources are still stopping
+    /// (a poller with the life sign on, a command handler, a publisher
+    /// retrying) must not take that lease for its own, or it would drive
+    /// the PLC before the new epoch is in the history.
+    pub fn is_valid_for(&self, epoch: u64) -> bool {
+        // The epoch is written before the deadline it belongs to, so a
+        // deadline seen between two equal epoch readings is that epoch's.
+        epoch != 0
+            && self.epoch.load(Ordering::SeqCst) == epoch
+            && self.is_valid()
+            && self.epoch.load(Ordering::SeqCst) == epoch
+    }
+
+    /// The epoch of the current or last lease (0: never held).
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
     }
 
     /// A lease-clock reading `ns` as a tokio instant (for timers and
@@ -191,10 +217,16 @@ impl Lease {
         self.clock.now()
     }
 
-    /// Extends the lease to `until` on the lease clock (never shortens it:
-    /// renewals may answer out of order, and each one alone is a
-    /// sufficient proof).
-    pub(crate) fn extend_to(&self, until: Duration) {
+    /// Extends the lease of `epoch` to `until` on the lease clock (never
+    /// shortens it: renewals may answer out of order, and each one alone
+    /// is a sufficient proof). A lease of another epoch than the last one
+    /// starts afresh: the old one is revoked first, then the epoch is
+    /// written, then the deadline.
+    pub(crate) fn extend_to(&self, until: Duration, epoch: u64) {
+        if self.epoch.load(Ordering::SeqCst) != epoch {
+            self.revoke();
+            self.epoch.store(epoch, Ordering::SeqCst);
+        }
         self.deadline.fetch_max(to_nanos(until), Ordering::SeqCst);
     }
 
@@ -270,7 +302,7 @@ mod tests {
         let (lease, clock) = test_lease();
         assert!(!lease.is_valid(), "a new lease is not valid");
         let sent = now(&clock);
-        lease.extend_to(sent + MS(250));
+        lease.extend_to(sent + MS(250), 1);
         let reader = lease.clone();
         assert!(reader.is_valid());
         tokio::time::advance(MS(249)).await;
@@ -285,8 +317,8 @@ mod tests {
     async fn extend_never_shortens_and_revoke_ends_at_once() {
         let (lease, clock) = test_lease();
         let t0 = now(&clock);
-        lease.extend_to(t0 + MS(300));
-        lease.extend_to(t0 + MS(100));
+        lease.extend_to(t0 + MS(300), 1);
+        lease.extend_to(t0 + MS(100), 1);
         tokio::time::advance(MS(200)).await;
         assert!(lease.is_valid(), "a late, older renewal did not shorten it");
         lease.revoke();
@@ -294,10 +326,35 @@ mod tests {
         assert_eq!(lease.deadline(), None);
     }
 
+    /// Found by the fault campaign (seed 20261202, schedule 6): a member
+    /// whose lease of epoch 10 lapsed while it was frozen was granted epoch
+    /// 12 after the other member's epoch 11; its epoch-10 activation was
+    /// still stopping, saw "the lease is valid" again and wrote the PLC's
+    /// life sign before epoch 12 was in the history.
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_of_a_later_epoch_does_not_validate_an_earlier_one() {
+        let (lease, clock) = test_lease();
+        assert!(!lease.is_valid_for(10), "nothing held yet");
+        lease.extend_to(now(&clock) + MS(250), 10);
+        assert!(lease.is_valid_for(10));
+        assert!(!lease.is_valid_for(9) && !lease.is_valid_for(12));
+        tokio::time::advance(MS(300)).await;
+        assert!(!lease.is_valid_for(10), "ran out");
+        lease.extend_to(now(&clock) + MS(250), 12);
+        assert!(lease.is_valid(), "the member holds a lease again");
+        assert!(lease.is_valid_for(12));
+        assert!(!lease.is_valid_for(10), "but not the old epoch's");
+        assert_eq!(lease.epoch(), 12);
+        // The new epoch starts afresh: the old deadline is not carried.
+        tokio::time::advance(MS(250)).await;
+        assert!(!lease.is_valid_for(12));
+        assert!(!lease.is_valid_for(0), "epoch 0 is never valid");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_timer_on_the_deadline_sees_the_lease_expired() {
         let (lease, clock) = test_lease();
-        lease.extend_to(now(&clock) + MS(250));
+        lease.extend_to(now(&clock) + MS(250), 1);
         let deadline = lease.deadline().expect("held");
         tokio::time::sleep_until(deadline).await;
         assert!(!lease.is_valid());
@@ -306,7 +363,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_suspend_ends_the_lease_although_the_monotonic_clock_stood_still() {
         let (lease, clock) = test_lease();
-        lease.extend_to(now(&clock) + MS(250));
+        lease.extend_to(now(&clock) + MS(250), 1);
         tokio::time::advance(MS(100)).await;
         assert!(lease.is_valid());
         // The machine sleeps for a minute: tokio's clock (CLOCK_MONOTONIC)
@@ -324,7 +381,7 @@ mod tests {
     async fn ended_at_is_the_deadline_of_a_lease_that_ran_out_or_the_instant_of_a_revoke() {
         let (lease, clock) = test_lease();
         assert_eq!(lease.ended_at(), None, "never held");
-        lease.extend_to(now(&clock) + MS(250));
+        lease.extend_to(now(&clock) + MS(250), 1);
         let deadline = lease.deadline().expect("held");
         assert_eq!(lease.ended_at(), None, "valid");
         tokio::time::advance(MS(300)).await;
@@ -334,7 +391,7 @@ mod tests {
         assert_eq!(lease.ended_at(), Some(deadline));
 
         // Held again, then revoked early (a release): the revoke's instant.
-        lease.extend_to(now(&clock) + MS(250));
+        lease.extend_to(now(&clock) + MS(250), 1);
         assert_eq!(lease.ended_at(), None);
         tokio::time::advance(MS(100)).await;
         let revoked = Instant::now();
@@ -347,7 +404,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn ended_at_counts_a_suspend() {
         let (lease, clock) = test_lease();
-        lease.extend_to(now(&clock) + MS(250));
+        lease.extend_to(now(&clock) + MS(250), 1);
         tokio::time::advance(MS(50)).await;
         clock.suspend(Duration::from_secs(10));
         // It ended 200 ms into the suspend, 9.8 s ago as tokio counts.
@@ -363,7 +420,7 @@ mod tests {
         assert!(a > Duration::ZERO);
         let lease = Lease::default();
         assert!(!lease.is_valid());
-        lease.extend_to(b + Duration::from_secs(60));
+        lease.extend_to(b + Duration::from_secs(60), 1);
         assert!(lease.is_valid());
         lease.revoke();
         assert!(!lease.is_valid());

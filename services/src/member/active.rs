@@ -46,8 +46,11 @@ pub struct Ctx {
     pub member: String,
     /// Counters.
     pub metrics: Arc<Metrics>,
-    /// The lease check (always true for a single node).
+    /// The lease check (always true for a single node): whether this
+    /// member holds the role, under whatever epoch.
     pub fence: Fence,
+    /// Each activation's own fence: the lease of its epoch.
+    pub epochs: super::boot::EpochFence,
     /// The PLC poller, when the node has Modbus points (runs on standby too:
     /// it reads, for health; it writes only through the fence).
     pub poller: Option<PollerHandle>,
@@ -93,6 +96,10 @@ fn count_hook(metrics: &Metrics, outcome: hooks::Outcome) {
     }
 }
 
+/// How long an activation waits for its first events (role, birth) to be
+/// stored before it gives up and is retried.
+const FIRST_EVENTS: Duration = Duration::from_secs(5);
+
 /// The resources in service for one activation.
 #[derive(Debug)]
 pub struct Active {
@@ -128,7 +135,7 @@ impl Active {
         let pub_cancel = CancellationToken::new();
         let retired = Arc::new(AtomicBool::new(false));
         let fence: Fence = {
-            let (lease, retired) = (ctx.fence.clone(), retired.clone());
+            let (lease, retired) = (ctx.epochs.of(epoch), retired.clone());
             Arc::new(move || !retired.load(Ordering::SeqCst) && lease())
         };
         let granted = if node.is_pair() {
@@ -178,12 +185,29 @@ impl Active {
                 .collect(),
         });
         active.publisher.submit(birth).await.ok();
-        active
-            .transition(ctx, "publisher", ResourceState::InService, reason)
-            .await;
+        // No side effect (PLC, hooks) before this epoch is in the history:
+        // the role event, the birth and this transition are stored first,
+        // so a member that dies right after its first PLC write has left
+        // its epoch behind for the audit and the campaign's writer check.
+        let in_service = Body::Resource(ResourceBody {
+            member: ctx.member.clone(),
+            resource: "publisher".to_owned(),
+            state: ResourceState::InService,
+            reason: reason.to_owned(),
+        });
+        let stored = tokio::time::timeout(FIRST_EVENTS, active.publisher.publish(in_service)).await;
+        if !matches!(stored, Ok(Ok(_))) {
+            active
+                .stop(ctx, false, "its first events were not stored")
+                .await;
+            anyhow::bail!(
+                "the activation's first events were not stored within {FIRST_EVENTS:?} (lease lost or stream unavailable)"
+            );
+        }
 
         if let Some(p) = &ctx.poller {
             let _ = ctx.current.send(Some(active.publisher.clone()));
+            ctx.epochs.plc_on(epoch);
             if node.modbus.as_ref().is_some_and(|m| m.life_sign.is_some()) {
                 if let Err(e) = p.set_life_sign(true).await {
                     tracing::warn!("life sign not switched on: {e}");
@@ -265,7 +289,7 @@ impl Active {
             let metrics = ctx.metrics.clone();
             let (n, m) = (node.id.clone(), ctx.member.clone());
             let fence = if node.is_pair() {
-                hooks::HookFence::While(ctx.fence.clone())
+                hooks::HookFence::While(ctx.epochs.of(epoch))
             } else {
                 hooks::HookFence::None
             };
@@ -315,6 +339,9 @@ impl Active {
     /// `announce`, the member still holds its lease and says so in events.
     pub async fn stop(mut self, ctx: &Ctx, announce: bool, reason: &str) {
         tracing::info!(epoch = self.epoch, "leaving the active role: {reason}");
+        // No PLC write of this activation from here on, whatever the other
+        // resources still take to stop.
+        ctx.epochs.plc_off();
         let say = |s| announce.then_some(s);
         while let Some(r) = self.running.pop() {
             if let Some(s) = say(ResourceState::PendingOos) {
@@ -337,7 +364,7 @@ impl Active {
                         let (n, m, e) = (ctx.node.id.clone(), ctx.member.clone(), self.epoch);
                         let fence = match &ctx.peer_grant {
                             Some(bound) => hooks::HookFence::UntilGrant {
-                                fence: ctx.fence.clone(),
+                                fence: ctx.epochs.of(e),
                                 bound: bound.clone(),
                             },
                             None => hooks::HookFence::None,
@@ -360,7 +387,7 @@ impl Active {
                 self.transition(ctx, r.name, s, reason).await;
             }
         }
-        if announce && (ctx.fence)() {
+        if announce && (ctx.epochs.of(self.epoch))() {
             self.transition(ctx, "publisher", ResourceState::PendingOos, reason)
                 .await;
             let role = Body::Role(RoleBody {

@@ -4,6 +4,7 @@
 //! side effect checks.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -124,6 +125,66 @@ async fn setup_streams(
     Ok(())
 }
 
+/// The fence of one activation, not of the member: side effects of the
+/// activation of epoch `e` are allowed only while the lease is valid *for
+/// `e`*. A member that loses its lease and is granted the role again holds
+/// a later epoch's lease while its old activation may still be stopping
+/// (pullers cancelled, hooks running); nothing of the old activation may
+/// take that lease for its own (found by the fault campaign, seed
+/// 20261202: the old activation's life sign reached the PLC before the new
+/// epoch was in the history). A single node has one lasting activation:
+/// always allowed.
+#[derive(Clone, Debug)]
+pub struct EpochFence {
+    lease: Option<raft::Lease>,
+    /// The epoch of the activation that has the PLC in service (0: none).
+    plc_epoch: Arc<AtomicU64>,
+}
+
+impl EpochFence {
+    fn new(lease: Option<raft::Lease>) -> Self {
+        EpochFence {
+            lease,
+            plc_epoch: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The fence of the activation of `epoch`.
+    pub fn of(&self, epoch: u64) -> Fence {
+        match &self.lease {
+            Some(lease) => {
+                let lease = lease.clone();
+                Arc::new(move || lease.is_valid_for(epoch))
+            }
+            None => Arc::new(|| true),
+        }
+    }
+
+    /// The PLC is in service for the activation of `epoch`: the poller's
+    /// writes (life sign, commands) are fenced by that activation's lease.
+    pub fn plc_on(&self, epoch: u64) {
+        self.plc_epoch.store(epoch, Ordering::SeqCst);
+    }
+
+    /// The PLC is out of service: no write of any activation goes out,
+    /// whatever the lease, until an activation takes it into service.
+    pub fn plc_off(&self) {
+        self.plc_epoch.store(0, Ordering::SeqCst);
+    }
+
+    /// What the poller checks right before each write: the lease is valid
+    /// for the activation that has the PLC in service.
+    fn plc_guard(&self) -> Fence {
+        match &self.lease {
+            Some(lease) => {
+                let (lease, epoch) = (lease.clone(), self.plc_epoch.clone());
+                Arc::new(move || lease.is_valid_for(epoch.load(Ordering::SeqCst)))
+            }
+            None => Arc::new(|| true),
+        }
+    }
+}
+
 /// Where the member's role comes from.
 pub struct RoleSource {
     /// The role as the member acts on it.
@@ -131,9 +192,13 @@ pub struct RoleSource {
     /// True while the member may have side effects (its lease is valid;
     /// always for a single node). Checked right before each one.
     pub fence: Fence,
-    /// How PLC writes are fenced: `fence`, and for a pair the lease's end,
-    /// which bounds every write's deadline (see `adapters::poller::Fencing`).
+    /// How PLC writes are fenced: the lease of the activation that has the
+    /// PLC in service ([`EpochFence::plc_on`]), and for a pair the lease's
+    /// end, which bounds every write's deadline (see
+    /// `adapters::poller::Fencing`).
     pub fencing: adapters::poller::Fencing,
+    /// Each activation's own fence.
+    pub epochs: EpochFence,
     /// For a pair: once the lease has ended, the earliest instant another
     /// member can have been granted the role (what bounds an
     /// `on_deactivate` hook). None for a single node.
@@ -179,6 +244,7 @@ impl RoleSource {
                 rx,
                 fencing: fence.clone().into(),
                 fence,
+                epochs: EpochFence::new(None),
                 peer_grant: None,
                 pair: None,
                 constant: Some(tx),
@@ -203,8 +269,9 @@ impl RoleSource {
             let (lease, timing) = (lease.clone(), timing.clone());
             Arc::new(move || lease.ended_at().map(|e| timing.peer_grant_earliest(e)))
         };
+        let epochs = EpochFence::new(Some(lease.clone()));
         let fencing = adapters::poller::Fencing {
-            allowed: fence.clone(),
+            allowed: epochs.plc_guard(),
             until: Some(Arc::new(move || lease.deadline())),
             margin: timing.margin,
         };
@@ -212,6 +279,7 @@ impl RoleSource {
             rx,
             fence,
             fencing,
+            epochs,
             peer_grant: Some(peer_grant),
             pair: Some((pair, task)),
             constant: None,

@@ -88,7 +88,8 @@ pub async fn handle(
             return answer(ControlReply::refused(why)).await;
         }
         if let Some(a) = active.take() {
-            a.stop(ctx, (ctx.fence)(), reason).await;
+            let announce = (ctx.epochs.of(a.epoch))();
+            a.stop(ctx, announce, reason).await;
         }
     }
     let done = match control {

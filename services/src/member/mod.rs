@@ -123,6 +123,7 @@ async fn serve(
         rx: mut role_rx,
         fence,
         fencing,
+        epochs,
         peer_grant,
         pair,
         constant: _constant,
@@ -168,6 +169,7 @@ async fn serve(
         member: id.member.clone(),
         metrics: metrics.clone(),
         fence,
+        epochs,
         poller: plc.as_ref().map(|(h, _)| h.clone()),
         current: current_tx,
         signer,
@@ -237,7 +239,7 @@ async fn serve(
             }
             (Some(_), false) => {
                 if let Some(a) = active.take() {
-                    let announce = (ctx.fence)();
+                    let announce = (ctx.epochs.of(a.epoch))();
                     a.stop(&ctx, announce, "role lost").await;
                 }
             }

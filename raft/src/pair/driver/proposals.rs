@@ -482,7 +482,7 @@ impl Driver {
                         if let Some(sent) =
                             sent.filter(|_| still_mine && self.released_epoch != Some(epoch))
                         {
-                            self.lease.extend_to(sent + self.timing.lease);
+                            self.lease.extend_to(sent + self.timing.lease, epoch);
                             // A renewal that answers after its own window
                             // (sent + lease) proves nothing for now: the
                             // lease is held only if it is valid, so a slow
