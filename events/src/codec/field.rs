@@ -38,6 +38,7 @@ pub(super) fn schema<T>(error: DecodeError) -> Parsed<T> {
 
 /// A field [`read_map`] vouched for; `None` cannot happen, and is reported
 /// as missing rather than unwrapped.
+#[inline]
 pub(super) fn need<T>(field: Option<T>, path: Path, name: &str) -> Parsed<T> {
     field.map_or_else(
         || {
@@ -58,6 +59,7 @@ pub(super) fn need<T>(field: Option<T>, path: Path, name: &str) -> Parsed<T> {
 /// error is, in this order: the map is no map; the first bad key (not a
 /// text, or seen before in this map, known or not); then, name by name,
 /// the first that is missing or whose value was in error.
+#[inline]
 pub(super) fn read_map<'a, const N: usize>(
     r: &mut Reader<'a>,
     depth: usize,
@@ -204,6 +206,7 @@ pub(super) struct Field {
 }
 
 impl Field {
+    #[inline]
     pub(super) fn of<const N: usize>(
         path: Path,
         names: &[&'static str; N],
@@ -235,6 +238,7 @@ impl Field {
         schema(DecodeError::OutOfRange { field: self.path() })
     }
 
+    #[inline]
     pub(super) fn uint(self, r: &mut Reader<'_>) -> Parsed<u64> {
         let at = r.pos();
         match r.head()? {
@@ -247,6 +251,7 @@ impl Field {
     /// `v`: checked here, so that it is the first error when it is wrong
     /// (a later version may change other fields: "unsupported version" is
     /// the useful error, not a complaint about some field).
+    #[inline]
     pub(super) fn version(self, r: &mut Reader<'_>) -> Parsed<u8> {
         let v = self.uint(r)?;
         match u8::try_from(v) {
@@ -255,6 +260,7 @@ impl Field {
         }
     }
 
+    #[inline]
     fn str<'a>(self, r: &mut Reader<'a>) -> Parsed<Cow<'a, str>> {
         let at = r.pos();
         match r.head()? {
@@ -263,10 +269,12 @@ impl Field {
         }
     }
 
+    #[inline]
     pub(super) fn text(self, r: &mut Reader<'_>) -> Parsed<String> {
         Ok(self.str(r)?.into_owned())
     }
 
+    #[inline]
     pub(super) fn opt_text(self, r: &mut Reader<'_>) -> Parsed<Option<String>> {
         let at = r.pos();
         match r.head()? {
@@ -276,6 +284,7 @@ impl Field {
         }
     }
 
+    #[inline]
     pub(super) fn bool(self, r: &mut Reader<'_>) -> Parsed<bool> {
         let at = r.pos();
         match r.head()? {
@@ -285,6 +294,7 @@ impl Field {
         }
     }
 
+    #[inline]
     pub(super) fn hash(self, r: &mut Reader<'_>) -> Parsed<Hash> {
         let at = r.pos();
         match r.head()? {
@@ -297,6 +307,7 @@ impl Field {
     }
 
     /// A byte string of exactly `N` bytes (a checkpoint's `head`, `sig`).
+    #[inline]
     pub(super) fn fixed_bytes<const N: usize>(self, r: &mut Reader<'_>) -> Parsed<[u8; N]> {
         let at = r.pos();
         match r.head()? {
@@ -314,6 +325,7 @@ impl Field {
         }
     }
 
+    #[inline]
     pub(super) fn value(self, r: &mut Reader<'_>) -> Parsed<Value> {
         let at = r.pos();
         match r.head()? {
@@ -336,6 +348,7 @@ impl Field {
 
     /// A text enum (quality, role, resource state): a text first, then a
     /// known name.
+    #[inline]
     fn name_of<T>(self, r: &mut Reader<'_>, known: impl Fn(&str) -> Option<T>) -> Parsed<T> {
         let s = self.str(r)?;
         known(&s).map_or_else(
@@ -349,6 +362,7 @@ impl Field {
         )
     }
 
+    #[inline]
     pub(super) fn quality(self, r: &mut Reader<'_>) -> Parsed<Quality> {
         self.name_of(r, |s| match s {
             "good" => Some(Quality::Good),
@@ -358,6 +372,7 @@ impl Field {
         })
     }
 
+    #[inline]
     pub(super) fn role(self, r: &mut Reader<'_>) -> Parsed<Role> {
         self.name_of(r, |s| match s {
             "active" => Some(Role::Active),
@@ -366,6 +381,7 @@ impl Field {
         })
     }
 
+    #[inline]
     pub(super) fn resource_state(self, r: &mut Reader<'_>) -> Parsed<ResourceState> {
         self.name_of(r, |s| match s {
             "in_service" => Some(ResourceState::InService),
