@@ -78,6 +78,47 @@ pub(super) async fn ask(transport: &Arc<dyn Transport>, me: NodeId, timeout: Dur
     join_all(calls).await.into_iter().collect()
 }
 
+/// The peer to ask once more before [`empty_store`] decides: when both
+/// running peers agree on group, term and leader but the follower's log
+/// looked behind what the leader had applied. The answers were taken at
+/// once, so a renewal committed between the follower's answer and the
+/// leader's makes the follower look behind although it holds it (with this
+/// voter down, nothing commits without the follower). Asked *after* the
+/// leader answered, the follower's log must hold everything the leader had
+/// applied then; under load the skew otherwise outlasted every retry (the
+/// compose lab's late member waited for good).
+pub(super) fn follower_to_ask_again(answers: &Answers) -> Option<NodeId> {
+    let running: Vec<(NodeId, &GroupIdentity)> = answers
+        .iter()
+        .filter_map(|(id, a)| a.as_ref().ok().filter(|a| a.running).map(|a| (*id, a)))
+        .collect();
+    let [(ia, a), (ib, b)] = running[..] else {
+        return None;
+    };
+    let agree = a.group.is_some() && a.group == b.group && a.term == b.term && a.leader == b.leader;
+    match a.leader {
+        Some(l) if agree && l == ia && b.last_log_id < a.applied => Some(ib),
+        Some(l) if agree && l == ib && a.last_log_id < b.applied => Some(ia),
+        _ => None,
+    }
+}
+
+/// Asks `peer` alone for its identity again and puts the answer in
+/// `answers`.
+pub(super) async fn ask_again(
+    transport: &Arc<dyn Transport>,
+    peer: NodeId,
+    timeout: Duration,
+    answers: &mut Answers,
+) {
+    let answer = match transport.call(peer, Rpc::Identity, timeout).await {
+        Ok(Reply::Identity(id)) => Ok(id),
+        Ok(other) => Err(format!("unexpected reply {other:?}")),
+        Err(e) => Err(e.to_string()),
+    };
+    answers.insert(peer, answer);
+}
+
 fn describe(answers: &Answers) -> String {
     answers
         .iter()
@@ -244,6 +285,35 @@ mod tests {
         let a = answers(running(Some(G), 7, Some(2)), running(Some(G), 7, Some(2)));
         assert_eq!(empty_store(WITNESS, None, &a, false), start(7, 2));
         assert_eq!(empty_store(WITNESS, Some(G), &a, false), start(7, 2));
+    }
+
+    #[test]
+    fn a_follower_that_looked_behind_the_leader_is_asked_again() {
+        let mut leader = running(Some(G), 7, Some(2));
+        if let Ok(l) = leader.as_mut() {
+            l.last_log_id = log(46);
+            l.applied = log(45);
+        }
+        let mut follower = running(Some(G), 7, Some(2));
+        if let Ok(f) = follower.as_mut() {
+            f.last_log_id = log(44);
+        }
+        let a = BTreeMap::from([(WITNESS, follower.clone()), (MEMBER_B, leader.clone())]);
+        assert_eq!(follower_to_ask_again(&a), Some(WITNESS));
+        // Caught up, disagreeing, or only one running: nothing to ask.
+        let mut caught_up = running(Some(G), 7, Some(2));
+        if let Ok(f) = caught_up.as_mut() {
+            f.last_log_id = log(45);
+        }
+        let a = BTreeMap::from([(WITNESS, caught_up), (MEMBER_B, leader.clone())]);
+        assert_eq!(follower_to_ask_again(&a), None);
+        let a = BTreeMap::from([
+            (WITNESS, running(Some(G), 8, Some(2))),
+            (MEMBER_B, leader.clone()),
+        ]);
+        assert_eq!(follower_to_ask_again(&a), None);
+        let a = BTreeMap::from([(WITNESS, down()), (MEMBER_B, leader)]);
+        assert_eq!(follower_to_ask_again(&a), None);
     }
 
     #[test]

@@ -547,7 +547,10 @@ impl Parts {
         let timing = self.cfg.timing.clone();
         let mut reason: Option<String> = None;
         let start = loop {
-            let answers = boot::ask(&self.transport, me, timing.rpc_timeout).await;
+            let mut answers = boot::ask(&self.transport, me, timing.rpc_timeout).await;
+            if let Some(follower) = boot::follower_to_ask_again(&answers) {
+                boot::ask_again(&self.transport, follower, timing.rpc_timeout, &mut answers).await;
+            }
             match boot::empty_store(me, own_group, &answers, *confirm.borrow()) {
                 EmptyStore::Start { vote, initialise } => break Some((vote, initialise)),
                 EmptyStore::Wait(why) => {
