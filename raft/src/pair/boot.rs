@@ -64,18 +64,24 @@ pub(super) enum EmptyStore {
 /// Asks every other voter for its [`GroupIdentity`], all at once, each
 /// for at most `timeout`.
 pub(super) async fn ask(transport: &Arc<dyn Transport>, me: NodeId, timeout: Duration) -> Answers {
-    let calls = VOTERS.into_iter().filter(|&v| v != me).map(|v| {
-        let call = transport.call(v, Rpc::Identity, timeout);
-        async move {
-            let answer = match call.await {
-                Ok(Reply::Identity(id)) => Ok(id),
-                Ok(other) => Err(format!("unexpected reply {other:?}")),
-                Err(e) => Err(e.to_string()),
-            };
-            (v, answer)
-        }
-    });
+    let calls = VOTERS
+        .into_iter()
+        .filter(|&v| v != me)
+        .map(|v| async move { (v, identity(transport, v, timeout).await) });
     join_all(calls).await.into_iter().collect()
+}
+
+/// One voter's [`GroupIdentity`], or why there is none.
+async fn identity(
+    transport: &Arc<dyn Transport>,
+    peer: NodeId,
+    timeout: Duration,
+) -> Result<GroupIdentity, String> {
+    match transport.call(peer, Rpc::Identity, timeout).await {
+        Ok(Reply::Identity(id)) => Ok(id),
+        Ok(other) => Err(format!("unexpected reply {other:?}")),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// The peer to ask once more before [`empty_store`] decides: when both
@@ -111,12 +117,7 @@ pub(super) async fn ask_again(
     timeout: Duration,
     answers: &mut Answers,
 ) {
-    let answer = match transport.call(peer, Rpc::Identity, timeout).await {
-        Ok(Reply::Identity(id)) => Ok(id),
-        Ok(other) => Err(format!("unexpected reply {other:?}")),
-        Err(e) => Err(e.to_string()),
-    };
-    answers.insert(peer, answer);
+    answers.insert(peer, identity(transport, peer, timeout).await);
 }
 
 fn describe(answers: &Answers) -> String {
