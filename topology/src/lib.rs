@@ -20,9 +20,9 @@ mod validate;
 
 pub use error::{Diagnostic, TopologyError};
 pub use model::{
-    Checkpoint, DataType, Endpoint, Hooks, InvalidValue, Member, Mesh, ModbusDevice, ModbusPoint,
-    Node, Point, Ports, Register, RegisterKind, Retention, SimKind, SimSpec, Source, SyncPolicy,
-    Topology, View,
+    Checkpoint, Client, ClientRole, DataType, Endpoint, Hooks, InvalidValue, Member, Mesh,
+    ModbusDevice, ModbusPoint, Node, Point, Ports, Register, RegisterKind, Retention, Security,
+    SimKind, SimSpec, Source, SyncPolicy, Topology, View,
 };
 
 /// The topology `canopy lab` runs when no file is given: a 3-level tree of

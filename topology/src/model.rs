@@ -18,6 +18,84 @@ pub struct Topology {
     /// Every `[[node]]`, in file order, so listings and renders follow the
     /// order the operator wrote. Exactly one of them is the root.
     pub nodes: Vec<Node>,
+    /// Every `[[client]]`: the people and programs that read and command
+    /// the tree, each with a role and a subtree (names unique, scopes are
+    /// nodes of the tree).
+    pub clients: Vec<Client>,
+}
+
+/// A client principal (`[[client]]`): its keys come from `canopy keys gen`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Client {
+    /// One token, unique among the clients.
+    pub name: String,
+    /// What it may do.
+    pub role: ClientRole,
+    /// The node whose subtree it may read and command (a node of the tree).
+    pub scope: String,
+    /// For the web HMI and OPC UA UserName logins (an argon2id PHC string).
+    pub password_hash: Option<String>,
+    /// Line of its `[[client]]` table (1-based), for later diagnostics.
+    pub line: usize,
+}
+
+impl Client {
+    /// Whether `node` lies in this client's subtree.
+    pub fn covers(&self, node: &str) -> bool {
+        node == self.scope
+            || node
+                .strip_prefix(self.scope.as_str())
+                .is_some_and(|rest| rest.starts_with('.'))
+    }
+}
+
+/// What a client may do, each role including the one before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ClientRole {
+    /// Read values, state and history.
+    Viewer,
+    /// Also write to the PLC and release a forced value.
+    Operator,
+    /// Also force values, switch an HA pair over and set maintenance.
+    Engineer,
+}
+
+impl ClientRole {
+    /// The topology's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientRole::Viewer => "viewer",
+            ClientRole::Operator => "operator",
+            ClientRole::Engineer => "engineer",
+        }
+    }
+}
+
+impl FromStr for ClientRole {
+    type Err = InvalidValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "viewer" => Ok(ClientRole::Viewer),
+            "operator" => Ok(ClientRole::Operator),
+            "engineer" => Ok(ClientRole::Engineer),
+            other => Err(InvalidValue(format!(
+                "role = {other:?}: expected \"viewer\", \"operator\" or \"engineer\""
+            ))),
+        }
+    }
+}
+
+/// How the tree's links are protected (`[mesh] security`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Security {
+    /// The default: keys and certificates from `canopy keys gen`, commands
+    /// signed by their client and checked by the node that serves them.
+    #[default]
+    Secured,
+    /// `security = "none"`: the plaintext tree for development; every
+    /// process warns at start.
+    None,
 }
 
 /// Mesh-wide settings, identical for every node because every host reads
@@ -38,6 +116,8 @@ pub struct Mesh {
     /// default 500 ms, at most 10 s). The handover itself adds the health
     /// reports that confirm it (3 × 100 ms) and the grant's grace.
     pub publish_timeout: Duration,
+    /// Secured (the default) or the explicit development plaintext tree.
+    pub security: Security,
 }
 
 /// Default of [`Mesh::publish_timeout`].

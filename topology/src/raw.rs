@@ -18,6 +18,17 @@ pub(crate) struct RawFile {
     pub mesh: RawMesh,
     #[serde(default)]
     pub node: Vec<RawNode>,
+    #[serde(default)]
+    pub client: Vec<S<RawClient>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawClient {
+    pub name: S<String>,
+    pub role: S<String>,
+    pub scope: S<String>,
+    pub password_hash: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -28,6 +39,7 @@ pub(crate) struct RawMesh {
     pub sync: Option<S<String>>,
     pub checkpoint: Option<RawCheckpoint>,
     pub publish_timeout: Option<S<String>>,
+    pub security: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_spanned::Spanned;
 
 use crate::error::Sink;
-use crate::model::{Checkpoint, Mesh, Retention, SyncPolicy, PUBLISH_TIMEOUT};
+use crate::model::{Checkpoint, Mesh, Retention, Security, SyncPolicy, PUBLISH_TIMEOUT};
 use crate::raw::{ByteSize, RawMesh};
 
 use super::at_least_one;
@@ -80,8 +80,26 @@ pub(super) fn mesh(s: &mut Sink, raw: RawMesh) -> Mesh {
         },
     };
 
+    let security = match &raw.security {
+        None => Security::Secured,
+        Some(v) => match v.get_ref().as_str() {
+            "secured" => Security::Secured,
+            "none" => Security::None,
+            other => {
+                s.error(
+                    v.span(),
+                    format!(
+                        "security = {other:?}: expected \"none\" (the plaintext tree, for development) or leave it out for the secured tree"
+                    ),
+                );
+                Security::Secured
+            }
+        },
+    };
+
     Mesh {
         name: raw.name,
+        security,
         retention,
         sync,
         checkpoint,

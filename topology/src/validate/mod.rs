@@ -11,6 +11,7 @@
 //! - `points.rs`: one point (deadband, simulator or Modbus source).
 //! - `ports.rs`: one endpoint's ports, and clashes between hosts.
 //! - `tree.rs`: the rules across nodes (root, parents, ids, names).
+//! - `clients.rs`: the `[[client]]` principals (names, roles, scopes).
 
 use std::ops::Range;
 use std::path::Path;
@@ -21,6 +22,7 @@ use crate::error::{Diagnostic, Sink, TopologyError};
 use crate::model::{Ports, Topology};
 use crate::raw::RawFile;
 
+mod clients;
 mod mesh;
 mod node;
 mod points;
@@ -78,11 +80,13 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Topology, TopologyError> {
     }
     tree::tree(&mut sink, &nodes, &metas);
     ports::port_clashes(&mut sink, &metas);
+    let clients = clients::clients(&mut sink, &raw.client, &nodes);
     sink.finish()?;
     Ok(Topology {
         file: file.to_owned(),
         mesh,
         nodes,
+        clients,
     })
 }
 

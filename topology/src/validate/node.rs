@@ -15,7 +15,7 @@ use super::ports::endpoint;
 use super::{at_least_one, EndpointMeta, NodeMeta};
 
 /// One NATS subject token as the contract allows it: `[a-z0-9_]+`.
-fn is_token(s: &str) -> bool {
+pub(super) fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')

@@ -948,3 +948,68 @@ members = [{ name = "a", host = "h", port_base = 1000 }]
     assert!(errs[0].contains("has no parent \"root.a\""));
     assert!(errs[4].contains("port 1000 of root/a clashes with root.a.b/a on h"));
 }
+
+// ---------------------------------------------------------------- clients
+
+#[test]
+fn security_is_secured_unless_none_is_written() {
+    assert_eq!(parse_ok(ROOT).mesh.security, crate::Security::Secured);
+    let plain = ROOT.replace("name = \"t\"\n", "name = \"t\"\nsecurity = \"none\"\n");
+    assert_eq!(parse_ok(&plain).mesh.security, crate::Security::None);
+    let bad = ROOT.replace("name = \"t\"\n", "name = \"t\"\nsecurity = \"off\"\n");
+    assert_error(&bad, "3:12", "security = \"off\": expected \"none\"");
+}
+
+#[test]
+fn the_contracts_client_example_loads() {
+    // shared/TOPOLOGY.md, "Security and client principals".
+    let t = parse_ok(&with_root(
+        r#"[[node]]
+id = "root.south"
+members = [{ name = "a", host = "h", port_base = 1100 }]
+[[client]]
+name = "ops_south"
+role = "operator"
+scope = "root.south"
+# password_hash = "$argon2id$..."
+"#,
+    ));
+    let c = &t.clients[0];
+    assert_eq!(
+        (c.name.as_str(), c.role, c.scope.as_str(), c.line),
+        ("ops_south", crate::ClientRole::Operator, "root.south", 10)
+    );
+    assert!(c.covers("root.south") && c.covers("root.south.cell1"));
+    assert!(!c.covers("root") && !c.covers("root.southwest"));
+}
+
+#[test]
+fn client_rules() {
+    let text = with_root(
+        r#"[[client]]
+name = "Ops"
+role = "operator"
+scope = "root"
+[[client]]
+name = "v"
+role = "admin"
+scope = "root.nowhere"
+[[client]]
+name = "v"
+role = "viewer"
+scope = "root"
+"#,
+    );
+    assert_error(&text, "7:8", "client name \"Ops\": expected one token");
+    assert_error(
+        &text,
+        "12:8",
+        "role = \"admin\": expected \"viewer\", \"operator\" or \"engineer\"",
+    );
+    assert_error(
+        &text,
+        "13:9",
+        "scope \"root.nowhere\" is not a node of the tree",
+    );
+    assert_error(&text, "15:8", "duplicate client \"v\" (first at line 11)");
+}
