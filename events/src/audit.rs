@@ -49,6 +49,8 @@ use crate::state::{Applied, State};
 use crate::verify::{Break, ChainVerifier, Mark};
 use crate::wire::{hash, Body, CheckpointBody, Event, Hash, ZERO_HASH};
 
+mod commands;
+
 /// The stable names of [`Violation::kind`].
 pub mod kind {
     /// Missing stream sequences.
@@ -75,15 +77,82 @@ pub mod kind {
     pub const UNSIGNED_TAIL: &str = "unsigned_tail";
     /// A new epoch without an early checkpoint of its member.
     pub const NO_CHECKPOINT_AT_ROLE_CHANGE: &str = "no_checkpoint_at_role_change";
+    /// A recorded command whose signature does not verify, or whose
+    /// recorded fields differ from what its client signed.
+    pub const BAD_COMMAND: &str = "bad_command";
+    /// A signed command by a key that is no client of the manifest at that
+    /// time, or whose role or scope does not allow it.
+    pub const UNAUTHORIZED_COMMAND: &str = "unauthorized_command";
+    /// On a secured tree: a command without a signature, or a forced /
+    /// unforced event no accepted signed command asked for.
+    pub const UNSIGNED_COMMAND: &str = "unsigned_command";
 }
 
-/// Who may sign which origin's checkpoints: `"<node>/<member>"` → the
-/// member's public user nkey. Written by `canopy keys gen` as JSON
-/// (`{"keys": {"root.south/a": "U..."}}`).
+/// The public half of the mesh's keys, written by `canopy keys gen` as
+/// JSON: who may sign which origin's checkpoints (`keys`:
+/// `"<node>/<member>"` → the member's public user nkey) and which clients
+/// may command what (`clients`, and the `retired_clients` whose old
+/// signatures still verify).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     /// `"<node>/<member>"` → public user nkey (`U...`).
     pub keys: BTreeMap<String, String>,
+    /// `"none"` for the plaintext development tree; absent (secured) by
+    /// default. On a secured tree every command must be signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<String>,
+    /// Client name → its command key, role and scope.
+    #[serde(default)]
+    pub clients: BTreeMap<String, ClientKey>,
+    /// Keys that were a client's once: their signatures made before
+    /// `retired_ms` still verify.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired_clients: Vec<RetiredClient>,
+}
+
+/// A client principal's public key and rights.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientKey {
+    /// Its command-signing public user nkey (`U...`).
+    pub key: String,
+    /// `viewer`, `operator` or `engineer` (the topology's `role`).
+    pub role: String,
+    /// The node whose subtree it may command.
+    pub scope: String,
+}
+
+/// A client key taken out of service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetiredClient {
+    /// The client's name.
+    pub name: String,
+    /// What it held while in service.
+    #[serde(flatten)]
+    pub held: ClientKey,
+    /// When it was retired (ms since the Unix epoch): commands signed
+    /// later are not its.
+    pub retired_ms: u64,
+}
+
+impl ClientKey {
+    /// Whether the role allows `op`: operators write and unforce,
+    /// engineers also force; viewers command nothing.
+    pub fn may(&self, op: crate::CommandOp) -> bool {
+        match op {
+            crate::CommandOp::Write | crate::CommandOp::Unforce => {
+                matches!(self.role.as_str(), "operator" | "engineer")
+            }
+            crate::CommandOp::Force => self.role == "engineer",
+        }
+    }
+
+    /// Whether `node` lies in the scope's subtree.
+    pub fn covers(&self, node: &str) -> bool {
+        node == self.scope
+            || node
+                .strip_prefix(self.scope.as_str())
+                .is_some_and(|rest| rest.starts_with('.'))
+    }
 }
 
 impl Manifest {
@@ -97,6 +166,29 @@ impl Manifest {
     /// Set the key of `member` of `node`.
     pub fn insert(&mut self, node: &str, member: &str, key: impl Into<String>) {
         self.keys.insert(format!("{node}/{member}"), key.into());
+    }
+
+    /// Whether commands must be signed (every tree but `security = "none"`).
+    pub fn secured(&self) -> bool {
+        self.security.as_deref() != Some("none")
+    }
+
+    /// The client in service holding `key`: (name, its entry).
+    pub fn client(&self, key: &str) -> Option<(&str, &ClientKey)> {
+        self.clients
+            .iter()
+            .find(|(_, c)| c.key == key)
+            .map(|(n, c)| (n.as_str(), c))
+    }
+
+    /// The client that held `key` at `ms` (in service, or retired after).
+    pub fn client_at(&self, key: &str, ms: u64) -> Option<(&str, &ClientKey)> {
+        self.client(key).or_else(|| {
+            self.retired_clients
+                .iter()
+                .find(|r| r.held.key == key && ms < r.retired_ms)
+                .map(|r| (r.name.as_str(), &r.held))
+        })
     }
 }
 
@@ -226,6 +318,8 @@ pub struct Auditor {
     unsigned_reported: Option<u64>,
     /// A new epoch waiting for its first checkpoint.
     awaiting: Option<Awaiting>,
+    /// Who may command this origin, and the overrides asked for.
+    commands: commands::Commands,
 }
 
 impl Auditor {
@@ -256,6 +350,7 @@ impl Auditor {
             covered: 0,
             unsigned_reported: None,
             awaiting: None,
+            commands: commands::Commands::new(manifest),
         }
     }
 
@@ -371,6 +466,9 @@ impl Auditor {
             Body::Checkpoint(b) => self.checkpoint(event, b),
             _ => false,
         };
+        if let Some((kind, detail)) = self.commands.check(event) {
+            self.violation(kind, seq, detail);
+        }
         if signed {
             self.report.checkpoints += 1;
         }

@@ -28,6 +28,7 @@ mod cbor;
 mod chain;
 mod checkpoint;
 mod codec;
+mod command;
 mod gaps;
 mod snapshot;
 mod state;
@@ -41,6 +42,10 @@ pub use checkpoint::{
     checkpoint_message, sign_checkpoint, verify_checkpoint, SigError, CHECKPOINT_DOMAIN,
 };
 pub use codec::{decode, encode, DecodeError};
+pub use command::{
+    command_message, json_value, sign_command, verify_command, verify_recorded, CommandProblem,
+    Request, COMMAND_DOMAIN,
+};
 pub use gaps::{GapTracker, Observation};
 /// The nkeys crate this one signs and verifies with, so callers build key
 /// pairs of the same version (`nkeys::KeyPair::new_user()` for `canopy keys
@@ -51,7 +56,7 @@ pub use state::{point_key, Applied, OriginState, PointState, State};
 pub use stream::{StreamCursor, Verdict};
 pub use verify::{verify_contiguous, Break, ChainBroken, ChainVerifier, Link, Mark, Verified};
 pub use wire::{
-    hash, BirthBody, Body, CheckpointBody, Event, ForcedBody, Hash, InvalidEvent, PointInfo,
-    Quality, ResourceBody, ResourceState, Role, RoleBody, Signature, UnforcedBody, Value,
-    ValueBody, MAX_EVENT_BYTES, WIRE_VERSION, ZERO_HASH,
+    hash, BirthBody, Body, CheckpointBody, CommandBody, CommandOp, Event, ForcedBody, Hash,
+    InvalidEvent, PointInfo, Quality, ResourceBody, ResourceState, Role, RoleBody, Signature,
+    UnforcedBody, Value, ValueBody, MAX_EVENT_BYTES, WIRE_VERSION, ZERO_HASH,
 };

@@ -166,6 +166,9 @@ impl State {
             Body::Resource(_) => {}
             // A checkpoint signs history; it is not plant state either.
             Body::Checkpoint(_) => {}
+            // Who asked for what: history; a force's effect is its forced
+            // event.
+            Body::Command(_) => {}
             Body::Birth(b) => {
                 for info in &b.points {
                     self.points

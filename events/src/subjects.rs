@@ -20,6 +20,10 @@ pub const RESOURCE_TOKEN: &str = "_resource";
 /// the origin's chain head).
 pub const CHECKPOINT_TOKEN: &str = "_checkpoint";
 
+/// Subject token of command events (who asked for a write, a force or an
+/// unforce, signed by the client, and what came of it).
+pub const COMMAND_TOKEN: &str = "_command";
+
 /// Header that makes JetStream drop a re-published event (value: [`msg_id`]).
 pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
 
@@ -30,7 +34,7 @@ pub const EXPECTED_LAST_SEQ_HEADER: &str = "Nats-Expected-Last-Sequence";
 
 /// `canopy.ev.<origin>.<token>`; `token` is a point name or
 /// [`ROLE_TOKEN`] / [`BIRTH_TOKEN`] / [`RESOURCE_TOKEN`] /
-/// [`CHECKPOINT_TOKEN`].
+/// [`CHECKPOINT_TOKEN`] / [`COMMAND_TOKEN`].
 pub fn event_subject(origin: &str, token: &str) -> String {
     format!("{EVENT_PREFIX}.{origin}.{token}")
 }
@@ -233,7 +237,13 @@ mod tests {
         }
         assert!(valid_point_name("temp1"));
         assert!(!valid_point_name("_role"));
-        for reserved in [ROLE_TOKEN, BIRTH_TOKEN, RESOURCE_TOKEN, CHECKPOINT_TOKEN] {
+        for reserved in [
+            ROLE_TOKEN,
+            BIRTH_TOKEN,
+            RESOURCE_TOKEN,
+            CHECKPOINT_TOKEN,
+            COMMAND_TOKEN,
+        ] {
             assert!(valid_token(reserved) && !valid_point_name(reserved));
         }
         assert!(valid_path("root.tunnel_a.plc1"));

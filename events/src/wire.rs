@@ -10,7 +10,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::subjects::{self, BIRTH_TOKEN, CHECKPOINT_TOKEN, RESOURCE_TOKEN, ROLE_TOKEN};
+use crate::subjects::{
+    self, BIRTH_TOKEN, CHECKPOINT_TOKEN, COMMAND_TOKEN, RESOURCE_TOKEN, ROLE_TOKEN,
+};
 
 /// The envelope version this crate writes and the only one it reads.
 pub const WIRE_VERSION: u8 = 1;
@@ -110,6 +112,9 @@ pub enum Body {
     /// The active member's signature over the origin's chain head (tag
     /// `checkpoint`).
     Checkpoint(CheckpointBody),
+    /// A command the origin was asked to carry out, as its client signed it,
+    /// and what came of it (tag `command`).
+    Command(CommandBody),
 }
 
 impl Body {
@@ -123,6 +128,7 @@ impl Body {
             Body::Birth(_) => "birth",
             Body::Resource(_) => "resource",
             Body::Checkpoint(_) => "checkpoint",
+            Body::Command(_) => "command",
         }
     }
 
@@ -132,19 +138,23 @@ impl Body {
             Body::Value(b) => Some(&b.point),
             Body::Forced(b) => Some(&b.point),
             Body::Unforced(b) => Some(&b.point),
+            Body::Command(b) => Some(&b.point),
             Body::Role(_) | Body::Birth(_) | Body::Resource(_) | Body::Checkpoint(_) => None,
         }
     }
 
     /// The last subject token: the point name, or `_role` / `_birth` /
-    /// `_resource` / `_checkpoint` for system bodies (reserved: point names
-    /// never start with `_`).
+    /// `_resource` / `_checkpoint` / `_command` for system bodies (reserved:
+    /// point names never start with `_`). A command is about a point but
+    /// has its own subject, so a reader of a point's values never sees one
+    /// and a takeover reads the recent commands alone.
     pub fn subject_token(&self) -> &str {
         match self {
             Body::Role(_) => ROLE_TOKEN,
             Body::Birth(_) => BIRTH_TOKEN,
             Body::Resource(_) => RESOURCE_TOKEN,
             Body::Checkpoint(_) => CHECKPOINT_TOKEN,
+            Body::Command(_) => COMMAND_TOKEN,
             _ => self.point().unwrap_or_default(),
         }
     }
@@ -176,6 +186,7 @@ impl Body {
                 check_token("body.checkpoint.member", &b.member)?;
                 check_user_key("body.checkpoint.key", &b.key)
             }
+            Body::Command(b) => b.validate(),
         }
     }
 }
@@ -209,6 +220,102 @@ pub struct UnforcedBody {
     pub point: String,
     /// Who released it, free text (may be empty).
     pub by: String,
+}
+
+/// What a command asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CommandOp {
+    /// A value sent to the PLC.
+    Write,
+    /// An override of the shown value.
+    Force,
+    /// The end of an override.
+    Unforce,
+}
+
+impl CommandOp {
+    /// The lowercase wire name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CommandOp::Write => "write",
+            CommandOp::Force => "force",
+            CommandOp::Unforce => "unforce",
+        }
+    }
+}
+
+impl fmt::Display for CommandOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A command the origin was asked to carry out. On a secured tree it holds
+/// the client's request exactly as signed (`signed`), the client's public
+/// key and its ed25519 signature over those bytes, so an auditor re-verifies
+/// who asked without trusting the broker or the node; `op`, `point`,
+/// `value` and `by` repeat what the request says (and what the node checked)
+/// for readers that do not parse it. A force or unforce is recorded with
+/// `outcome` `"accepted"` just before the forced / unforced event it causes;
+/// a write after the PLC answered, with `"ok"` or `"failed: <why>"`. On the
+/// plaintext tree (`security = "none"`) `key`, `sig` and `signed` are empty
+/// and `by` is whatever the sender claimed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CommandBody {
+    /// What was asked.
+    pub op: CommandOp,
+    /// Point name.
+    pub point: String,
+    /// The value to write or force; null for an unforce.
+    pub value: Value,
+    /// Who asked: the client's name in the key manifest (or free text on a
+    /// plaintext tree).
+    pub by: String,
+    /// The client's public user nkey (`U...`), or empty when unsigned.
+    pub key: String,
+    /// The ed25519 signature over `signed` (64 bytes), or empty.
+    #[serde(serialize_with = "hex_bytes")]
+    pub sig: Vec<u8>,
+    /// The request exactly as the client signed it (UTF-8 JSON), or empty.
+    #[serde(serialize_with = "utf8_lossy")]
+    pub signed: Vec<u8>,
+    /// `"accepted"`, `"ok"`, or `"failed: <why>"`.
+    pub outcome: String,
+}
+
+impl CommandBody {
+    /// Whether the client's signature came with it.
+    pub fn is_signed(&self) -> bool {
+        !self.key.is_empty()
+    }
+
+    fn validate(&self) -> Result<(), InvalidEvent> {
+        check_point("body.command.point", &self.point)?;
+        if self.key.is_empty() {
+            if !self.sig.is_empty() || !self.signed.is_empty() {
+                return Err(InvalidEvent::BadSignature {
+                    field: "body.command.sig".into(),
+                    why: "a signature or signed request without a key",
+                });
+            }
+            return Ok(());
+        }
+        check_user_key("body.command.key", &self.key)?;
+        if self.sig.len() != 64 {
+            return Err(InvalidEvent::BadSignature {
+                field: "body.command.sig".into(),
+                why: "not 64 bytes",
+            });
+        }
+        if self.signed.is_empty() {
+            return Err(InvalidEvent::BadSignature {
+                field: "body.command.signed".into(),
+                why: "a signature over nothing",
+            });
+        }
+        Ok(())
+    }
 }
 
 /// An HA role change of one member of the origin.
@@ -279,6 +386,14 @@ pub struct CheckpointBody {
 
 fn hex_sig<S: serde::Serializer>(sig: &Signature, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&hex::encode(sig))
+}
+
+fn hex_bytes<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&hex::encode(b))
+}
+
+fn utf8_lossy<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(b))
 }
 
 /// One point announced by a birth.
@@ -567,6 +682,14 @@ pub enum InvalidEvent {
         field: String,
         /// The key received.
         value: String,
+    },
+    /// A command's signature fields do not fit together.
+    #[error("`{field}`: {why}")]
+    BadSignature {
+        /// Path of the field.
+        field: String,
+        /// What is wrong.
+        why: &'static str,
     },
     /// A birth announces the same point twice.
     #[error("birth announces point `{name}` twice")]

@@ -5,7 +5,8 @@
     python examples/python/watch.py nats://127.0.0.1:14000 'root.>' --count 20
 
 Prints one JSON object per event (origin, seq, epoch, member, ts, kind, point,
-value, quality) and warns on stderr when an origin's hash chain does not link
+value, quality; for a command also op, by, outcome and whether it was
+signed by its client) and warns on stderr when an origin's hash chain does not link
 (prev must be the SHA-256 of the previous event's exact bytes). See
 docs/wire-format.md for the format.
 """
@@ -22,7 +23,7 @@ import nats
 def describe(event: dict) -> dict:
     """Flattens an envelope into one JSON-friendly record."""
     (kind, body), = event["body"].items()
-    return {
+    record = {
         "origin": event["origin"],
         "seq": event["seq"],
         "epoch": event["epoch"],
@@ -33,6 +34,12 @@ def describe(event: dict) -> dict:
         "value": body.get("value"),
         "quality": body.get("quality"),
     }
+    if kind == "command":
+        # Who asked for a write / force / unforce, and what came of it; the
+        # signature is checked by `canopy audit` (docs/wire-format.md, Command).
+        record.update(op=body["op"], by=body["by"], outcome=body["outcome"],
+                      signed=len(body["sig"]) == 64)
+    return record
 
 
 async def main() -> int:

@@ -92,7 +92,9 @@ fn genesis_verdict(data: &[u8], event: &Event, verdict: &Result<events::Verified
 
 fn has_nan(event: &Event) -> bool {
     match &event.body {
-        Body::Value(ValueBody { value, .. }) | Body::Forced(ForcedBody { value, .. }) => {
+        Body::Value(ValueBody { value, .. })
+        | Body::Forced(ForcedBody { value, .. })
+        | Body::Command(events::CommandBody { value, .. }) => {
             matches!(value, Value::Float(f) if f.is_nan())
         }
         _ => false,

@@ -94,6 +94,11 @@ pub struct NodeArgs {
     /// This member's nkey seed (`canopy keys gen`); its checkpoints are signed with it.
     #[arg(long)]
     pub key: Option<PathBuf>,
+    /// The key manifest (`canopy keys gen`) that signed commands are checked
+    /// against; re-read when the file changes. Default: `manifest.json` in
+    /// the directory above `--key`'s (where `canopy keys gen` puts it).
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
     /// After a lost disk, start a NEW history at seq 1 even though the parent
     /// holds the node's old one (by default the member restores its history
     /// from the parent first, and waits while the parent does not answer).
@@ -198,18 +203,25 @@ pub enum TopologyCmd {
 /// `canopy keys ...`.
 #[derive(Debug, Subcommand)]
 pub enum KeysCmd {
-    /// Create an nkey per member and witness of the topology, and `manifest.json`
-    /// (the public keys auditors check signatures against).
+    /// Create an nkey per member and witness and per `[[client]]` of the
+    /// topology, and `manifest.json` (the public keys and client rights that
+    /// nodes and auditors check signatures against). A client gone from the
+    /// topology, or whose seed was deleted, is retired in the manifest.
     Gen {
         /// The topology file.
         #[arg(long, short)]
         topology: PathBuf,
-        /// Output directory: `<node>/<member>.nk` seeds (mode 0600) and `manifest.json`.
+        /// Output directory: `<node>/<member>.nk` and `clients/<name>.nk` seeds
+        /// (mode 0600) and `manifest.json`.
         #[arg(long)]
         out: PathBuf,
         /// Replace existing seeds (by default existing ones are kept).
         #[arg(long)]
         force: bool,
+        /// When the topology lists no `[[client]]`, add the clients `canopy
+        /// lab` makes: `operator` (an engineer scoped to the root) and `viewer`.
+        #[arg(long)]
+        lab_clients: bool,
     },
 }
 
@@ -333,12 +345,27 @@ pub struct CommandArgs {
     pub point: String,
     /// The value: a number, `true` or `false`.
     pub value: String,
-    /// Who asks (recorded in forced events).
-    #[arg(long, default_value = "cli")]
-    pub by: String,
+    #[command(flatten)]
+    pub who: WhoArg,
     /// Print the JSON reply.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Who sends a command.
+#[derive(Debug, Args)]
+pub struct WhoArg {
+    /// The client identity that signs the command: a path prefix such that
+    /// `PATH.nk` is the client's nkey seed (`canopy keys gen` writes
+    /// `<out>/clients/<name>.nk`; `canopy lab` prints each client's in its
+    /// ready line). A secured tree serves only signed commands, and records
+    /// the client's name as who asked.
+    #[arg(long, env = "CANOPY_IDENTITY")]
+    pub identity: Option<PathBuf>,
+    /// Who asks, on a plaintext tree (`security = "none"`) only, where it
+    /// is recorded as given.
+    #[arg(long, default_value = "cli")]
+    pub by: String,
 }
 
 /// `canopy unforce`.
@@ -348,9 +375,8 @@ pub struct UnforceArgs {
     pub server: ServerArg,
     /// Full point name: `root.south.fan1_speed`.
     pub point: String,
-    /// Who asks.
-    #[arg(long, default_value = "cli")]
-    pub by: String,
+    #[command(flatten)]
+    pub who: WhoArg,
     /// Print the JSON reply.
     #[arg(long)]
     pub json: bool,

@@ -12,3 +12,34 @@ pub fn load_seed(path: &Path) -> anyhow::Result<nkeys::KeyPair> {
     nkeys::KeyPair::from_seed(text.trim())
         .map_err(|e| anyhow::anyhow!("{}: not an nkey seed: {e}", path.display()))
 }
+
+/// A client's identity given as a path prefix (`--identity PATH`): its
+/// command-signing key is `PATH.nk`; its name is the prefix's file name.
+#[derive(Debug)]
+pub struct ClientIdentity {
+    /// The client's name (`clients/<name>`).
+    pub name: String,
+    /// Its command key pair.
+    pub key: nkeys::KeyPair,
+}
+
+impl ClientIdentity {
+    /// Loads `PATH.nk`.
+    pub fn load(prefix: &Path) -> anyhow::Result<ClientIdentity> {
+        let mut seed = prefix.as_os_str().to_owned();
+        seed.push(".nk");
+        let seed = Path::new(&seed);
+        let key = load_seed(seed).with_context(|| {
+            format!(
+                "loading the client identity {} (expected {}: canopy keys gen writes <out>/clients/<name>.nk)",
+                prefix.display(),
+                seed.display()
+            )
+        })?;
+        let name = prefix
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(ClientIdentity { name, key })
+    }
+}

@@ -14,17 +14,8 @@ use std::collections::BTreeMap;
 use events::{Quality, State, Value};
 use serde::{Deserialize, Serialize};
 
-/// What a command asks the owning node to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Op {
-    /// Write a value to a writable PLC point.
-    Write,
-    /// Override a point's value until unforced.
-    Force,
-    /// Remove an override.
-    Unforce,
-}
+/// What a command asks the owning node to do (write, force, unforce).
+pub use events::CommandOp as Op;
 
 /// A command request on `canopy.cmd.<node>`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,6 +31,52 @@ pub struct Command {
     /// Who asks (recorded in forced/unforced events).
     #[serde(default)]
     pub by: Option<String>,
+}
+
+/// A command signed by its client (the secured tree's form of a
+/// [`Command`]): `signed` is the [`events::Request`] JSON exactly as
+/// signed, `sig` the hex of the client's ed25519 signature over
+/// [`events::command_message`] of it (`docs/wire-format.md`, "Command").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedCommand {
+    /// The request, a JSON text.
+    pub signed: String,
+    /// The client's public user nkey (`U...`).
+    pub key: String,
+    /// 128 hex digits: the signature.
+    pub sig: String,
+}
+
+impl SignedCommand {
+    /// Signs a request for `op` of `node`'s `point` (value absent for an
+    /// unforce) with the client key `kp`, at `ts_ms` with a fresh nonce.
+    pub fn sign(
+        kp: &nkeys::KeyPair,
+        node: &str,
+        op: events::CommandOp,
+        point: &str,
+        value: Option<serde_json::Value>,
+        ts_ms: u64,
+    ) -> anyhow::Result<SignedCommand> {
+        let nonce: [u8; 16] = rand::random();
+        let request = events::Request {
+            node: node.to_owned(),
+            op,
+            point: point.to_owned(),
+            value,
+            ts: ts_ms,
+            nonce: hex::encode(nonce),
+        };
+        let signed = serde_json::to_string(&request)?;
+        let sig = events::sign_command(kp, signed.as_bytes())
+            .map_err(|e| anyhow::anyhow!("signing the command: {e}"))?;
+        Ok(SignedCommand {
+            signed,
+            key: kp.public_key(),
+            sig: hex::encode(sig),
+        })
+    }
 }
 
 /// An operator's role control, asked of one member of a pair on
@@ -286,6 +323,10 @@ pub struct Counters {
     pub commands: u64,
     /// Malformed command requests.
     pub bad_commands: u64,
+    /// Commands refused by a check of the secured tree (unknown key, bad
+    /// signature, wrong node, stale, replayed, role, scope).
+    #[serde(default)]
+    pub refused_commands: u64,
     /// nats-server restarts by the supervisor.
     pub nats_restarts: u64,
     /// Publisher recoveries (stream unavailable, refused appends).

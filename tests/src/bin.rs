@@ -53,8 +53,17 @@ pub fn python_bin() -> PathBuf {
 
 /// Runs the canopy CLI; returns (exit code, stdout, stderr).
 pub fn cli(args: &[&str]) -> anyhow::Result<(i32, String, String)> {
+    cli_env(args, &[])
+}
+
+/// [`cli`] with extra environment variables.
+pub fn cli_env(
+    args: &[&str],
+    env: &[(&str, &std::ffi::OsStr)],
+) -> anyhow::Result<(i32, String, String)> {
     let out = Command::new(canopy_bin())
         .args(args)
+        .envs(env.iter().copied())
         .env("CANOPY_NATS_SERVER", nats_server_bin())
         .stdin(Stdio::null())
         .output()

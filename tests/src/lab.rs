@@ -11,7 +11,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use serde_json::Value as Json;
 
-use crate::bin::{canopy_bin, cli, nats_server_bin};
+use crate::bin::{canopy_bin, cli_env, nats_server_bin};
 
 /// A running `canopy lab`, stopped (with every process it started) on Drop.
 #[derive(Debug)]
@@ -101,9 +101,38 @@ impl Lab {
             .to_owned())
     }
 
-    /// Runs the canopy CLI; returns (exit code, stdout, stderr).
+    /// Runs the canopy CLI as the lab's `operator` client (an engineer
+    /// scoped to the root: its commands are signed); returns (exit code,
+    /// stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> anyhow::Result<(i32, String, String)> {
-        cli(args)
+        let identity = self.identity("operator")?;
+        cli_env(args, &[("CANOPY_IDENTITY", identity.as_os_str())])
+    }
+
+    /// The identity prefix (`--identity`) of one of the lab's clients.
+    pub fn identity(&self, client: &str) -> anyhow::Result<PathBuf> {
+        self.ready["clients"][client]["identity"]
+            .as_str()
+            .map(PathBuf::from)
+            .with_context(|| format!("client {client} not in the ready line"))
+    }
+
+    /// A command for `node` signed by the lab's client `client`, as JSON
+    /// to send on `canopy.cmd.<node>`.
+    pub fn signed(
+        &self,
+        client: &str,
+        node: &str,
+        op: events::CommandOp,
+        point: &str,
+        value: Option<Json>,
+    ) -> anyhow::Result<String> {
+        let id = services::keys::ClientIdentity::load(&self.identity(client)?)?;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis() as u64;
+        let cmd = services::wire::SignedCommand::sign(&id.key, node, op, point, value, now_ms)?;
+        Ok(serde_json::to_string(&cmd)?)
     }
 }
 

@@ -68,22 +68,28 @@ fn pid(lab: &Lab, node: &str, member: &str) -> anyhow::Result<u32> {
         .context("pid")
 }
 
-/// Forces `n` values through the root; returns the acknowledged seqs.
+/// Forces `n` values through the root, signed by the lab's operator;
+/// returns the acknowledged seqs.
 async fn forced_events(
+    lab: &Lab,
     client: &async_nats::Client,
     n: usize,
     base: i64,
 ) -> anyhow::Result<Vec<u64>> {
     let mut seqs = Vec::new();
     for i in 0..n {
-        let body = format!(
-            "{{\"op\":\"force\",\"point\":\"speed\",\"value\":{}}}",
-            base + i as i64
-        );
+        let value = serde_json::json!(base + i as i64);
         let r = wait_for("a force to be acknowledged", WAIT, || {
-            let body = body.clone();
+            // Signed afresh for every try: a resent message is a replay.
+            let body = lab.signed(
+                "operator",
+                PAIR,
+                events::CommandOp::Force,
+                "speed",
+                Some(value.clone()),
+            );
             async move {
-                let r = request(client, &format!("canopy.cmd.{PAIR}"), &body).await?;
+                let r = request(client, &format!("canopy.cmd.{PAIR}"), &body?).await?;
                 Ok((r["ok"] == true).then_some(r))
             }
         })
@@ -164,11 +170,11 @@ async fn kill_9_of_the_active_moves_the_role_and_loses_nothing() -> anyhow::Resu
     let lab = Lab::start(&pair_topology(free_ports(1)), &[])?;
     let root = connect(&lab.url("root", "a")?).await?;
     let (first, e1) = wait_active(&root, PAIR, 0).await?;
-    let mut acked = forced_events(&root, 10, 100).await?;
+    let mut acked = forced_events(&lab, &root, 10, 100).await?;
     assert!(tests::kill(pid(&lab, PAIR, &first)?, Signal::SIGKILL));
     let (second, e2) = wait_active(&root, PAIR, e1).await?;
     assert_ne!(first, second);
-    acked.extend(forced_events(&root, 10, 200).await?);
+    acked.extend(forced_events(&lab, &root, 10, 200).await?);
     let evs = check_root_copy(&root, &acked).await?;
     assert!(evs.iter().any(|e| e.epoch == e2 && e.member == second));
     // The new active writes the life sign too, after the old one stopped.
@@ -185,13 +191,13 @@ async fn a_frozen_active_that_wakes_up_writes_nothing_and_publishes_nothing() ->
     let lab = Lab::start(&pair_topology(free_ports(1)), &[])?;
     let root = connect(&lab.url("root", "a")?).await?;
     let (first, e1) = wait_active(&root, PAIR, 0).await?;
-    let mut acked = forced_events(&root, 5, 100).await?;
+    let mut acked = forced_events(&lab, &root, 5, 100).await?;
     let frozen = pid(&lab, PAIR, &first)?;
     assert!(tests::kill(frozen, Signal::SIGSTOP));
     let thawed = scopeguard(frozen);
     let (second, e2) = wait_active(&root, PAIR, e1).await?;
     assert_ne!(first, second);
-    acked.extend(forced_events(&root, 5, 200).await?);
+    acked.extend(forced_events(&lab, &root, 5, 200).await?);
     wait_for("life-sign writes from the new active", WAIT, || async {
         Ok((check_one_writer_at_a_time(&lab)?.len() >= 2).then_some(()))
     })
@@ -204,7 +210,7 @@ async fn a_frozen_active_that_wakes_up_writes_nothing_and_publishes_nothing() ->
         Ok((r["role"] == "standby").then_some(()))
     })
     .await?;
-    acked.extend(forced_events(&root, 5, 300).await?);
+    acked.extend(forced_events(&lab, &root, 5, 300).await?);
     // Still the same active, and the log shows no write by the old one
     // after the new one started (one unbroken run per connection).
     assert_eq!(
@@ -244,14 +250,14 @@ async fn an_active_whose_nats_server_freezes_hands_the_role_to_the_standby() -> 
     let lab = Lab::start(&pair_topology(free_ports(1)), &[])?;
     let root = connect(&lab.url("root", "a")?).await?;
     let (first, e1) = wait_active(&root, PAIR, 0).await?;
-    let mut acked = forced_events(&root, 5, 100).await?;
+    let mut acked = forced_events(&lab, &root, 5, 100).await?;
     let info = tests::member_info(&root, PAIR, &first).await?;
     let server = info["nats_pid"].as_u64().context("nats_pid")? as u32;
     assert!(tests::kill(server, Signal::SIGSTOP));
     let thawed = scopeguard(server);
     let (second, e2) = wait_active(&root, PAIR, e1).await?;
     assert_ne!(first, second, "the role left the member whose NATS froze");
-    acked.extend(forced_events(&root, 5, 200).await?);
+    acked.extend(forced_events(&lab, &root, 5, 200).await?);
     drop(thawed); // SIGCONT
     wait_for("the old active to answer as standby", WAIT, || async {
         let subject = format!("canopy.member.{PAIR}.{first}");
@@ -259,7 +265,7 @@ async fn an_active_whose_nats_server_freezes_hands_the_role_to_the_standby() -> 
         Ok((r["role"] == "standby").then_some(()))
     })
     .await?;
-    acked.extend(forced_events(&root, 5, 300).await?);
+    acked.extend(forced_events(&lab, &root, 5, 300).await?);
     let evs = check_root_copy(&root, &acked).await?;
     assert!(evs.iter().any(|e| e.epoch == e2 && e.member == second));
     check_one_writer_at_a_time(&lab)?;
@@ -279,7 +285,7 @@ async fn a_witness_whose_data_is_wiped_rejoins_once_both_members_confirm_the_gro
     let lab = Lab::start(&pair_topology(free_ports(1)), &[])?;
     let root = connect(&lab.url("root", "a")?).await?;
     let (first, e1) = wait_active(&root, PAIR, 0).await?;
-    let mut acked = forced_events(&root, 3, 100).await?;
+    let mut acked = forced_events(&lab, &root, 3, 100).await?;
     let witness = lab.member(PAIR, "witness")?;
     assert!(tests::kill(pid(&lab, PAIR, "witness")?, Signal::SIGKILL));
     let data = std::path::PathBuf::from(witness["data"].as_str().context("data")?);
@@ -307,11 +313,11 @@ async fn a_witness_whose_data_is_wiped_rejoins_once_both_members_confirm_the_gro
         },
     )
     .await?;
-    acked.extend(forced_events(&root, 3, 200).await?);
+    acked.extend(forced_events(&lab, &root, 3, 200).await?);
     assert!(tests::kill(pid(&lab, PAIR, &first)?, Signal::SIGKILL));
     let (second, _) = wait_active(&root, PAIR, e1).await?;
     assert_ne!(first, second);
-    acked.extend(forced_events(&root, 3, 300).await?);
+    acked.extend(forced_events(&lab, &root, 3, 300).await?);
     check_root_copy(&root, &acked).await?;
     check_one_writer_at_a_time(&lab)?;
     Ok(())
@@ -322,9 +328,9 @@ async fn losing_the_witness_or_the_standby_changes_nothing() -> anyhow::Result<(
     let lab = Lab::start(&pair_topology(free_ports(1)), &[])?;
     let root = connect(&lab.url("root", "a")?).await?;
     let (act, e1) = wait_active(&root, PAIR, 0).await?;
-    let mut acked = forced_events(&root, 5, 100).await?;
+    let mut acked = forced_events(&lab, &root, 5, 100).await?;
     assert!(tests::kill(pid(&lab, PAIR, "witness")?, Signal::SIGKILL));
-    acked.extend(forced_events(&root, 5, 200).await?);
+    acked.extend(forced_events(&lab, &root, 5, 200).await?);
     let standby = if act == "a" { "b" } else { "a" };
     assert!(tests::kill(pid(&lab, PAIR, standby)?, Signal::SIGKILL));
     // One voter left of three: no quorum, so the lease cannot be renewed and
@@ -334,7 +340,7 @@ async fn losing_the_witness_or_the_standby_changes_nothing() -> anyhow::Result<(
     let (now, e2) = wait_active(&root, PAIR, 0).await?;
     assert_eq!(now, act, "the surviving member holds the role");
     assert!(e2 >= e1);
-    acked.extend(forced_events(&root, 5, 300).await?);
+    acked.extend(forced_events(&lab, &root, 5, 300).await?);
     check_root_copy(&root, &acked).await?;
     check_one_writer_at_a_time(&lab)?;
     Ok(())
@@ -346,7 +352,7 @@ async fn both_members_restarted_or_one_alone_with_the_witness_continue_the_chain
     let lab = Lab::start(&pair_topology(free_ports(1)), &[])?;
     let root = connect(&lab.url("root", "a")?).await?;
     let (_, e1) = wait_active(&root, PAIR, 0).await?;
-    let mut acked = forced_events(&root, 5, 100).await?;
+    let mut acked = forced_events(&lab, &root, 5, 100).await?;
     for m in ["a", "b"] {
         assert!(tests::kill(pid(&lab, PAIR, m)?, Signal::SIGKILL));
     }
@@ -354,7 +360,7 @@ async fn both_members_restarted_or_one_alone_with_the_witness_continue_the_chain
     let _b = tests::Respawned::start(&lab.member(PAIR, "b")?["argv"])?;
     let (m, e2) = wait_active(&root, PAIR, e1).await?;
     assert_eq!(m, "b");
-    acked.extend(forced_events(&root, 5, 200).await?);
+    acked.extend(forced_events(&lab, &root, 5, 200).await?);
     // Then a comes back: sticky, b keeps the role.
     let _a = tests::Respawned::start(&lab.member(PAIR, "a")?["argv"])?;
     wait_for("a back as standby", WAIT, || async {
@@ -363,7 +369,7 @@ async fn both_members_restarted_or_one_alone_with_the_witness_continue_the_chain
     })
     .await?;
     assert_eq!(active(&root, PAIR).await, Some(("b".to_owned(), e2)));
-    acked.extend(forced_events(&root, 5, 300).await?);
+    acked.extend(forced_events(&lab, &root, 5, 300).await?);
     check_root_copy(&root, &acked).await?;
     Ok(())
 }
@@ -462,13 +468,13 @@ async fn the_role_moves_when_the_active_loses_its_plc_link() -> anyhow::Result<(
     let lab = Lab::start(&text, &[])?;
     let root = connect(&lab.url("root", "a")?).await?;
     let (first, e1) = wait_active(&root, PAIR, 0).await?;
-    let mut acked = forced_events(&root, 5, 100).await?;
+    let mut acked = forced_events(&lab, &root, 5, 100).await?;
     // Cut only the active member's link to the PLC.
     let mut fault = tests::NetFault::new(&[pid(&lab, PAIR, &first)?])?;
     fault.drop_to(&[plc_port])?;
     let (second, _) = wait_active(&root, PAIR, e1).await?;
     assert_ne!(first, second, "the member without a PLC link kept the role");
-    acked.extend(forced_events(&root, 5, 200).await?);
+    acked.extend(forced_events(&lab, &root, 5, 200).await?);
     wait_for("life-sign writes from the new active", WAIT, || async {
         Ok((check_one_writer_at_a_time(&lab)?.len() >= 2).then_some(()))
     })
@@ -493,7 +499,7 @@ async fn an_active_cut_off_from_its_peer_and_witness_stops_before_the_other_star
     let lab = Lab::start(&text, &[])?;
     let root = connect(&lab.url("root", "a")?).await?;
     let (first, e1) = wait_active(&root, PAIR, 0).await?;
-    let mut acked = forced_events(&root, 5, 100).await?;
+    let mut acked = forced_events(&lab, &root, 5, 100).await?;
     let ports = pair_ports(&text)?;
     let (mine, others): (usize, [usize; 2]) = if first == "a" {
         (0, [1, 2])
@@ -515,7 +521,7 @@ async fn an_active_cut_off_from_its_peer_and_witness_stops_before_the_other_star
     fault.drop_from(&[ports[mine].raft, ports[mine].cluster])?;
     let (second, e2) = wait_active(&root, PAIR, e1).await?;
     assert_ne!(first, second);
-    acked.extend(forced_events(&root, 5, 200).await?);
+    acked.extend(forced_events(&lab, &root, 5, 200).await?);
     wait_for("life-sign writes from the new active", WAIT, || async {
         Ok((check_one_writer_at_a_time(&lab)?.len() >= 2).then_some(()))
     })
@@ -526,7 +532,7 @@ async fn an_active_cut_off_from_its_peer_and_witness_stops_before_the_other_star
         Ok((r["role"] == "standby").then_some(()))
     })
     .await?;
-    acked.extend(forced_events(&root, 5, 300).await?);
+    acked.extend(forced_events(&lab, &root, 5, 300).await?);
     check_one_writer_at_a_time(&lab)?;
     let evs = check_root_copy(&root, &acked).await?;
     let first_new = evs
@@ -646,7 +652,7 @@ async fn hooks_run_with_the_epoch_and_resource_transitions_are_events() -> anyho
             .then_some(()))
     })
     .await?;
-    let evs = check_root_copy(&root, &forced_events(&root, 1, 1).await?).await?;
+    let evs = check_root_copy(&root, &forced_events(&lab, &root, 1, 1).await?).await?;
     let transitions: Vec<(String, String, u64)> = evs
         .iter()
         .filter_map(|e| match &e.body {
@@ -764,7 +770,7 @@ async fn switchover_and_maintenance_move_the_role_gracefully_and_refuse_what_can
     let root = connect(&url).await?;
     let (first, e1) = wait_active(&root, PAIR, 0).await?;
     let other = if first == "a" { "b" } else { "a" }.to_owned();
-    let mut acked = forced_events(&root, 3, 100).await?;
+    let mut acked = forced_events(&lab, &root, 3, 100).await?;
     // The standby is heard from once it reports health; wait for status to
     // show both members before asking.
     let run = |args: &[&str]| {
@@ -798,7 +804,7 @@ async fn switchover_and_maintenance_move_the_role_gracefully_and_refuse_what_can
     let e2 = reply["epoch"].as_u64().context("epoch")?;
     assert!(e2 > e1);
     assert_eq!(wait_active(&root, PAIR, e1).await?, (other.clone(), e2));
-    acked.extend(forced_events(&root, 3, 200).await?);
+    acked.extend(forced_events(&lab, &root, 3, 200).await?);
 
     // The old active in maintenance: recorded; a switchover back is
     // refused (no peer can take the role), as is putting the active in
@@ -817,7 +823,7 @@ async fn switchover_and_maintenance_move_the_role_gracefully_and_refuse_what_can
     assert_eq!(active(&root, PAIR).await, Some((other.clone(), e2)));
     let (code, out, err) = run(&["maintenance", PAIR, &first, "off"]).await?;
     assert_eq!(code, 0, "{out} {err}");
-    acked.extend(forced_events(&root, 3, 300).await?);
+    acked.extend(forced_events(&lab, &root, 3, 300).await?);
 
     // The chain: contiguous, the old active's last event of its epoch is
     // its own role event (reason switchover), the new one's first is its

@@ -176,12 +176,14 @@ async fn messages_outside_an_origins_chain_stall_its_fold_visibly_until_the_chai
     .await?;
     // A real event chains over the garbage: folding resumes, the trouble
     // clears, the point is good again.
-    let r = request(
-        &root,
-        &format!("canopy.cmd.{LEAF}"),
-        r#"{"op":"force","point":"p","value":1.5}"#,
-    )
-    .await?;
+    let force = lab.signed(
+        "operator",
+        LEAF,
+        events::CommandOp::Force,
+        "p",
+        Some(serde_json::json!(1.5)),
+    )?;
+    let r = request(&root, &format!("canopy.cmd.{LEAF}"), &force).await?;
     assert_eq!(r["ok"], true, "{r}");
     let seq = r["seq"].as_u64().context("seq")?;
     assert!(

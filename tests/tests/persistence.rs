@@ -37,12 +37,9 @@ async fn a_wiped_root_rebuilds_an_identical_state_from_its_children() -> anyhow:
     let lab = Lab::start(&quiet_tree(plc), &["--no-plc-sim"])?;
     let url = lab.url("root", "a")?;
     let root = connect(&url).await?;
-    for (op, value) in [("force", "5"), ("unforce", ""), ("force", "7")] {
-        let body = if value.is_empty() {
-            format!("{{\"op\":\"{op}\",\"point\":\"flow\"}}")
-        } else {
-            format!("{{\"op\":\"{op}\",\"point\":\"flow\",\"value\":{value}}}")
-        };
+    use events::CommandOp::{Force, Unforce};
+    for (op, value) in [(Force, Some(5)), (Unforce, None), (Force, Some(7))] {
+        let body = lab.signed("operator", "root.mid", op, "flow", value.map(|v| v.into()))?;
         let r = request(&root, "canopy.cmd.root.mid", &body).await?;
         assert_eq!(r["ok"], true, "{r}");
     }
@@ -113,12 +110,14 @@ async fn a_restart_restores_the_snapshot_and_refuses_a_torn_or_unconfirmed_one(
     let lab = Lab::start(&quiet_tree(plc), &["--no-plc-sim"])?;
     let url = lab.url("root", "a")?;
     let root = connect(&url).await?;
-    let r = request(
-        &root,
-        "canopy.cmd.root.mid",
-        r#"{"op":"force","point":"flow","value":5}"#,
-    )
-    .await?;
+    let force = lab.signed(
+        "operator",
+        "root.mid",
+        events::CommandOp::Force,
+        "flow",
+        Some(5.into()),
+    )?;
+    let r = request(&root, "canopy.cmd.root.mid", &force).await?;
     assert_eq!(r["ok"], true, "{r}");
     let before = wait_for("a settled state at the root", WAIT, || async {
         let s = request(&root, "canopy.state.root", "").await?;

@@ -874,3 +874,186 @@ fn manifest_and_report_as_json() {
     assert_eq!(json["violations"][0]["seq"], 9);
     assert_eq!(json["epochs"][1], serde_json::json!([2, "b", 15, 27]));
 }
+
+// ------------------------------------------------ commands
+
+/// The engineer `eng` (scope root.south), the operator `ops` (scope
+/// root.north) and a retired key of `old`.
+fn client_manifest() -> Manifest {
+    let mut m = manifest();
+    let entry = |kp: KeyPair, role: &str, scope: &str| ClientKey {
+        key: kp.public_key(),
+        role: role.into(),
+        scope: scope.into(),
+    };
+    m.clients.insert(
+        "eng".into(),
+        entry(fixed_user(20), "engineer", "root.south"),
+    );
+    m.clients.insert(
+        "ops".into(),
+        entry(fixed_user(21), "operator", "root.north"),
+    );
+    m.retired_clients.push(RetiredClient {
+        name: "old".into(),
+        held: entry(fixed_user(22), "engineer", "root"),
+        retired_ms: 1_700_000_000_000 + 250,
+    });
+    m
+}
+
+/// A signed force of `temp1` to 5 by the holder of `kp`, named `by`.
+fn force_command(kp: &KeyPair, by: &str) -> Body {
+    let signed = format!(
+        r#"{{"node":"{ORIGIN}","op":"force","point":"temp1","value":5,"ts":1700000000000,"nonce":"{}"}}"#,
+        by.len()
+    )
+    .into_bytes();
+    Body::Command(crate::CommandBody {
+        op: crate::CommandOp::Force,
+        point: "temp1".into(),
+        value: Value::Int(5),
+        by: by.into(),
+        key: kp.public_key(),
+        sig: crate::sign_command(kp, &signed).unwrap().to_vec(),
+        signed,
+        outcome: "accepted".into(),
+    })
+}
+
+fn forced(by: &str) -> Body {
+    Body::Forced(crate::ForcedBody {
+        point: "temp1".into(),
+        value: Value::Int(5),
+        by: by.into(),
+    })
+}
+
+/// A birth, then `bodies` (seqs 3...), audited with the client manifest.
+fn commands_audit(bodies: Vec<Body>) -> Vec<(&'static str, u64)> {
+    let mut o = Origin::new(Box::new(|_, _| ()));
+    o.birth();
+    for b in bodies {
+        o.seal(b);
+    }
+    let r = audit(
+        ORIGIN,
+        &client_manifest(),
+        AuditConfig {
+            checkpoint_every_events: 0,
+            checkpoint_every_ms: 0,
+        },
+        stream(&o.msgs).iter().map(|(s, b)| (*s, b.as_slice())),
+    );
+    verdict(&r)
+}
+
+#[test]
+fn a_signed_force_and_its_effect_are_clean() {
+    let eng = fixed_user(20);
+    assert_eq!(
+        commands_audit(vec![force_command(&eng, "eng"), value(1), forced("eng")]),
+        []
+    );
+}
+
+#[test]
+fn every_command_rule_has_its_verdict() {
+    let eng = fixed_user(20);
+    // A force no signed command asked for, on a secured tree.
+    assert_eq!(
+        commands_audit(vec![forced("eng")]),
+        [(kind::UNSIGNED_COMMAND, 3)]
+    );
+    // The effect differs from what was signed (another value).
+    let other = Body::Forced(crate::ForcedBody {
+        point: "temp1".into(),
+        value: Value::Int(6),
+        by: "eng".into(),
+    });
+    assert_eq!(
+        commands_audit(vec![force_command(&eng, "eng"), other]),
+        [(kind::UNSIGNED_COMMAND, 4)]
+    );
+    // One command, two effects.
+    assert_eq!(
+        commands_audit(vec![
+            force_command(&eng, "eng"),
+            forced("eng"),
+            forced("eng")
+        ]),
+        [(kind::UNSIGNED_COMMAND, 5)]
+    );
+    // The recorded value is not the signed one.
+    let mut edited = force_command(&eng, "eng");
+    if let Body::Command(b) = &mut edited {
+        b.value = Value::Int(7);
+    }
+    assert_eq!(commands_audit(vec![edited]), [(kind::BAD_COMMAND, 3)]);
+    // Recorded under another client's name.
+    assert_eq!(
+        commands_audit(vec![force_command(&eng, "ops")]),
+        [(kind::BAD_COMMAND, 3)]
+    );
+    // An operator may not force; its scope is another subtree anyway.
+    assert_eq!(
+        commands_audit(vec![force_command(&fixed_user(21), "ops")]),
+        [(kind::UNAUTHORIZED_COMMAND, 3)]
+    );
+    // A key in no manifest.
+    assert_eq!(
+        commands_audit(vec![force_command(&fixed_user(23), "x")]),
+        [(kind::UNAUTHORIZED_COMMAND, 3)]
+    );
+    // A retired key: its signature after retirement is not the client's
+    // (the events here are sealed after `retired_ms`).
+    assert_eq!(
+        commands_audit(vec![force_command(&fixed_user(22), "old")]),
+        [(kind::UNAUTHORIZED_COMMAND, 3)]
+    );
+    // An unsigned command on a secured tree.
+    let unsigned = Body::Command(crate::CommandBody {
+        op: crate::CommandOp::Write,
+        point: "temp1".into(),
+        value: Value::Int(1),
+        by: "someone".into(),
+        key: String::new(),
+        sig: vec![],
+        signed: vec![],
+        outcome: "ok".into(),
+    });
+    assert_eq!(
+        commands_audit(vec![unsigned]),
+        [(kind::UNSIGNED_COMMAND, 3)]
+    );
+}
+
+#[test]
+fn a_retired_key_still_verifies_what_it_signed_while_in_service() {
+    let mut m = client_manifest();
+    // Retired well after the history was written.
+    m.retired_clients[0].retired_ms = u64::MAX;
+    assert!(m
+        .client_at(&fixed_user(22).public_key(), 1_700_000_000_500)
+        .is_some());
+    assert!(m.client(&fixed_user(22).public_key()).is_none());
+}
+
+#[test]
+fn a_plaintext_tree_asks_no_signature() {
+    let mut m = client_manifest();
+    m.security = Some("none".into());
+    let mut o = Origin::new(Box::new(|_, _| ()));
+    o.birth();
+    o.seal(forced("anyone"));
+    let r = audit(
+        ORIGIN,
+        &m,
+        AuditConfig {
+            checkpoint_every_events: 0,
+            checkpoint_every_ms: 0,
+        },
+        stream(&o.msgs).iter().map(|(s, b)| (*s, b.as_slice())),
+    );
+    assert!(r.is_clean(), "{:?}", r.violations);
+}

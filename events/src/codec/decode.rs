@@ -4,8 +4,8 @@ use super::field::{mismatch, need, read_map, schema, wrong, Fault, Field, Parsed
 use super::DecodeError;
 use crate::cbor::{check_utf8, Head, Reader};
 use crate::wire::{
-    BirthBody, Body, CheckpointBody, Event, ForcedBody, PointInfo, ResourceBody, RoleBody,
-    UnforcedBody, ValueBody, MAX_EVENT_BYTES,
+    BirthBody, Body, CheckpointBody, CommandBody, Event, ForcedBody, PointInfo, ResourceBody,
+    RoleBody, UnforcedBody, ValueBody, MAX_EVENT_BYTES,
 };
 
 /// Decode and validate one event from its exact message bytes.
@@ -107,6 +107,7 @@ fn read_body(r: &mut Reader<'_>, depth: usize) -> Parsed<Body> {
             b"birth" => read_birth(r, inner),
             b"resource" => read_resource(r, inner),
             b"checkpoint" => read_checkpoint(r, inner),
+            b"command" => read_command(r, inner),
             _ => {
                 check_utf8(&tag, at)?;
                 r.skip(inner)?;
@@ -256,6 +257,39 @@ fn read_checkpoint(r: &mut Reader<'_>, depth: usize) -> Parsed<Body> {
         head: need(head, path, "head")?,
         key: need(key, path, "key")?,
         sig: need(sig, path, "sig")?,
+    }))
+}
+
+fn read_command(r: &mut Reader<'_>, depth: usize) -> Parsed<Body> {
+    const NAMES: [&str; 8] = [
+        "op", "point", "value", "by", "key", "sig", "signed", "outcome",
+    ];
+    let path = Path::Body("command");
+    let (mut op, mut point, mut value, mut by) = (None, None, None, None);
+    let (mut key, mut sig, mut signed, mut outcome) = (None, None, None, None);
+    read_map(r, depth, path, &NAMES, |r, i, depth| {
+        let field = Field::of(path, &NAMES, i, depth);
+        match i {
+            0 => op = Some(field.command_op(r)?),
+            1 => point = Some(field.text(r)?),
+            2 => value = Some(field.value(r)?),
+            3 => by = Some(field.text(r)?),
+            4 => key = Some(field.text(r)?),
+            5 => sig = Some(field.byte_vec(r)?),
+            6 => signed = Some(field.byte_vec(r)?),
+            _ => outcome = Some(field.text(r)?),
+        }
+        Ok(())
+    })?;
+    Ok(Body::Command(CommandBody {
+        op: need(op, path, "op")?,
+        point: need(point, path, "point")?,
+        value: need(value, path, "value")?,
+        by: need(by, path, "by")?,
+        key: need(key, path, "key")?,
+        sig: need(sig, path, "sig")?,
+        signed: need(signed, path, "signed")?,
+        outcome: need(outcome, path, "outcome")?,
     }))
 }
 

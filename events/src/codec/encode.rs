@@ -112,6 +112,25 @@ fn encode_body(w: &mut Writer, body: &Body) {
             w.text("sig");
             w.bytes(&b.sig);
         }
+        Body::Command(b) => {
+            w.map(8);
+            w.text("op");
+            w.text(b.op.as_str());
+            w.text("point");
+            w.text(&b.point);
+            w.text("value");
+            encode_value(w, &b.value);
+            w.text("by");
+            w.text(&b.by);
+            w.text("key");
+            w.text(&b.key);
+            w.text("sig");
+            w.bytes(&b.sig);
+            w.text("signed");
+            w.bytes(&b.signed);
+            w.text("outcome");
+            w.text(&b.outcome);
+        }
     }
 }
 

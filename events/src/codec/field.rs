@@ -9,7 +9,9 @@ use std::collections::BTreeSet;
 
 use super::DecodeError;
 use crate::cbor::{check_utf8, Head, Malformed, Reader, SIMPLE_FALSE, SIMPLE_NULL, SIMPLE_TRUE};
-use crate::wire::{Hash, InvalidEvent, Quality, ResourceState, Role, Value, WIRE_VERSION};
+use crate::wire::{
+    CommandOp, Hash, InvalidEvent, Quality, ResourceState, Role, Value, WIRE_VERSION,
+};
 
 /// Why reading one part of an event failed.
 #[derive(Debug)]
@@ -325,6 +327,16 @@ impl Field {
         }
     }
 
+    /// A byte string of any length (a command's `sig`, `signed`).
+    #[inline]
+    pub(super) fn byte_vec(self, r: &mut Reader<'_>) -> Parsed<Vec<u8>> {
+        let at = r.pos();
+        match r.head()? {
+            Head::Bytes(len) => Ok(r.bytes(len)?.into_owned()),
+            head => self.wrong(r, head, at, "a byte string"),
+        }
+    }
+
     #[inline]
     pub(super) fn value(self, r: &mut Reader<'_>) -> Parsed<Value> {
         let at = r.pos();
@@ -377,6 +389,16 @@ impl Field {
         self.name_of(r, |s| match s {
             "active" => Some(Role::Active),
             "standby" => Some(Role::Standby),
+            _ => None,
+        })
+    }
+
+    #[inline]
+    pub(super) fn command_op(self, r: &mut Reader<'_>) -> Parsed<CommandOp> {
+        self.name_of(r, |s| match s {
+            "write" => Some(CommandOp::Write),
+            "force" => Some(CommandOp::Force),
+            "unforce" => Some(CommandOp::Unforce),
             _ => None,
         })
     }

@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 
 use super::DecodeError;
 use crate::wire::{
-    BirthBody, Body, CheckpointBody, Event, ForcedBody, Hash, InvalidEvent, PointInfo, Quality,
-    ResourceBody, ResourceState, Role, RoleBody, UnforcedBody, Value, ValueBody, MAX_EVENT_BYTES,
-    WIRE_VERSION,
+    BirthBody, Body, CheckpointBody, CommandBody, CommandOp, Event, ForcedBody, Hash, InvalidEvent,
+    PointInfo, Quality, ResourceBody, ResourceState, Role, RoleBody, UnforcedBody, Value,
+    ValueBody, MAX_EVENT_BYTES, WIRE_VERSION,
 };
 
 type Cbor = ciborium::Value;
@@ -152,6 +152,19 @@ fn decode_body(item: Cbor) -> Result<Body, DecodeError> {
                 sig: f.fixed("sig")?,
             })
         }
+        "command" => {
+            let mut f = Fields::new(payload, &path)?;
+            Body::Command(CommandBody {
+                op: f.command_op("op")?,
+                point: f.text("point")?,
+                value: f.value("value")?,
+                by: f.text("by")?,
+                key: f.text("key")?,
+                sig: f.byte_vec("sig")?,
+                signed: f.byte_vec("signed")?,
+                outcome: f.text("outcome")?,
+            })
+        }
         _ => return Err(DecodeError::UnknownBodyTag { tag }),
     };
     Ok(body)
@@ -260,6 +273,25 @@ impl Fields {
                 })
             }
             _ => Err(wrong(self.field(name), "a byte string")),
+        }
+    }
+
+    fn byte_vec(&mut self, name: &str) -> Result<Vec<u8>, DecodeError> {
+        match self.take(name)? {
+            Cbor::Bytes(b) => Ok(b),
+            _ => Err(wrong(self.field(name), "a byte string")),
+        }
+    }
+
+    fn command_op(&mut self, name: &str) -> Result<CommandOp, DecodeError> {
+        match self.text(name)?.as_str() {
+            "write" => Ok(CommandOp::Write),
+            "force" => Ok(CommandOp::Force),
+            "unforce" => Ok(CommandOp::Unforce),
+            other => Err(DecodeError::UnknownVariant {
+                field: self.field(name),
+                got: other.into(),
+            }),
         }
     }
 

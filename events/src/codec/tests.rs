@@ -423,6 +423,17 @@ pub(super) fn every_body() -> Vec<Body> {
         point: "p1".into(),
         by: String::new(),
     }));
+    bodies.push(golden_command().body);
+    bodies.push(Body::Command(crate::CommandBody {
+        op: crate::CommandOp::Write,
+        point: "p1".into(),
+        value: Value::Int(3),
+        by: "claimed".into(),
+        key: String::new(),
+        sig: vec![],
+        signed: vec![],
+        outcome: "failed: PLC unreachable".into(),
+    }));
     for role in [Role::Active, Role::Standby] {
         bodies.push(Body::Role(RoleBody {
             member: "b".into(),
@@ -1006,3 +1017,85 @@ fn body_accessors_and_json() {
     assert_eq!(json["body"]["value"]["value"], 21.5);
     assert_eq!(json["body"]["value"]["quality"], "good");
 }
+
+/// A signed force as the serving node records it (seq 45, after the golden
+/// checkpoint); the client key is `fixed_user(3)`'s.
+pub(super) fn golden_command() -> Event {
+    let kp = crate::checkpoint::tests::fixed_user(3);
+    let signed = br#"{"node":"root.south","op":"force","point":"temp1","value":21.5,"ts":1700000000400,"nonce":"000102030405060708090a0b0c0d0e0f"}"#.to_vec();
+    let sig = crate::sign_command(&kp, &signed).unwrap().to_vec();
+    Event {
+        seq: 45,
+        ts: 1_700_000_000_423_456,
+        prev: hash(&encode(&golden_checkpoint())),
+        body: Body::Command(crate::CommandBody {
+            op: crate::CommandOp::Force,
+            point: "temp1".into(),
+            value: Value::Float(21.5),
+            by: "ops_south".into(),
+            key: kp.public_key(),
+            sig,
+            signed,
+            outcome: "accepted".into(),
+        }),
+        ..golden()
+    }
+}
+
+#[test]
+fn golden_command_bytes_never_change() {
+    let event = golden_command();
+    let bytes = encode(&event);
+    assert_eq!(hex::encode(&bytes), GOLDEN_COMMAND_HEX);
+    assert_eq!(decode(&bytes).unwrap(), event);
+    assert_eq!(event.subject(), "canopy.ev.root.south._command");
+    assert_eq!(event.body.point(), Some("temp1"));
+    let Body::Command(b) = &event.body else {
+        unreachable!()
+    };
+    crate::verify_recorded("root.south", b).unwrap();
+    // A key without a signature, or a signature without a key, is no event.
+    for broken in [
+        crate::CommandBody {
+            sig: vec![],
+            ..b.clone()
+        },
+        crate::CommandBody {
+            key: String::new(),
+            ..b.clone()
+        },
+        crate::CommandBody {
+            sig: vec![0; 63],
+            ..b.clone()
+        },
+    ] {
+        let e = Event {
+            body: Body::Command(broken),
+            ..event.clone()
+        };
+        assert!(
+            matches!(
+                decode(&encode(&e)),
+                Err(DecodeError::Invalid(InvalidEvent::BadSignature { .. }))
+            ),
+            "{e:?}"
+        );
+    }
+}
+
+const GOLDEN_COMMAND_HEX: &str = concat!(
+    "a8617601666f726967696e6a726f6f742e736f757468666d656d626572616165",
+    "65706f63680363736571182d6274731b00060a241824b6206470726576582000",
+    "71cbb4fa057eb1abed03325d926a1ad9ac840bd573ff2b69110eab1db24e8264",
+    "626f6479a167636f6d6d616e64a8626f7065666f72636565706f696e74657465",
+    "6d70316576616c7565fb4035800000000000626279696f70735f736f75746863",
+    "6b6579783855445755534b4747464449344652584b354542545245435a535651",
+    "5353574a48484a4f4748364a57473341554d46464d5134333543325534637369",
+    "6758400af30a22680d6f516cb2493a587af58fc9bc3ebc81e3a07fa73f13d07b",
+    "f94b382b4a4c0168c33148fceb95b110bb43f264f28754341b518f43053a04fd",
+    "ccae03667369676e6564587d7b226e6f6465223a22726f6f742e736f75746822",
+    "2c226f70223a22666f726365222c22706f696e74223a2274656d7031222c2276",
+    "616c7565223a32312e352c227473223a313730303030303030303430302c226e",
+    "6f6e6365223a2230303031303230333034303530363037303830393061306230",
+    "63306430653066227d676f7574636f6d65686163636570746564",
+);

@@ -1,22 +1,115 @@
-//! `canopy keys gen`: an nkey per member and witness, and the manifest.
+//! `canopy keys gen`: an nkey per member and witness, one per client
+//! principal, and the manifest.
 //!
 //! Seeds stay on the host of their process (`<out>/<node>/<member>.nk`,
-//! mode 0600); `manifest.json` holds only public keys and goes to every
+//! `<out>/clients/<name>.nk`, mode 0600); `manifest.json` holds only public
+//! keys (and each client's role and scope) and goes to every node and
 //! auditor. Existing seeds are kept unless `--force`: regenerating a key
 //! would make the old checkpoints unverifiable against the new manifest.
+//! A client that leaves the topology, or whose key is replaced, moves to
+//! `retired_clients` with the time it was retired, so what it signed
+//! before still verifies and nothing it signs later is accepted.
 
-use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use events::audit::{ClientKey, Manifest, RetiredClient};
+use topology::{Client, ClientRole, Security, Topology};
+
+/// A client `canopy lab` adds when the topology lists none: (name, role).
+pub const LAB_CLIENTS: [(&str, ClientRole); 2] = [
+    ("operator", ClientRole::Engineer),
+    ("viewer", ClientRole::Viewer),
+];
+
+/// What was generated: the manifest's path and each client's identity
+/// prefix (`--identity`).
+#[derive(Debug)]
+pub struct Generated {
+    /// `<out>/manifest.json`.
+    pub manifest: PathBuf,
+    /// Every client: its entry and its identity prefix.
+    pub clients: Vec<(Client, PathBuf)>,
+}
 
 /// Generates missing keys and (re)writes the manifest.
-pub fn gen(topology: &Path, out: &Path, force: bool) -> anyhow::Result<u8> {
+pub fn gen(topology: &Path, out: &Path, force: bool, lab_clients: bool) -> anyhow::Result<u8> {
     let topo = super::load_topology(topology)?;
-    let mut manifest = BTreeMap::new();
+    let g = gen_for(&topo, out, force, lab_clients)?;
+    eprintln!(
+        "keys: manifest at {}; client identities: {}",
+        g.manifest.display(),
+        g.clients
+            .iter()
+            .map(|(c, p)| format!(
+                "{} ({} of {}) {}",
+                c.name,
+                c.role.as_str(),
+                c.scope,
+                p.display()
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(0)
+}
+
+fn write_seed(path: &Path, kp: &nkeys::KeyPair) -> anyhow::Result<()> {
+    let seed = kp
+        .seed()
+        .map_err(|e| anyhow::anyhow!("encoding a seed: {e}"))?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(seed.as_bytes())?;
+    f.write_all(b"\n")?;
+    Ok(())
+}
+
+/// The seed at `path`, made if missing (or if `force`); true if made.
+fn seed(path: &Path, force: bool) -> anyhow::Result<(nkeys::KeyPair, bool)> {
+    if path.exists() && !force {
+        return Ok((crate::keys::load_seed(path)?, false));
+    }
+    let kp = nkeys::KeyPair::new_user();
+    write_seed(path, &kp)?;
+    Ok((kp, true))
+}
+
+/// [`gen`] on a loaded topology; `lab_defaults` adds [`LAB_CLIENTS`]
+/// (scoped to the root) when the topology lists no client.
+pub fn gen_for(
+    topo: &Topology,
+    out: &Path,
+    force: bool,
+    lab_defaults: bool,
+) -> anyhow::Result<Generated> {
+    let manifest_path = out.join("manifest.json");
+    let old: Option<Manifest> = std::fs::read_to_string(&manifest_path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let mut manifest = Manifest {
+        security: (topo.mesh.security == Security::None).then(|| "none".to_owned()),
+        retired_clients: old
+            .as_ref()
+            .map(|m| m.retired_clients.clone())
+            .unwrap_or_default(),
+        ..Manifest::default()
+    };
     let (mut created, mut kept) = (0, 0);
+    let mut count = |made: bool| {
+        if made {
+            created += 1;
+        } else {
+            kept += 1;
+        }
+    };
     for node in &topo.nodes {
         let mut names: Vec<String> = node.members.iter().map(|m| m.name.clone()).collect();
         if node.witness.is_some() {
@@ -25,37 +118,133 @@ pub fn gen(topology: &Path, out: &Path, force: bool) -> anyhow::Result<u8> {
         let dir = out.join(&node.id);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         for name in names {
-            let path = dir.join(format!("{name}.nk"));
-            let kp = if path.exists() && !force {
-                kept += 1;
-                crate::keys::load_seed(&path)?
-            } else {
-                let kp = nkeys::KeyPair::new_user();
-                let seed = kp
-                    .seed()
-                    .map_err(|e| anyhow::anyhow!("encoding a seed: {e}"))?;
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&path)
-                    .with_context(|| format!("writing {}", path.display()))?;
-                f.write_all(seed.as_bytes())?;
-                f.write_all(b"\n")?;
-                created += 1;
-                kp
-            };
-            manifest.insert(format!("{}/{name}", node.id), kp.public_key());
+            let (kp, made) = seed(&dir.join(format!("{name}.nk")), force)?;
+            count(made);
+            manifest.insert(&node.id, &name, kp.public_key());
         }
     }
-    let body = serde_json::to_string_pretty(
-        &serde_json::json!({ "mesh": topo.mesh.name, "keys": manifest }),
-    )?;
-    std::fs::write(out.join("manifest.json"), body + "\n")?;
-    eprintln!(
-        "keys: {created} created, {kept} kept; manifest at {}",
-        out.join("manifest.json").display()
-    );
-    Ok(0)
+
+    let mut clients = topo.clients.clone();
+    if clients.is_empty() && lab_defaults {
+        clients = LAB_CLIENTS
+            .iter()
+            .map(|(name, role)| Client {
+                name: (*name).to_owned(),
+                role: *role,
+                scope: topo.root().id.clone(),
+                password_hash: None,
+                line: 0,
+            })
+            .collect();
+    }
+    let dir = out.join("clients");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut identities = Vec::new();
+    for c in clients {
+        let prefix = dir.join(&c.name);
+        let (kp, made) = seed(&dir.join(format!("{}.nk", c.name)), force)?;
+        count(made);
+        manifest.clients.insert(
+            c.name.clone(),
+            ClientKey {
+                key: kp.public_key(),
+                role: c.role.as_str().to_owned(),
+                scope: c.scope.clone(),
+            },
+        );
+        identities.push((c, prefix));
+    }
+    // A client gone from the topology, or holding a new key, is retired.
+    let now_ms = crate::member::publisher::now_us() / 1000;
+    for (name, held) in old.map(|m| m.clients).unwrap_or_default() {
+        if manifest.clients.get(&name) != Some(&held) {
+            manifest.retired_clients.push(RetiredClient {
+                name,
+                held,
+                retired_ms: now_ms,
+            });
+        }
+    }
+
+    let mut body = serde_json::to_value(&manifest)?;
+    if let Some(map) = body.as_object_mut() {
+        map.insert("mesh".into(), topo.mesh.name.clone().into());
+    }
+    std::fs::write(&manifest_path, serde_json::to_string_pretty(&body)? + "\n")
+        .with_context(|| format!("writing {}", manifest_path.display()))?;
+    tracing::debug!("keys: {created} created, {kept} kept");
+    Ok(Generated {
+        manifest: manifest_path,
+        clients: identities,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a panic is the failure report in tests
+mod tests {
+    use super::*;
+
+    fn topo(clients: &str) -> Topology {
+        let text = format!("{}\n{clients}", topology::DEFAULT_TOPOLOGY);
+        Topology::parse("t.toml", &text).unwrap()
+    }
+
+    #[test]
+    fn clients_get_keys_and_a_removed_one_is_retired() {
+        let dir = tempfile::tempdir().unwrap();
+        let two = topo(
+            "[[client]]\nname = \"ops\"\nrole = \"operator\"\nscope = \"root.south\"\n\
+             [[client]]\nname = \"old\"\nrole = \"viewer\"\nscope = \"root\"\n",
+        );
+        let g = gen_for(&two, dir.path(), false, false).unwrap();
+        let m: Manifest =
+            serde_json::from_str(&std::fs::read_to_string(&g.manifest).unwrap()).unwrap();
+        assert_eq!(m.clients["ops"].scope, "root.south");
+        assert_eq!(m.clients["ops"].role, "operator");
+        let old_key = m.clients["old"].key.clone();
+        let seed = dir.path().join("clients/ops.nk");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&seed).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let id = crate::keys::ClientIdentity::load(&g.clients[0].1).unwrap();
+        assert_eq!(
+            (id.name.as_str(), id.key.public_key()),
+            ("ops", m.clients["ops"].key.clone())
+        );
+
+        // "old" leaves the topology: retired, its key kept for the audit;
+        // "ops" keeps its key.
+        let one = topo("[[client]]\nname = \"ops\"\nrole = \"operator\"\nscope = \"root.south\"\n");
+        gen_for(&one, dir.path(), false, false).unwrap();
+        let m2: Manifest =
+            serde_json::from_str(&std::fs::read_to_string(&g.manifest).unwrap()).unwrap();
+        assert_eq!(m2.clients["ops"], m.clients["ops"]);
+        assert!(!m2.clients.contains_key("old"));
+        assert_eq!(m2.retired_clients.len(), 1);
+        assert_eq!(m2.retired_clients[0].held.key, old_key);
+        assert!(m2.client(&old_key).is_none());
+    }
+
+    #[test]
+    fn a_lab_without_clients_gets_an_operator_and_a_viewer() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = gen_for(&topo(""), dir.path(), false, true).unwrap();
+        let names: Vec<_> = g
+            .clients
+            .iter()
+            .map(|(c, _)| (c.name.as_str(), c.role, c.scope.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("operator", ClientRole::Engineer, "root"),
+                ("viewer", ClientRole::Viewer, "root")
+            ]
+        );
+        let m: Manifest =
+            serde_json::from_str(&std::fs::read_to_string(&g.manifest).unwrap()).unwrap();
+        assert!(m.secured());
+    }
 }

@@ -157,8 +157,12 @@ async fn start_and_wait(
     // Keys: one per member, kept across lab runs on the same workdir so that
     // old checkpoints stay verifiable against the manifest.
     let keys = workdir.join("keys");
-    if let Err(e) = super::keys::gen(topo_path, &keys, false) {
-        return Err((e.context("generating the lab's keys"), procs));
+    let generated = match super::keys::gen_for(topo, &keys, false, true) {
+        Ok(g) => g,
+        Err(e) => return Err((e.context("generating the lab's keys"), procs)),
+    };
+    if topo.mesh.security == topology::Security::None {
+        eprintln!("lab: WARNING: security = \"none\": a plaintext tree for development; unsigned commands are served");
     }
     let mut members = Vec::new();
     for node in &topo.nodes {
@@ -231,9 +235,31 @@ async fn start_and_wait(
                     "nats_pid": nats_pid, "data": s.data, "argv": s.argv })
         })
         .collect();
-    let manifest = workdir.join("keys").join("manifest.json");
-    let ready = json!({ "ready": true, "topology": topo_path, "manifest": manifest, "members": list, "plcs": plcs });
+    let clients: serde_json::Map<String, Json> = generated
+        .clients
+        .iter()
+        .map(|(c, identity)| {
+            let mut nkey = identity.as_os_str().to_owned();
+            nkey.push(".nk");
+            (
+                c.name.clone(),
+                json!({ "role": c.role.as_str(), "scope": c.scope, "identity": identity, "nkey": PathBuf::from(nkey) }),
+            )
+        })
+        .collect();
+    let ready = json!({ "ready": true, "topology": topo_path, "manifest": generated.manifest,
+                        "members": list, "plcs": plcs, "clients": clients });
     println!("{ready}");
+    if let Some((_, id)) = generated
+        .clients
+        .iter()
+        .find(|(c, _)| c.role == topology::ClientRole::Engineer)
+    {
+        eprintln!(
+            "lab: commands are signed: export CANOPY_IDENTITY={} (or pass --identity)",
+            id.display()
+        );
+    }
     eprintln!("lab: ready; Ctrl-C stops everything");
     Ok(procs)
 }

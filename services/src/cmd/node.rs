@@ -16,6 +16,11 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<u8> {
         id,
         data: a.data,
         nats,
+        manifest: a.manifest.or_else(|| {
+            a.key
+                .as_ref()
+                .and_then(|k| k.parent()?.parent().map(|d| d.join("manifest.json")))
+        }),
         key: a.key,
         new_history: a.new_history,
         confirm_empty_raft_store: a.confirm_empty_raft_store,

@@ -64,6 +64,10 @@ pub struct Ctx {
     pub new_history: bool,
     /// For a pair, what bounds an `on_deactivate` hook once the lease ended.
     pub peer_grant: Option<super::hooks::GrantBound>,
+    /// The checks on signed commands (None: no key manifest).
+    pub authority: Option<Arc<super::authority::Authority>>,
+    /// Whether commands must be signed.
+    pub secured: bool,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -270,6 +274,9 @@ impl Active {
             publisher: active.publisher.clone(),
             poller: ctx.poller.clone(),
             metrics: ctx.metrics.clone(),
+            authority: ctx.authority.clone(),
+            secured: ctx.secured,
+            own_mark: ctx.own_mark.clone(),
         };
         let (client, c) = (ctx.client.clone(), cancel.clone());
         let task = tokio::spawn(async move {

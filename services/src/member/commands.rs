@@ -2,7 +2,11 @@
 //!
 //! Requests come from anywhere in the tree: NATS interest routing across
 //! leafnodes delivers them to the owning node. Every request gets a reply,
-//! and a malformed one is counted, never fatal.
+//! and a malformed one is counted, never fatal. On a secured tree a
+//! command must be signed by a client of the key manifest whose role and
+//! scope allow it ([`super::authority`]); every command carried out is
+//! recorded as a `command` event (who asked, the signed request, and for a
+//! write what came of it), a force or unforce just before its effect.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -11,14 +15,15 @@ use std::time::Instant;
 use adapters::poller::{PollerHandle, WriteError};
 use anyhow::Context as _;
 use async_nats::Client;
-use events::{Body, ForcedBody, UnforcedBody, Value};
+use events::{Body, CommandBody, ForcedBody, UnforcedBody, Value};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use topology::{DataType, Node, Source};
 
+use super::authority::{Authority, Checked};
 use super::metrics::Metrics;
 use super::publisher::Publisher;
-use crate::wire::{Command, Op, Reply};
+use crate::wire::{Command, Op, Reply, SignedCommand};
 
 /// What the command handler needs.
 #[derive(Debug)]
@@ -31,6 +36,13 @@ pub struct Handler {
     pub poller: Option<PollerHandle>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// The checks on signed commands (None: no key manifest).
+    pub authority: Option<Arc<Authority>>,
+    /// Whether commands must be signed (every tree but `security = "none"`).
+    pub secured: bool,
+    /// The fold's last event of the node's own origin: commands wait for
+    /// it to reach the activation's first events.
+    pub own_mark: tokio::sync::watch::Receiver<Option<events::Mark>>,
 }
 
 /// Serves commands until `cancel`.
@@ -44,6 +56,21 @@ pub async fn serve(
         .queue_subscribe(subject.clone(), "canopy-cmd".to_owned())
         .await
         .with_context(|| format!("subscribing to {subject}"))?;
+    // Requests wait in the subscription until every command served before
+    // is known (see `authority`): the start read, and the fold up to this
+    // activation's own first events.
+    if let Some(authority) = &handler.authority {
+        let upto = handler.publisher.last().seq;
+        let mut mark = handler.own_mark.clone();
+        let caught_up = async {
+            authority.started().await;
+            let _ = mark.wait_for(|m| m.is_some_and(|m| m.seq >= upto)).await;
+        };
+        tokio::select! {
+            _ = caught_up => {}
+            _ = cancel.cancelled() => return Ok(()),
+        }
+    }
     loop {
         let msg = tokio::select! {
             m = sub.next() => match m { Some(m) => m, None => return Ok(()) },
@@ -62,83 +89,170 @@ pub async fn serve(
     }
 }
 
+/// A command to carry out: what, and who asked (with the proof, when
+/// signed).
+struct Asked {
+    op: Op,
+    point: String,
+    value: Option<serde_json::Value>,
+    by: String,
+    auth: Option<Checked>,
+}
+
 impl Handler {
     async fn handle(&self, payload: &[u8]) -> Reply {
-        let cmd: Command = match serde_json::from_slice(payload) {
-            Ok(c) => c,
-            Err(e) => {
-                self.metrics.bad_commands.fetch_add(1, Ordering::Relaxed);
-                return Reply::error(format!(
-                    "bad command: {e} (expected {{\"op\": \"write\"|\"force\"|\"unforce\", \"point\": NAME, \"value\": V}})"
-                ));
-            }
+        let asked = match self.admit(payload) {
+            Ok(a) => a,
+            Err(msg) => return self.refusal(msg),
         };
-        match self.execute(cmd).await {
+        match self.execute(asked).await {
             Ok(reply) => reply,
-            Err(msg) => {
-                let mut r = Reply::error(msg);
-                r.origin = Some(self.node.id.clone());
-                r.epoch = Some(self.publisher.last().epoch);
-                r
-            }
+            Err(msg) => self.refusal(msg),
         }
     }
 
-    async fn execute(&self, cmd: Command) -> Result<Reply, String> {
+    fn refusal(&self, msg: String) -> Reply {
+        let mut r = Reply::error(msg);
+        r.origin = Some(self.node.id.clone());
+        r.epoch = Some(self.publisher.last().epoch);
+        r
+    }
+
+    /// Parses a request and, when signed, checks it; counts what it
+    /// refuses.
+    fn admit(&self, payload: &[u8]) -> Result<Asked, String> {
+        let signed = serde_json::from_slice::<serde_json::Value>(payload)
+            .ok()
+            .is_some_and(|v| v.get("signed").is_some());
+        if signed {
+            let cmd: SignedCommand = serde_json::from_slice(payload).map_err(|e| {
+                self.metrics.bad_commands.fetch_add(1, Ordering::Relaxed);
+                format!("bad command: {e} (expected {{\"signed\": REQUEST, \"key\": \"U...\", \"sig\": HEX}})")
+            })?;
+            let Some(authority) = &self.authority else {
+                self.metrics
+                    .refused_commands
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err("refused (key): this member has no key manifest to check a signed command against".to_owned());
+            };
+            let checked = authority
+                .check(&self.node.id, &cmd, super::publisher::now_us() / 1000)
+                .inspect_err(|e| {
+                    self.metrics
+                        .refused_commands
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!("command refused: {e}");
+                })?;
+            return Ok(Asked {
+                op: checked.request.op,
+                point: checked.request.point.clone(),
+                value: checked.request.value.clone(),
+                by: checked.by.clone(),
+                auth: Some(checked),
+            });
+        }
+        let cmd: Command = serde_json::from_slice(payload).map_err(|e| {
+            self.metrics.bad_commands.fetch_add(1, Ordering::Relaxed);
+            format!(
+                "bad command: {e} (expected {{\"op\": \"write\"|\"force\"|\"unforce\", \"point\": NAME, \"value\": V}})"
+            )
+        })?;
+        if self.secured {
+            self.metrics
+                .refused_commands
+                .fetch_add(1, Ordering::Relaxed);
+            return Err("refused (signature): this tree is secured: a command must be signed by a client of the key manifest (give the CLI --identity, see README \"Security\")".to_owned());
+        }
+        Ok(Asked {
+            op: cmd.op,
+            point: cmd.point,
+            value: cmd.value,
+            by: cmd.by.unwrap_or_default(),
+            auth: None,
+        })
+    }
+
+    /// The `command` event recording `asked` with `outcome`.
+    fn record(&self, asked: &Asked, value: Value, outcome: String) -> Body {
+        let (key, sig, signed) = match &asked.auth {
+            Some(c) => (c.key.clone(), c.sig.clone(), c.signed.clone()),
+            None => (String::new(), Vec::new(), Vec::new()),
+        };
+        Body::Command(CommandBody {
+            op: asked.op,
+            point: asked.point.clone(),
+            value,
+            by: asked.by.clone(),
+            key,
+            sig,
+            signed,
+            outcome,
+        })
+    }
+
+    async fn execute(&self, asked: Asked) -> Result<Reply, String> {
         let node = &self.node;
-        let point = node.point(&cmd.point).ok_or_else(|| {
+        let point = node.point(&asked.point).ok_or_else(|| {
             let names: Vec<&str> = node.points.iter().map(|p| p.name.as_str()).collect();
             format!(
                 "unknown point {:?} on {} (points: {})",
-                cmd.point,
+                asked.point,
                 node.id,
                 names.join(", ")
             )
         })?;
-        let by = cmd.by.clone().unwrap_or_default();
-        let confirmed = match cmd.op {
+        let by = asked.by.clone();
+        let publish = |body| async move {
+            self.publisher
+                .publish(body)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let confirmed = match asked.op {
             Op::Write => {
                 if !point.writable {
                     return Err(format!("point {}.{} is not writable", node.id, point.name));
                 }
-                let value = typed_value(point.name.as_str(), &point.source, cmd.value.as_ref())?;
+                let value = typed_value(point.name.as_str(), &point.source, asked.value.as_ref())?;
                 let poller = self
                     .poller
                     .as_ref()
                     .ok_or_else(|| format!("{} has no PLC connection", node.id))?;
-                poller
-                    .write(&point.name, value)
+                let written = poller
+                    .write(&point.name, value.clone())
                     .await
                     .map_err(|e| match e {
                         WriteError::Plc(e) => format!("PLC unreachable or refused the write: {e}"),
                         other => other.to_string(),
-                    })?;
-                self.publisher.last()
+                    });
+                let outcome = match &written {
+                    Ok(()) => "ok".to_owned(),
+                    Err(e) => format!("failed: {e}"),
+                };
+                let recorded = publish(self.record(&asked, value, outcome)).await;
+                written?;
+                recorded?
             }
             Op::Force => {
-                let value = typed_value(point.name.as_str(), &point.source, cmd.value.as_ref())?;
-                let body = Body::Forced(ForcedBody {
+                let value = typed_value(point.name.as_str(), &point.source, asked.value.as_ref())?;
+                publish(self.record(&asked, value.clone(), "accepted".to_owned())).await?;
+                publish(Body::Forced(ForcedBody {
                     point: point.name.clone(),
                     value,
                     by,
-                });
-                self.publisher
-                    .publish(body)
-                    .await
-                    .map_err(|e| e.to_string())?
+                }))
+                .await?
             }
             Op::Unforce => {
-                if cmd.value.is_some() {
+                if asked.value.is_some() {
                     return Err("unforce takes no value".to_owned());
                 }
-                let body = Body::Unforced(UnforcedBody {
+                publish(self.record(&asked, Value::Null, "accepted".to_owned())).await?;
+                publish(Body::Unforced(UnforcedBody {
                     point: point.name.clone(),
                     by,
-                });
-                self.publisher
-                    .publish(body)
-                    .await
-                    .map_err(|e| e.to_string())?
+                }))
+                .await?
             }
         };
         Ok(Reply {

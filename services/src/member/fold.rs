@@ -96,6 +96,9 @@ pub struct Fold {
     /// The last valid event of the node's own origin folded so far: where
     /// an activation's publisher starts its walk to the chain head.
     pub own_mark: watch::Sender<Option<Mark>>,
+    /// Told the nonce of every signed command of the node's own origin
+    /// folded, so a member that takes over knows what was served before.
+    pub authority: Option<Arc<super::authority::Authority>>,
 }
 
 /// Restores from the snapshot where the streams confirm it, starts the
@@ -171,6 +174,9 @@ pub async fn run(f: Fold, cancel: CancellationToken) -> anyhow::Result<()> {
                         pos.read = ev.seq;
                         pos.mark = Some(Mark { seq: ev.seq, epoch: ev.epoch, hash });
                         if ev.origin == f.node {
+                            if let (Some(a), events::Body::Command(b)) = (&f.authority, &ev.body) {
+                                a.observe(b);
+                            }
                             f.own_mark.send_replace(pos.mark);
                         }
                         if stalled.remove(&ev.origin).is_some() {

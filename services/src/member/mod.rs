@@ -16,6 +16,7 @@
 //! resources out of service and drains the publisher under a grace timeout.
 
 pub mod active;
+pub mod authority;
 pub mod boot;
 pub mod commands;
 pub mod control;
@@ -57,6 +58,9 @@ pub struct Options {
     /// The member's nkey seed file (`canopy keys gen`): checkpoints are
     /// signed with it. None: no checkpoints.
     pub key: Option<PathBuf>,
+    /// The key manifest signed commands are checked against (None: no
+    /// signed command can be checked; on a secured tree none is served).
+    pub manifest: Option<PathBuf>,
     /// Start a new history even if the parent holds the node's old one
     /// (`--new-history`: an operator's explicit choice after a lost disk).
     pub new_history: bool,
@@ -140,6 +144,29 @@ async fn serve(
             None
         }
     };
+    let secured = id.topo.mesh.security == topology::Security::Secured;
+    let authority = match &opts.manifest {
+        Some(path) if path.exists() || secured => Some(Arc::new(authority::Authority::load(path)?)),
+        _ => None,
+    };
+    if secured && authority.is_none() {
+        anyhow::bail!(
+            "this tree is secured ([mesh] security is not \"none\"): commands are checked against the key manifest; give --manifest (canopy keys gen writes it) or --key beside it"
+        );
+    }
+    if !secured {
+        tracing::warn!(
+            "security = \"none\": plaintext tree for development; unsigned commands are served"
+        );
+    }
+    if let Some(a) = &authority {
+        // The fold tells it every command from its position on; what came
+        // before (a restored snapshot's position) is read once here.
+        tokio::spawn(
+            a.clone()
+                .load_at_start(js.clone(), node.id.clone(), always.clone()),
+        );
+    }
     let (own_mark, own_mark_rx) = watch::channel(None);
     let fold_task = tokio::spawn({
         let f = fold::Fold {
@@ -151,6 +178,7 @@ async fn serve(
             snapshot: Some(fold::snapshot_path(&opts.data)),
             metrics: metrics.clone(),
             own_mark,
+            authority: authority.clone(),
         };
         let c = always.clone();
         async move {
@@ -176,6 +204,8 @@ async fn serve(
         own_mark: own_mark_rx,
         new_history: opts.new_history,
         peer_grant,
+        authority,
+        secured,
     };
     let plc_health = plc.map(|(_, h)| h);
     let mut stream_copy = None;

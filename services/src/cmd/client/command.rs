@@ -5,8 +5,8 @@ use anyhow::bail;
 use serde_json::{json, Value as Json};
 
 use super::{connect, request};
-use crate::cli::{CommandArgs, ServerArg, UnforceArgs};
-use crate::wire::{Command, Op, Reply};
+use crate::cli::{CommandArgs, ServerArg, UnforceArgs, WhoArg};
+use crate::wire::{Command, Op, Reply, SignedCommand};
 
 /// Splits `root.south.fan1_speed` into (`root.south`, `fan1_speed`).
 fn split_point(point: &str) -> anyhow::Result<(&str, &str)> {
@@ -36,11 +36,20 @@ async fn send_command(
     server: &ServerArg,
     point: &str,
     cmd: Command,
+    who: &WhoArg,
     as_json: bool,
 ) -> anyhow::Result<u8> {
     let (node, _) = split_point(point)?;
+    let body = match &who.identity {
+        Some(prefix) => {
+            let id = crate::keys::ClientIdentity::load(prefix)?;
+            let now_ms = crate::member::publisher::now_us() / 1000;
+            let signed = SignedCommand::sign(&id.key, node, cmd.op, &cmd.point, cmd.value, now_ms)?;
+            serde_json::to_vec(&signed)?
+        }
+        None => serde_json::to_vec(&cmd)?,
+    };
     let client = connect(server).await?;
-    let body = serde_json::to_vec(&cmd)?;
     let parsed: Reply = request(&client, events::subjects::cmd_subject(node), body).await?;
     if as_json {
         println!("{}", serde_json::to_string(&parsed)?);
@@ -65,9 +74,9 @@ pub async fn command(op: Op, a: CommandArgs) -> anyhow::Result<u8> {
         op,
         point: name.to_owned(),
         value: Some(parse_value(&a.value)?),
-        by: Some(a.by.clone()),
+        by: Some(a.who.by.clone()),
     };
-    send_command(&a.server, &a.point, cmd, a.json).await
+    send_command(&a.server, &a.point, cmd, &a.who, a.json).await
 }
 
 /// `canopy unforce`.
@@ -77,9 +86,9 @@ pub async fn unforce(a: UnforceArgs) -> anyhow::Result<u8> {
         op: Op::Unforce,
         point: name.to_owned(),
         value: None,
-        by: Some(a.by.clone()),
+        by: Some(a.who.by.clone()),
     };
-    send_command(&a.server, &a.point, cmd, a.json).await
+    send_command(&a.server, &a.point, cmd, &a.who, a.json).await
 }
 
 #[cfg(test)]

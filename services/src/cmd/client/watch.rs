@@ -66,14 +66,27 @@ fn event_json(ev: &Event) -> Json {
         Body::Birth(_) => ("birth", None, None, None),
         Body::Resource(_) => ("resource", None, None, None),
         Body::Checkpoint(_) => ("checkpoint", None, None, None),
+        Body::Command(b) => (
+            "command",
+            Some(b.point.as_str()),
+            serde_json::to_value(&b.value).ok(),
+            None,
+        ),
     };
-    json!({
+    let mut j = json!({
         "kind": kind,
         "point": point.map(|p| format!("{}.{p}", ev.origin)),
         "value": value,
         "quality": quality.map(|q| serde_json::to_value(q).unwrap_or_default()),
         "origin": ev.origin, "seq": ev.seq, "epoch": ev.epoch, "ts": ev.ts, "member": ev.member,
-    })
+    });
+    if let (Body::Command(b), Some(map)) = (&ev.body, j.as_object_mut()) {
+        map.insert("op".into(), b.op.as_str().into());
+        map.insert("by".into(), b.by.clone().into());
+        map.insert("outcome".into(), b.outcome.clone().into());
+        map.insert("signed".into(), b.is_signed().into());
+    }
+    j
 }
 
 fn print_event(ev: &Event, as_json: bool) {
@@ -123,6 +136,21 @@ fn print_event(ev: &Event, as_json: bool) {
         Body::Checkpoint(b) => println!(
             "{} checkpoint by {} over seq {} (seq {})",
             ev.origin, b.member, b.head_seq, ev.seq
+        ),
+        Body::Command(b) => println!(
+            "{}.{} command: {} {} by {}{}: {} (seq {})",
+            ev.origin,
+            b.point,
+            b.op,
+            b.value,
+            b.by,
+            if b.is_signed() {
+                " (signed)"
+            } else {
+                " (unsigned)"
+            },
+            b.outcome,
+            ev.seq
         ),
     }
 }

@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value as Json};
+use std::sync::Arc;
+
+use events::CommandOp;
+use serde_json::json;
 
 use super::{Acked, LEAF};
 
@@ -16,7 +19,7 @@ pub(super) struct Load {
 }
 
 impl Load {
-    pub(super) fn start(client: async_nats::Client) -> Load {
+    pub(super) fn start(client: async_nats::Client, key: Arc<nkeys::KeyPair>) -> Load {
         let stop = tokio_util::sync::CancellationToken::new();
         let s = stop.clone();
         let task = tokio::spawn(async move {
@@ -31,8 +34,8 @@ impl Load {
                 i += 1;
                 let (node, point) = targets[(i % targets.len() as u64) as usize];
                 let value = (i % 1000) as f64 + 0.5;
-                let body = json!({ "op": "force", "point": point, "value": value, "by": "faults" });
-                if let Some(r) = command(&client, node, &body).await {
+                let force = (CommandOp::Force, point, json!(value));
+                if let Some(r) = command(&client, &key, node, force).await {
                     if r.ok {
                         if let Some(seq) = r.seq {
                             acked.push(Acked {
@@ -45,8 +48,8 @@ impl Load {
                         }
                     }
                 }
-                let write = json!({ "op": "write", "point": "speed", "value": i % 500 });
-                let _ = command(&client, "root.plc", &write).await;
+                let write = (CommandOp::Write, "speed", json!(i % 500));
+                let _ = command(&client, &key, "root.plc", write).await;
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(150)) => {}
                     _ = s.cancelled() => {}
@@ -63,14 +66,20 @@ impl Load {
     }
 }
 
+/// Sends `op` of `point` to `node`, signed with `key`.
 async fn command(
     client: &async_nats::Client,
+    key: &nkeys::KeyPair,
     node: &str,
-    body: &Json,
+    (op, point, value): (CommandOp, &str, serde_json::Value),
 ) -> Option<crate::wire::Reply> {
+    let now_ms = crate::member::publisher::now_us() / 1000;
+    let signed =
+        crate::wire::SignedCommand::sign(key, node, op, point, Some(value), now_ms).ok()?;
+    let body = serde_json::to_vec(&signed).ok()?;
     let msg = tokio::time::timeout(
         Duration::from_secs(2),
-        client.request(events::subjects::cmd_subject(node), body.to_string().into()),
+        client.request(events::subjects::cmd_subject(node), body.into()),
     )
     .await
     .ok()?

@@ -219,6 +219,8 @@ struct Campaign {
     /// Every pid a member of the PLC's pair ever had → its member name.
     writers: proxy::Writers,
     root: async_nats::Client,
+    /// The lab's engineer client, which signs the load's commands.
+    operator: Arc<nkeys::KeyPair>,
     manifest: events::audit::Manifest,
     audit: events::audit::AuditConfig,
     /// Violations reported by earlier schedules (the audit reads the whole
@@ -292,6 +294,10 @@ impl Campaign {
                     .map(|p| (p.pid, p.member.clone())),
             );
         }
+        let identity = ready["clients"]["operator"]["identity"]
+            .as_str()
+            .context("the lab's operator client")?;
+        let operator = Arc::new(crate::keys::ClientIdentity::load(Path::new(identity))?.key);
         let manifest_path = ready["manifest"].as_str().context("manifest")?;
         let manifest = serde_json::from_str(&std::fs::read_to_string(manifest_path)?)?;
         let root_url = crate::natsconf::client_url(&topo.root().members[0].endpoint);
@@ -309,6 +315,7 @@ impl Campaign {
             restarted: Arc::new(Mutex::new(Vec::new())),
             writers,
             root,
+            operator,
             manifest,
             audit,
             reported: std::collections::BTreeSet::new(),
@@ -334,7 +341,7 @@ impl Campaign {
     async fn schedule(&mut self, faults: &[Fault]) -> anyhow::Result<Row> {
         let tails_before = self.root_tails().await?;
         let writes_before = self.proxy.writes().len();
-        let load = Load::start(self.root.clone());
+        let load = Load::start(self.root.clone(), self.operator.clone());
         let started = Instant::now();
         let mut set = JoinSet::new();
         let busy = Arc::new(Mutex::new(std::collections::BTreeSet::new()));

@@ -1,0 +1,254 @@
+//! Signed commands on the secured tree (the default): a command is served
+//! only when a client of the key manifest signed it for this node, now,
+//! once, with a role and scope that allow it; each refusal names the check
+//! and changes nothing; an accepted force is recorded with its signature,
+//! and `canopy audit` verifies who asked. A replay is refused across a
+//! failover too. `security = "none"` serves the old unsigned commands.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use events::CommandOp;
+use nix::sys::signal::Signal;
+use serde_json::{json, Value as Json};
+use tests::{connect, member_info, read_stream, request, sim_point, state, wait_for, Lab};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A root with one leaf (`root.south`) and a sibling (`root.north`), and
+/// three clients: an engineer of the whole tree, a viewer, and an engineer
+/// of `root.north` only.
+fn tree(pair: bool) -> String {
+    let b = tests::TopologyBuilder::new("sec").node("root", "", "");
+    let b = if pair {
+        b.pair("root.south", "", &sim_point("t", 200))
+    } else {
+        b.node("root.south", "", &sim_point("t", 200))
+    };
+    let mut text = b.node("root.north", "", &sim_point("t", 200)).build();
+    text.push_str(
+        "\n[[client]]\nname = \"eng\"\nrole = \"engineer\"\nscope = \"root\"\n\
+         [[client]]\nname = \"view\"\nrole = \"viewer\"\nscope = \"root\"\n\
+         [[client]]\nname = \"north\"\nrole = \"engineer\"\nscope = \"root.north\"\n",
+    );
+    text
+}
+
+/// The request's reply and the south stream's last seq after it.
+async fn send(client: &async_nats::Client, node: &str, body: &str) -> anyhow::Result<Json> {
+    request(client, &format!("canopy.cmd.{node}"), body).await
+}
+
+fn refused_by(reply: &Json, check: &str) -> bool {
+    reply["ok"] == false
+        && reply["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with(&format!("refused ({check})")))
+}
+
+/// How many forced / command events the stream of `origin` holds.
+async fn commands_in(client: &async_nats::Client, origin: &str) -> anyhow::Result<(usize, usize)> {
+    let domain = events::subjects::domain(origin);
+    let msgs = read_stream(client, &domain, origin).await?;
+    let mut counts = (0, 0);
+    for (_, bytes) in &msgs {
+        match events::decode(bytes)?.body {
+            events::Body::Forced(_) => counts.0 += 1,
+            events::Body::Command(_) => counts.1 += 1,
+            _ => {}
+        }
+    }
+    Ok(counts)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_a_signed_command_within_role_and_scope_is_served_and_the_audit_verifies_who_asked(
+) -> anyhow::Result<()> {
+    let lab = Lab::start(&tree(false), &[])?;
+    let south = "root.south";
+    let root = connect(&lab.url("root", "a")?).await?;
+    let value = Some(json!(42.5));
+    let sign = |client: &str, node: &str, op| lab.signed(client, node, op, "t", value.clone());
+
+    // Every refusal names its check and leaves the stream without a
+    // forced or command event.
+    let unsigned = r#"{"op":"force","point":"t","value":42.5}"#;
+    let r = send(&root, south, unsigned).await?;
+    assert!(refused_by(&r, "signature"), "{r}");
+    let r = send(&root, south, &sign("view", south, CommandOp::Force)?).await?;
+    assert!(refused_by(&r, "role"), "{r}");
+    let r = send(&root, south, &sign("north", south, CommandOp::Force)?).await?;
+    assert!(refused_by(&r, "scope"), "{r}");
+    // Signed for another node, sent to this one.
+    let r = send(&root, south, &sign("eng", "root.north", CommandOp::Force)?).await?;
+    assert!(refused_by(&r, "node"), "{r}");
+    // The signed bytes changed on the way.
+    let tampered = sign("eng", south, CommandOp::Force)?.replace("42.5", "99.5");
+    let r = send(&root, south, &tampered).await?;
+    assert!(refused_by(&r, "signature"), "{r}");
+    // Signed a minute ago.
+    let id = services::keys::ClientIdentity::load(&lab.identity("eng")?)?;
+    let minute_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64
+        - 60_000;
+    let stale = services::wire::SignedCommand::sign(
+        &id.key,
+        south,
+        CommandOp::Force,
+        "t",
+        value.clone(),
+        minute_ago,
+    )?;
+    let r = send(&root, south, &serde_json::to_string(&stale)?).await?;
+    assert!(refused_by(&r, "time"), "{r}");
+    // A key the manifest does not know.
+    let stranger = events::nkeys::KeyPair::new_user();
+    let now_ms = minute_ago + 60_000;
+    let unknown = services::wire::SignedCommand::sign(
+        &stranger,
+        south,
+        CommandOp::Force,
+        "t",
+        value.clone(),
+        now_ms,
+    )?;
+    let r = send(&root, south, &serde_json::to_string(&unknown)?).await?;
+    assert!(refused_by(&r, "key"), "{r}");
+    assert_eq!(
+        commands_in(&root, south).await?,
+        (0, 0),
+        "a refusal left a trace"
+    );
+    let info = member_info(&root, south, "a").await?;
+    assert_eq!(info["counters"]["refused_commands"], 7, "{info}");
+
+    // The engineer's force is served once; the same message again is a replay.
+    let force = sign("eng", south, CommandOp::Force)?;
+    let r = send(&root, south, &force).await?;
+    assert_eq!(r["ok"], true, "{r}");
+    let r = send(&root, south, &force).await?;
+    assert!(refused_by(&r, "replay"), "{r}");
+    wait_for("the forced value at the root", WAIT, || async {
+        let s = state(&root, "root").await?;
+        let p = &s["points"]["root.south.t"];
+        Ok((p["forced"] == true && p["value"] == 42.5).then_some(()))
+    })
+    .await?;
+    assert_eq!(commands_in(&root, south).await?, (1, 1));
+
+    // The audit of the root's copy verifies the signature and the client.
+    let manifest = lab.ready["manifest"]
+        .as_str()
+        .context("manifest")?
+        .to_owned();
+    let url = lab.url("root", "a")?;
+    let audit = |origin: &'static str| {
+        let (manifest, url) = (manifest.clone(), url.clone());
+        tokio::task::spawn_blocking(move || {
+            tests::cli(&[
+                "audit",
+                "--server",
+                &url,
+                "--node",
+                "root",
+                "--origin",
+                origin,
+                "--manifest",
+                &manifest,
+                "--json",
+            ])
+        })
+    };
+    let (code, out, err) = audit(south).await??;
+    assert_eq!(code, 0, "{out}\n{err}");
+    // The forced event says who asked, by the manifest's name.
+    let domain = events::subjects::domain("root");
+    let copy = read_stream(&root, &domain, south).await?;
+    let by: Vec<String> = copy
+        .iter()
+        .filter_map(|(_, b)| match events::decode(b).ok()?.body {
+            events::Body::Forced(f) => Some(f.by),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(by, ["eng"]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_replayed_after_a_failover_is_refused_by_the_new_active() -> anyhow::Result<()> {
+    let lab = Lab::start(&tree(true), &[])?;
+    let south = "root.south";
+    let root = connect(&lab.url("root", "a")?).await?;
+    let force = lab.signed("eng", south, CommandOp::Force, "t", Some(json!(7)))?;
+    let r = send(&root, south, &force).await?;
+    assert_eq!(r["ok"], true, "{r}");
+    let (epoch, active) = (r["epoch"].as_u64().context("epoch")?, {
+        let mut found = None;
+        for m in ["a", "b"] {
+            let info = member_info(&root, south, m).await?;
+            if info["role"] == "active" {
+                found = Some(m);
+            }
+        }
+        found.context("no active member")?
+    });
+    let pid = lab.member(south, active)?["pid"].as_u64().context("pid")? as u32;
+    assert!(tests::kill(pid, Signal::SIGKILL));
+    let other = if active == "a" { "b" } else { "a" };
+    wait_for("the other member active in a newer epoch", WAIT, || async {
+        let info = member_info(&root, south, other).await?;
+        Ok((info["role"] == "active" && info["epoch"].as_u64() > Some(epoch)).then_some(()))
+    })
+    .await?;
+    // Served by the new active (the only one): refused as a replay.
+    let r = send(&root, south, &force).await?;
+    assert!(refused_by(&r, "replay"), "{r}");
+    let info = member_info(&root, south, other).await?;
+    assert_eq!(info["counters"]["refused_commands"], 1, "{info}");
+    // Nothing recorded: once a fresh unforce has reached the root, the
+    // root's copy holds one force, one unforce and their two commands.
+    let unforce = lab.signed("eng", south, CommandOp::Unforce, "t", None)?;
+    let r = send(&root, south, &unforce).await?;
+    assert_eq!(r["ok"], true, "{r}");
+    wait_for("the unforce at the root", WAIT, || async {
+        let s = state(&root, "root").await?;
+        Ok((s["points"]["root.south.t"]["forced"] == false).then_some(()))
+    })
+    .await?;
+    let copy = read_stream(&root, &events::subjects::domain("root"), south).await?;
+    let mut kinds = std::collections::BTreeMap::new();
+    for (_, bytes) in &copy {
+        *kinds.entry(events::decode(bytes)?.body.tag()).or_insert(0) += 1;
+    }
+    assert_eq!(
+        (
+            kinds.get("forced"),
+            kinds.get("unforced"),
+            kinds.get("command")
+        ),
+        (Some(&1), Some(&1), Some(&2)),
+        "{kinds:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plaintext_tree_serves_unsigned_commands() -> anyhow::Result<()> {
+    let text = tests::TopologyBuilder::new("plain")
+        .node("root", "", &sim_point("t", 200))
+        .build()
+        .replace("[mesh]\n", "[mesh]\nsecurity = \"none\"\n");
+    let lab = Lab::start(&text, &[])?;
+    let root = connect(&lab.url("root", "a")?).await?;
+    let r = send(
+        &root,
+        "root",
+        r#"{"op":"force","point":"t","value":3,"by":"dev"}"#,
+    )
+    .await?;
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(commands_in(&root, "root").await?, (1, 1));
+    Ok(())
+}
