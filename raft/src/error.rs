@@ -80,6 +80,14 @@ pub enum ProposeError {
     Raft(String),
 }
 
+impl ProposeError {
+    /// Whether proposing again may succeed: no leader yet, another
+    /// leader, no answer in time, or the leader unreachable.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, ProposeError::Raft(_))
+    }
+}
+
 /// Why one RPC to a peer failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {

@@ -1083,3 +1083,29 @@ async fn stores_without_the_identity_file_keep_working_and_learn_it_back() -> an
     }
     g.monitor.check()
 }
+
+/// An operator's maintenance request made just after the raft leader died
+/// (the asker still names the dead leader) commits once the other two have
+/// elected a new one, instead of failing on the forward to the dead one.
+#[tokio::test]
+async fn maintenance_asked_just_after_the_raft_leader_died_still_commits() -> anyhow::Result<()> {
+    let mut g = Group::start(None).await?;
+    g.settled().await?;
+    let views = g
+        .wait_for("one raft leader known everywhere", SETTLE, |v| {
+            let leaders: std::collections::BTreeSet<_> = v.values().map(|x| x.leader).collect();
+            leaders.len() == 1 && leaders.iter().all(Option::is_some)
+        })
+        .await?;
+    let leader = views
+        .values()
+        .next()
+        .and_then(|v| v.leader)
+        .context("leader")?;
+    let asker = [1, 2].into_iter().find(|m| *m != leader).context("asker")?;
+    g.stop_node(leader).await?;
+    // Taking a member out of maintenance passes every check of the asker:
+    // what is tested is the proposal alone.
+    g.pair(asker).set_maintenance(false).await?;
+    Ok(())
+}

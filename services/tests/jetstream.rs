@@ -212,7 +212,21 @@ async fn reseals_onto_the_event_another_member_wrote(server: Server, replicas: u
     for i in 1..=3 {
         a.publish(body(i)).await.unwrap();
     }
-    let (b, b_task) = start("b", 2).await.unwrap();
+    // A publisher's start reads the stream; a failed read is an error the
+    // caller retries (as a member's activation does): on a fresh R3
+    // stream under load, the read consumer may not answer yet ("no
+    // responders", measured in CI).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let (b, b_task) = loop {
+        match start("b", 2).await {
+            Ok(started) => break started,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                eprintln!("b's publisher not started yet: {e:#}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("b's publisher never started: {e:#}"),
+        }
+    };
     assert_eq!(a.publish(body(4)).await.unwrap().seq, 4);
     let c = tokio::time::timeout(Duration::from_secs(30), b.publish(body(5)))
         .await

@@ -37,6 +37,10 @@ use crate::types::MEMBERS;
 use crate::types::NO_INCARNATION;
 use crate::types::VOTERS;
 
+/// How long an operator's request (maintenance) may take to commit: a
+/// person waits seconds, and no lease depends on it.
+const OPERATOR_DEADLINE: Duration = Duration::from_secs(5);
+
 /// Renewals in flight at once: enough to ride out one slow commit without
 /// a gap, few enough that a stalled leader does not pile up proposals.
 const MAX_RENEW_INFLIGHT: usize = 3;
@@ -419,27 +423,47 @@ impl Driver {
     }
 
     /// Proposes this member's maintenance flag; `reply` gets the outcome.
+    /// An operator's request, so it rides out a leader election or a slow
+    /// commit by proposing again until [`OPERATOR_DEADLINE`] (the flag is
+    /// set, not toggled: proposing it twice is harmless); each try has the
+    /// RPC timeout. Answered at once, as before, it failed whenever the
+    /// raft leader had just died or a commit took over 250 ms under load
+    /// (CI: "proposal failed: timed out" taking a member out of
+    /// maintenance right after the active died).
     pub(super) fn propose_maintenance(
         &mut self,
         on: bool,
         reply: oneshot::Sender<Result<(), RaftError>>,
     ) {
         tracing::info!(on, "maintenance");
-        let fut = self.propose_fut(
-            Request::Maintenance {
-                member: self.me,
-                incarnation: self.incarnation,
-                on,
-            },
-            self.timing.rpc_timeout,
-            true,
-        );
+        let req = Request::Maintenance {
+            member: self.me,
+            incarnation: self.incarnation,
+            on,
+        };
+        let (raft, transport, me) = (self.raft.clone(), self.transport.clone(), self.me);
+        let rpc = self.timing.rpc_timeout;
         self.spawn(async move {
-            Outcome::Maintenance {
-                on,
-                reply,
-                result: fut.await,
-            }
+            let deadline = Instant::now() + OPERATOR_DEADLINE;
+            let result = loop {
+                let r = propose(
+                    raft.clone(),
+                    transport.clone(),
+                    me,
+                    req.clone(),
+                    rpc,
+                    true,
+                )
+                .await;
+                match r {
+                    Err(e) if e.is_transient() && Instant::now() + rpc < deadline => {
+                        tracing::debug!(error = %e, "maintenance not committed yet; proposing again");
+                        tokio::time::sleep(rpc / 5).await;
+                    }
+                    other => break other,
+                }
+            };
+            Outcome::Maintenance { on, reply, result }
         });
     }
 
