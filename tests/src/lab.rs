@@ -128,9 +128,7 @@ impl Lab {
         value: Option<Json>,
     ) -> anyhow::Result<String> {
         let id = services::keys::ClientIdentity::load(&self.identity(client)?)?;
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_millis() as u64;
+        let now_ms = services::member::publisher::now_us() / 1000;
         let cmd = services::wire::SignedCommand::sign(&id.key, node, op, point, value, now_ms)?;
         Ok(serde_json::to_string(&cmd)?)
     }

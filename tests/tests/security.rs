@@ -34,7 +34,7 @@ fn tree(pair: bool) -> String {
     text
 }
 
-/// The request's reply and the south stream's last seq after it.
+/// Sends a command to `node` and returns its reply.
 async fn send(client: &async_nats::Client, node: &str, body: &str) -> anyhow::Result<Json> {
     request(client, &format!("canopy.cmd.{node}"), body).await
 }

@@ -32,6 +32,10 @@ pub struct Generated {
     pub manifest: PathBuf,
     /// Every client: its entry and its identity prefix.
     pub clients: Vec<(Client, PathBuf)>,
+    /// Seeds made now, and seeds kept from before.
+    pub created: usize,
+    /// Seeds kept.
+    pub kept: usize,
 }
 
 /// Generates missing keys and (re)writes the manifest.
@@ -39,7 +43,9 @@ pub fn gen(topology: &Path, out: &Path, force: bool, lab_clients: bool) -> anyho
     let topo = super::load_topology(topology)?;
     let g = gen_for(&topo, out, force, lab_clients)?;
     eprintln!(
-        "keys: manifest at {}; client identities: {}",
+        "keys: {} created, {} kept; manifest at {}; client identities: {}",
+        g.created,
+        g.kept,
         g.manifest.display(),
         g.clients
             .iter()
@@ -172,10 +178,11 @@ pub fn gen_for(
     }
     std::fs::write(&manifest_path, serde_json::to_string_pretty(&body)? + "\n")
         .with_context(|| format!("writing {}", manifest_path.display()))?;
-    tracing::debug!("keys: {created} created, {kept} kept");
     Ok(Generated {
         manifest: manifest_path,
         clients: identities,
+        created,
+        kept,
     })
 }
 
