@@ -20,6 +20,9 @@ pub(super) struct FaultCtx {
     pub(super) procs: Arc<Mutex<BTreeMap<(String, String), Proc>>>,
     pub(super) restarted: Arc<Mutex<Vec<tokio::process::Child>>>,
     pub(super) writers: proxy::Writers,
+    /// Writers killed, recorded before the signal (the proxy names a
+    /// connection of a writer that died before it looked by these).
+    pub(super) ended: proxy::Ended,
     pub(super) root: async_nats::Client,
     pub(super) delay: proxy::Delay,
     /// Processes a fault is acting on (a second fault on one skips).
@@ -63,6 +66,9 @@ impl FaultCtx {
             }
             Kind::Kill(role) => {
                 let p = self.claim_role(pair, role).await?;
+                if let Ok(mut e) = self.ended.lock() {
+                    e.push((p.pid, crate::member::publisher::now_us()));
+                }
                 signal(p.pid, Signal::SIGKILL);
                 gone(p.pid).await;
                 tokio::time::sleep(hold).await;

@@ -352,6 +352,7 @@ impl Campaign {
                 procs: self.procs.clone(),
                 restarted: self.restarted.clone(),
                 writers: self.writers.clone(),
+                ended: self.proxy.ended(),
                 root: self.root.clone(),
                 delay: self.proxy.delay(),
                 busy: busy.clone(),

@@ -12,6 +12,14 @@
 //! activation of a member writes over a connection of its own (the poller
 //! resets its connection when the lease it wrote under ends), so "no two
 //! connections' writes interleave" is "no two activations wrote at once".
+//!
+//! A member killed between its connect and the proxy's look leaves no
+//! descriptor to find, while what it sent is still read and forwarded. The
+//! campaign records each writer it kills (`Proxy::ended`, before the
+//! signal); a connection no living process owns is then the one writer
+//! killed shortly before it was accepted, if exactly one member was (see
+//! [`exited_owner`]). Otherwise it stays unattributed, and the check
+//! counts it as a writer of its own: a second writer, the safe side.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -73,12 +81,43 @@ pub struct Proxy {
     pub addr: SocketAddr,
     writes: Arc<Mutex<Vec<Write>>>,
     writers: Writers,
+    ended: Ended,
     delay: Delay,
     cancel: CancellationToken,
 }
 
 /// The processes expected to write: pid → member name.
 pub type Writers = Arc<Mutex<BTreeMap<u32, String>>>;
+
+/// Writers the campaign killed: (pid, µs since the Unix epoch just before
+/// the signal).
+pub type Ended = Arc<Mutex<Vec<(u32, u64)>>>;
+
+/// How long before a connection's accept its owner may have been killed
+/// and still be named by elimination: a connection waits in the listen
+/// backlog for as long as the accept loop is late (milliseconds; a loaded
+/// machine, more).
+const KILLED_BEFORE_ACCEPT_US: u64 = 2_000_000;
+
+/// The owner of a connection accepted at `accepted_us` that no living
+/// process owns: the writer killed at most `KILLED_BEFORE_ACCEPT_US`
+/// before, if every writer killed then is the same member (the latest such
+/// pid). A process was alive when it connected, the connect came before
+/// the accept, and a dead process's socket has no descriptor left to find.
+fn exited_owner(
+    accepted_us: u64,
+    writers: &BTreeMap<u32, String>,
+    ended: &[(u32, u64)],
+) -> Option<u32> {
+    let mut recent: Vec<(u64, u32, &String)> = ended
+        .iter()
+        .filter(|(_, at)| at.saturating_add(KILLED_BEFORE_ACCEPT_US) >= accepted_us)
+        .filter_map(|&(pid, at)| writers.get(&pid).map(|m| (at, pid, m)))
+        .collect();
+    recent.sort();
+    let (_, pid, member) = recent.last()?;
+    recent.iter().all(|(_, _, m)| m == member).then_some(*pid)
+}
 
 impl Drop for Proxy {
     fn drop(&mut self) {
@@ -95,16 +134,18 @@ impl Proxy {
         let addr = listener.local_addr()?;
         let writes = Arc::new(Mutex::new(Vec::new()));
         let writers: Writers = Arc::default();
+        let ended: Ended = Arc::default();
         let delay = Delay {
             request: Arc::new(AtomicU64::new(0)),
             answer: Arc::new(AtomicU64::new(0)),
         };
         let cancel = CancellationToken::new();
-        let (w, d, c, known) = (
+        let (w, d, c, known, killed) = (
             writes.clone(),
             delay.clone(),
             cancel.clone(),
             writers.clone(),
+            ended.clone(),
         );
         tokio::spawn(async move {
             let mut next_conn = 0u64;
@@ -117,6 +158,7 @@ impl Proxy {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 };
+                let accepted_us = now_us();
                 next_conn += 1;
                 let conn = next_conn;
                 // The known writers' descriptors, at once (a few
@@ -127,6 +169,7 @@ impl Proxy {
                     .unwrap_or_default();
                 let pid = owner_of(peer, addr, Some(&first));
                 let (w, d, c, up) = (w.clone(), d.clone(), c.clone(), upstream.clone());
+                let (known, killed) = (known.clone(), killed.clone());
                 tokio::spawn(async move {
                     let pid = match pid {
                         Some(p) => Some(p),
@@ -135,9 +178,16 @@ impl Proxy {
                             .ok()
                             .flatten(),
                     };
-                    if pid.is_none() {
-                        tracing::warn!(conn, %peer, "proxy: no process owns the connection (it exited?)");
-                    }
+                    let pid = pid.or_else(|| {
+                        let writers = known.lock().ok()?.clone();
+                        let ended = killed.lock().ok()?.clone();
+                        let owner = exited_owner(accepted_us, &writers, &ended);
+                        match owner {
+                            Some(p) => tracing::info!(conn, %peer, pid = p, "proxy: the connection's owner was killed before the proxy looked; it is the only writer killed just before"),
+                            None => tracing::warn!(conn, %peer, "proxy: no process owns the connection (it exited?)"),
+                        }
+                        owner
+                    });
                     tokio::select! {
                         r = relay(client, &up, conn, pid, w, d) => {
                             if let Err(e) = r {
@@ -153,9 +203,15 @@ impl Proxy {
             addr,
             writes,
             writers,
+            ended,
             delay,
             cancel,
         })
+    }
+
+    /// Where the campaign records each writer it kills, before the signal.
+    pub fn ended(&self) -> Ended {
+        self.ended.clone()
     }
 
     /// The processes expected to write, looked at first when a connection
@@ -310,6 +366,29 @@ mod tests {
     fn proc_net_tcp_addresses_are_little_endian_hex() {
         let a: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
         assert_eq!(proc_addr(a).as_deref(), Some("0100007F:1F90"));
+    }
+
+    #[test]
+    fn a_connection_of_a_killed_writer_is_named_by_elimination() {
+        let writers: BTreeMap<u32, String> = [(101, "a"), (102, "b"), (103, "a")]
+            .into_iter()
+            .map(|(p, m)| (p, m.to_owned()))
+            .collect();
+        let s = 1_000_000_000;
+        // a (pid 101) killed 5 ms before the accept: its connection.
+        assert_eq!(exited_owner(s, &writers, &[(101, s - 5_000)]), Some(101));
+        // Both incarnations of a: still a (the latest).
+        let both = [(101, s - 1_500_000), (103, s - 5_000)];
+        assert_eq!(exited_owner(s, &writers, &both), Some(103));
+        // a and b both killed just before: no telling which.
+        assert_eq!(
+            exited_owner(s, &writers, &[(101, s - 5_000), (102, s - 9_000)]),
+            None
+        );
+        // Killed long before, or not a writer, or nobody killed: unknown.
+        assert_eq!(exited_owner(s, &writers, &[(101, s - 3_000_000)]), None);
+        assert_eq!(exited_owner(s, &writers, &[(999, s - 5_000)]), None);
+        assert_eq!(exited_owner(s, &writers, &[]), None);
     }
 
     #[tokio::test]
