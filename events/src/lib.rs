@@ -30,6 +30,7 @@ mod checkpoint;
 mod codec;
 mod command;
 mod gaps;
+mod gate;
 mod snapshot;
 mod state;
 mod stream;
@@ -47,6 +48,7 @@ pub use command::{
     Request, COMMAND_DOMAIN,
 };
 pub use gaps::{GapTracker, Observation};
+pub use gate::{EpochGate, Gated, Opener, MAX_HELD};
 /// The nkeys crate this one signs and verifies with, so callers build key
 /// pairs of the same version (`nkeys::KeyPair::new_user()` for `canopy keys
 /// gen`, `from_seed` to sign).

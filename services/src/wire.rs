@@ -313,6 +313,13 @@ pub struct Counters {
     /// Messages kept out of the state because they failed to decode or
     /// verify (garbage, forgeries).
     pub rejected: u64,
+    /// Events the fold held back because their epoch was not opened (yet)
+    /// by a checkpoint signed with a manifest key of their origin: an
+    /// origin's first events until its first checkpoint, and anything an
+    /// outsider chained onto a stream (stepped over, and counted in
+    /// `rejected` too, once the origin's chain goes on without it).
+    #[serde(default)]
+    pub held_back: u64,
     /// Gaps seen by the fold (should stay 0; a gap is filled by re-reading).
     pub gaps: u64,
     /// Replica pullers that found the source differing from their copy.

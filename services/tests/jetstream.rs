@@ -204,6 +204,7 @@ async fn reseals_onto_the_event_another_member_wrote(server: Server, replicas: u
             None,
             Arc::new(|| true),
             None,
+            None,
             Arc::new(Metrics::default()),
             cancel.clone(),
         )
@@ -326,6 +327,7 @@ async fn a_late_append_of_a_deposed_member_is_stepped_over_not_chained_onto() {
             None,
             Arc::new(|| true),
             None,
+            None,
             Arc::new(Metrics::default()),
             cancel.clone(),
         )
@@ -349,6 +351,7 @@ async fn a_late_append_of_a_deposed_member_is_stepped_over_not_chained_onto() {
         publisher::Epoch::Granted(2),
         None,
         Arc::new(|| true),
+        None,
         None,
         Arc::new(Metrics::default()),
         cancel.clone(),
@@ -443,6 +446,7 @@ async fn a_stale_tail_never_lands_a_fragment_of_the_publishers_own_chain() {
             publisher::Epoch::Granted(epoch),
             None,
             Arc::new(|| true),
+            None,
             None,
             Arc::new(Metrics::default()),
             cancel.clone(),

@@ -202,11 +202,21 @@ async fn a_command_replayed_after_a_failover_is_refused_by_the_new_active() -> a
         Ok((info["role"] == "active" && info["epoch"].as_u64() > Some(epoch)).then_some(()))
     })
     .await?;
-    // Served by the new active (the only one): refused as a replay.
-    let r = send(&root, south, &force).await?;
+    // Served by the new active (the only one): refused as a replay. It
+    // answers only once it knows every nonce served before (its fold has
+    // reached the stream's head), which waits for the stream after losing
+    // a member: a request that times out meanwhile is asked again (the
+    // same replay, refused when served).
+    let r = wait_for("the new active's answer", WAIT, || async {
+        Ok(send(&root, south, &force).await.ok())
+    })
+    .await?;
     assert!(refused_by(&r, "replay"), "{r}");
     let info = member_info(&root, south, other).await?;
-    assert_eq!(info["counters"]["refused_commands"], 1, "{info}");
+    assert!(
+        info["counters"]["refused_commands"].as_u64() >= Some(1),
+        "{info}"
+    );
     // Nothing recorded: once a fresh unforce has reached the root, the
     // root's copy holds one force, one unforce and their two commands.
     let unforce = lab.signed("eng", south, CommandOp::Unforce, "t", None)?;
@@ -250,5 +260,96 @@ async fn a_plaintext_tree_serves_unsigned_commands() -> anyhow::Result<()> {
     .await?;
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(commands_in(&root, "root").await?, (1, 1));
+    Ok(())
+}
+
+/// The attack measured before the fold held epochs back: an outsider reads
+/// an origin's stream tail and appends a well-formed event chained onto it
+/// with a huge epoch. No node folds its value, the origin's own events go
+/// on being folded everywhere (its publisher re-seals after the foreign
+/// message, onto its own head), and the fold counts what it held back.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_outsiders_event_chained_onto_a_stream_with_a_huge_epoch_is_never_folded(
+) -> anyhow::Result<()> {
+    let lab = Lab::start(&tree(false), &[])?;
+    let south = "root.south";
+    let root = connect(&lab.url("root", "a")?).await?;
+    let outsider = connect(&lab.url(south, "a")?).await?;
+    wait_for("the value of root.south.t at the root", WAIT, || async {
+        let s = state(&root, "root").await?;
+        Ok(s["points"]["root.south.t"]["value"]
+            .is_number()
+            .then_some(()))
+    })
+    .await?;
+
+    let js = async_nats::jetstream::with_domain(outsider.clone(), events::subjects::domain(south));
+    let forged = wait_for("the forged event on the tail", WAIT, || async {
+        let mut stream = js.get_stream(events::subjects::stream_name(south)).await?;
+        let last = stream.info().await?.state.last_sequence;
+        let tail = stream.get_raw_message(last).await?;
+        let member = events::decode(&tail.payload)?.member;
+        let mut chain =
+            events::Chain::resume(south, &member, 1_000_000, last, events::hash(&tail.payload));
+        let sealed = chain.seal(
+            services::member::publisher::now_us(),
+            events::Body::Value(events::ValueBody {
+                point: "t".into(),
+                value: events::Value::Float(-666.0),
+                quality: events::Quality::Good,
+            }),
+        )?;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_EXPECTED_LAST_SEQUENCE,
+            last.to_string().as_str(),
+        );
+        let ack = js
+            .publish_with_headers(
+                events::subjects::event_subject(south, "t"),
+                headers,
+                sealed.bytes.into(),
+            )
+            .await?
+            .await;
+        // Another append landed first: chain onto the new tail.
+        Ok(ack.ok().map(|a| a.sequence))
+    })
+    .await?;
+
+    // The origin's own events after it reach the root's state, and no node
+    // ever shows the forged value.
+    let shown = |s: &Json| s["points"]["root.south.t"]["value"] == json!(-666.0);
+    wait_for(
+        "the origin's events after the forged one at the root",
+        WAIT,
+        || async {
+            let (at_root, at_south) = (state(&root, "root").await?, state(&root, south).await?);
+            assert!(
+                !shown(&at_root) && !shown(&at_south),
+                "{at_root} {at_south}"
+            );
+            let p = &at_root["points"]["root.south.t"];
+            Ok((p["seq"].as_u64().is_some_and(|s| s > forged + 2)).then_some(()))
+        },
+    )
+    .await?;
+    for (node, member) in [(south, "a"), ("root", "a")] {
+        let info = member_info(&root, node, member).await?;
+        let c = &info["counters"];
+        assert!(c["held_back"].as_u64() >= Some(1), "{node}: {info}");
+        assert!(c["rejected"].as_u64() >= Some(1), "{node}: {info}");
+        let s = state(&root, node).await?;
+        assert!(s["origins"][south]["stalled"].is_null(), "{node}: {s}");
+        assert!(
+            s["origins"][south]["epoch"].as_u64() < Some(1_000_000),
+            "{s}"
+        );
+    }
+    // The forged message stays in both copies (replicas are faithful), the
+    // origin's chain steps over it, and the audit names it.
+    let domain = events::subjects::domain(south);
+    let held = read_stream(&root, &domain, south).await?;
+    assert!(held.iter().any(|(seq, _)| *seq == forged));
     Ok(())
 }

@@ -156,6 +156,7 @@ impl Active {
             anchor,
             fence,
             ctx.signer.clone(),
+            super::authority::opener(ctx.authority.as_ref(), &node.id),
             ctx.metrics.clone(),
             pub_cancel.clone(),
         )

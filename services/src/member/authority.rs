@@ -301,6 +301,27 @@ impl Authority {
     }
 }
 
+/// Which keys open an epoch of `origin`: the manifest's keys of its
+/// members, on a secured tree whose manifest has any (re-read when the
+/// file changes, so a rotated key opens once the new manifest is there).
+/// `None` (every epoch open): the plaintext tree, or no key for `origin`.
+pub fn opener(authority: Option<&Arc<Authority>>, origin: &str) -> Option<events::Opener> {
+    let authority = authority?.clone();
+    let manifest = authority.manifest();
+    let prefix = format!("{origin}/");
+    let keyed = manifest.keys.keys().any(|k| k.starts_with(&prefix));
+    if !manifest.secured() || !keyed {
+        if manifest.secured() {
+            tracing::warn!(%origin, "the key manifest has no key of this origin: its epochs are folded unchecked");
+        }
+        return None;
+    }
+    let origin = origin.to_owned();
+    Some(Arc::new(move |member: &str, key: &str| {
+        authority.manifest().key(&origin, member) == Some(key)
+    }))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a panic is the failure report in tests
 mod tests {

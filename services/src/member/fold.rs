@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use async_nats::jetstream::Context;
 use async_nats::Client;
-use events::{Applied, Event, Hash, Mark, Position, Snapshot, State, StreamCursor, Verdict};
+use events::{Applied, EpochGate, Event, Gated, Hash, Mark, Position, Snapshot, State};
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -74,6 +74,9 @@ enum Feed {
         seq: u64,
         why: String,
     },
+    /// The event at `seq` of `origin` is held: its epoch is not opened yet
+    /// ([`EpochGate`]).
+    Held { origin: String, seq: u64 },
 }
 
 /// What the fold needs to know.
@@ -113,10 +116,16 @@ pub async fn run(f: Fold, cancel: CancellationToken) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::channel(QUEUE);
     for origin in &f.origins {
         let pos = positions.get(origin).copied().unwrap_or_default();
+        let gate = EpochGate::after(
+            origin,
+            pos.mark,
+            super::authority::opener(f.authority.as_ref(), origin),
+        );
         tokio::spawn(feeder(
             f.js.clone(),
             origin.clone(),
             pos,
+            gate,
             tx.clone(),
             f.metrics.clone(),
             cancel.clone(),
@@ -183,6 +192,21 @@ pub async fn run(f: Fold, cancel: CancellationToken) -> anyhow::Result<()> {
                             f.metrics.troubles.clear(&ev.origin, TroubleKind::FoldStalled);
                             tracing::info!(origin = %ev.origin, seq = ev.seq, "folding again");
                         }
+                    }
+                    Some(Feed::Held { origin, seq }) => {
+                        // Not folded, not stepped over: the position stays
+                        // before it (a restart reads it again).
+                        let after = positions.get(&origin).and_then(|p| p.mark).map(|m| m.seq).unwrap_or(0);
+                        if seq.saturating_sub(after) >= STALL_AFTER && !stalled.contains_key(&origin) {
+                            let reason = format!(
+                                "held back since seq {}: its epoch is not opened by a checkpoint signed with a manifest key of {origin}",
+                                after + 1
+                            );
+                            tracing::error!(%origin, "{reason}");
+                            f.metrics.troubles.set(&origin, TroubleKind::FoldStalled, after + 1, reason.clone());
+                            stalled.insert(origin, reason);
+                        }
+                        continue;
                     }
                     Some(Feed::Foreign { origin, seq, why }) => {
                         state.skip(&origin, seq);
@@ -513,12 +537,12 @@ async fn feeder(
     js: Context,
     origin: String,
     pos: Position,
+    mut cursor: EpochGate,
     tx: mpsc::Sender<Feed>,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) {
     let mut next = pos.read + 1;
-    let mut cursor = StreamCursor::after(&origin, pos.mark);
     let mut backoff = Duration::from_millis(100);
     loop {
         let res = tokio::select! {
@@ -543,7 +567,7 @@ async fn feed_once(
     js: &Context,
     origin: &str,
     next: &mut u64,
-    cursor: &mut StreamCursor,
+    cursor: &mut EpochGate,
     tx: &mpsc::Sender<Feed>,
     metrics: &Metrics,
 ) -> anyhow::Result<()> {
@@ -555,22 +579,34 @@ async fn feed_once(
             .info()
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .stream_sequence;
-        let feed = match cursor.judge(seq, &msg.payload) {
-            Verdict::Valid { event, hash } => Feed::Event(event, hash),
-            Verdict::Foreign(why) => {
-                let n = metrics.rejected.fetch_add(1, Ordering::Relaxed) + 1;
-                if super::metrics::worth_logging(n) {
-                    tracing::warn!(%origin, seq, "not folded ({n} so far): {why}");
+        for gated in cursor.judge(seq, &msg.payload) {
+            let feed = match gated {
+                Gated::Fold(event, hash) => Feed::Event(event, hash),
+                Gated::Foreign(seq, why) => {
+                    let n = metrics.rejected.fetch_add(1, Ordering::Relaxed) + 1;
+                    if super::metrics::worth_logging(n) {
+                        tracing::warn!(%origin, seq, "not folded ({n} so far): {why}");
+                    }
+                    Feed::Foreign {
+                        origin: origin.to_owned(),
+                        seq,
+                        why,
+                    }
                 }
-                Feed::Foreign {
-                    origin: origin.to_owned(),
-                    seq,
-                    why: why.to_string(),
+                Gated::Held(seq) => {
+                    let n = metrics.held_back.fetch_add(1, Ordering::Relaxed) + 1;
+                    if super::metrics::worth_logging(n) {
+                        tracing::info!(%origin, seq, "held back until a checkpoint of its origin opens its epoch ({n} so far)");
+                    }
+                    Feed::Held {
+                        origin: origin.to_owned(),
+                        seq,
+                    }
                 }
+            };
+            if tx.send(feed).await.is_err() {
+                return Ok(());
             }
-        };
-        if tx.send(feed).await.is_err() {
-            return Ok(());
         }
         *next = seq + 1;
     }

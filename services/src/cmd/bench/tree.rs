@@ -260,6 +260,7 @@ pub async fn leaf_publisher(
         None,
         Arc::new(|| true),
         checkpoints.then(bench_signer),
+        None,
         Arc::new(Metrics::default()),
         cancel.clone(),
     )

@@ -178,14 +178,16 @@ async fn chain_head(
     origin: &str,
     anchor: Option<events::Mark>,
     to: u64,
+    gate: Gate<'_>,
 ) -> anyhow::Result<Option<events::Mark>> {
     let first = stream.info().await?.state.first_sequence;
     // An anchor retention removed is no anchor: start from what is held.
     let anchor = anchor.filter(|m| m.seq >= first && m.seq <= to);
     let from = anchor.map(|m| m.seq + 1).unwrap_or(first.max(1));
-    let mut verifier = events::ChainVerifier::after(origin, anchor);
+    let mut verifier = events::EpochGate::after(origin, anchor, gate.opener.cloned());
+    verifier.open_up_to(gate.ours);
     if from > to {
-        return Ok(verifier.last());
+        return Ok(verifier.mark());
     }
     let mut messages = crate::pull::from_seq(stream, from).await?;
     let mut next = from;
@@ -204,16 +206,31 @@ async fn chain_head(
         if seq != next {
             anyhow::bail!("{origin}'s stream skipped from {next} to {seq}");
         }
-        if let Err(b) = verifier.advance(seq, &msg.payload) {
-            foreign.0 += 1;
-            foreign.1.get_or_insert((seq, b.to_string()));
+        for g in verifier.judge(seq, &msg.payload) {
+            if let events::Gated::Foreign(seq, why) = g {
+                foreign.0 += 1;
+                foreign.1.get_or_insert((seq, why));
+            }
         }
         next += 1;
     }
     if let (n, Some((seq, why))) = foreign {
         tracing::warn!(%origin, "{n} messages from seq {seq} on are not in the chain and were stepped over (the first: {why})");
     }
-    Ok(verifier.last())
+    if verifier.holding() > 0 {
+        tracing::error!(%origin, held = verifier.holding(), "the stream's tail holds an epoch above ours that no checkpoint of this origin's keys opened: not taken for the chain head (an outsider's, or a newer member without its key)");
+    }
+    Ok(verifier.mark())
+}
+
+/// What a walk to the chain head takes as written by the origin: every
+/// epoch up to `ours`, and a newer one only once a checkpoint signed with
+/// a key `opener` accepts opens it (`None`: any newer one, the plaintext
+/// tree).
+#[derive(Clone, Copy)]
+pub(crate) struct Gate<'a> {
+    pub(crate) ours: u64,
+    pub(crate) opener: Option<&'a events::Opener>,
 }
 
 /// How the epoch of the publisher's events is chosen.
@@ -237,11 +254,15 @@ async fn resume(
     member: &str,
     epoch: Epoch,
     anchor: Option<events::Mark>,
+    opener: Option<&events::Opener>,
 ) -> anyhow::Result<(Chain, Option<events::Mark>)> {
     let name = events::subjects::stream_name(origin);
     let mut stream = js.get_stream(&name).await.context("own stream")?;
     let last = leader_tail(&mut stream).await?;
-    let head = chain_head(&mut stream, origin, anchor, last).await?;
+    let ours = match epoch {
+        Epoch::Granted(e) | Epoch::AtLeast(e) => e,
+    };
+    let head = chain_head(&mut stream, origin, anchor, last, Gate { ours, opener }).await?;
     let epoch = match (epoch, head) {
         (Epoch::Granted(e), Some(h)) if h.epoch > e => anyhow::bail!(
             "the stream of {origin} holds epoch {} above this activation's {e}: deposed",
@@ -272,10 +293,11 @@ pub async fn start(
     anchor: Option<events::Mark>,
     fence: Fence,
     signer: Option<Signer>,
+    opener: Option<events::Opener>,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) -> anyhow::Result<(Publisher, tokio::task::JoinHandle<()>)> {
-    let (chain, valid) = resume(&js, &origin, &member, epoch, anchor).await?;
+    let (chain, valid) = resume(&js, &origin, &member, epoch, anchor, opener.as_ref()).await?;
     let head = Confirmed {
         epoch: chain.epoch(),
         seq: chain.next_seq() - 1,
@@ -295,6 +317,7 @@ pub async fn start(
         metrics,
         fence,
         signer,
+        opener,
         unsigned: 0,
         unsigned_since: None,
         checkpoints: 0,
@@ -329,6 +352,8 @@ struct Task {
     fence: Fence,
     /// Checkpoint signing, when the member has a key.
     signer: Option<Signer>,
+    /// Which keys open a newer epoch found in the stream (see [`Gate`]).
+    opener: Option<events::Opener>,
     /// Events sealed since the last checkpoint.
     unsigned: u64,
     /// When (µs, the `ts` clock) the oldest of them was sealed.

@@ -106,8 +106,12 @@ impl Task {
     /// head. Without a valid event (all foreign or expired), onto nothing:
     /// a fresh link.
     async fn reseal_after(&mut self, stream: &mut Stream, last: u64) -> anyhow::Result<()> {
-        let head = chain_head(stream, &self.origin, self.valid, last).await?;
         let epoch = self.chain.epoch();
+        let gate = super::Gate {
+            ours: epoch,
+            opener: self.opener.as_ref(),
+        };
+        let head = chain_head(stream, &self.origin, self.valid, last, gate).await?;
         if let Some(h) = head.filter(|h| h.epoch > epoch) {
             // A newer epoch wrote it: this member is deposed. Its fence
             // stops the appends; nothing is sealed onto the newer chain.
