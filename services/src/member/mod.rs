@@ -245,6 +245,10 @@ async fn serve(
     let mut recorded: BTreeSet<String> = BTreeSet::new();
     let mut active: Option<active::Active> = None;
     let mut retry_at = Instant::now();
+    // Why the loop ended other than by a requested stop: the member then
+    // exits non-zero (a supervisor restarts it) instead of looking like a
+    // clean shutdown.
+    let mut failed: Option<&str> = None;
     loop {
         // Converge the resources on the role.
         let want = role_rx.borrow().clone();
@@ -286,21 +290,31 @@ async fn serve(
         tokio::select! {
             changed = role_rx.changed() => {
                 if changed.is_err() {
+                    failed = Some("the role source stopped (the pair's raft task ended; its reason is logged above)");
                     break;
                 }
             }
             req = info_sub.next() => {
-                let Some(req) = req else { break };
+                let Some(req) = req else {
+                    failed = Some("the member info subscription ended");
+                    break;
+                };
                 let now = info::Now { role: &role_rx, active: &active, server, plc: &plc_health, stream_copy: &stream_copy };
                 info::answer(req.reply, &ctx, &now).await;
             }
             req = hello_sub.next() => {
-                let Some(req) = req else { break };
+                let Some(req) = req else {
+                    failed = Some("the hello subscription ended");
+                    break;
+                };
                 let now = info::Now { role: &role_rx, active: &active, server, plc: &plc_health, stream_copy: &stream_copy };
                 info::answer(req.reply, &ctx, &now).await;
             }
             req = ctl_sub.next() => {
-                let Some(req) = req else { break };
+                let Some(req) = req else {
+                    failed = Some("the control subscription ended");
+                    break;
+                };
                 let p = pair.as_ref().map(|(p, _)| p);
                 control::handle(req, &ctx, &mut active, p, &role_rx).await;
             }
@@ -308,7 +322,10 @@ async fn serve(
             _ = cancel.cancelled() => break,
         }
     }
-    tracing::info!("stopping");
+    match failed {
+        Some(why) => tracing::error!("stopping: {why}"),
+        None => tracing::info!("stopping"),
+    }
     if let Some(a) = active.take() {
         a.stop(&ctx, true, "shutting down").await;
     }
@@ -321,7 +338,10 @@ async fn serve(
         let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
     }
     let _ = client.flush().await;
-    Ok(())
+    match failed {
+        Some(why) => anyhow::bail!("{why}"),
+        None => Ok(()),
+    }
 }
 
 /// The members that went into (true) or out of (false) maintenance.
