@@ -108,6 +108,10 @@ pub struct Manifest {
     /// `retired_ms` still verify.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retired_clients: Vec<RetiredClient>,
+    /// SHA-256 fingerprints (hex of the DER) of the mesh's TLS
+    /// certificates: `"ca"`, `"<node>/<member>"`, `"clients/<name>"`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub certs: BTreeMap<String, String>,
 }
 
 /// A client principal's public key and rights.

@@ -204,18 +204,25 @@ pub enum TopologyCmd {
 #[derive(Debug, Subcommand)]
 pub enum KeysCmd {
     /// Create an nkey per member and witness and per `[[client]]` of the
-    /// topology, and `manifest.json` (the public keys and client rights that
-    /// nodes and auditors check signatures against). A client gone from the
-    /// topology, or whose seed was deleted, is retired in the manifest.
+    /// topology, the mesh CA with a TLS certificate for each of them, and
+    /// `manifest.json` (the public keys, certificate fingerprints and
+    /// client rights that nodes and auditors check against). A client gone
+    /// from the topology, or whose seed was deleted, is retired in the
+    /// manifest. Existing seeds and certificates are kept.
     Gen {
         /// The topology file.
         #[arg(long, short)]
         topology: PathBuf,
-        /// Output directory: `<node>/<member>.nk` and `clients/<name>.nk` seeds
-        /// (mode 0600) and `manifest.json`.
+        /// Output directory: `<node>/<member>.nk` and `clients/<name>.nk` seeds,
+        /// `.crt` / `.key` beside each (keys and seeds mode 0600), `ca.crt`
+        /// and `ca.key` (the CA's key: keep it here, no host needs it), and
+        /// `manifest.json`. Each host needs only its own files, `ca.crt` and
+        /// the manifest.
         #[arg(long)]
         out: PathBuf,
-        /// Replace existing seeds (by default existing ones are kept).
+        /// Replace existing seeds, the CA and every certificate. By default
+        /// existing ones are kept: a new member key makes the checkpoints it
+        /// signed before unverifiable against the new manifest.
         #[arg(long)]
         force: bool,
         /// When the topology lists no `[[client]]`, add the clients `canopy

@@ -7,6 +7,7 @@
 //! simulators); those crates must never depend on this one.
 
 pub mod append;
+pub mod certs;
 pub mod child;
 pub mod cli;
 pub mod cmd;

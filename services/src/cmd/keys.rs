@@ -1,5 +1,6 @@
 //! `canopy keys gen`: an nkey per member and witness, one per client
-//! principal, and the manifest.
+//! principal, the mesh CA with a TLS certificate for each of them
+//! ([`crate::certs`]), and the manifest.
 //!
 //! Seeds stay on the host of their process (`<out>/<node>/<member>.nk`,
 //! `<out>/clients/<name>.nk`, mode 0600); `manifest.json` holds only public
@@ -32,9 +33,9 @@ pub struct Generated {
     pub manifest: PathBuf,
     /// Every client: its entry and its identity prefix.
     pub clients: Vec<(Client, PathBuf)>,
-    /// Seeds made now, and seeds kept from before.
+    /// Seeds and certificates made now.
     pub created: usize,
-    /// Seeds kept.
+    /// Seeds and certificates kept from before.
     pub kept: usize,
 }
 
@@ -116,17 +117,36 @@ pub fn gen_for(
             kept += 1;
         }
     };
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let (ca, new_ca) = crate::certs::ca(out, &topo.mesh.name, force)?;
+    count(new_ca);
+    manifest
+        .certs
+        .insert("ca".into(), crate::certs::fingerprint_pem(&ca.pem)?);
+    let remake = force || new_ca;
     for node in &topo.nodes {
-        let mut names: Vec<String> = node.members.iter().map(|m| m.name.clone()).collect();
-        if node.witness.is_some() {
-            names.push("witness".to_owned());
+        let mut procs: Vec<(String, &topology::Endpoint)> = node
+            .members
+            .iter()
+            .map(|m| (m.name.clone(), &m.endpoint))
+            .collect();
+        if let Some(w) = &node.witness {
+            procs.push(("witness".to_owned(), w));
         }
         let dir = out.join(&node.id);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        for name in names {
+        for (name, ep) in procs {
             let (kp, made) = seed(&dir.join(format!("{name}.nk")), force)?;
             count(made);
             manifest.insert(&node.id, &name, kp.public_key());
+            let subject = crate::certs::Subject {
+                name: crate::certs::member_name(&node.id, &name),
+                hosts: vec![ep.host.clone()],
+                server: true,
+            };
+            let (fp, made) = crate::certs::leaf(&ca, &dir.join(&name), &subject, remake)?;
+            count(made);
+            manifest.certs.insert(format!("{}/{name}", node.id), fp);
         }
     }
 
@@ -150,6 +170,14 @@ pub fn gen_for(
         let prefix = dir.join(&c.name);
         let (kp, made) = seed(&dir.join(format!("{}.nk", c.name)), force)?;
         count(made);
+        let subject = crate::certs::Subject {
+            name: crate::certs::client_name(&c.name),
+            hosts: Vec::new(),
+            server: false,
+        };
+        let (fp, made) = crate::certs::leaf(&ca, &prefix, &subject, remake)?;
+        count(made);
+        manifest.certs.insert(format!("clients/{}", c.name), fp);
         manifest.clients.insert(
             c.name.clone(),
             ClientKey {
@@ -232,6 +260,47 @@ mod tests {
         assert_eq!(m2.retired_clients.len(), 1);
         assert_eq!(m2.retired_clients[0].held.key, old_key);
         assert!(m2.client(&old_key).is_none());
+    }
+
+    #[test]
+    fn every_process_and_client_gets_a_certificate_of_the_mesh_ca_kept_across_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = topo("[[client]]\nname = \"ops\"\nrole = \"operator\"\nscope = \"root\"\n");
+        let g = gen_for(&t, dir.path(), false, false).unwrap();
+        let m: Manifest =
+            serde_json::from_str(&std::fs::read_to_string(&g.manifest).unwrap()).unwrap();
+        let processes: usize = t
+            .nodes
+            .iter()
+            .map(|n| n.members.len() + usize::from(n.witness.is_some()))
+            .sum();
+        // The CA, every process, the client.
+        assert_eq!(m.certs.len(), 1 + processes + 1, "{:?}", m.certs);
+        for (name, fp) in &m.certs {
+            let path = match name.as_str() {
+                "ca" => dir.path().join("ca.crt"),
+                other => dir.path().join(format!("{other}.crt")),
+            };
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert_eq!(&crate::certs::fingerprint_pem(&text).unwrap(), fp, "{name}");
+        }
+        use std::os::unix::fs::PermissionsExt;
+        for key in ["ca.key", "root/a.key", "clients/ops.key"] {
+            let mode = std::fs::metadata(dir.path().join(key))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{key}");
+        }
+        // A second run keeps every certificate; --force makes new ones.
+        gen_for(&t, dir.path(), false, false).unwrap();
+        let again: Manifest =
+            serde_json::from_str(&std::fs::read_to_string(&g.manifest).unwrap()).unwrap();
+        assert_eq!(again.certs, m.certs);
+        gen_for(&t, dir.path(), true, false).unwrap();
+        let forced: Manifest =
+            serde_json::from_str(&std::fs::read_to_string(&g.manifest).unwrap()).unwrap();
+        assert!(forced.certs.iter().all(|(k, v)| m.certs[k] != *v));
     }
 
     #[test]

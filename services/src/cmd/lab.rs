@@ -239,11 +239,12 @@ async fn start_and_wait(
         .clients
         .iter()
         .map(|(c, identity)| {
-            let mut nkey = identity.as_os_str().to_owned();
-            nkey.push(".nk");
+            let file = |ext| crate::certs::with_ext(identity, ext);
             (
                 c.name.clone(),
-                json!({ "role": c.role.as_str(), "scope": c.scope, "identity": identity, "nkey": PathBuf::from(nkey) }),
+                json!({ "role": c.role.as_str(), "scope": c.scope, "identity": identity,
+                        "nkey": file("nk"), "cert": file("crt"), "key": file("key"),
+                        "ca": crate::certs::ca_beside(identity) }),
             )
         })
         .collect();

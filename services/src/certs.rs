@@ -1,0 +1,280 @@
+//! The mesh's certificates, made offline by `canopy keys gen`: one CA per
+//! mesh (its key stays where it was generated), and per member, witness
+//! and client principal a certificate of that CA with its own key.
+//!
+//! Each host needs only its own files and the CA certificate: the layout
+//! beside the nkey seeds (`<out>/<node>/<member>.crt` and `.key`,
+//! `<out>/clients/<name>.crt` and `.key`, `<out>/ca.crt`) keeps the rule
+//! "the CA is `ca.crt` two directories above a prefix" for every identity.
+//! A certificate names its principal in a SAN of its own namespace
+//! (`<member>.<node>.canopy`, `<name>.client.canopy`), so a peer can check
+//! *who* presented a certificate, not only that the mesh CA signed it; a
+//! member's certificate also carries its topology host (IP or DNS name).
+
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use sha2::Digest as _;
+
+/// How long a certificate `keys gen` makes is valid.
+pub const VALID_DAYS: i64 = 730;
+
+/// The SAN that names a member or witness of `node`.
+pub fn member_name(node: &str, member: &str) -> String {
+    format!("{member}.{node}.canopy")
+}
+
+/// The SAN that names client principal `name`.
+pub fn client_name(name: &str) -> String {
+    format!("{name}.client.canopy")
+}
+
+/// The CA certificate of an identity given by its prefix
+/// (`<out>/<dir>/<name>`): `<out>/ca.crt`.
+pub fn ca_beside(prefix: &Path) -> Option<PathBuf> {
+    Some(prefix.parent()?.parent()?.join("ca.crt"))
+}
+
+/// The mesh CA: its certificate (PEM) and what signs with it.
+pub struct Ca {
+    /// `ca.crt`'s text.
+    pub pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl std::fmt::Debug for Ca {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ca").finish_non_exhaustive()
+    }
+}
+
+fn ca_params(mesh: &str) -> anyhow::Result<CertificateParams> {
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "canopy");
+    dn.push(DnType::CommonName, format!("canopy mesh {mesh} CA"));
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    p.not_before = time_now();
+    p.not_after = time_now() + rcgen_days(VALID_DAYS * 5);
+    Ok(p)
+}
+
+fn time_now() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
+}
+
+fn rcgen_days(d: i64) -> time::Duration {
+    time::Duration::days(d)
+}
+
+/// Writes `text` to `path` with `mode`, replacing it.
+pub fn write_file(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// The CA of `mesh` under `out` (`ca.crt`, `ca.key` 0600), made if
+/// missing (or with `force`); true if made now. An existing CA key signs
+/// again under the same name, so certificates made later chain to the
+/// same `ca.crt`.
+pub fn ca(out: &Path, mesh: &str, force: bool) -> anyhow::Result<(Ca, bool)> {
+    let (crt, key) = (out.join("ca.crt"), out.join("ca.key"));
+    if !force && crt.exists() && key.exists() {
+        let key_pem =
+            std::fs::read_to_string(&key).with_context(|| format!("reading {}", key.display()))?;
+        let kp = KeyPair::from_pem(&key_pem)
+            .map_err(|e| anyhow::anyhow!("{}: not a private key: {e}", key.display()))?;
+        let pem =
+            std::fs::read_to_string(&crt).with_context(|| format!("reading {}", crt.display()))?;
+        let issuer = Issuer::new(ca_params(mesh)?, kp);
+        return Ok((Ca { pem, issuer }, false));
+    }
+    let kp = KeyPair::generate()?;
+    let params = ca_params(mesh)?;
+    let cert = params.self_signed(&kp)?;
+    write_file(&key, &kp.serialize_pem(), 0o600)?;
+    write_file(&crt, &cert.pem(), 0o644)?;
+    Ok((
+        Ca {
+            pem: cert.pem(),
+            issuer: Issuer::new(params, kp),
+        },
+        true,
+    ))
+}
+
+/// Who a certificate is for.
+#[derive(Debug, Clone)]
+pub struct Subject {
+    /// Its canopy name (a SAN, and the common name).
+    pub name: String,
+    /// Further SANs: the topology host of a member (an IP address or a DNS
+    /// name).
+    pub hosts: Vec<String>,
+    /// Servers (members, witnesses) authenticate both ways; clients only
+    /// as clients.
+    pub server: bool,
+}
+
+/// The certificate `<prefix>.crt` and its key `<prefix>.key` (0600) for
+/// `subject`, signed by `ca`: made if missing, with `force`, or when the
+/// CA was made now (a certificate of the old CA would no longer verify).
+/// Returns its SHA-256 fingerprint (hex of the DER) and whether it was
+/// made.
+pub fn leaf(
+    ca: &Ca,
+    prefix: &Path,
+    subject: &Subject,
+    remake: bool,
+) -> anyhow::Result<(String, bool)> {
+    let crt = with_ext(prefix, "crt");
+    let key = with_ext(prefix, "key");
+    if !remake && crt.exists() && key.exists() {
+        let text =
+            std::fs::read_to_string(&crt).with_context(|| format!("reading {}", crt.display()))?;
+        return Ok((
+            fingerprint_pem(&text).with_context(|| crt.display().to_string())?,
+            false,
+        ));
+    }
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "canopy");
+    dn.push(DnType::CommonName, subject.name.clone());
+    p.distinguished_name = dn;
+    let mut sans = vec![SanType::DnsName(subject.name.clone().try_into()?)];
+    for h in &subject.hosts {
+        sans.push(match h.parse::<std::net::IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(h.clone().try_into()?),
+        });
+    }
+    p.subject_alt_names = sans;
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = if subject.server {
+        vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ]
+    } else {
+        vec![ExtendedKeyUsagePurpose::ClientAuth]
+    };
+    p.not_before = time_now();
+    p.not_after = time_now() + rcgen_days(VALID_DAYS);
+    let kp = KeyPair::generate()?;
+    let cert = p.signed_by(&kp, &ca.issuer)?;
+    write_file(&key, &kp.serialize_pem(), 0o600)?;
+    write_file(&crt, &cert.pem(), 0o644)?;
+    Ok((fingerprint(cert.der()), true))
+}
+
+/// `<prefix>.<ext>`.
+pub fn with_ext(prefix: &Path, ext: &str) -> PathBuf {
+    let mut s = prefix.as_os_str().to_owned();
+    s.push(".");
+    s.push(ext);
+    PathBuf::from(s)
+}
+
+/// SHA-256 of a certificate's DER, hex.
+pub fn fingerprint(der: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(der))
+}
+
+/// [`fingerprint`] of the first certificate of a PEM text.
+pub fn fingerprint_pem(text: &str) -> anyhow::Result<String> {
+    let body: String = text
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE-----"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END CERTIFICATE-----"))
+        .collect();
+    anyhow::ensure!(!body.is_empty(), "no PEM certificate");
+    let der = base64_decode(&body).context("not a PEM certificate (bad base64)")?;
+    Ok(fingerprint(&der))
+}
+
+/// Standard base64 (PEM bodies), without a dependency for it.
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            b'=' => break,
+            b'\r' | b'\n' | b' ' => continue,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a panic is the failure report in tests
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leaf_chains_to_the_ca_and_is_kept_unless_remade() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca1, made) = ca(dir.path(), "m", false).unwrap();
+        assert!(made);
+        let prefix = dir.path().join("a");
+        let subject = Subject {
+            name: member_name("root", "a"),
+            hosts: vec!["127.0.0.1".into(), "plc-host".into()],
+            server: true,
+        };
+        let (fp, made) = leaf(&ca1, &prefix, &subject, false).unwrap();
+        assert!(made);
+        let key = with_ext(&prefix, "key");
+        let mode = std::fs::metadata(&key).unwrap().permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
+        // Kept: the same fingerprint, read back from the PEM.
+        let (ca2, made) = ca(dir.path(), "m", false).unwrap();
+        assert!(!made);
+        assert_eq!(ca2.pem, ca1.pem);
+        assert_eq!(
+            leaf(&ca2, &prefix, &subject, false).unwrap(),
+            (fp.clone(), false)
+        );
+        let (fp2, made) = leaf(&ca2, &prefix, &subject, true).unwrap();
+        assert!(made && fp2 != fp);
+    }
+
+    #[test]
+    fn base64_of_a_known_text() {
+        assert_eq!(base64_decode("aGVsbG8=").unwrap(), b"hello");
+        assert_eq!(base64_decode("aGk=").unwrap(), b"hi");
+        assert!(base64_decode("a$").is_none());
+    }
+}
