@@ -384,6 +384,7 @@ pub use lease::LeaseClock;
 pub use lease::TokioClock;
 pub use metrics::PairMetrics;
 pub use network::tcp::Hello;
+pub use network::tls::RaftTls;
 pub use network::Transport;
 pub use pair::Pair;
 pub use pair::PairConfig;

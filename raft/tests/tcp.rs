@@ -83,6 +83,7 @@ async fn three_voters_over_tcp_elect_one_active_and_refuse_strangers() -> anyhow
             data_dir: root.path().join(format!("n{id}")),
             prefer: None,
             timing: Timing::default(),
+            tls: None,
         };
         let (pair, handle) = Pair::start(cfg, cancel.child_token()).await?;
         pairs.push((id, pair));
@@ -166,5 +167,214 @@ async fn three_voters_over_tcp_elect_one_active_and_refuse_strangers() -> anyhow
     for (_, p) in &pairs {
         assert!(!p.lease().is_valid());
     }
+    Ok(())
+}
+
+/// A certificate and its key, both PEM.
+type Pem = (String, String);
+
+/// A CA and, per name, a certificate of it (server and client auth) with
+/// that name as its DNS SAN: (CA PEM, name → its certificate).
+fn mesh_certs(names: &[&str]) -> anyhow::Result<(String, BTreeMap<String, Pem>)> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+    let ca_key = KeyPair::generate()?;
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_pem = ca.self_signed(&ca_key)?.pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let mut out = BTreeMap::new();
+    for name in names {
+        let key = KeyPair::generate()?;
+        let mut p = CertificateParams::new(vec![name.to_string()])?;
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = p.signed_by(&key, &issuer)?;
+        out.insert(name.to_string(), (cert.pem(), key.serialize_pem()));
+    }
+    Ok((ca_pem, out))
+}
+
+/// A TLS connection to `addr` that expects the server certificate of
+/// `server_name` from `ca_pem` and presents `cert` / `key`.
+async fn tls_connect(
+    addr: SocketAddr,
+    ca_pem: &str,
+    server_name: &str,
+    cert: &Pem,
+) -> anyhow::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c?)?;
+    }
+    let chain = CertificateDer::pem_slice_iter(cert.0.as_bytes()).collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_slice(cert.1.as_bytes())?;
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])?
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)?;
+    let tcp = connect_from("127.0.0.1", addr).await?;
+    Ok(
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(ServerName::try_from(server_name.to_owned())?, tcp)
+            .await?,
+    )
+}
+
+async fn tls_frame(
+    s: &mut tokio_rustls::client::TlsStream<TcpStream>,
+    json: &serde_json::Value,
+) -> anyhow::Result<()> {
+    let body = serde_json::to_vec(json)?;
+    s.write_all(&(body.len() as u32).to_be_bytes()).await?;
+    s.write_all(&body).await?;
+    s.flush().await?;
+    Ok(())
+}
+
+/// True if the server closed the TLS connection (or the handshake failed)
+/// without a reply.
+async fn tls_closed(s: &mut tokio_rustls::client::TlsStream<TcpStream>) -> anyhow::Result<bool> {
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(SETTLE, s.read(&mut buf))
+        .await
+        .context("server neither replied nor closed")?;
+    Ok(matches!(read, Ok(0) | Err(_)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn voters_over_mutual_tls_elect_one_active_and_refuse_any_other_certificate(
+) -> anyhow::Result<()> {
+    let names: BTreeMap<NodeId, String> = [1u64, 2, 3]
+        .into_iter()
+        .map(|id| (id, format!("n{id}.line1.canopy")))
+        .collect();
+    let all: Vec<&str> = names.values().map(String::as_str).collect();
+    let (ca, certs) = mesh_certs(&all)?;
+    let (other_ca, other) = mesh_certs(&["n2.line1.canopy"])?;
+    let root = tempfile::tempdir()?;
+    let mut peers = BTreeMap::new();
+    for id in [1u64, 2, 3] {
+        peers.insert(
+            id,
+            Peer {
+                name: format!("n{id}"),
+                host: "127.0.0.1".into(),
+                raft_port: free_port()?,
+            },
+        );
+    }
+    let cancel = CancellationToken::new();
+    let mut pairs: Vec<(NodeId, Pair)> = Vec::new();
+    let mut handles = Vec::new();
+    for id in [1u64, 2, 3] {
+        let (cert, key) = &certs[&names[&id]];
+        let tls = raft::RaftTls::new(
+            ca.as_bytes(),
+            cert.as_bytes(),
+            key.as_bytes(),
+            names.clone(),
+        )?;
+        let cfg = PairConfig {
+            mesh: "plant".into(),
+            node: "line1".into(),
+            me: id,
+            peers: peers.clone(),
+            data_dir: root.path().join(format!("n{id}")),
+            prefer: None,
+            timing: Timing::default(),
+            tls: Some(std::sync::Arc::new(tls)),
+        };
+        let (pair, handle) = Pair::start(cfg, cancel.child_token()).await?;
+        pairs.push((id, pair));
+        handles.push(handle);
+    }
+    let rxs = pairs.iter().map(|(id, p)| (*id, p.view())).collect();
+    let views = wait_views(rxs, "one active over mutual TLS", SETTLE, stable).await?;
+    assert!(!views[&3].me_active);
+    let target = &pairs[0].1;
+    let before = target.metrics().rejected_connections;
+    let addr: SocketAddr = format!("127.0.0.1:{}", peers[&1].raft_port).parse()?;
+    let hello2 = serde_json::to_value(Hello {
+        mesh: "plant".into(),
+        node: "line1".into(),
+        from_id: 2,
+    })?;
+
+    // A plaintext hello, right in every other way: answered with at most a
+    // TLS alert (record type 21), then closed; counted.
+    let mut s = connect_from("127.0.0.1", addr).await?;
+    frame(&mut s, &hello2).await?;
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(SETTLE, s.read_to_end(&mut got))
+        .await
+        .context("the server neither answered nor closed")?;
+    assert!(
+        got.first().is_none_or(|&b| b == 21),
+        "a plaintext hello got {got:?}"
+    );
+    assert_eq!(target.metrics().rejected_connections, before + 1);
+
+    // A certificate of another CA for the right name: the handshake fails.
+    let refused = match tls_connect(addr, &ca, &names[&1], &other["n2.line1.canopy"]).await {
+        Err(_) => true,
+        Ok(mut s) => {
+            let _ = tls_frame(&mut s, &hello2).await;
+            tls_closed(&mut s).await?
+        }
+    };
+    assert!(refused, "a certificate of another CA is refused");
+    let _ = other_ca;
+    wait_for_count(target, before + 2).await?;
+
+    // The mesh's own CA, but the witness's certificate with a hello as
+    // voter 2: refused (the certificate must name the voter).
+    let mut s = tls_connect(addr, &ca, &names[&1], &certs[&names[&3]]).await?;
+    tls_frame(&mut s, &hello2).await?;
+    assert!(
+        tls_closed(&mut s).await?,
+        "another voter's certificate is refused"
+    );
+    wait_for_count(target, before + 3).await?;
+
+    // Voter 2's certificate and hello: served.
+    let mut s = tls_connect(addr, &ca, &names[&1], &certs[&names[&2]]).await?;
+    tls_frame(&mut s, &hello2).await?;
+    tls_frame(&mut s, &serde_json::json!({"Forward": "Probe"})).await?;
+    let len = tokio::time::timeout(SETTLE, s.read_u32()).await??;
+    let mut body = vec![0u8; len as usize];
+    s.read_exact(&mut body).await?;
+    let reply: serde_json::Value = serde_json::from_slice(&body)?;
+    assert!(reply.get("Failed").is_some(), "a reply frame: {reply}");
+    assert_eq!(target.metrics().rejected_connections, before + 3);
+
+    cancel.cancel();
+    for h in handles {
+        tokio::time::timeout(SETTLE, h).await??;
+    }
+    Ok(())
+}
+
+/// Waits until `pair` has refused `n` connections (the count follows the
+/// close the client saw by a moment).
+async fn wait_for_count(pair: &Pair, n: u64) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    while pair.metrics().rejected_connections < n {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{} refused connections, expected {n}",
+            pair.metrics().rejected_connections
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(pair.metrics().rejected_connections, n);
     Ok(())
 }

@@ -123,6 +123,12 @@ pub struct WitnessArgs {
     /// The HA pair this witness belongs to.
     #[arg(long)]
     pub node: String,
+    /// The witness's key file from `canopy keys gen`
+    /// (`<out>/<node>/witness.nk`): on a secured tree its TLS certificate
+    /// and key beside it, and `ca.crt` two directories up, secure its raft
+    /// port.
+    #[arg(long)]
+    pub key: Option<PathBuf>,
     /// Data directory: generated nats config, JetStream store, raft log.
     #[arg(long)]
     pub data: PathBuf,

@@ -40,12 +40,55 @@ pub fn id_name(node: &Node, id: u64) -> String {
     }
 }
 
-/// The pair's raft configuration for process `me`.
+/// Mutual TLS for the raft port of `node`'s process whose nkey seed is
+/// `key` (`<out>/<node>/<name>.nk` of `canopy keys gen`: its certificate
+/// and TLS key are beside it, the CA two directories up). `None` on the
+/// plaintext tree; on a secured one the files must be there.
+pub fn raft_tls(
+    topo: &Topology,
+    node: &Node,
+    key: Option<&Path>,
+) -> anyhow::Result<Option<std::sync::Arc<raft::RaftTls>>> {
+    if topo.mesh.security == topology::Security::None {
+        return Ok(None);
+    }
+    let Some(key) = key else {
+        anyhow::bail!(
+            "this tree is secured: the raft port of {} needs this process's certificate; give --key (canopy keys gen writes <node>/<member>.nk with .crt and .key beside it)",
+            node.id
+        );
+    };
+    let prefix = key.with_extension("");
+    let ca = crate::certs::ca_beside(&prefix)
+        .ok_or_else(|| anyhow::anyhow!("{}: no CA two directories up", key.display()))?;
+    let mut names = BTreeMap::new();
+    for (i, m) in node.members.iter().enumerate() {
+        names.insert(i as u64 + 1, crate::certs::member_name(&node.id, &m.name));
+    }
+    names.insert(WITNESS_ID, crate::certs::member_name(&node.id, "witness"));
+    let tls = raft::RaftTls::load(
+        &ca,
+        &crate::certs::with_ext(&prefix, "crt"),
+        &crate::certs::with_ext(&prefix, "key"),
+        names,
+    )
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "raft TLS of {}: {e} (canopy keys gen makes these files)",
+            node.id
+        )
+    })?;
+    Ok(Some(std::sync::Arc::new(tls)))
+}
+
+/// The pair's raft configuration for process `me` (`tls`: see
+/// [`raft_tls`]).
 pub fn pair_config(
     topo: &Topology,
     node: &Node,
     me: u64,
     data: &Path,
+    tls: Option<std::sync::Arc<raft::RaftTls>>,
 ) -> anyhow::Result<raft::PairConfig> {
     let witness = node
         .witness
@@ -78,6 +121,7 @@ pub fn pair_config(
         data_dir: data.join("raft"),
         prefer: node.prefer.as_deref().and_then(|p| member_id(node, p)),
         timing: raft::Timing::default(),
+        tls,
     })
 }
 

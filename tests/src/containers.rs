@@ -420,14 +420,9 @@ fn node_args(node: &str, name: &str) -> Vec<String> {
     let mut args: Vec<String> = if name == "witness" {
         vec!["witness".into()]
     } else {
-        vec![
-            "node".into(),
-            "--member".into(),
-            name.into(),
-            "--key".into(),
-            format!("{KEYS_MOUNT}/{node}/{name}.nk"),
-        ]
+        vec!["node".into(), "--member".into(), name.into()]
     };
+    args.extend(["--key".into(), format!("{KEYS_MOUNT}/{node}/{name}.nk")]);
     args.extend(
         [
             "--topology",

@@ -19,6 +19,7 @@
 mod outbound;
 pub(crate) mod prevote;
 pub mod tcp;
+pub mod tls;
 
 pub(crate) use outbound::{NetFactory, PeerLog};
 

@@ -19,6 +19,12 @@
 //! hello at once; more are closed at once and counted
 //! (`PairMetrics::refused_unauthenticated`). [`decode_frame`] is the
 //! frame decoding as a pure function, for fuzzing.
+//!
+//! With a [`RaftTls`] (a secured tree) every connection is mutual TLS 1.3
+//! first, and the hello's voter must also be the one the caller's
+//! certificate names (see `tls`); the source-IP check stays. The hello
+//! deadline and the limit on connections waiting for it cover the
+//! handshake too.
 
 use std::collections::BTreeMap;
 use std::collections::HashMap;
@@ -37,6 +43,7 @@ use serde::Deserialize;
 use serde::Serialize;
 use tokio::io::AsyncRead;
 use tokio::io::AsyncReadExt;
+use tokio::io::AsyncWrite;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::net::TcpSocket;
@@ -46,6 +53,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::tls::RaftTls;
 use super::Inbound;
 use super::Reply;
 use super::Rpc;
@@ -90,9 +98,18 @@ fn proto(e: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e.to_string())
 }
 
-async fn write_frame<T: Serialize>(stream: &mut TcpStream, value: &T) -> io::Result<()> {
-    stream.write_all(&encode_frame(value)?).await
+async fn write_frame<T: Serialize>(
+    stream: &mut (impl AsyncWrite + Unpin),
+    value: &T,
+) -> io::Result<()> {
+    stream.write_all(&encode_frame(value)?).await?;
+    stream.flush().await
 }
+
+/// A raft connection: plain TCP, or TLS over it.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+type Conn = Box<dyn Io>;
 
 /// Why a frame did not decode.
 #[derive(Debug, thiserror::Error)]
@@ -220,7 +237,7 @@ async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
     }
 }
 
-type Pool = Arc<Mutex<HashMap<NodeId, Vec<TcpStream>>>>;
+type Pool = Arc<Mutex<HashMap<NodeId, Vec<Conn>>>>;
 
 /// TCP transport of one node.
 pub(crate) struct TcpTransport {
@@ -228,6 +245,7 @@ pub(crate) struct TcpTransport {
     hello: Hello,
     peers: BTreeMap<NodeId, Peer>,
     pool: Pool,
+    tls: Option<Arc<RaftTls>>,
 }
 
 impl Debug for TcpTransport {
@@ -235,12 +253,19 @@ impl Debug for TcpTransport {
         f.debug_struct("TcpTransport")
             .field("me", &self.me)
             .field("peers", &self.peers)
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
 
 impl TcpTransport {
-    pub(crate) fn new(mesh: &str, node: &str, me: NodeId, peers: BTreeMap<NodeId, Peer>) -> Self {
+    pub(crate) fn new(
+        mesh: &str,
+        node: &str,
+        me: NodeId,
+        peers: BTreeMap<NodeId, Peer>,
+        tls: Option<Arc<RaftTls>>,
+    ) -> Self {
         Self {
             me,
             hello: Hello {
@@ -250,18 +275,19 @@ impl TcpTransport {
             },
             peers,
             pool: Arc::new(Mutex::new(HashMap::new())),
+            tls,
         }
     }
 }
 
-fn take(pool: &Pool, to: NodeId) -> Option<TcpStream> {
+fn take(pool: &Pool, to: NodeId) -> Option<Conn> {
     pool.lock()
         .unwrap_or_else(PoisonError::into_inner)
         .get_mut(&to)
         .and_then(Vec::pop)
 }
 
-fn put(pool: &Pool, to: NodeId, conn: TcpStream) {
+fn put(pool: &Pool, to: NodeId, conn: Conn) {
     let mut p = pool.lock().unwrap_or_else(PoisonError::into_inner);
     let idle = p.entry(to).or_default();
     if idle.len() < MAX_IDLE {
@@ -269,15 +295,21 @@ fn put(pool: &Pool, to: NodeId, conn: TcpStream) {
     }
 }
 
-async fn exchange(conn: &mut TcpStream, rpc: &Rpc) -> io::Result<Reply> {
+async fn exchange(conn: &mut Conn, rpc: &Rpc) -> io::Result<Reply> {
     write_frame(conn, rpc).await?;
     read_frame(conn, MAX_FRAME).await
 }
 
 /// Connects to `peer`, from an address of `local_host` when possible (so
 /// the peer's source-IP check sees the configured address on a multi-homed
-/// host), and sends the hello.
-async fn connect(local_host: &str, peer: &Peer, hello: &Hello) -> Result<TcpStream, CallError> {
+/// host), with TLS when `tls` names the voter it dials, and sends the
+/// hello.
+async fn connect(
+    local_host: &str,
+    peer: &Peer,
+    hello: &Hello,
+    tls: Option<(&RaftTls, NodeId)>,
+) -> Result<Conn, CallError> {
     let addrs = resolve(&peer.host, peer.raft_port)
         .await
         .map_err(CallError::Unreachable)?;
@@ -296,12 +328,25 @@ async fn connect(local_host: &str, peer: &Peer, hello: &Hello) -> Result<TcpStre
             }
         }
         match socket.connect(addr).await {
-            Ok(mut stream) => {
+            Ok(stream) => {
                 let _ = stream.set_nodelay(true);
-                write_frame(&mut stream, hello)
+                let mut conn: Conn = match tls {
+                    None => Box::new(stream),
+                    Some((tls, to)) => {
+                        let name = tls.name(to).ok_or_else(|| {
+                            CallError::Unreachable(format!("no certificate name for voter {to}"))
+                        })?;
+                        let tls = tokio_rustls::TlsConnector::from(tls.client.clone())
+                            .connect(name, stream)
+                            .await
+                            .map_err(|e| CallError::Unreachable(format!("{addr}: tls: {e}")))?;
+                        Box::new(tls)
+                    }
+                };
+                write_frame(&mut conn, hello)
                     .await
                     .map_err(|e| CallError::Unreachable(format!("{addr}: hello: {e}")))?;
-                return Ok(stream);
+                return Ok(conn);
             }
             Err(e) => last = format!("{addr}: {e}"),
         }
@@ -318,6 +363,7 @@ impl Transport for TcpTransport {
         let me = self.me;
         let peers = self.peers.clone();
         let hello = self.hello.clone();
+        let tls = self.tls.clone();
         Box::pin(async move {
             let own = peers.get(&me).ok_or_else(|| RaftError::Config {
                 field: "peers".into(),
@@ -345,6 +391,7 @@ impl Transport for TcpTransport {
                 peers: Arc::new(peers),
                 inbound,
                 limits: Limits::default(),
+                tls,
             };
             Ok(tokio::spawn(server.accept_loop(listener, cancel)))
         })
@@ -364,6 +411,7 @@ impl Transport for TcpTransport {
             .unwrap_or_default();
         let hello = self.hello.clone();
         let pool = self.pool.clone();
+        let tls = self.tls.clone();
         Box::pin(async move {
             let Some(peer) = peer else {
                 return Err(CallError::Unreachable(format!("unknown voter {to}")));
@@ -378,7 +426,8 @@ impl Transport for TcpTransport {
                         return Ok(reply);
                     }
                 }
-                let mut conn = connect(&local_host, &peer, &hello).await?;
+                let tls = tls.as_deref().map(|t| (t, to));
+                let mut conn = connect(&local_host, &peer, &hello, tls).await?;
                 let reply = exchange(&mut conn, &rpc)
                     .await
                     .map_err(|e| CallError::Unreachable(format!("voter {to}: {e}")))?;
@@ -419,6 +468,7 @@ struct Server {
     peers: Arc<BTreeMap<NodeId, Peer>>,
     inbound: Inbound,
     limits: Limits,
+    tls: Option<Arc<RaftTls>>,
 }
 
 impl Server {
@@ -506,23 +556,47 @@ impl Server {
     /// checked.
     async fn connection(
         self,
-        mut stream: TcpStream,
+        stream: TcpStream,
         addr: SocketAddr,
         pre_hello: OwnedSemaphorePermit,
     ) {
         let _ = stream.set_nodelay(true);
-        let hello = match tokio::time::timeout(
-            self.limits.hello_timeout,
-            read_frame::<Hello, _>(&mut stream, MAX_HELLO),
-        )
-        .await
-        {
-            Ok(Ok(h)) => h,
-            Ok(Err(e)) => return self.reject(addr, &format!("bad hello: {e}")),
+        // The handshake and the hello share one deadline.
+        let opened = tokio::time::timeout(self.limits.hello_timeout, async {
+            let (mut conn, cert): (Conn, _) = match &self.tls {
+                None => (Box::new(stream), None),
+                Some(tls) => {
+                    let tls = tokio_rustls::TlsAcceptor::from(tls.server.clone())
+                        .accept(stream)
+                        .await
+                        .map_err(|e| format!("tls: {e}"))?;
+                    let cert = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|c| c.clone().into_owned());
+                    (Box::new(tls), Some(cert))
+                }
+            };
+            let hello = read_frame::<Hello, _>(&mut conn, MAX_HELLO)
+                .await
+                .map_err(|e| format!("bad hello: {e}"))?;
+            Ok::<_, String>((conn, cert, hello))
+        })
+        .await;
+        let (mut stream, cert, hello) = match opened {
+            Ok(Ok(x)) => x,
+            Ok(Err(why)) => return self.reject(addr, &why),
             Err(_) => return self.reject(addr, "no hello in time"),
         };
         if let Err(reason) = self.check(&hello, addr).await {
             return self.reject(addr, &reason);
+        }
+        if let (Some(tls), Some(cert)) = (&self.tls, &cert) {
+            if let Err(reason) = tls.check_peer(hello.from_id, cert.as_ref()) {
+                return self.reject(addr, &format!("hello as voter {}: {reason}", hello.from_id));
+            }
         }
         drop(pre_hello);
         let from = hello.from_id;
@@ -690,6 +764,7 @@ mod tests {
                 max_pre_hello: MAX_PRE_HELLO,
                 hello_timeout: Duration::from_secs(3600),
             },
+            tls: None,
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");

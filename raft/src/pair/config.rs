@@ -31,6 +31,8 @@ pub struct PairConfig {
     pub prefer: Option<NodeId>,
     /// Timing of the group and of the lease.
     pub timing: Timing,
+    /// Mutual TLS on the raft port (a secured tree); `None`: plaintext.
+    pub tls: Option<std::sync::Arc<crate::RaftTls>>,
 }
 
 impl PairConfig {
@@ -92,6 +94,7 @@ mod tests {
             data_dir: PathBuf::from("/var/lib/canopy/press-a"),
             prefer: Some(1),
             timing: Timing::default(),
+            tls: None,
         }
     }
 

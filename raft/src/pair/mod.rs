@@ -158,6 +158,7 @@ impl Pair {
             &cfg.node,
             cfg.me,
             cfg.peers.clone(),
+            cfg.tls.clone(),
         ));
         Self::start_with_transport(cfg, transport, cancel).await
     }

@@ -177,6 +177,7 @@ impl Group {
             data_dir: self.data_dir(id),
             prefer: self.prefer,
             timing: self.timing.clone(),
+            tls: None,
         };
         let cancel = CancellationToken::new();
         let (pair, handle) =

@@ -80,14 +80,12 @@ pub fn render(topo: &Topology, topology_file: &str, image: &str) -> anyhow::Resu
             let mut args: Vec<String> = if name == "witness" {
                 vec!["witness".into()]
             } else {
-                vec![
-                    "node".into(),
-                    "--member".into(),
-                    name.into(),
-                    "--key".into(),
-                    format!("{KEYS_MOUNT}/{}/{name}.nk", node.id),
-                ]
+                vec!["node".into(), "--member".into(), name.into()]
             };
+            args.extend([
+                "--key".into(),
+                format!("{KEYS_MOUNT}/{}/{name}.nk", node.id),
+            ]);
             args.extend([
                 "--topology".into(),
                 TOPOLOGY_MOUNT.into(),
@@ -216,8 +214,11 @@ register = "input:7"
             y.contains(r#"["plc-sim","--listen","172.29.0.30:502","--drive","input:7="#),
             "{y}"
         );
-        // The witness signs nothing: no key.
-        assert!(!section(&y, "root-south-witness").contains("--key"), "{y}");
+        // The witness signs nothing, but its key file names its TLS files.
+        assert!(
+            section(&y, "root-south-witness").contains(r#""--key","/keys/root.south/witness.nk""#),
+            "{y}"
+        );
     }
 
     #[test]

@@ -173,18 +173,13 @@ async fn start_and_wait(
             if let Err(e) = std::fs::create_dir_all(&data) {
                 return Err((anyhow::anyhow!("creating {}: {e}", data.display()), procs));
             }
+            let key = keys.join(&node.id).join(format!("{name}.nk"));
             let mut args: Vec<String> = if name == "witness" {
                 vec!["witness".into()]
             } else {
-                let key = keys.join(&node.id).join(format!("{name}.nk"));
-                vec![
-                    "node".into(),
-                    "--member".into(),
-                    name.clone(),
-                    "--key".into(),
-                    key.display().to_string(),
-                ]
+                vec!["node".into(), "--member".into(), name.clone()]
             };
+            args.extend(["--key".into(), key.display().to_string()]);
             args.extend([
                 "--topology".into(),
                 topo_path.display().to_string(),

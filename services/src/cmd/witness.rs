@@ -47,7 +47,13 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let tasks = CancellationToken::new();
     let (pair, pair_task) = raft::Pair::start(
-        ha::pair_config(topo, node, ha::WITNESS_ID, &a.data)?,
+        ha::pair_config(
+            topo,
+            node,
+            ha::WITNESS_ID,
+            &a.data,
+            ha::raft_tls(topo, node, a.key.as_deref())?,
+        )?,
         tasks.clone(),
     )
     .await

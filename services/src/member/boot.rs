@@ -251,7 +251,8 @@ impl RoleSource {
             });
         }
         let me = crate::ha::member_id(node, &id.member).context("member id")?;
-        let cfg = crate::ha::pair_config(&id.topo, node, me, data)?;
+        let tls = crate::ha::raft_tls(&id.topo, node, opts.key.as_deref())?;
+        let cfg = crate::ha::pair_config(&id.topo, node, me, data, tls)?;
         let (pair, task) = raft::Pair::start(cfg, cancel)
             .await
             .map_err(|e| anyhow::anyhow!("starting the pair's raft group: {e}"))?;
