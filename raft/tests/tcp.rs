@@ -57,38 +57,69 @@ async fn connect_from(local: &str, to: SocketAddr) -> anyhow::Result<TcpStream> 
     Ok(socket.connect(to).await?)
 }
 
+/// Three voters on loopback, on free ports, each with the TLS `tls` gives
+/// it; stopped through `cancel`.
+struct Voters {
+    _root: tempfile::TempDir,
+    peers: BTreeMap<NodeId, Peer>,
+    cancel: CancellationToken,
+    pairs: Vec<(NodeId, Pair)>,
+    handles: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Voters {
+    async fn start(
+        tls: impl Fn(NodeId) -> anyhow::Result<Option<std::sync::Arc<raft::RaftTls>>>,
+    ) -> anyhow::Result<Voters> {
+        let root = tempfile::tempdir()?;
+        let mut peers = BTreeMap::new();
+        for id in [1u64, 2, 3] {
+            peers.insert(
+                id,
+                Peer {
+                    name: format!("n{id}"),
+                    host: "127.0.0.1".into(),
+                    raft_port: free_port()?,
+                },
+            );
+        }
+        let cancel = CancellationToken::new();
+        let mut pairs: Vec<(NodeId, Pair)> = Vec::new();
+        let mut handles = Vec::new();
+        for id in [1u64, 2, 3] {
+            let cfg = PairConfig {
+                mesh: "plant".into(),
+                node: "line1".into(),
+                me: id,
+                peers: peers.clone(),
+                data_dir: root.path().join(format!("n{id}")),
+                prefer: None,
+                timing: Timing::default(),
+                tls: tls(id)?,
+            };
+            let (pair, handle) = Pair::start(cfg, cancel.child_token()).await?;
+            pairs.push((id, pair));
+            handles.push(handle);
+        }
+        Ok(Voters {
+            _root: root,
+            peers,
+            cancel,
+            pairs,
+            handles,
+        })
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_voters_over_tcp_elect_one_active_and_refuse_strangers() -> anyhow::Result<()> {
-    let root = tempfile::tempdir()?;
-    let mut peers = BTreeMap::new();
-    for id in [1u64, 2, 3] {
-        peers.insert(
-            id,
-            Peer {
-                name: format!("n{id}"),
-                host: "127.0.0.1".into(),
-                raft_port: free_port()?,
-            },
-        );
-    }
-    let cancel = CancellationToken::new();
-    let mut pairs: Vec<(NodeId, Pair)> = Vec::new();
-    let mut handles = Vec::new();
-    for id in [1u64, 2, 3] {
-        let cfg = PairConfig {
-            mesh: "plant".into(),
-            node: "line1".into(),
-            me: id,
-            peers: peers.clone(),
-            data_dir: root.path().join(format!("n{id}")),
-            prefer: None,
-            timing: Timing::default(),
-            tls: None,
-        };
-        let (pair, handle) = Pair::start(cfg, cancel.child_token()).await?;
-        pairs.push((id, pair));
-        handles.push(handle);
-    }
+    let Voters {
+        _root,
+        peers,
+        cancel,
+        pairs,
+        handles,
+    } = Voters::start(|_| Ok(None)).await?;
     let rxs = pairs.iter().map(|(id, p)| (*id, p.view())).collect();
     let views = wait_views(rxs, "one active over TCP", SETTLE, stable).await?;
     assert!(!views[&3].me_active);
@@ -259,23 +290,14 @@ async fn voters_over_mutual_tls_elect_one_active_and_refuse_any_other_certificat
         .collect();
     let all: Vec<&str> = names.values().map(String::as_str).collect();
     let (ca, certs) = mesh_certs(&all)?;
-    let (other_ca, other) = mesh_certs(&["n2.line1.canopy"])?;
-    let root = tempfile::tempdir()?;
-    let mut peers = BTreeMap::new();
-    for id in [1u64, 2, 3] {
-        peers.insert(
-            id,
-            Peer {
-                name: format!("n{id}"),
-                host: "127.0.0.1".into(),
-                raft_port: free_port()?,
-            },
-        );
-    }
-    let cancel = CancellationToken::new();
-    let mut pairs: Vec<(NodeId, Pair)> = Vec::new();
-    let mut handles = Vec::new();
-    for id in [1u64, 2, 3] {
+    let (_, other) = mesh_certs(&["n2.line1.canopy"])?;
+    let Voters {
+        _root,
+        peers,
+        cancel,
+        pairs,
+        handles,
+    } = Voters::start(|id| {
         let (cert, key) = &certs[&names[&id]];
         let tls = raft::RaftTls::new(
             ca.as_bytes(),
@@ -283,20 +305,9 @@ async fn voters_over_mutual_tls_elect_one_active_and_refuse_any_other_certificat
             key.as_bytes(),
             names.clone(),
         )?;
-        let cfg = PairConfig {
-            mesh: "plant".into(),
-            node: "line1".into(),
-            me: id,
-            peers: peers.clone(),
-            data_dir: root.path().join(format!("n{id}")),
-            prefer: None,
-            timing: Timing::default(),
-            tls: Some(std::sync::Arc::new(tls)),
-        };
-        let (pair, handle) = Pair::start(cfg, cancel.child_token()).await?;
-        pairs.push((id, pair));
-        handles.push(handle);
-    }
+        Ok(Some(std::sync::Arc::new(tls)))
+    })
+    .await?;
     let rxs = pairs.iter().map(|(id, p)| (*id, p.view())).collect();
     let views = wait_views(rxs, "one active over mutual TLS", SETTLE, stable).await?;
     assert!(!views[&3].me_active);
@@ -332,7 +343,6 @@ async fn voters_over_mutual_tls_elect_one_active_and_refuse_any_other_certificat
         }
     };
     assert!(refused, "a certificate of another CA is refused");
-    let _ = other_ca;
     wait_for_count(target, before + 2).await?;
 
     // The mesh's own CA, but the witness's certificate with a hello as
