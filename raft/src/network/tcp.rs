@@ -569,7 +569,12 @@ impl Server {
                     let tls = tokio_rustls::TlsAcceptor::from(tls.server.clone())
                         .accept(stream)
                         .await
-                        .map_err(|e| format!("tls: {e}"))?;
+                        .map_err(|e| match e.kind() {
+                            // The caller gave up mid-handshake (its call
+                            // timed out): nothing to refuse.
+                            io::ErrorKind::UnexpectedEof => None,
+                            _ => Some(format!("tls: {e}")),
+                        })?;
                     let cert = tls
                         .get_ref()
                         .1
@@ -581,13 +586,17 @@ impl Server {
             };
             let hello = read_frame::<Hello, _>(&mut conn, MAX_HELLO)
                 .await
-                .map_err(|e| format!("bad hello: {e}"))?;
-            Ok::<_, String>((conn, cert, hello))
+                .map_err(|e| Some(format!("bad hello: {e}")))?;
+            Ok::<_, Option<String>>((conn, cert, hello))
         })
         .await;
         let (mut stream, cert, hello) = match opened {
             Ok(Ok(x)) => x,
-            Ok(Err(why)) => return self.reject(addr, &why),
+            Ok(Err(Some(why))) => return self.reject(addr, &why),
+            Ok(Err(None)) => {
+                tracing::debug!(me = self.me, peer = %addr, "raft connection closed during its TLS handshake");
+                return;
+            }
             Err(_) => return self.reject(addr, "no hello in time"),
         };
         if let Err(reason) = self.check(&hello, addr).await {
