@@ -235,6 +235,12 @@ pub enum KeysCmd {
         /// lab` makes: `operator` (an engineer scoped to the root) and `viewer`.
         #[arg(long)]
         lab_clients: bool,
+        /// Also write one bundle per host into this directory: `DIR/<host>/`
+        /// holds only what the processes on that host need (their seeds,
+        /// certificates and keys, `ca.crt` and `manifest.json`; no CA key, no
+        /// client secret), ready to copy to it.
+        #[arg(long, value_name = "DIR")]
+        bundles: Option<PathBuf>,
     },
 }
 

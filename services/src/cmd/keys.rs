@@ -39,10 +39,25 @@ pub struct Generated {
     pub kept: usize,
 }
 
-/// Generates missing keys and (re)writes the manifest.
-pub fn gen(topology: &Path, out: &Path, force: bool, lab_clients: bool) -> anyhow::Result<u8> {
+/// Generates missing keys and (re)writes the manifest; with `bundles`,
+/// also one directory per host ([`write_bundles`]).
+pub fn gen(
+    topology: &Path,
+    out: &Path,
+    force: bool,
+    lab_clients: bool,
+    bundles: Option<&Path>,
+) -> anyhow::Result<u8> {
     let topo = super::load_topology(topology)?;
     let g = gen_for(&topo, out, force, lab_clients)?;
+    if let Some(dir) = bundles {
+        for (host, files) in write_bundles(&topo, out, dir)? {
+            eprintln!(
+                "keys: bundle for {host}: {} ({files} files)",
+                dir.join(&host).display()
+            );
+        }
+    }
     eprintln!(
         "keys: {} created, {} kept; manifest at {}; client identities: {}",
         g.created,
@@ -61,6 +76,43 @@ pub fn gen(topology: &Path, out: &Path, force: bool, lab_clients: bool) -> anyho
             .join(", ")
     );
     Ok(0)
+}
+
+/// Copies, per host of the topology, what its processes need from `out`
+/// into `dir/<host>/` in the same layout: each process's seed, certificate
+/// and TLS key (0600 kept), `ca.crt` and `manifest.json`. The CA key and
+/// the clients' secrets go to no host. Returns (host, files copied).
+pub fn write_bundles(
+    topo: &Topology,
+    out: &Path,
+    dir: &Path,
+) -> anyhow::Result<Vec<(String, usize)>> {
+    let mut hosts: std::collections::BTreeMap<String, Vec<PathBuf>> = Default::default();
+    for node in &topo.nodes {
+        for (name, ep) in node.processes() {
+            let files = hosts.entry(ep.host.clone()).or_default();
+            for ext in ["nk", "crt", "key"] {
+                files.push(Path::new(&node.id).join(format!("{name}.{ext}")));
+            }
+        }
+    }
+    let mut made = Vec::new();
+    for (host, mut files) in hosts {
+        files.push(PathBuf::from("ca.crt"));
+        files.push(PathBuf::from("manifest.json"));
+        let root = dir.join(&host);
+        for f in &files {
+            let (from, to) = (out.join(f), root.join(f));
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
+            }
+            std::fs::copy(&from, &to)
+                .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+        }
+        made.push((host, files.len()));
+    }
+    Ok(made)
 }
 
 fn write_seed(path: &Path, kp: &nkeys::KeyPair) -> anyhow::Result<()> {
@@ -260,6 +312,52 @@ mod tests {
         assert_eq!(m2.retired_clients.len(), 1);
         assert_eq!(m2.retired_clients[0].held.key, old_key);
         assert!(m2.client(&old_key).is_none());
+    }
+
+    #[test]
+    fn a_host_bundle_holds_only_that_hosts_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = topology::EXAMPLE_TOPOLOGY.replace(
+            "witness = { host = \"127.0.0.1\"",
+            "witness = { host = \"127.0.0.9\"",
+        );
+        let t = Topology::parse("t.toml", &text).unwrap();
+        let out = dir.path().join("keys");
+        gen_for(&t, &out, false, true).unwrap();
+        let bundles = dir.path().join("bundles");
+        let made = write_bundles(&t, &out, &bundles).unwrap();
+        let hosts: Vec<&str> = made.iter().map(|(h, _)| h.as_str()).collect();
+        assert_eq!(hosts, ["127.0.0.1", "127.0.0.9"], "{made:?}");
+        let witness_host = bundles.join("127.0.0.9");
+        let mut files: Vec<String> = Vec::new();
+        let mut stack = vec![witness_host.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                if e.path().is_dir() {
+                    stack.push(e.path());
+                } else {
+                    let rel = e.path().strip_prefix(&witness_host).unwrap().to_owned();
+                    files.push(rel.display().to_string());
+                }
+            }
+        }
+        files.sort();
+        let witnesses: Vec<&topology::Node> =
+            t.nodes.iter().filter(|n| n.witness.is_some()).collect();
+        let mut want = vec!["ca.crt".to_owned(), "manifest.json".to_owned()];
+        for n in witnesses {
+            for ext in ["crt", "key", "nk"] {
+                want.push(format!("{}/witness.{ext}", n.id));
+            }
+        }
+        want.sort();
+        assert_eq!(files, want);
+        use std::os::unix::fs::PermissionsExt;
+        let key = witness_host.join(want.iter().find(|f| f.ends_with(".key")).unwrap());
+        assert_eq!(
+            std::fs::metadata(key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 
     #[test]
