@@ -45,33 +45,87 @@ pub struct Request {
 /// The message a command signature covers: [`COMMAND_DOMAIN`] followed by
 /// the request bytes exactly as sent.
 pub fn command_message(request: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(COMMAND_DOMAIN.len() + request.len());
-    m.extend_from_slice(COMMAND_DOMAIN);
-    m.extend_from_slice(request);
-    m
+    domain_message(COMMAND_DOMAIN, request)
 }
 
 /// Signs `request` (the JSON bytes to send) with a client's key pair.
 pub fn sign_command(kp: &KeyPair, request: &[u8]) -> Result<Signature, SigError> {
-    let key = kp.public_key();
-    if kp.key_pair_type() != KeyPairType::User {
-        return Err(SigError::BadKey { key });
-    }
-    kp.sign(&command_message(request))
-        .ok()
-        .and_then(|s| Signature::try_from(s.as_slice()).ok())
-        .ok_or(SigError::CannotSign { key })
+    sign_in(kp, COMMAND_DOMAIN, request)
 }
 
 /// Checks that `sig` is `key`'s signature over `request`. Says nothing of
 /// whether the key may command anything: that is the manifest's.
 pub fn verify_command(key: &str, request: &[u8], sig: &[u8]) -> Result<(), SigError> {
+    verify_in(key, COMMAND_DOMAIN, request, sig)
+}
+
+/// The first bytes of every signed control message (a switchover or a
+/// maintenance change of a pair): no command, checkpoint or other
+/// signature passes for one.
+pub const CONTROL_DOMAIN: &[u8] = b"canopy-control-v1\0";
+
+/// An operator's role control of a pair, as JSON: the bytes an engineer
+/// signs. `node` and `member` pin the member asked; a switchover also
+/// names the epoch it hands over, so the same message replayed to the
+/// member that took the role (a later epoch) is refused; `ts` and
+/// `nonce` make it single-use at the member asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlRequest {
+    /// The pair.
+    pub node: String,
+    /// The member asked (the active one for a switchover).
+    pub member: String,
+    /// `switchover` or `maintenance`.
+    pub op: String,
+    /// Maintenance in (true) or out (false); absent for a switchover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on: Option<bool>,
+    /// A switchover: the epoch it hands over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+    /// When the client signed it, in milliseconds since the Unix epoch.
+    pub ts: u64,
+    /// A random value the client never reuses (32 hex digits).
+    pub nonce: String,
+}
+
+/// Signs a control `request` (the JSON bytes to send).
+pub fn sign_control(kp: &KeyPair, request: &[u8]) -> Result<Signature, SigError> {
+    sign_in(kp, CONTROL_DOMAIN, request)
+}
+
+/// Checks that `sig` is `key`'s signature over the control `request`.
+pub fn verify_control(key: &str, request: &[u8], sig: &[u8]) -> Result<(), SigError> {
+    verify_in(key, CONTROL_DOMAIN, request, sig)
+}
+
+fn domain_message(domain: &[u8], request: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(domain.len() + request.len());
+    m.extend_from_slice(domain);
+    m.extend_from_slice(request);
+    m
+}
+
+fn sign_in(kp: &KeyPair, domain: &[u8], request: &[u8]) -> Result<Signature, SigError> {
+    let key = kp.public_key();
+    if kp.key_pair_type() != KeyPairType::User {
+        return Err(SigError::BadKey { key });
+    }
+    kp.sign(&domain_message(domain, request))
+        .ok()
+        .and_then(|s| Signature::try_from(s.as_slice()).ok())
+        .ok_or(SigError::CannotSign { key })
+}
+
+fn verify_in(key: &str, domain: &[u8], request: &[u8], sig: &[u8]) -> Result<(), SigError> {
     if user_key_bytes(key).is_none() {
         return Err(SigError::BadKey { key: key.into() });
     }
     let bad = || SigError::BadSignature { key: key.into() };
     let kp = KeyPair::from_public_key(key).map_err(|_| bad())?;
-    kp.verify(&command_message(request), sig).map_err(|_| bad())
+    kp.verify(&domain_message(domain, request), sig)
+        .map_err(|_| bad())
 }
 
 /// Why a recorded command does not hold up.
@@ -132,6 +186,18 @@ pub fn json_value(v: Option<&serde_json::Value>) -> Option<Value> {
 mod tests {
     use super::*;
     use crate::checkpoint::tests::fixed_user;
+
+    #[test]
+    fn a_command_signature_never_passes_for_a_control_nor_the_reverse() {
+        let kp = KeyPair::new_user();
+        let bytes = br#"{"node":"root.south","member":"a","op":"switchover","epoch":3,"ts":1,"nonce":"00"}"#;
+        let as_command = sign_command(&kp, bytes).unwrap();
+        let as_control = sign_control(&kp, bytes).unwrap();
+        let key = kp.public_key();
+        assert!(verify_control(&key, bytes, &as_control).is_ok());
+        assert!(verify_control(&key, bytes, &as_command).is_err());
+        assert!(verify_command(&key, bytes, &as_control).is_err());
+    }
 
     fn request() -> Vec<u8> {
         br#"{"node":"root.south","op":"force","point":"temp1","value":21.5,"ts":1700000000123,"nonce":"000102030405060708090a0b0c0d0e0f"}"#.to_vec()

@@ -44,8 +44,8 @@ pub use checkpoint::{
 };
 pub use codec::{decode, encode, DecodeError};
 pub use command::{
-    command_message, json_value, sign_command, verify_command, verify_recorded, CommandProblem,
-    Request, COMMAND_DOMAIN,
+    command_message, json_value, sign_command, sign_control, verify_command, verify_control,
+    verify_recorded, CommandProblem, ControlRequest, Request, COMMAND_DOMAIN, CONTROL_DOMAIN,
 };
 pub use gaps::{GapTracker, Observation};
 pub use gate::{EpochGate, Gated, Opener, MAX_HELD};

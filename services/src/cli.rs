@@ -412,6 +412,12 @@ pub struct SwitchoverArgs {
     /// only checks that it is the one you mean).
     #[arg(long)]
     pub to: Option<String>,
+    /// The engineer client identity that signs the request (a path prefix:
+    /// `PATH.nk` is its nkey seed; see `canopy write --help`). A secured
+    /// tree serves only a switchover or maintenance change an engineer of
+    /// the node signed.
+    #[arg(long, env = "CANOPY_IDENTITY")]
+    pub identity: Option<PathBuf>,
     /// Print the JSON reply.
     #[arg(long)]
     pub json: bool,
@@ -438,6 +444,12 @@ pub struct MaintenanceArgs {
     /// `on` or `off`.
     #[arg(value_enum)]
     pub state: OnOff,
+    /// The engineer client identity that signs the request (a path prefix:
+    /// `PATH.nk` is its nkey seed; see `canopy write --help`). A secured
+    /// tree serves only a switchover or maintenance change an engineer of
+    /// the node signed.
+    #[arg(long, env = "CANOPY_IDENTITY")]
+    pub identity: Option<PathBuf>,
     /// Print the JSON reply.
     #[arg(long)]
     pub json: bool,

@@ -77,11 +77,47 @@ impl SignedCommand {
             sig: hex::encode(sig),
         })
     }
+
+    /// Signs a switchover (`control` [`Control::Switchover`], handing over
+    /// `epoch`) or a maintenance change asked of `member` of `node`, in
+    /// the same envelope as a command (its own signing domain,
+    /// [`events::CONTROL_DOMAIN`]).
+    pub fn sign_control(
+        kp: &nkeys::KeyPair,
+        node: &str,
+        member: &str,
+        control: Control,
+        epoch: Option<u64>,
+        ts_ms: u64,
+    ) -> anyhow::Result<SignedCommand> {
+        let nonce: [u8; 16] = rand::random();
+        let (op, on) = match control {
+            Control::Switchover => ("switchover", None),
+            Control::Maintenance { on } => ("maintenance", Some(on)),
+        };
+        let request = events::ControlRequest {
+            node: node.to_owned(),
+            member: member.to_owned(),
+            op: op.to_owned(),
+            on,
+            epoch: epoch.filter(|_| control == Control::Switchover),
+            ts: ts_ms,
+            nonce: hex::encode(nonce),
+        };
+        let signed = serde_json::to_string(&request)?;
+        let sig = events::sign_control(kp, signed.as_bytes())
+            .map_err(|e| anyhow::anyhow!("signing the control request: {e}"))?;
+        Ok(SignedCommand {
+            signed,
+            key: kp.public_key(),
+            sig: hex::encode(sig),
+        })
+    }
 }
 
 /// An operator's role control, asked of one member of a pair on
 /// `canopy.ctl.<node>.<member>`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum Control {
     /// The active member (the one asked) hands the role to the other.
@@ -95,6 +131,17 @@ pub enum Control {
 }
 
 impl Control {
+    /// The control a checked signed request asks for.
+    pub fn of(request: &events::ControlRequest) -> Result<Control, String> {
+        match (request.op.as_str(), request.on) {
+            ("switchover", None) => Ok(Control::Switchover),
+            ("maintenance", Some(on)) => Ok(Control::Maintenance { on }),
+            (op, on) => Err(format!(
+                "not a control request (op {op:?}, on {on:?}): expected switchover, or maintenance with on"
+            )),
+        }
+    }
+
     /// Parses a request, saying what is wrong with a bad one (serde's
     /// internally tagged form would take unknown fields of `switchover`).
     pub fn parse(payload: &[u8]) -> Result<Control, String> {

@@ -132,6 +132,25 @@ impl Lab {
         let cmd = services::wire::SignedCommand::sign(&id.key, node, op, point, value, now_ms)?;
         Ok(serde_json::to_string(&cmd)?)
     }
+
+    /// A switchover (handing over `epoch`) or maintenance change asked of
+    /// `member` of `node`, signed by the lab's client `client`, as JSON to
+    /// send on `canopy.ctl.<node>.<member>`.
+    pub fn signed_control(
+        &self,
+        client: &str,
+        node: &str,
+        member: &str,
+        control: services::wire::Control,
+        epoch: Option<u64>,
+    ) -> anyhow::Result<String> {
+        let id = services::keys::ClientIdentity::load(&self.identity(client)?)?;
+        let now_ms = services::member::publisher::now_us() / 1000;
+        let c = services::wire::SignedCommand::sign_control(
+            &id.key, node, member, control, epoch, now_ms,
+        )?;
+        Ok(serde_json::to_string(&c)?)
+    }
 }
 
 /// Every `member.log` under a lab's work directory.

@@ -773,9 +773,16 @@ async fn switchover_and_maintenance_move_the_role_gracefully_and_refuse_what_can
     let mut acked = forced_events(&lab, &root, 3, 100).await?;
     // The standby is heard from once it reports health; wait for status to
     // show both members before asking.
+    // Signed by the lab's engineer, as a secured tree wants.
+    let engineer = lab.identity("operator")?.display().to_string();
     let run = |args: &[&str]| {
         let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        v.extend(["--server".to_owned(), url.clone()]);
+        v.extend([
+            "--server".to_owned(),
+            url.clone(),
+            "--identity".to_owned(),
+            engineer.clone(),
+        ]);
         canopy(v)
     };
 

@@ -353,3 +353,77 @@ async fn an_outsiders_event_chained_onto_a_stream_with_a_huge_epoch_is_never_fol
     assert!(held.iter().any(|(seq, _)| *seq == forged));
     Ok(())
 }
+
+/// A switchover or maintenance change is served only when an engineer of
+/// the node signed it for this member and, for a switchover, for the
+/// epoch it hands over: so the same message replayed once the role has
+/// moved is refused, at either member.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_switchover_is_served_only_signed_by_an_engineer_and_never_twice() -> anyhow::Result<()> {
+    use services::wire::Control;
+    let lab = Lab::start(&tree(true), &[])?;
+    let south = "root.south";
+    let root = connect(&lab.url("root", "a")?).await?;
+    let ctl = |member: &str| format!("canopy.ctl.{south}.{member}");
+    // The active member, its epoch, and the standby heard from (a
+    // switchover is refused while the other member is not).
+    let (active, epoch) = wait_for(
+        "an active member and a standby heard from",
+        WAIT,
+        || async {
+            for (m, other) in [("a", "b"), ("b", "a")] {
+                let info = member_info(&root, south, m).await?;
+                let peer = member_info(&root, south, other).await?;
+                if info["role"] == "active" && peer["role"] == "standby" && peer["healthy"] == true
+                {
+                    return Ok(info["epoch"].as_u64().map(|e| (m.to_owned(), e)));
+                }
+            }
+            Ok(None)
+        },
+    )
+    .await?;
+    let other = if active == "a" { "b" } else { "a" };
+
+    let r = request(&root, &ctl(&active), r#"{"op":"switchover"}"#).await?;
+    assert!(refused_by(&r, "signature"), "{r}");
+    let as_viewer = lab.signed_control("view", south, &active, Control::Switchover, Some(epoch))?;
+    let r = request(&root, &ctl(&active), &as_viewer).await?;
+    assert!(refused_by(&r, "role"), "{r}");
+    let stale = lab.signed_control("eng", south, &active, Control::Switchover, Some(epoch + 7))?;
+    let r = request(&root, &ctl(&active), &stale).await?;
+    assert!(refused_by(&r, "epoch"), "{r}");
+    let info = member_info(&root, south, &active).await?;
+    assert_eq!(
+        (info["role"].as_str(), info["epoch"].as_u64()),
+        (Some("active"), Some(epoch))
+    );
+    assert_eq!(info["counters"]["refused_commands"], 3, "{info}");
+
+    // Signed by the engineer for this epoch: the role moves.
+    let (r, signed) = wait_for("the switchover carried out", WAIT, || async {
+        // A fresh message each time: a checked one is used up even when
+        // the handover is then refused (the standby not yet heard from).
+        let signed = lab.signed_control("eng", south, &active, Control::Switchover, Some(epoch))?;
+        let r = request(&root, &ctl(&active), &signed).await?;
+        let heard = !r["error"].as_str().unwrap_or("").contains("heard");
+        Ok((r["ok"] == true || heard).then_some((r, signed)))
+    })
+    .await?;
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["active"], other, "{r}");
+    // The same message again, at the member asked and at the new active.
+    for m in [active.as_str(), other] {
+        let again = request(&root, &ctl(m), &signed).await?;
+        assert_eq!(again["ok"], false, "{m}: {again}");
+        assert!(
+            again["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("refused (")),
+            "{again}"
+        );
+    }
+    let now = member_info(&root, south, other).await?;
+    assert_eq!(now["role"], "active", "{now}");
+    Ok(())
+}

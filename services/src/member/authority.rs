@@ -74,6 +74,27 @@ fn read(path: &Path) -> anyhow::Result<Manifest> {
 }
 
 /// A refusal: which check, and why.
+/// A request signed at `ts` is within [`SKEW`] of `now_ms` and carries a
+/// well-formed nonce.
+fn fresh(ts: u64, nonce: &str, now_ms: u64) -> Result<(), String> {
+    let skew = now_ms.abs_diff(ts);
+    if skew > SKEW.as_millis() as u64 {
+        return Err(refused(
+            "time",
+            format!(
+                "signed {:.1} s {} this node's clock (at most {} s)",
+                skew as f64 / 1000.0,
+                if ts < now_ms { "behind" } else { "ahead of" },
+                SKEW.as_secs()
+            ),
+        ));
+    }
+    if nonce.len() != 32 || !nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(refused("request", "nonce: expected 32 hex digits"));
+    }
+    Ok(())
+}
+
 fn refused(check: &str, why: impl std::fmt::Display) -> String {
     format!("refused ({check}): {why}")
 }
@@ -172,25 +193,7 @@ impl Authority {
                 format!("signed for {}, this node is {node}", request.node),
             ));
         }
-        let skew = now_ms.abs_diff(request.ts);
-        if skew > SKEW.as_millis() as u64 {
-            return Err(refused(
-                "time",
-                format!(
-                    "signed {:.1} s {} this node's clock (at most {} s)",
-                    skew as f64 / 1000.0,
-                    if request.ts < now_ms {
-                        "behind"
-                    } else {
-                        "ahead of"
-                    },
-                    SKEW.as_secs()
-                ),
-            ));
-        }
-        if request.nonce.len() != 32 || !request.nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(refused("request", "nonce: expected 32 hex digits"));
-        }
+        fresh(request.ts, &request.nonce, now_ms)?;
         if !client.may(request.op) {
             let needs = match request.op {
                 CommandOp::Force => "engineer",
@@ -213,18 +216,7 @@ impl Authority {
                 ),
             ));
         }
-        {
-            let mut nonces = self.nonces.lock().unwrap_or_else(|p| p.into_inner());
-            let horizon = now_ms.saturating_sub(2 * SKEW.as_millis() as u64);
-            nonces.retain(|_, ts| *ts >= horizon);
-            if nonces.contains_key(&request.nonce) {
-                return Err(refused(
-                    "replay",
-                    format!("nonce {} was used before", request.nonce),
-                ));
-            }
-            nonces.insert(request.nonce.clone(), request.ts);
-        }
+        self.use_nonce(&request.nonce, request.ts, now_ms)?;
         Ok(Checked {
             by: name.to_owned(),
             key: cmd.key.clone(),
@@ -232,6 +224,89 @@ impl Authority {
             signed: cmd.signed.clone().into_bytes(),
             request,
         })
+    }
+
+    /// Uses up `nonce` (of a request signed at `ts`), or refuses it as a
+    /// replay; forgets nonces older than twice the skew.
+    fn use_nonce(&self, nonce: &str, ts: u64, now_ms: u64) -> Result<(), String> {
+        let mut nonces = self.nonces.lock().unwrap_or_else(|p| p.into_inner());
+        let horizon = now_ms.saturating_sub(2 * SKEW.as_millis() as u64);
+        nonces.retain(|_, t| *t >= horizon);
+        if nonces.contains_key(nonce) {
+            return Err(refused("replay", format!("nonce {nonce} was used before")));
+        }
+        nonces.insert(nonce.to_owned(), ts);
+        Ok(())
+    }
+
+    /// Checks a signed switchover or maintenance change asked of `member`
+    /// of `node` at `now_ms`, with the pair at `epoch`: a client of the
+    /// manifest signed it for this member, now, once, as an engineer whose
+    /// scope holds the node; a switchover names the epoch it hands over.
+    /// Returns the client's name and the request.
+    pub fn check_control(
+        &self,
+        node: &str,
+        member: &str,
+        cmd: &SignedCommand,
+        now_ms: u64,
+        epoch: u64,
+    ) -> Result<(String, events::ControlRequest), String> {
+        let manifest = self.manifest();
+        let Some((name, client)) = manifest.client(&cmd.key) else {
+            return Err(refused(
+                "key",
+                format!("{} is not a client key of the manifest", cmd.key),
+            ));
+        };
+        let sig = hex::decode(&cmd.sig).map_err(|_| refused("signature", "sig is not hex"))?;
+        events::verify_control(&cmd.key, cmd.signed.as_bytes(), &sig)
+            .map_err(|e| refused("signature", e))?;
+        let request: events::ControlRequest = serde_json::from_str(&cmd.signed).map_err(|e| {
+            refused(
+                "request",
+                format!("the signed control request does not parse: {e}"),
+            )
+        })?;
+        if request.node != node || request.member != member {
+            return Err(refused(
+                "node",
+                format!(
+                    "signed for {}/{}, this is {node}/{member}",
+                    request.node, request.member
+                ),
+            ));
+        }
+        fresh(request.ts, &request.nonce, now_ms)?;
+        if client.role != "engineer" {
+            return Err(refused(
+                "role",
+                format!(
+                    "client {name} is a {}; {} needs an engineer",
+                    client.role, request.op
+                ),
+            ));
+        }
+        if !client.covers(node) {
+            return Err(refused(
+                "scope",
+                format!(
+                    "client {name} may command {} and below, not {node}",
+                    client.scope
+                ),
+            ));
+        }
+        if request.op == "switchover" && request.epoch != Some(epoch) {
+            return Err(refused(
+                "epoch",
+                format!(
+                    "signed to hand over epoch {}, the pair is at epoch {epoch} (the role moved since)",
+                    request.epoch.map(|e| e.to_string()).unwrap_or_else(|| "none".into())
+                ),
+            ));
+        }
+        self.use_nonce(&request.nonce, request.ts, now_ms)?;
+        Ok((name.to_owned(), request))
     }
 
     /// Remembers the nonces of the signed commands `origin`'s stream

@@ -50,14 +50,6 @@ pub async fn handle(
             let _ = client.publish(reply_to, body.into()).await;
         }
     };
-    let control = match Control::parse(&msg.payload) {
-        Ok(c) => c,
-        Err(e) => {
-            ctx.metrics.bad_commands.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!("control request refused: {e}");
-            return answer(ControlReply::refused(e)).await;
-        }
-    };
     let Some(pair) = pair else {
         let why = format!(
             "{} is a single node: there is no other member to hand the role to",
@@ -66,6 +58,19 @@ pub async fn handle(
         return answer(ControlReply::refused(why)).await;
     };
     let view = pair.view().borrow().clone();
+    let control = match authorized(&msg.payload, ctx, view.epoch) {
+        Ok(c) => c,
+        Err(Refusal::Bad(e)) => {
+            ctx.metrics.bad_commands.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("control request refused: {e}");
+            return answer(ControlReply::refused(e)).await;
+        }
+        Err(Refusal::Refused(e)) => {
+            ctx.metrics.refused_commands.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("control request {e}");
+            return answer(ControlReply::refused(e)).await;
+        }
+    };
     let me = crate::ha::member_id(&ctx.node, &ctx.member);
     let name = |id: u64| crate::ha::id_name(&ctx.node, id);
     let handover = match control {
@@ -134,6 +139,44 @@ pub async fn handle(
         }
         answer(reply).await;
     });
+}
+
+/// Why a control request is not carried out.
+enum Refusal {
+    /// It is not a control request at all.
+    Bad(String),
+    /// A check of the secured tree refused it (`refused (<check>): ...`).
+    Refused(String),
+}
+
+/// The control `payload` asks for, once its checks pass: on a secured
+/// tree a [`crate::wire::SignedCommand`] envelope of a
+/// [`events::ControlRequest`] an engineer of the node signed for this
+/// member (a switchover for the pair's current `epoch`); on the plaintext
+/// tree the bare request is served too.
+fn authorized(payload: &[u8], ctx: &Ctx, epoch: u64) -> Result<Control, Refusal> {
+    if let Ok(signed) = serde_json::from_slice::<crate::wire::SignedCommand>(payload) {
+        let Some(authority) = &ctx.authority else {
+            return Err(Refusal::Refused(
+                "refused (key): this member has no key manifest to check the signature against"
+                    .into(),
+            ));
+        };
+        let now_ms = super::publisher::now_us() / 1000;
+        let (by, request) = authority
+            .check_control(&ctx.node.id, &ctx.member, &signed, now_ms, epoch)
+            .map_err(Refusal::Refused)?;
+        let control = Control::of(&request).map_err(Refusal::Bad)?;
+        tracing::info!(%by, op = %request.op, "control request signed by {by}");
+        return Ok(control);
+    }
+    let control = Control::parse(payload).map_err(Refusal::Bad)?;
+    if ctx.secured {
+        return Err(Refusal::Refused(
+            "refused (signature): this tree is secured; a switchover or maintenance change must be signed by an engineer (--identity)".into(),
+        ));
+    }
+    Ok(control)
 }
 
 /// Why the other member could not take the role now, as this member sees

@@ -49,7 +49,14 @@ pub async fn switchover(a: SwitchoverArgs) -> anyhow::Result<u8> {
         }
     }
     let from = active.member.clone();
-    let reply = ask(&client, &a.server, &a.node, &from, Control::Switchover).await?;
+    let body = body(
+        a.identity.as_deref(),
+        &a.node,
+        &from,
+        Control::Switchover,
+        Some(active.epoch),
+    )?;
+    let reply = ask(&client, &a.server, &a.node, &from, body).await?;
     if a.json {
         println!("{}", serde_json::to_string(&reply)?);
     } else if reply.ok {
@@ -76,14 +83,9 @@ pub async fn maintenance(a: MaintenanceArgs) -> anyhow::Result<u8> {
     }
     let client = connect(&a.server).await?;
     let on = a.state == OnOff::On;
-    let reply = ask(
-        &client,
-        &a.server,
-        &a.node,
-        &a.member,
-        Control::Maintenance { on },
-    )
-    .await?;
+    let control = Control::Maintenance { on };
+    let body = body(a.identity.as_deref(), &a.node, &a.member, control, None)?;
+    let reply = ask(&client, &a.server, &a.node, &a.member, body).await?;
     if a.json {
         println!("{}", serde_json::to_string(&reply)?);
     } else if reply.ok {
@@ -110,15 +112,36 @@ pub async fn maintenance(a: MaintenanceArgs) -> anyhow::Result<u8> {
     Ok(if reply.ok { 0 } else { 1 })
 }
 
+/// The request for `control` of `member`: signed with the identity at
+/// `identity` (a switchover for `epoch`), else bare (the plaintext tree).
+fn body(
+    identity: Option<&std::path::Path>,
+    node: &str,
+    member: &str,
+    control: Control,
+    epoch: Option<u64>,
+) -> anyhow::Result<Vec<u8>> {
+    Ok(match identity {
+        Some(prefix) => {
+            let id = crate::keys::ClientIdentity::load(prefix)?;
+            let now_ms = crate::member::publisher::now_us() / 1000;
+            let signed = crate::wire::SignedCommand::sign_control(
+                &id.key, node, member, control, epoch, now_ms,
+            )?;
+            serde_json::to_vec(&signed)?
+        }
+        None => serde_json::to_vec(&control)?,
+    })
+}
+
 async fn ask(
     client: &async_nats::Client,
     server: &crate::cli::ServerArg,
     node: &str,
     member: &str,
-    control: Control,
+    body: Vec<u8>,
 ) -> anyhow::Result<ControlReply> {
     let subject = events::subjects::control_subject(node, member);
-    let body = serde_json::to_vec(&control)?;
     let wait = Duration::from_secs_f64(server.timeout.max(0.1)).max(AT_LEAST);
     let asked = async_nats::Request::new()
         .payload(body.into())
