@@ -74,6 +74,35 @@ fn read(path: &Path) -> anyhow::Result<Manifest> {
 }
 
 /// A refusal: which check, and why.
+/// The manifest's client holding `cmd`'s key, and the signature's bytes.
+fn signer<'m>(
+    manifest: &'m Manifest,
+    cmd: &SignedCommand,
+) -> Result<(&'m str, &'m events::audit::ClientKey, Vec<u8>), String> {
+    let Some((name, client)) = manifest.client(&cmd.key) else {
+        return Err(refused(
+            "key",
+            format!("{} is not a client key of the manifest", cmd.key),
+        ));
+    };
+    let sig = hex::decode(&cmd.sig).map_err(|_| refused("signature", "sig is not hex"))?;
+    Ok((name, client, sig))
+}
+
+/// Client `name`'s scope holds `node`.
+fn in_scope(name: &str, client: &events::audit::ClientKey, node: &str) -> Result<(), String> {
+    if client.covers(node) {
+        return Ok(());
+    }
+    Err(refused(
+        "scope",
+        format!(
+            "client {name} may command {} and below, not {node}",
+            client.scope
+        ),
+    ))
+}
+
 /// A request signed at `ts` is within [`SKEW`] of `now_ms` and carries a
 /// well-formed nonce.
 fn fresh(ts: u64, nonce: &str, now_ms: u64) -> Result<(), String> {
@@ -176,13 +205,7 @@ impl Authority {
     /// nonce if every check passes.
     pub fn check(&self, node: &str, cmd: &SignedCommand, now_ms: u64) -> Result<Checked, String> {
         let manifest = self.manifest();
-        let Some((name, client)) = manifest.client(&cmd.key) else {
-            return Err(refused(
-                "key",
-                format!("{} is not a client key of the manifest", cmd.key),
-            ));
-        };
-        let sig = hex::decode(&cmd.sig).map_err(|_| refused("signature", "sig is not hex"))?;
+        let (name, client, sig) = signer(&manifest, cmd)?;
         events::verify_command(&cmd.key, cmd.signed.as_bytes(), &sig)
             .map_err(|e| refused("signature", e))?;
         let request: Request = serde_json::from_str(&cmd.signed)
@@ -207,15 +230,7 @@ impl Authority {
                 ),
             ));
         }
-        if !client.covers(node) {
-            return Err(refused(
-                "scope",
-                format!(
-                    "client {name} may command {} and below, not {node}",
-                    client.scope
-                ),
-            ));
-        }
+        in_scope(name, client, node)?;
         self.use_nonce(&request.nonce, request.ts, now_ms)?;
         Ok(Checked {
             by: name.to_owned(),
@@ -253,13 +268,7 @@ impl Authority {
         epoch: u64,
     ) -> Result<(String, events::ControlRequest), String> {
         let manifest = self.manifest();
-        let Some((name, client)) = manifest.client(&cmd.key) else {
-            return Err(refused(
-                "key",
-                format!("{} is not a client key of the manifest", cmd.key),
-            ));
-        };
-        let sig = hex::decode(&cmd.sig).map_err(|_| refused("signature", "sig is not hex"))?;
+        let (name, client, sig) = signer(&manifest, cmd)?;
         events::verify_control(&cmd.key, cmd.signed.as_bytes(), &sig)
             .map_err(|e| refused("signature", e))?;
         let request: events::ControlRequest = serde_json::from_str(&cmd.signed).map_err(|e| {
@@ -287,15 +296,7 @@ impl Authority {
                 ),
             ));
         }
-        if !client.covers(node) {
-            return Err(refused(
-                "scope",
-                format!(
-                    "client {name} may command {} and below, not {node}",
-                    client.scope
-                ),
-            ));
-        }
+        in_scope(name, client, node)?;
         if request.op == "switchover" && request.epoch != Some(epoch) {
             return Err(refused(
                 "epoch",
