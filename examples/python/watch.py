@@ -48,9 +48,23 @@ async def main() -> int:
     ap.add_argument("pattern", help="point pattern, e.g. 'root.south.>'")
     ap.add_argument("--count", type=int, default=0, help="stop after N events (0: run forever)")
     ap.add_argument("--timeout", type=float, default=30.0, help="give up after this many seconds")
+    ap.add_argument("--identity", help="client identity prefix (PATH.crt, PATH.key, CA two "
+                    "directories up), needed for a tls:// server of the secured tree")
     args = ap.parse_args()
 
-    nc = await nats.connect(args.server)
+    options = {}
+    if args.server.startswith("tls://"):
+        if not args.identity:
+            ap.error(f"{args.server} is a TLS server of a secured tree: give --identity")
+        import pathlib
+        import ssl
+        prefix = pathlib.Path(args.identity)
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
+                                         cafile=str(prefix.parent.parent / "ca.crt"))
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        ctx.load_cert_chain(f"{prefix}.crt", f"{prefix}.key")
+        options = {"tls": ctx, "tls_handshake_first": True}
+    nc = await nats.connect(args.server, **options)
     sub = await nc.subscribe(f"canopy.ev.{args.pattern}")
     last = {}  # origin -> (seq, sha256 of its bytes)
     seen = 0

@@ -183,6 +183,49 @@ pub fn leaf(
     Ok((fingerprint(cert.der()), true))
 }
 
+/// The TLS files of one identity, found from its prefix: `<prefix>.crt`,
+/// `<prefix>.key` and the mesh CA two directories up ([`ca_beside`]).
+/// Servers and clients of the secured tree present the certificate and
+/// trust only the CA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The mesh CA certificate (`<out>/ca.crt`).
+    pub ca: PathBuf,
+    /// This identity's certificate.
+    pub cert: PathBuf,
+    /// Its private key (0600).
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// The files of the identity `prefix` (`<out>/<node>/<member>`,
+    /// `<out>/clients/<name>`); an error names the first one missing.
+    pub fn of(prefix: &Path) -> anyhow::Result<TlsFiles> {
+        let files = TlsFiles {
+            ca: ca_beside(prefix)
+                .ok_or_else(|| anyhow::anyhow!("{}: no CA two directories up", prefix.display()))?,
+            cert: with_ext(prefix, "crt"),
+            key: with_ext(prefix, "key"),
+        };
+        for f in [&files.ca, &files.cert, &files.key] {
+            if !f.is_file() {
+                anyhow::bail!(
+                    "{} is missing (canopy keys gen writes it beside the identity {})",
+                    f.display(),
+                    prefix.display()
+                );
+            }
+        }
+        Ok(files)
+    }
+
+    /// The files of the process whose nkey seed is `seed`
+    /// (`<out>/<node>/<member>.nk`).
+    pub fn of_seed(seed: &Path) -> anyhow::Result<TlsFiles> {
+        TlsFiles::of(&seed.with_extension(""))
+    }
+}
+
 /// `<prefix>.<ext>`.
 pub fn with_ext(prefix: &Path, ext: &str) -> PathBuf {
     let mut s = prefix.as_os_str().to_owned();

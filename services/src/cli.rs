@@ -241,6 +241,11 @@ pub enum KeysCmd {
         /// client secret), ready to copy to it.
         #[arg(long, value_name = "DIR")]
         bundles: Option<PathBuf>,
+        /// Also make every member's and witness's certificate valid for this
+        /// address (repeatable), e.g. `127.0.0.1` where a container's
+        /// published ports are reached from the docker host.
+        #[arg(long, value_name = "HOST")]
+        also_host: Vec<String>,
     },
 }
 
@@ -259,6 +264,10 @@ pub struct NatsConfigArgs {
     /// Data directory the config points JetStream at.
     #[arg(long, default_value = "./data")]
     pub data: PathBuf,
+    /// The member's nkey seed (`<keys>/<node>/<member>.nk`): on the secured
+    /// tree the config names the certificate, TLS key and CA beside it.
+    #[arg(long)]
+    pub key: Option<PathBuf>,
 }
 
 /// Where to reach the tree.
@@ -275,6 +284,14 @@ pub struct ServerArg {
     /// Seconds to wait for a reply.
     #[arg(long, default_value_t = 5.0)]
     pub timeout: f64,
+    /// The client identity: a path prefix such that `PATH.nk` is the
+    /// client's nkey seed and `PATH.crt`, `PATH.key` its TLS certificate
+    /// and key, with the mesh CA `ca.crt` two directories up (`canopy keys
+    /// gen` writes `<out>/clients/<name>.*`; `canopy lab` prints each
+    /// client's in its ready line). A `tls://` server (the secured tree)
+    /// needs it to connect, and serves only commands it signed.
+    #[arg(long, env = "CANOPY_IDENTITY")]
+    pub identity: Option<PathBuf>,
 }
 
 /// `canopy state`.
@@ -371,16 +388,9 @@ pub struct CommandArgs {
     pub json: bool,
 }
 
-/// Who sends a command.
+/// Who sends a command (a secured tree records the `--identity`'s name).
 #[derive(Debug, Args)]
 pub struct WhoArg {
-    /// The client identity that signs the command: a path prefix such that
-    /// `PATH.nk` is the client's nkey seed (`canopy keys gen` writes
-    /// `<out>/clients/<name>.nk`; `canopy lab` prints each client's in its
-    /// ready line). A secured tree serves only signed commands, and records
-    /// the client's name as who asked.
-    #[arg(long, env = "CANOPY_IDENTITY")]
-    pub identity: Option<PathBuf>,
     /// Who asks, on a plaintext tree (`security = "none"`) only, where it
     /// is recorded as given.
     #[arg(long, default_value = "cli")]
@@ -401,7 +411,8 @@ pub struct UnforceArgs {
     pub json: bool,
 }
 
-/// `canopy switchover`.
+/// `canopy switchover` (on a secured tree `--identity` must be an
+/// engineer's whose scope holds the pair).
 #[derive(Debug, Args)]
 pub struct SwitchoverArgs {
     #[command(flatten)]
@@ -412,12 +423,6 @@ pub struct SwitchoverArgs {
     /// only checks that it is the one you mean).
     #[arg(long)]
     pub to: Option<String>,
-    /// The engineer client identity that signs the request (a path prefix:
-    /// `PATH.nk` is its nkey seed; see `canopy write --help`). A secured
-    /// tree serves only a switchover or maintenance change an engineer of
-    /// the node signed.
-    #[arg(long, env = "CANOPY_IDENTITY")]
-    pub identity: Option<PathBuf>,
     /// Print the JSON reply.
     #[arg(long)]
     pub json: bool,
@@ -432,7 +437,8 @@ pub enum OnOff {
     Off,
 }
 
-/// `canopy maintenance`.
+/// `canopy maintenance` (on a secured tree `--identity` must be an
+/// engineer's whose scope holds the pair).
 #[derive(Debug, Args)]
 pub struct MaintenanceArgs {
     #[command(flatten)]
@@ -444,12 +450,6 @@ pub struct MaintenanceArgs {
     /// `on` or `off`.
     #[arg(value_enum)]
     pub state: OnOff,
-    /// The engineer client identity that signs the request (a path prefix:
-    /// `PATH.nk` is its nkey seed; see `canopy write --help`). A secured
-    /// tree serves only a switchover or maintenance change an engineer of
-    /// the node signed.
-    #[arg(long, env = "CANOPY_IDENTITY")]
-    pub identity: Option<PathBuf>,
     /// Print the JSON reply.
     #[arg(long)]
     pub json: bool,

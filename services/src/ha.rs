@@ -58,21 +58,13 @@ pub fn raft_tls(
             node.id
         );
     };
-    let prefix = key.with_extension("");
-    let ca = crate::certs::ca_beside(&prefix)
-        .ok_or_else(|| anyhow::anyhow!("{}: no CA two directories up", key.display()))?;
+    let files = crate::certs::TlsFiles::of_seed(key)?;
     let mut names = BTreeMap::new();
     for (i, m) in node.members.iter().enumerate() {
         names.insert(i as u64 + 1, crate::certs::member_name(&node.id, &m.name));
     }
     names.insert(WITNESS_ID, crate::certs::member_name(&node.id, "witness"));
-    let tls = raft::RaftTls::load(
-        &ca,
-        &crate::certs::with_ext(&prefix, "crt"),
-        &crate::certs::with_ext(&prefix, "key"),
-        names,
-    )
-    .map_err(|e| {
+    let tls = raft::RaftTls::load(&files.ca, &files.cert, &files.key, names).map_err(|e| {
         anyhow::anyhow!(
             "raft TLS of {}: {e} (canopy keys gen makes these files)",
             node.id

@@ -32,12 +32,30 @@ impl Nats {
     }
 }
 
+/// Connect options that present `tls` (when given) to a server of the
+/// tree: TLS first, the mesh CA as the only root, this identity's
+/// certificate. Without `tls` the connection is plaintext.
+pub fn options(tls: Option<&crate::certs::TlsFiles>) -> async_nats::ConnectOptions {
+    let o = async_nats::ConnectOptions::new();
+    match tls {
+        None => o,
+        Some(t) => o
+            .require_tls(true)
+            .tls_first()
+            .add_root_certificates(t.ca.clone())
+            .add_client_certificate(t.cert.clone(), t.key.clone()),
+    }
+}
+
 /// The process's server once started: its client URL, the supervisor's
 /// view of the child (None when attached) and the supervisor task.
 #[derive(Debug)]
 pub struct OwnServer {
     /// The client URL of the server.
     pub url: String,
+    /// The process's certificate, on the secured tree: its server presents
+    /// it, and so does every connection of the process to it.
+    pub tls: Option<crate::certs::TlsFiles>,
     /// The child's pid and restart count (None when attached).
     pub supervised: Option<supervisor::Supervised>,
     task: Option<JoinHandle<()>>,
@@ -46,22 +64,32 @@ pub struct OwnServer {
 
 impl OwnServer {
     /// Starts (or attaches to) the server of `role` in `node`, its config
-    /// and store under `data`.
+    /// and store under `data`; `key` is the process's nkey seed, whose
+    /// certificate beside it the secured tree needs.
     pub fn start(
         mode: &Nats,
         topo: &topology::Topology,
         node: &topology::Node,
         role: Role<'_>,
         data: &Path,
+        key: Option<&Path>,
     ) -> anyhow::Result<OwnServer> {
         let ep = natsconf::endpoint(node, role).with_context(|| {
             format!("node {} has no {:?} in the topology", node.id, role.name())
         })?;
+        let tls = match (topo.mesh.security, key) {
+            (topology::Security::Secured, Some(key)) => Some(
+                crate::certs::TlsFiles::of_seed(key)
+                    .with_context(|| format!("the TLS files of {}/{}", node.id, role.name()))?,
+            ),
+            _ => None,
+        };
         let cancel = CancellationToken::new();
         match mode {
             Nats::Supervise(binary) => {
-                let conf = natsconf::render(topo, node, role, &data.join("jetstream"))
-                    .map_err(anyhow::Error::msg)?;
+                let conf =
+                    natsconf::render(topo, node, role, &data.join("jetstream"), tls.as_ref())
+                        .map_err(anyhow::Error::msg)?;
                 let conf_path = data.join("nats.conf");
                 std::fs::write(&conf_path, conf)
                     .with_context(|| format!("writing {}", conf_path.display()))?;
@@ -72,7 +100,8 @@ impl OwnServer {
                     cancel.clone(),
                 )?;
                 Ok(OwnServer {
-                    url: natsconf::client_url(ep),
+                    url: natsconf::client_url(topo, ep),
+                    tls,
                     supervised: Some(sup),
                     task: Some(task),
                     cancel,
@@ -80,6 +109,7 @@ impl OwnServer {
             }
             Nats::Attach(url) => Ok(OwnServer {
                 url: url.clone(),
+                tls,
                 supervised: None,
                 task: None,
                 cancel,
@@ -111,8 +141,9 @@ impl OwnServer {
 
 /// Connects to the process's own server, retrying forever (it may be
 /// restarting).
-pub async fn connect_own(url: &str, name: String) -> anyhow::Result<async_nats::Client> {
-    async_nats::ConnectOptions::new()
+pub async fn connect_own(server: &OwnServer, name: String) -> anyhow::Result<async_nats::Client> {
+    let url = &server.url;
+    options(server.tls.as_ref())
         .name(name)
         .retry_on_initial_connect()
         .max_reconnects(None)

@@ -259,6 +259,11 @@ impl ContainerLab {
         &self.topology
     }
 
+    /// The identity prefix of the lab's `operator` client (`--identity`).
+    pub fn identity(&self) -> PathBuf {
+        self.dir.path().join("keys/clients/operator")
+    }
+
     /// The keys' manifest, for `canopy audit --manifest`.
     pub fn manifest(&self) -> PathBuf {
         self.dir.path().join("keys/manifest.json")
@@ -279,7 +284,13 @@ impl ContainerLab {
             .nats
             .with_context(|| format!("{node}/{member} has no NATS server"))?;
         let host_port = p.container.get_host_port_ipv4(port.tcp()).await?;
-        Ok(format!("nats://127.0.0.1:{host_port}"))
+        if self.topology.mesh.security == topology::Security::None {
+            return Ok(format!("nats://127.0.0.1:{host_port}"));
+        }
+        let url = format!("tls://127.0.0.1:{host_port}");
+        let tls = services::certs::TlsFiles::of(&self.identity())?;
+        crate::nats::trust(&url, tls);
+        Ok(url)
     }
 
     /// SIGKILLs a process's container (a crash: no drain, no goodbye). The
@@ -449,6 +460,7 @@ fn keys_gen(topology: &Path, out: &Path) -> anyhow::Result<()> {
         .arg(topology)
         .arg("--out")
         .arg(out)
+        .args(["--lab-clients", "--also-host", "127.0.0.1"])
         .stdin(Stdio::null())
         .output()
         .with_context(|| format!("running {} keys gen", bin.display()))?;

@@ -63,6 +63,7 @@ impl Lab {
             Ok(Some(Ok(line))) => {
                 lab.ready =
                     serde_json::from_str(&line).with_context(|| format!("ready line {line:?}"))?;
+                lab.trust_members()?;
                 Ok(lab)
             }
             other => {
@@ -80,6 +81,29 @@ impl Lab {
                 bail!("the lab never printed its ready line: {other:?}{why}")
             }
         }
+    }
+
+    /// Registers a client certificate of the lab (its `operator`, else its
+    /// first client) for every member's `tls://` URL, so
+    /// [`crate::nats::connect`] reaches them.
+    fn trust_members(&self) -> anyhow::Result<()> {
+        let clients = self.ready["clients"].as_object().context("clients")?;
+        let Some((name, entry)) = clients
+            .get_key_value("operator")
+            .or_else(|| clients.iter().next())
+        else {
+            return Ok(());
+        };
+        if entry["tls_first"] != true {
+            return Ok(());
+        }
+        let tls = services::certs::TlsFiles::of(&self.identity(name)?)?;
+        for m in self.ready["members"].as_array().into_iter().flatten() {
+            if let Some(url) = m["nats"].as_str() {
+                crate::nats::trust(url, tls.clone());
+            }
+        }
+        Ok(())
     }
 
     /// The member entry of the ready line.

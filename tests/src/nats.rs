@@ -5,9 +5,38 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde_json::Value as Json;
 
-/// Connects to a NATS URL.
+/// The client certificate a test presents to the `tls://` servers of the
+/// labs it started (each test is its own process under nextest).
+static IDENTITIES: std::sync::Mutex<Vec<(String, services::certs::TlsFiles)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Presents `tls` to every server whose URL starts with `prefix` (a lab's
+/// `tls://host:port` URLs; [`crate::Lab::start`] registers its members').
+pub fn trust(prefix: &str, tls: services::certs::TlsFiles) {
+    if let Ok(mut ids) = IDENTITIES.lock() {
+        ids.push((prefix.to_owned(), tls));
+    }
+}
+
+/// Connects to a NATS URL: over TLS with the registered certificate when
+/// the URL is `tls://`.
 pub async fn connect(url: &str) -> anyhow::Result<async_nats::Client> {
-    async_nats::connect(url)
+    let tls = if url.starts_with("tls://") {
+        let ids = IDENTITIES
+            .lock()
+            .map_err(|_| anyhow::anyhow!("identity registry poisoned"))?;
+        Some(
+            ids.iter()
+                .rev()
+                .find(|(p, _)| url.starts_with(p.as_str()))
+                .map(|(_, t)| t.clone())
+                .with_context(|| format!("no client certificate registered for {url}"))?,
+        )
+    } else {
+        None
+    };
+    services::nats::options(tls.as_ref())
+        .connect(url)
         .await
         .with_context(|| format!("connecting to {url}"))
 }

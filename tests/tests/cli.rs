@@ -98,7 +98,7 @@ fn nats_config_for_a_child_points_at_its_parent() {
     let path = dir.path().join("t.toml");
     std::fs::write(&path, topology::DEFAULT_TOPOLOGY).expect("write");
     let p = path.display().to_string();
-    let (code, out, err) = cli(&[
+    let args = [
         "nats-config",
         "--topology",
         &p,
@@ -106,10 +106,23 @@ fn nats_config_for_a_child_points_at_its_parent() {
         "root.south",
         "--member",
         "b",
-    ])
-    .expect("run");
+    ];
+    // The secured tree's config names the member's certificate: without
+    // --key it is refused, saying so.
+    let (code, _, err) = cli(&args).expect("run");
+    assert_ne!(code, 0);
+    assert!(err.contains("--key"), "{err}");
+    let keys = dir.path().join("keys");
+    let k = keys.display().to_string();
+    let (code, _, err) = cli(&["keys", "gen", "--topology", &p, "--out", &k]).expect("keys");
+    assert_eq!(code, 0, "{err}");
+    let seed = keys.join("root.south/b.nk").display().to_string();
+    let mut with_key = args.to_vec();
+    with_key.extend(["--key", &seed]);
+    let (code, out, err) = cli(&with_key).expect("run");
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("domain: \"root-south\""), "{out}");
+    assert!(out.contains("handshake_first: true"), "{out}");
     // A child of a pair lists all three of the pair's servers.
     for port in [14001, 14011, 14021] {
         assert!(

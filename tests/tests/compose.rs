@@ -102,6 +102,8 @@ async fn scenario(lab: &ContainerLab) -> anyhow::Result<()> {
         .args(["audit", "--server", &url, "--node", "root", "--json"])
         .arg("--manifest")
         .arg(lab.manifest())
+        .arg("--identity")
+        .arg(lab.identity())
         .stdin(Stdio::null())
         .output()
         .with_context(|| format!("running {}", bin.display()))?;

@@ -262,6 +262,8 @@ async fn audit_is_clean_after_failovers_and_reports_a_forged_event() -> anyhow::
         manifest.clone(),
         "--topology".into(),
         topo.clone(),
+        "--identity".into(),
+        lab.identity("viewer")?.display().to_string(),
         "--json".into(),
     ];
     let last = std::sync::Arc::new(std::sync::Mutex::new(String::new()));

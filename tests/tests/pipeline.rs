@@ -302,8 +302,11 @@ async fn a_standard_modbus_server_that_is_not_plc_sim_feeds_the_root() -> anyhow
 async fn python_decodes_the_same_events_and_they_match_the_state() -> anyhow::Result<()> {
     let lab = Lab::start(&three_level(), &[])?;
     let url = lab.url("root", "a")?;
+    let identity = lab.identity("operator")?;
     let out = tokio::process::Command::new(tests::python_bin())
         .arg(tests::workspace_root().join("examples/python/watch.py"))
+        .arg("--identity")
+        .arg(&identity)
         .args([
             url.as_str(),
             "root.mid.leaf.>",

@@ -143,11 +143,14 @@ async fn only_a_signed_command_within_role_and_scope_is_served_and_the_audit_ver
         .context("manifest")?
         .to_owned();
     let url = lab.url("root", "a")?;
+    let viewer = lab.identity("view")?.display().to_string();
     let audit = |origin: &'static str| {
-        let (manifest, url) = (manifest.clone(), url.clone());
+        let (manifest, url, viewer) = (manifest.clone(), url.clone(), viewer.clone());
         tokio::task::spawn_blocking(move || {
             tests::cli(&[
                 "audit",
+                "--identity",
+                &viewer,
                 "--server",
                 &url,
                 "--node",

@@ -89,11 +89,7 @@ pub async fn run(a: AuditArgs) -> anyhow::Result<u8> {
         }
         _ => None,
     };
-    let client = async_nats::ConnectOptions::new()
-        .name("canopy audit")
-        .connect(&a.server.server)
-        .await
-        .with_context(|| format!("cannot reach NATS at {}", a.server.server))?;
+    let client = super::client::connect_as(&a.server, "canopy audit").await?;
     let js = async_nats::jetstream::with_domain(client, events::subjects::domain(&a.node));
     let mut names: Vec<String> = Vec::new();
     let mut listing = js.stream_names();

@@ -47,9 +47,10 @@ pub fn gen(
     force: bool,
     lab_clients: bool,
     bundles: Option<&Path>,
+    also_hosts: &[String],
 ) -> anyhow::Result<u8> {
     let topo = super::load_topology(topology)?;
-    let g = gen_for(&topo, out, force, lab_clients)?;
+    let g = gen_with_hosts(&topo, out, force, lab_clients, also_hosts)?;
     if let Some(dir) = bundles {
         for (host, files) in write_bundles(&topo, out, dir)? {
             eprintln!(
@@ -149,6 +150,17 @@ pub fn gen_for(
     force: bool,
     lab_defaults: bool,
 ) -> anyhow::Result<Generated> {
+    gen_with_hosts(topo, out, force, lab_defaults, &[])
+}
+
+/// [`gen_for`], every server certificate also valid for `also_hosts`.
+pub fn gen_with_hosts(
+    topo: &Topology,
+    out: &Path,
+    force: bool,
+    lab_defaults: bool,
+    also_hosts: &[String],
+) -> anyhow::Result<Generated> {
     let manifest_path = out.join("manifest.json");
     let old: Option<Manifest> = std::fs::read_to_string(&manifest_path)
         .ok()
@@ -193,7 +205,10 @@ pub fn gen_for(
             manifest.insert(&node.id, &name, kp.public_key());
             let subject = crate::certs::Subject {
                 name: crate::certs::member_name(&node.id, &name),
-                hosts: vec![ep.host.clone()],
+                hosts: std::iter::once(&ep.host)
+                    .chain(also_hosts.iter().filter(|h| **h != ep.host))
+                    .cloned()
+                    .collect(),
                 server: true,
             };
             let (fp, made) = crate::certs::leaf(&ca, &dir.join(&name), &subject, remake)?;

@@ -199,7 +199,7 @@ async fn start_and_wait(
             members.push(Started {
                 node: node.id.clone(),
                 member: name.clone(),
-                nats: natsconf::client_url(endpoint),
+                nats: natsconf::client_url(topo, endpoint),
                 pid: c.id(),
                 data,
                 argv,
@@ -213,9 +213,19 @@ async fn start_and_wait(
         plcs.len()
     );
 
-    let root_url = natsconf::client_url(&topo.root().members[0].endpoint);
+    let root_url = natsconf::client_url(topo, &topo.root().members[0].endpoint);
+    // The lab looks at its tree as its first client (the root's engineer).
+    let tls = match (topo.mesh.security, generated.clients.first()) {
+        (topology::Security::Secured, Some((_, identity))) => {
+            match crate::certs::TlsFiles::of(identity) {
+                Ok(t) => Some(t),
+                Err(e) => return Err((e, procs)),
+            }
+        }
+        _ => None,
+    };
     let waited = tokio::select! {
-        r = wait_ready(topo, &root_url, &members, a.ready_timeout) => r,
+        r = wait_ready(topo, &root_url, tls.as_ref(), &members, a.ready_timeout) => r,
         _ = signal.cancelled() => Err(anyhow::anyhow!("interrupted while starting")),
     };
     let infos = match waited {
@@ -239,7 +249,7 @@ async fn start_and_wait(
                 c.name.clone(),
                 json!({ "role": c.role.as_str(), "scope": c.scope, "identity": identity,
                         "nkey": file("nk"), "cert": file("crt"), "key": file("key"),
-                        "ca": crate::certs::ca_beside(identity) }),
+                        "ca": crate::certs::ca_beside(identity), "tls_first": tls.is_some() }),
             )
         })
         .collect();
@@ -260,17 +270,42 @@ async fn start_and_wait(
     Ok(procs)
 }
 
+/// Connects to `url` of a running lab as its client `client`, from the
+/// lab's ready line: over TLS with the client's certificate when the lab's
+/// tree is secured.
+pub async fn connect_as_client(
+    ready: &Json,
+    client: &str,
+    url: &str,
+) -> anyhow::Result<async_nats::Client> {
+    let entry = &ready["clients"][client];
+    let tls = if entry["tls_first"] == true {
+        let identity = entry["identity"]
+            .as_str()
+            .with_context(|| format!("client {client} not in the lab's ready line"))?;
+        Some(crate::certs::TlsFiles::of(std::path::Path::new(identity))?)
+    } else {
+        None
+    };
+    crate::nats::options(tls.as_ref())
+        .name(format!("canopy {client}"))
+        .connect(url)
+        .await
+        .with_context(|| format!("connecting to {url} as {client}"))
+}
+
 /// Waits until every member answers and the root's state holds every point.
 /// Returns each member's nats-server pid, in `members` order.
 async fn wait_ready(
     topo: &Topology,
     root_url: &str,
+    tls: Option<&crate::certs::TlsFiles>,
     members: &[Started],
     timeout: Duration,
 ) -> anyhow::Result<Vec<Option<u64>>> {
     let deadline = Instant::now() + timeout;
     let client = loop {
-        match async_nats::ConnectOptions::new()
+        match crate::nats::options(tls)
             .name("canopy lab")
             .connect(root_url)
             .await

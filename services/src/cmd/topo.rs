@@ -25,11 +25,17 @@ pub fn check(file: &Path) -> anyhow::Result<u8> {
 pub fn nats_config(a: NatsConfigArgs) -> anyhow::Result<u8> {
     let topo = std::sync::Arc::new(super::load_topology(&a.topology)?);
     let id = Identity::resolve(topo, &a.node, a.member.as_deref())?;
+    let tls = a
+        .key
+        .as_deref()
+        .map(crate::certs::TlsFiles::of_seed)
+        .transpose()?;
     let conf = natsconf::render(
         &id.topo,
         &id.node,
         Role::Member(&id.member),
         &a.data.join("jetstream"),
+        tls.as_ref(),
     )
     .map_err(anyhow::Error::msg)?;
     print!("{conf}");

@@ -32,7 +32,14 @@ pub async fn run(a: WitnessArgs) -> anyhow::Result<u8> {
     let nats = Nats::from_args(a.attach.clone(), a.nats_server.as_deref())?;
     std::fs::create_dir_all(&a.data).with_context(|| format!("creating {}", a.data.display()))?;
     let cancel = super::shutdown_token()?;
-    let server = OwnServer::start(&nats, &topo, &node, Role::Witness, &a.data)?;
+    let server = OwnServer::start(
+        &nats,
+        &topo,
+        &node,
+        Role::Witness,
+        &a.data,
+        a.key.as_deref(),
+    )?;
     let result = serve(&topo, &node, &server, &a, cancel).await;
     server.stop().await;
     result.map(|()| 0)
@@ -61,7 +68,7 @@ async fn serve(
     if a.confirm_empty_raft_store {
         pair.confirm_empty_store();
     }
-    let client = nats::connect_own(&server.url, format!("canopy {}/witness", node.id)).await?;
+    let client = nats::connect_own(server, format!("canopy {}/witness", node.id)).await?;
     let domain = events::subjects::domain(&node.id);
     let js = async_nats::jetstream::with_domain(client.clone(), &domain);
     let me = ha::server_name(node, "witness");

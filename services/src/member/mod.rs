@@ -98,6 +98,7 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> anyhow::Result<()>
         &id.node,
         Role::Member(&id.member),
         &opts.data,
+        opts.key.as_deref(),
     )?;
     let span = tracing::info_span!("member", node = %id.node.id, member = %id.member);
     let result = tracing::Instrument::instrument(serve(&opts, &server, cancel), span).await;
@@ -113,8 +114,7 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let id = &opts.id;
     let node = &id.node;
-    let client =
-        nats::connect_own(&server.url, format!("canopy {}/{}", node.id, id.member)).await?;
+    let client = nats::connect_own(server, format!("canopy {}/{}", node.id, id.member)).await?;
     let js = jetstream::ContextBuilder::new()
         .domain(events::subjects::domain(&node.id))
         .timeout(Duration::from_secs(3))

@@ -21,7 +21,7 @@ use crate::cli::BenchCatchupArgs;
 pub async fn run(a: BenchCatchupArgs) -> anyhow::Result<u8> {
     let nats = nats_bin(&a.common)?;
     let dir = WorkDir::new(&a.common, "catchup")?;
-    let tree = Tree::start(&dir.path, &nats, &a.sync).await?;
+    let tree = Tree::start(&dir.path, &nats, &a.sync, topology::Security::None).await?;
     let result = measure(&a, &tree).await;
     tree.shutdown().await;
     let (cut_s, resume_s, catchup_s) = result?;

@@ -231,7 +231,7 @@ async fn trials(
         .as_str()
         .context("root url")?
         .to_owned();
-    let client = async_nats::connect(&root_url).await?;
+    let client = crate::cmd::lab::connect_as_client(ready, "operator", &root_url).await?;
     let js = async_nats::jetstream::with_domain(client.clone(), "root");
     let log = std::path::PathBuf::from(
         ready["plcs"][0]["write_log"]

@@ -53,7 +53,7 @@ struct Figures {
 pub async fn run(a: BenchPipelineArgs) -> anyhow::Result<u8> {
     let nats = nats_bin(&a.common)?;
     let dir = WorkDir::new(&a.common, "pipeline")?;
-    let tree = Tree::start(&dir.path, &nats, &a.sync).await?;
+    let tree = Tree::start(&dir.path, &nats, &a.sync, topology::Security::None).await?;
     let result = measure(&a, &tree).await;
     tree.shutdown().await;
     let (raw, canopy, size) = result?;

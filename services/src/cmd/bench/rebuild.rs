@@ -21,7 +21,7 @@ use crate::cli::BenchRebuildArgs;
 pub async fn run(a: BenchRebuildArgs) -> anyhow::Result<u8> {
     let nats = nats_bin(&a.common)?;
     let dir = WorkDir::new(&a.common, "rebuild")?;
-    let tree = Tree::start(&dir.path, &nats, &a.sync).await?;
+    let tree = Tree::start(&dir.path, &nats, &a.sync, topology::Security::None).await?;
     let result = measure(&a, &tree).await;
     tree.shutdown().await;
     let (n, raw, canopy) = result?;

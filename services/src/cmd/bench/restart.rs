@@ -20,7 +20,7 @@ use crate::wire::StateReply;
 pub async fn run(a: BenchRestartArgs) -> anyhow::Result<u8> {
     let nats = nats_bin(&a.common)?;
     let dir = WorkDir::new(&a.common, "restart")?;
-    let mut tree = Tree::start(&dir.path, &nats, &a.sync).await?;
+    let mut tree = Tree::start(&dir.path, &nats, &a.sync, topology::Security::None).await?;
     let result = measure(&a, &mut tree).await;
     tree.shutdown().await;
     let (n, with, without) = result?;

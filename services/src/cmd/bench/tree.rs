@@ -66,8 +66,11 @@ pub fn single_node(id: &str) -> anyhow::Result<String> {
     ))
 }
 
-fn topology_text(sync: &str) -> anyhow::Result<String> {
+fn topology_text(sync: &str, security: topology::Security) -> anyhow::Result<String> {
     let mut t = format!("[mesh]\nname = \"bench\"\nsync = \"{sync}\"\n");
+    if security == topology::Security::None {
+        t.push_str("security = \"none\"\n");
+    }
     for id in ["root", "root.mid", LEAF] {
         t.push_str(&single_node(id)?);
     }
@@ -82,16 +85,33 @@ pub struct Tree {
     pub topo: topology::Topology,
     /// The `canopy node` processes (root, then mid).
     pub members: Vec<Member>,
+    /// The benchmark's own client certificate on the secured tree.
+    tls: Option<crate::certs::TlsFiles>,
     stop: CancellationToken,
     sup_task: tokio::task::JoinHandle<()>,
 }
 
 impl Tree {
-    /// Starts the tree in `dir` with JetStream durability `sync`.
-    pub async fn start(dir: &Path, nats_bin: &Path, sync: &str) -> anyhow::Result<Tree> {
+    /// Starts the tree in `dir` with JetStream durability `sync`, secured
+    /// (keys and certificates made into `dir/keys`) or plaintext.
+    pub async fn start(
+        dir: &Path,
+        nats_bin: &Path,
+        sync: &str,
+        security: topology::Security,
+    ) -> anyhow::Result<Tree> {
         let topo_path = dir.join("topology.toml");
-        std::fs::write(&topo_path, topology_text(sync)?)?;
+        std::fs::write(&topo_path, topology_text(sync, security)?)?;
         let topo = crate::cmd::load_topology(&topo_path)?;
+        let keys = dir.join("keys");
+        let secured = security == topology::Security::Secured;
+        let tls = if secured {
+            let generated = crate::cmd::keys::gen_for(&topo, &keys, false, true)?;
+            let (_, identity) = generated.clients.first().context("the bench's client")?;
+            Some(crate::certs::TlsFiles::of(identity)?)
+        } else {
+            None
+        };
         let exe = std::env::current_exe()?;
         let stop = CancellationToken::new();
         let mut members = Vec::new();
@@ -102,7 +122,7 @@ impl Tree {
         for id in ["root", "root.mid"] {
             let data = dir.join(id);
             std::fs::create_dir_all(&data)?;
-            let args: Vec<String> = vec![
+            let mut args: Vec<String> = vec![
                 "node".into(),
                 "--topology".into(),
                 topo_path.display().to_string(),
@@ -113,6 +133,10 @@ impl Tree {
                 "--nats-server".into(),
                 nats_bin.display().to_string(),
             ];
+            if secured {
+                let key = keys.join(id).join("a.nk");
+                args.extend(["--key".into(), key.display().to_string()]);
+            }
             let mut m = Member {
                 exe: exe.clone(),
                 args,
@@ -125,11 +149,15 @@ impl Tree {
         let leaf = topo.node(LEAF).context("leaf")?.clone();
         let leaf_data = dir.join(LEAF);
         std::fs::create_dir_all(&leaf_data)?;
+        let leaf_tls = secured
+            .then(|| crate::certs::TlsFiles::of_seed(&keys.join(LEAF).join("a.nk")))
+            .transpose()?;
         let conf = natsconf::render(
             &topo,
             &leaf,
             Role::Member("a"),
             &leaf_data.join("jetstream"),
+            leaf_tls.as_ref(),
         )
         .map_err(anyhow::Error::msg)?;
         std::fs::write(leaf_data.join("nats.conf"), conf)?;
@@ -142,6 +170,7 @@ impl Tree {
         Ok(Tree {
             topo,
             members,
+            tls,
             stop,
             sup_task,
         })
@@ -162,10 +191,12 @@ impl Tree {
         &self,
     ) -> anyhow::Result<(Context, async_nats::Client, jetstream::stream::Stream)> {
         let topo = &self.topo;
-        let leaf_url = natsconf::client_url(&topo.node(LEAF).context("leaf")?.members[0].endpoint);
-        let root_url = natsconf::client_url(&topo.root().members[0].endpoint);
-        let (_lc, leaf_js) = connect_js(&leaf_url, &events::subjects::domain(LEAF)).await?;
-        let (root_client, root_js) = connect_js(&root_url, "root").await?;
+        let leaf_url =
+            natsconf::client_url(topo, &topo.node(LEAF).context("leaf")?.members[0].endpoint);
+        let root_url = natsconf::client_url(topo, &topo.root().members[0].endpoint);
+        let tls = self.tls.as_ref();
+        let (_lc, leaf_js) = connect_js(&leaf_url, &events::subjects::domain(LEAF), tls).await?;
+        let (root_client, root_js) = connect_js(&root_url, "root", tls).await?;
         wait_for("the leaf's JetStream", Duration::from_secs(60), || async {
             streams::ensure(&leaf_js, streams::own(topo, LEAF, 1))
                 .await
@@ -212,12 +243,17 @@ impl Member {
     }
 }
 
-/// A client and a JetStream context of `domain` at `url`, once it answers.
-pub async fn connect_js(url: &str, domain: &str) -> anyhow::Result<(async_nats::Client, Context)> {
+/// A client and a JetStream context of `domain` at `url`, once it answers
+/// (presenting `tls` on the secured tree).
+pub async fn connect_js(
+    url: &str,
+    domain: &str,
+    tls: Option<&crate::certs::TlsFiles>,
+) -> anyhow::Result<(async_nats::Client, Context)> {
     let client = wait_for(
         &format!("NATS at {url}"),
         Duration::from_secs(30),
-        || async { Ok(Some(async_nats::connect(url).await?)) },
+        || async { Ok(Some(crate::nats::options(tls).connect(url).await?)) },
     )
     .await?;
     let js = jetstream::ContextBuilder::new()

@@ -5,7 +5,7 @@ use anyhow::bail;
 use serde_json::{json, Value as Json};
 
 use super::{connect, request};
-use crate::cli::{CommandArgs, ServerArg, UnforceArgs, WhoArg};
+use crate::cli::{CommandArgs, ServerArg, UnforceArgs};
 use crate::wire::{Command, Op, Reply, SignedCommand};
 
 /// Splits `root.south.fan1_speed` into (`root.south`, `fan1_speed`).
@@ -36,11 +36,10 @@ async fn send_command(
     server: &ServerArg,
     point: &str,
     cmd: Command,
-    who: &WhoArg,
     as_json: bool,
 ) -> anyhow::Result<u8> {
     let (node, _) = split_point(point)?;
-    let body = match &who.identity {
+    let body = match &server.identity {
         Some(prefix) => {
             let id = crate::keys::ClientIdentity::load(prefix)?;
             let now_ms = crate::member::publisher::now_us() / 1000;
@@ -76,7 +75,7 @@ pub async fn command(op: Op, a: CommandArgs) -> anyhow::Result<u8> {
         value: Some(parse_value(&a.value)?),
         by: Some(a.who.by.clone()),
     };
-    send_command(&a.server, &a.point, cmd, &a.who, a.json).await
+    send_command(&a.server, &a.point, cmd, a.json).await
 }
 
 /// `canopy unforce`.
@@ -88,7 +87,7 @@ pub async fn unforce(a: UnforceArgs) -> anyhow::Result<u8> {
         value: None,
         by: Some(a.who.by.clone()),
     };
-    send_command(&a.server, &a.point, cmd, &a.who, a.json).await
+    send_command(&a.server, &a.point, cmd, a.json).await
 }
 
 #[cfg(test)]

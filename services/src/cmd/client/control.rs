@@ -50,7 +50,7 @@ pub async fn switchover(a: SwitchoverArgs) -> anyhow::Result<u8> {
     }
     let from = active.member.clone();
     let body = body(
-        a.identity.as_deref(),
+        a.server.identity.as_deref(),
         &a.node,
         &from,
         Control::Switchover,
@@ -84,7 +84,13 @@ pub async fn maintenance(a: MaintenanceArgs) -> anyhow::Result<u8> {
     let client = connect(&a.server).await?;
     let on = a.state == OnOff::On;
     let control = Control::Maintenance { on };
-    let body = body(a.identity.as_deref(), &a.node, &a.member, control, None)?;
+    let body = body(
+        a.server.identity.as_deref(),
+        &a.node,
+        &a.member,
+        control,
+        None,
+    )?;
     let reply = ask(&client, &a.server, &a.node, &a.member, body).await?;
     if a.json {
         println!("{}", serde_json::to_string(&reply)?);

@@ -13,7 +13,7 @@ mod watch;
 
 use std::time::Duration;
 
-use anyhow::Context as _;
+use anyhow::{bail, Context as _};
 use async_nats::Client;
 use serde::de::DeserializeOwned;
 
@@ -25,15 +25,35 @@ pub use watch::watch;
 
 use crate::cli::ServerArg;
 
-/// Connects to the server the user named.
-pub(crate) async fn connect(s: &ServerArg) -> anyhow::Result<Client> {
-    async_nats::ConnectOptions::new()
-        .name("canopy cli")
+/// Connects to the server the user named, as `name`: over TLS with the
+/// identity's certificate when the URL is `tls://`.
+pub(crate) async fn connect_as(s: &ServerArg, name: &str) -> anyhow::Result<Client> {
+    let tls = if s.server.starts_with("tls://") {
+        let Some(prefix) = &s.identity else {
+            bail!(
+                "{} is a TLS server of a secured tree: give --identity PATH (or CANOPY_IDENTITY), the prefix of a client's files from canopy keys gen",
+                s.server
+            );
+        };
+        Some(
+            crate::certs::TlsFiles::of(prefix)
+                .with_context(|| format!("the TLS files of the identity {}", prefix.display()))?,
+        )
+    } else {
+        None
+    };
+    crate::nats::options(tls.as_ref())
+        .name(name)
         .connection_timeout(Duration::from_secs_f64(s.timeout.max(0.1)))
         .request_timeout(Some(Duration::from_secs_f64(s.timeout.max(0.1))))
         .connect(&s.server)
         .await
         .with_context(|| format!("cannot reach NATS at {}", s.server))
+}
+
+/// [`connect_as`] the CLI.
+pub(crate) async fn connect(s: &ServerArg) -> anyhow::Result<Client> {
+    connect_as(s, "canopy cli").await
 }
 
 /// A request whose reply is a JSON `T`; the error says who does not answer.

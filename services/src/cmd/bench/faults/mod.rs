@@ -300,8 +300,8 @@ impl Campaign {
         let operator = Arc::new(crate::keys::ClientIdentity::load(Path::new(identity))?.key);
         let manifest_path = ready["manifest"].as_str().context("manifest")?;
         let manifest = serde_json::from_str(&std::fs::read_to_string(manifest_path)?)?;
-        let root_url = crate::natsconf::client_url(&topo.root().members[0].endpoint);
-        let root = async_nats::connect(&root_url).await?;
+        let root_url = crate::natsconf::client_url(&topo, &topo.root().members[0].endpoint);
+        let root = crate::cmd::lab::connect_as_client(&ready, "operator", &root_url).await?;
         let audit = events::audit::AuditConfig {
             checkpoint_every_events: topo.mesh.checkpoint.every_events,
             checkpoint_every_ms: topo.mesh.checkpoint.every_ms,
