@@ -2,7 +2,8 @@
 """Watch canopy events from Python: subscribe, decode CBOR, check the chain.
 
     pip install nats-py cbor2
-    python examples/python/watch.py nats://127.0.0.1:14000 'root.>' --count 20
+    python examples/python/watch.py tls://127.0.0.1:14000 'root.>' --count 20 \
+        --identity /tmp/lab/keys/clients/viewer
 
 Prints one JSON object per event (origin, seq, epoch, member, ts, kind, point,
 value, quality; for a command also op, by, outcome and whether it was

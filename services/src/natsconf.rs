@@ -230,6 +230,11 @@ mod tests {
         }
     }
 
+    /// The secured config of `role` in `node`, with [`files`].
+    fn secured(t: &Topology, node: &Node, role: Role<'_>) -> String {
+        render(t, node, role, Path::new("/d"), Some(&files())).expect("render")
+    }
+
     fn topo() -> Topology {
         Topology::parse("t.toml", topology::DEFAULT_TOPOLOGY).expect("default topology")
     }
@@ -237,14 +242,7 @@ mod tests {
     #[test]
     fn root_listens_for_leafnodes_and_has_no_remote() {
         let t = topo();
-        let conf = render(
-            &t,
-            t.root(),
-            Role::Member("a"),
-            Path::new("/d"),
-            Some(&files()),
-        )
-        .expect("render");
+        let conf = secured(&t, t.root(), Role::Member("a"));
         assert!(conf.contains("domain: \"root\""), "{conf}");
         assert!(conf.contains("listen: \"127.0.0.1:"), "{conf}");
         assert!(!conf.contains("remotes"), "{conf}");
@@ -254,14 +252,7 @@ mod tests {
     fn child_points_at_every_parent_server() {
         let t = topo();
         let south = t.node("root.south").expect("south");
-        let conf = render(
-            &t,
-            south,
-            Role::Member("a"),
-            Path::new("/d"),
-            Some(&files()),
-        )
-        .expect("render");
+        let conf = secured(&t, south, Role::Member("a"));
         let root_leaf = t.root().members[0].endpoint.ports.leafnode;
         assert!(
             conf.contains(&format!("nats-leaf://127.0.0.1:{root_leaf}")),
@@ -274,8 +265,7 @@ mod tests {
     fn pair_servers_form_a_cluster_routed_to_the_other_two() {
         let t = Topology::parse("x.toml", topology::EXAMPLE_TOPOLOGY).expect("example");
         let south = t.node("root.south").expect("south");
-        let conf =
-            render(&t, south, Role::Witness, Path::new("/d"), Some(&files())).expect("render");
+        let conf = secured(&t, south, Role::Witness);
         assert!(conf.contains("cluster {"), "{conf}");
         assert!(conf.contains("nats-route://127.0.0.1:14202"), "{conf}");
         assert!(conf.contains("nats-route://127.0.0.1:14212"), "{conf}");
@@ -284,14 +274,7 @@ mod tests {
             "routes to itself: {conf}"
         );
         // A child of a pair lists all three of its servers.
-        let root = render(
-            &t,
-            t.root(),
-            Role::Member("a"),
-            Path::new("/d"),
-            Some(&files()),
-        )
-        .expect("render");
+        let root = secured(&t, t.root(), Role::Member("a"));
         assert!(!root.contains("remotes"), "{root}");
     }
 
@@ -312,16 +295,8 @@ mod tests {
     fn the_secured_tree_speaks_tls_first_everywhere_and_needs_a_certificate() {
         let t = Topology::parse("x.toml", topology::EXAMPLE_TOPOLOGY).expect("example");
         let south = t.node("root.south").expect("south");
-        let conf = render(
-            &t,
-            south,
-            Role::Member("a"),
-            Path::new("/d"),
-            Some(&files()),
-        )
-        .expect("render");
-        // Client listener, route, leafnode listener? (south has children
-        // only if the example gives it some) and the remote to the root.
+        let conf = secured(&t, south, Role::Member("a"));
+        // At least the client listener, the route and the remote to the root.
         let blocks = conf.matches("tls {").count();
         assert!(blocks >= 3, "{conf}");
         assert!(conf.contains("min_version: \"1.3\""), "{conf}");
