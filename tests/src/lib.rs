@@ -11,12 +11,14 @@
 //! - `nats`: requests, state, whole streams, the chain check.
 //! - `topo`: topologies on free ports.
 //! - `python`: pymodbus servers and the Modbus tap.
+//! - `probe`: raw TLS and plaintext probes of a server port.
 //! - signals and per-process network cuts: `services::faults`.
 
 mod bin;
 mod containers;
 mod lab;
 mod nats;
+pub mod probe;
 mod python;
 mod topo;
 

@@ -430,3 +430,99 @@ async fn a_switchover_is_served_only_signed_by_an_engineer_and_never_twice() -> 
     assert_eq!(now["role"], "active", "{now}");
     Ok(())
 }
+
+/// Every NATS listener of the secured tree (client, leafnode, route)
+/// refuses a peer with no certificate, with a certificate of another mesh
+/// CA, and in plaintext, and speaks to a certificate of its own CA; the
+/// tree runs on, untouched. (The raft port's refusals are in
+/// `raft/tests/tcp.rs`.)
+#[tokio::test(flavor = "multi_thread")]
+async fn every_listener_refuses_no_certificate_another_cas_certificate_and_plaintext(
+) -> anyhow::Result<()> {
+    use tests::probe;
+    let text = tree(true);
+    let lab = Lab::start(&text, &[])?;
+    let topo = topology::Topology::parse("sec.toml", &text)?;
+    let keys = lab.dir.path().join("work").join("keys");
+    let client = services::certs::TlsFiles::of(&lab.identity("eng")?)?;
+    let member = services::certs::TlsFiles::of(&keys.join("root.south").join("a"))?;
+    // The same topology's keys from another CA.
+    let other = tempfile::tempdir()?;
+    services::cmd::keys::gen_for(&topo, other.path(), false, true)?;
+    let stranger = services::certs::TlsFiles::of(&other.path().join("clients").join("eng"))?;
+    assert_ne!(std::fs::read(&stranger.ca)?, std::fs::read(&client.ca)?);
+
+    let endpoint = |node: &str, i: usize| -> anyhow::Result<topology::Endpoint> {
+        Ok(topo.node(node).context("node")?.members[i].endpoint.clone())
+    };
+    let (root, south_a, south_b) = (
+        endpoint("root", 0)?,
+        endpoint("root.south", 0)?,
+        endpoint("root.south", 1)?,
+    );
+    let addr = |e: &topology::Endpoint, port: u16| -> anyhow::Result<std::net::SocketAddr> {
+        Ok(format!("{}:{port}", e.host).parse()?)
+    };
+    // (what, address, a certificate that passes)
+    let listeners = [
+        ("root client", addr(&root, root.ports.nats)?, &client),
+        ("root leafnode", addr(&root, root.ports.leafnode)?, &member),
+        (
+            "pair member client",
+            addr(&south_b, south_b.ports.nats)?,
+            &client,
+        ),
+        (
+            "pair route",
+            addr(&south_a, south_a.ports.cluster)?,
+            &member,
+        ),
+    ];
+    for (what, at, good) in listeners {
+        let ok = probe::tls(at, &client.ca, Some((&good.cert, &good.key)))
+            .await
+            .with_context(|| format!("{what} {at}"))?;
+        assert!(
+            ok.accepted(),
+            "{what} {at}: refused its own CA's certificate: {ok:?}"
+        );
+        let bare = probe::tls(at, &client.ca, None)
+            .await
+            .with_context(|| format!("{what} {at}"))?;
+        assert!(
+            matches!(bare, probe::Met::Refused(_)),
+            "{what} {at}: spoke to a peer with no certificate: {bare:?}"
+        );
+        let foreign = probe::tls(at, &client.ca, Some((&stranger.cert, &stranger.key)))
+            .await
+            .with_context(|| format!("{what} {at}"))?;
+        assert!(
+            matches!(foreign, probe::Met::Refused(_)),
+            "{what} {at}: spoke to another CA's certificate: {foreign:?}"
+        );
+        let plain = probe::plaintext(at)
+            .await
+            .with_context(|| format!("{what} {at}"))?;
+        assert!(
+            !plain.contains("PONG"),
+            "{what} {at}: answered plaintext: {plain:?}"
+        );
+        assert!(
+            !plain.contains("INFO"),
+            "{what} {at}: spoke plaintext first: {plain:?}"
+        );
+    }
+
+    // Nothing changed: the pair still publishes and the root still folds.
+    let nc = connect(&lab.url("root", "a")?).await?;
+    let seq = |s: &Json| s["points"]["root.south.t"]["seq"].as_u64();
+    let before = wait_for("root.south.t at the root", WAIT, || async {
+        Ok(seq(&state(&nc, "root").await?))
+    })
+    .await?;
+    wait_for("a newer root.south.t at the root", WAIT, || async {
+        Ok(seq(&state(&nc, "root").await?).filter(|s| *s > before))
+    })
+    .await?;
+    Ok(())
+}
