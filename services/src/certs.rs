@@ -247,6 +247,33 @@ pub fn fingerprint_pem(text: &str) -> anyhow::Result<String> {
     Ok(fingerprint(&der))
 }
 
+/// Days before a certificate's end from which `canopy status` warns.
+pub const EXPIRY_WARN_DAYS: u64 = 30;
+
+/// When the first certificate of the PEM file `path` stops being valid,
+/// in milliseconds since the Unix epoch.
+pub fn not_after_ms(path: &Path) -> anyhow::Result<u64> {
+    use rustls_pki_types::pem::PemObject as _;
+    let der = rustls_pki_types::CertificateDer::from_pem_file(path)
+        .map_err(|e| anyhow::anyhow!("{}: not a PEM certificate: {e}", path.display()))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| anyhow::anyhow!("{}: not an X.509 certificate: {e}", path.display()))?;
+    let secs = cert.validity().not_after.timestamp();
+    Ok(u64::try_from(secs).unwrap_or(0).saturating_mul(1000))
+}
+
+/// [`not_after_ms`] of the certificate beside the nkey seed `seed`; a
+/// missing or unreadable one is logged and gives None.
+pub fn expiry_of_seed(seed: &Path) -> Option<u64> {
+    match TlsFiles::of_seed(seed).and_then(|f| not_after_ms(&f.cert)) {
+        Ok(ms) => Some(ms),
+        Err(e) => {
+            tracing::warn!("cannot read this process's certificate validity: {e:#}");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a panic is the failure report in tests
 mod tests {
@@ -281,5 +308,29 @@ mod tests {
         );
         let (fp2, made) = leaf(&ca2, &prefix, &subject, true).unwrap();
         assert!(made && fp2 != fp);
+    }
+
+    #[test]
+    fn a_leafs_end_of_validity_is_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, _) = ca(dir.path(), "m", false).unwrap();
+        let prefix = dir.path().join("c");
+        let subject = Subject {
+            name: client_name("c"),
+            hosts: vec![],
+            server: false,
+        };
+        leaf(&ca, &prefix, &subject, false).unwrap();
+        let end = not_after_ms(&with_ext(&prefix, "crt")).unwrap();
+        let now_ms = (time_now().unix_timestamp() * 1000) as u64;
+        let days = (end - now_ms) / 86_400_000;
+        assert!(
+            (VALID_DAYS as u64 - 2..=VALID_DAYS as u64).contains(&days),
+            "{days}"
+        );
+        let bad = dir.path().join("bad.crt");
+        std::fs::write(&bad, "no certificate").unwrap();
+        let e = not_after_ms(&bad).unwrap_err().to_string();
+        assert!(e.contains("bad.crt"), "{e}");
     }
 }

@@ -291,6 +291,11 @@ pub struct MemberInfo {
     /// well.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub troubles: Vec<OriginTrouble>,
+    /// When the TLS certificate this process and its nats-server present
+    /// stops being valid (ms since the Unix epoch); absent on a plaintext
+    /// tree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_expires_ms: Option<u64>,
 }
 
 /// Something wrong with one origin's history at one member.

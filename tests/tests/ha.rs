@@ -447,6 +447,18 @@ async fn status_shows_exactly_one_active_per_pair_and_the_witness() -> anyhow::R
     assert_eq!(actives, 1, "{pair}");
     assert_eq!(pair["witness"]["up"], true);
     assert!(pair["epoch"].as_u64().unwrap_or(0) >= 1);
+    // The secured lab's fresh certificates: each one's end is reported, and
+    // none is near enough for a warning.
+    let now_ms = services::member::publisher::now_us() / 1000;
+    let fresh = |end: &Json| {
+        end.as_u64()
+            .is_some_and(|ms| ms > now_ms + services::certs::EXPIRY_WARN_DAYS * 86_400_000)
+    };
+    for m in pair["members"].as_array().context("members")? {
+        assert!(m["role"] == "down" || fresh(&m["cert_expires_ms"]), "{m}");
+    }
+    assert!(fresh(&pair["witness_cert_expires_ms"]), "{pair}");
+    assert!(v["warnings"].is_null(), "{v}");
     Ok(())
 }
 

@@ -65,6 +65,10 @@ async fn serve(
     )
     .await
     .map_err(|e| anyhow::anyhow!("starting the pair's raft voter: {e}"))?;
+    let cert_expires_ms = match topo.mesh.security {
+        topology::Security::Secured => a.key.as_deref().and_then(crate::certs::expiry_of_seed),
+        topology::Security::None => None,
+    };
     if a.confirm_empty_raft_store {
         pair.confirm_empty_store();
     }
@@ -114,6 +118,7 @@ async fn serve(
             counters: Default::default(),
             resources: Vec::new(),
             troubles: Vec::new(),
+            cert_expires_ms,
         };
         let body = serde_json::to_vec(&answer).unwrap_or_default();
         let _ = client.publish(reply, body.into()).await;

@@ -68,6 +68,8 @@ pub struct Ctx {
     pub authority: Option<Arc<super::authority::Authority>>,
     /// Whether commands must be signed.
     pub secured: bool,
+    /// When its certificate expires (ms since the epoch), on a secured tree.
+    pub cert_expires_ms: Option<u64>,
 }
 
 impl std::fmt::Debug for Ctx {

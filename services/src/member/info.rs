@@ -56,6 +56,7 @@ pub fn info(ctx: &Ctx, now: &Now<'_>) -> MemberInfo {
             .map(|a| a.resources(ctx, plc_ok))
             .unwrap_or_default(),
         troubles: ctx.metrics.troubles.list(),
+        cert_expires_ms: ctx.cert_expires_ms,
     }
 }
 

@@ -167,6 +167,11 @@ async fn serve(
                 .load_at_start(js.clone(), node.id.clone(), always.clone()),
         );
     }
+    let cert_expires_ms = if secured {
+        opts.key.as_deref().and_then(crate::certs::expiry_of_seed)
+    } else {
+        None
+    };
     let (own_mark, own_mark_rx) = watch::channel(None);
     let fold_task = tokio::spawn({
         let f = fold::Fold {
@@ -206,6 +211,7 @@ async fn serve(
         peer_grant,
         authority,
         secured,
+        cert_expires_ms,
     };
     let plc_health = plc.map(|(_, h)| h);
     let mut stream_copy = None;

@@ -17,6 +17,10 @@ use events::subjects::HELLO;
 pub struct StatusReport {
     /// Nodes in path order.
     pub nodes: Vec<NodeStatus>,
+    /// What needs an operator's attention soon: certificates that expire
+    /// within [`crate::certs::EXPIRY_WARN_DAYS`] (or have).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// One node of a [`StatusReport`].
@@ -37,6 +41,9 @@ pub struct NodeStatus {
     /// Why the witness's copies of the pair's streams are not current yet.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub witness_catching_up: Option<String>,
+    /// When the witness's certificate expires (ms since the epoch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub witness_cert_expires_ms: Option<u64>,
 }
 
 /// One member of a [`NodeStatus`].
@@ -66,6 +73,9 @@ pub struct MemberStatus {
     /// Origins whose history this member cannot carry on normally.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub troubles: Vec<OriginTrouble>,
+    /// When its certificate expires (ms since the epoch), on a secured tree.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_expires_ms: Option<u64>,
 }
 
 /// The witness of a [`NodeStatus`].
@@ -83,7 +93,11 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<u8> {
         Some(p) => Some(crate::cmd::load_topology(p)?),
         None => None,
     };
-    let report = status_report(&answers, topo.as_ref());
+    let report = status_report(
+        &answers,
+        topo.as_ref(),
+        crate::member::publisher::now_us() / 1000,
+    );
     if a.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -120,8 +134,20 @@ pub(crate) async fn hello(
 }
 
 /// Groups hello answers by node; with a topology, members that did not
-/// answer are listed as `down`, and a silent witness as not up.
-pub fn status_report(answers: &[MemberInfo], topo: Option<&topology::Topology>) -> StatusReport {
+/// answer are listed as `down`, and a silent witness as not up; a
+/// certificate that ends within [`crate::certs::EXPIRY_WARN_DAYS`] of
+/// `now_ms` is a warning.
+pub fn status_report(
+    answers: &[MemberInfo],
+    topo: Option<&topology::Topology>,
+    now_ms: u64,
+) -> StatusReport {
+    let mut warnings = Vec::new();
+    for ans in answers {
+        if let Some(w) = expiry_warning(ans, now_ms) {
+            warnings.push(w);
+        }
+    }
     let mut nodes: BTreeMap<String, NodeStatus> = BTreeMap::new();
     if let Some(t) = topo {
         for n in &t.nodes {
@@ -146,6 +172,7 @@ pub fn status_report(answers: &[MemberInfo], topo: Option<&topology::Topology>) 
             entry.witness = Some(WitnessStatus { up: true });
             entry.witness_waiting = ans.waiting.clone();
             entry.witness_catching_up = ans.catching_up.clone();
+            entry.witness_cert_expires_ms = ans.cert_expires_ms;
             continue;
         }
         let m = MemberStatus {
@@ -159,6 +186,7 @@ pub fn status_report(answers: &[MemberInfo], topo: Option<&topology::Topology>) 
             waiting: ans.waiting.clone(),
             catching_up: ans.catching_up.clone(),
             troubles: ans.troubles.clone(),
+            cert_expires_ms: ans.cert_expires_ms,
         };
         if ans.role == "active" {
             entry.epoch = entry.epoch.max(ans.epoch);
@@ -170,10 +198,32 @@ pub fn status_report(answers: &[MemberInfo], topo: Option<&topology::Topology>) 
     }
     StatusReport {
         nodes: nodes.into_values().collect(),
+        warnings,
     }
 }
 
+/// `<node>/<member>: certificate expires in N days (...)`, when it ends
+/// within [`crate::certs::EXPIRY_WARN_DAYS`] of `now_ms` or has ended.
+fn expiry_warning(ans: &MemberInfo, now_ms: u64) -> Option<String> {
+    const DAY_MS: u64 = 86_400_000;
+    let end = ans.cert_expires_ms?;
+    let who = format!("{}/{}", ans.node, ans.member);
+    let fix = "rotate it: README \"Security\"";
+    if end <= now_ms {
+        let ago = (now_ms - end) / DAY_MS;
+        return Some(format!(
+            "{who}: its certificate EXPIRED {ago} days ago; its links fail as they reconnect ({fix})"
+        ));
+    }
+    let left = (end - now_ms) / DAY_MS;
+    (left < crate::certs::EXPIRY_WARN_DAYS)
+        .then(|| format!("{who}: its certificate expires in {left} days ({fix})"))
+}
+
 fn print_status(report: &StatusReport) {
+    for w in &report.warnings {
+        println!("WARNING: {w}");
+    }
     println!("{:<28} {:>6}  members", "node", "epoch");
     for n in &report.nodes {
         let members: Vec<String> = n
@@ -251,7 +301,33 @@ mod tests {
             counters: Default::default(),
             resources: Vec::new(),
             troubles: Vec::new(),
+            cert_expires_ms: None,
         }
+    }
+
+    #[test]
+    fn a_certificate_near_or_past_its_end_is_a_warning() {
+        const DAY: u64 = 86_400_000;
+        let now = 1_000 * DAY;
+        let at = |member: &str, end: Option<u64>| MemberInfo {
+            cert_expires_ms: end,
+            ..answer("root", member, "active", 1)
+        };
+        let answers = vec![
+            at("fine", Some(now + 400 * DAY)),
+            at("soon", Some(now + 12 * DAY + 5)),
+            at("gone", Some(now - 3 * DAY)),
+            at("plain", None),
+        ];
+        let r = status_report(&answers, None, now);
+        assert_eq!(r.warnings.len(), 2, "{:?}", r.warnings);
+        assert!(r.warnings[0].starts_with("root/soon: its certificate expires in 12 days"));
+        assert!(r.warnings[1].starts_with("root/gone: its certificate EXPIRED 3 days ago"));
+        let json = serde_json::to_value(&r).expect("json");
+        assert_eq!(
+            json["nodes"][0]["members"][0]["cert_expires_ms"],
+            now + 400 * DAY
+        );
     }
 
     #[test]
@@ -261,7 +337,7 @@ mod tests {
             answer("root.south", "a", "active", 4),
             answer("root.south", "witness", "witness", 4),
         ];
-        let r = status_report(&answers, Some(&t));
+        let r = status_report(&answers, Some(&t), 0);
         let south = r
             .nodes
             .iter()
