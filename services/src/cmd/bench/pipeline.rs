@@ -17,6 +17,12 @@
 //! Raw goes first because canopy's chain must not have foreign messages
 //! appended behind it while it runs.
 //! Latency = arrival at the root − send time, at a paced rate.
+//! CPU = user + system time of this process and every process below it
+//! (members, nats-servers), over the throughput runs, per 100k events.
+//!
+//! `--compare-tls` does the whole run twice, on a plaintext tree and on a
+//! secured one (TLS 1.3 on the client, leafnode and route links, every
+//! peer presenting a certificate of the mesh CA), and reports the ratios.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -47,23 +53,31 @@ struct Figures {
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
+    /// CPU seconds of the whole tree (and this process) per 100k events,
+    /// over the throughput runs.
+    cpu_s_per_100k: f64,
+}
+
+impl Figures {
+    fn json(&self) -> serde_json::Value {
+        json!({"throughput_eps": self.throughput, "p50_ms": self.p50_ms, "p99_ms": self.p99_ms,
+            "max_ms": self.max_ms, "cpu_s_per_100k": self.cpu_s_per_100k})
+    }
 }
 
 /// Runs the benchmark and prints the table (or JSON).
 pub async fn run(a: BenchPipelineArgs) -> anyhow::Result<u8> {
-    let nats = nats_bin(&a.common)?;
-    let dir = WorkDir::new(&a.common, "pipeline")?;
-    let tree = Tree::start(&dir.path, &nats, &a.sync, topology::Security::None).await?;
-    let result = measure(&a, &tree).await;
-    tree.shutdown().await;
-    let (raw, canopy, size) = result?;
+    if a.compare_tls {
+        return compare_tls(a).await;
+    }
+    let (raw, canopy, size) = on_tree(&a, topology::Security::None).await?;
     let ratio = |c: f64, r: f64| if r > 0.0 { c / r } else { 0.0 };
     let out = json!({
         "method": "3-level tree on loopback; leaf stream -> mid replica -> root replica; see `canopy bench pipeline --help`",
         "events": a.events, "rate": a.rate, "latency_for_s": a.latency_for.as_secs_f64(),
-        "payload_bytes": size, "sync": a.sync, "checkpoints": !a.no_checkpoints, "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "raw": {"throughput_eps": raw.throughput, "p50_ms": raw.p50_ms, "p99_ms": raw.p99_ms, "max_ms": raw.max_ms},
-        "canopy": {"throughput_eps": canopy.throughput, "p50_ms": canopy.p50_ms, "p99_ms": canopy.p99_ms, "max_ms": canopy.max_ms},
+        "payload_bytes": size, "sync": a.sync, "checkpoints": !a.no_checkpoints, "cores": cores(),
+        "raw": raw.json(),
+        "canopy": canopy.json(),
         "ratio": {"throughput": ratio(canopy.throughput, raw.throughput), "p50": ratio(canopy.p50_ms, raw.p50_ms), "p99": ratio(canopy.p99_ms, raw.p99_ms)},
     });
     if a.common.json {
@@ -71,37 +85,132 @@ pub async fn run(a: BenchPipelineArgs) -> anyhow::Result<u8> {
     } else {
         println!("leaf→root over 2 replica hops, {size}-byte events, sync {}, {} events per throughput run, latency at {} ev/s for {:?}",
             a.sync, a.events, a.rate, a.latency_for);
+        table(("raw JetStream", raw), ("canopy", canopy), "canopy/raw");
+    }
+    Ok(0)
+}
+
+/// `--compare-tls`: the whole run on a plaintext tree, then on a secured
+/// one (TLS 1.3 on every link, certificates of the mesh CA); canopy's
+/// figures side by side.
+async fn compare_tls(a: BenchPipelineArgs) -> anyhow::Result<u8> {
+    eprintln!("bench: plaintext tree");
+    let (plain_raw, plain, size) = on_tree(&a, topology::Security::None).await?;
+    eprintln!("bench: secured tree");
+    let (tls_raw, tls, _) = on_tree(&a, topology::Security::Secured).await?;
+    let ratio = |c: f64, r: f64| if r > 0.0 { c / r } else { 0.0 };
+    let out = json!({
+        "method": "the same 3-level loopback tree run plaintext, then secured (TLS 1.3 on client, leafnode and route links); see `canopy bench pipeline --help`",
+        "events": a.events, "rate": a.rate, "latency_for_s": a.latency_for.as_secs_f64(),
+        "payload_bytes": size, "sync": a.sync, "checkpoints": !a.no_checkpoints, "cores": cores(),
+        "plaintext": {"raw": plain_raw.json(), "canopy": plain.json()},
+        "tls": {"raw": tls_raw.json(), "canopy": tls.json()},
+        "ratio": {
+            "throughput": ratio(tls.throughput, plain.throughput),
+            "p50": ratio(tls.p50_ms, plain.p50_ms),
+            "p99": ratio(tls.p99_ms, plain.p99_ms),
+            "cpu_per_100k": ratio(tls.cpu_s_per_100k, plain.cpu_s_per_100k),
+            "raw_throughput": ratio(tls_raw.throughput, plain_raw.throughput),
+        },
+    });
+    if a.common.json {
+        println!("{out}");
+    } else {
+        println!("canopy leaf→root over 2 replica hops, {size}-byte events, sync {}, {} events per throughput run, latency at {} ev/s for {:?}",
+            a.sync, a.events, a.rate, a.latency_for);
+        table(("plaintext", plain), ("TLS", tls), "TLS/plain");
         println!(
-            "{:<22} {:>14} {:>14} {:>10}",
-            "", "raw JetStream", "canopy", "canopy/raw"
-        );
-        println!(
-            "{:<22} {:>14.0} {:>14.0} {:>10.2}",
-            "throughput (ev/s)",
-            raw.throughput,
-            canopy.throughput,
-            ratio(canopy.throughput, raw.throughput)
-        );
-        println!(
-            "{:<22} {:>14.2} {:>14.2} {:>10.2}",
-            "latency p50 (ms)",
-            raw.p50_ms,
-            canopy.p50_ms,
-            ratio(canopy.p50_ms, raw.p50_ms)
-        );
-        println!(
-            "{:<22} {:>14.2} {:>14.2} {:>10.2}",
-            "latency p99 (ms)",
-            raw.p99_ms,
-            canopy.p99_ms,
-            ratio(canopy.p99_ms, raw.p99_ms)
-        );
-        println!(
-            "{:<22} {:>14.2} {:>14.2}",
-            "latency max (ms)", raw.max_ms, canopy.max_ms
+            "(raw JetStream on the same trees: {:.0} ev/s plaintext, {:.0} ev/s TLS)",
+            plain_raw.throughput, tls_raw.throughput
         );
     }
     Ok(0)
+}
+
+/// One tree of `security`, measured: (raw, canopy, event size).
+async fn on_tree(
+    a: &BenchPipelineArgs,
+    security: topology::Security,
+) -> anyhow::Result<(Figures, Figures, usize)> {
+    let nats = nats_bin(&a.common)?;
+    let dir = WorkDir::new(&a.common, "pipeline")?;
+    let tree = Tree::start(&dir.path, &nats, &a.sync, security).await?;
+    let result = measure(a, &tree).await;
+    tree.shutdown().await;
+    result
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0)
+}
+
+/// Prints two contenders side by side, with the ratio second/first.
+fn table(first: (&str, Figures), second: (&str, Figures), ratio_name: &str) {
+    let ratio = |c: f64, r: f64| if r > 0.0 { c / r } else { 0.0 };
+    let ((n1, f1), (n2, f2)) = (first, second);
+    println!("{:<26} {:>14} {:>14} {:>10}", "", n1, n2, ratio_name);
+    let row = |name: &str, x: f64, y: f64, prec: usize| {
+        println!(
+            "{name:<26} {x:>14.prec$} {y:>14.prec$} {:>10.2}",
+            ratio(y, x)
+        );
+    };
+    row("throughput (ev/s)", f1.throughput, f2.throughput, 0);
+    row("latency p50 (ms)", f1.p50_ms, f2.p50_ms, 2);
+    row("latency p99 (ms)", f1.p99_ms, f2.p99_ms, 2);
+    row(
+        "CPU per 100k events (s)",
+        f1.cpu_s_per_100k,
+        f2.cpu_s_per_100k,
+        2,
+    );
+    println!(
+        "{:<26} {:>14.2} {:>14.2}",
+        "latency max (ms)", f1.max_ms, f2.max_ms
+    );
+}
+
+/// CPU seconds used so far by this process and every process below it
+/// (the tree's members and nats-servers), from `/proc`.
+fn tree_cpu_s() -> f64 {
+    // utime and stime are in USER_HZ, 100 on every Linux ABI canopy runs on.
+    const USER_HZ: f64 = 100.0;
+    let me = std::process::id();
+    let mut procs: Vec<(u32, u32, u64)> = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The command name is in parentheses and may hold spaces.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // After the name: state(0) ppid(1) ... utime(11) stime(12).
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        procs.push((pid, num(1) as u32, num(11) + num(12)));
+    }
+    let mut mine = vec![me];
+    let mut ticks = 0u64;
+    while let Some(p) = mine.pop() {
+        for (pid, ppid, t) in &procs {
+            if *pid == p {
+                ticks += t;
+            }
+            if *ppid == p {
+                mine.push(*pid);
+            }
+        }
+    }
+    ticks as f64 / USER_HZ
 }
 
 async fn measure(a: &BenchPipelineArgs, tree: &Tree) -> anyhow::Result<(Figures, Figures, usize)> {
@@ -112,6 +221,7 @@ async fn measure(a: &BenchPipelineArgs, tree: &Tree) -> anyhow::Result<(Figures,
     // Warm-up: stream files, consumers and pullers all running.
     raw_throughput(&leaf_js, (a.events / 5).max(100), size, &arrivals).await?;
     let mut raw_tp = 0f64;
+    let cpu = tree_cpu_s();
     for round in 1..=ROUNDS {
         eprintln!(
             "bench: raw throughput ({} events, round {round}/{ROUNDS})",
@@ -119,6 +229,8 @@ async fn measure(a: &BenchPipelineArgs, tree: &Tree) -> anyhow::Result<(Figures,
         );
         raw_tp = raw_tp.max(raw_throughput(&leaf_js, a.events, size, &arrivals).await?);
     }
+    let per_100k = |cpu: f64| cpu / (a.events * u64::from(ROUNDS)) as f64 * 100_000.0;
+    let raw_cpu = per_100k(tree_cpu_s() - cpu);
     eprintln!(
         "bench: raw latency ({} ev/s for {:?})",
         a.rate, a.latency_for
@@ -128,6 +240,7 @@ async fn measure(a: &BenchPipelineArgs, tree: &Tree) -> anyhow::Result<(Figures,
     let cancel = CancellationToken::new();
     let (pubr, task) = leaf_publisher(&leaf_js, !a.no_checkpoints, &cancel).await?;
     let mut canopy_tp = 0f64;
+    let cpu = tree_cpu_s();
     for round in 1..=ROUNDS {
         eprintln!(
             "bench: canopy throughput ({} events, round {round}/{ROUNDS})",
@@ -141,6 +254,7 @@ async fn measure(a: &BenchPipelineArgs, tree: &Tree) -> anyhow::Result<(Figures,
         arrivals.wait_count(target).await?;
         canopy_tp = canopy_tp.max(a.events as f64 / start.elapsed().as_secs_f64());
     }
+    let canopy_cpu = per_100k(tree_cpu_s() - cpu);
     eprintln!(
         "bench: canopy latency ({} ev/s for {:?})",
         a.rate, a.latency_for
@@ -153,13 +267,18 @@ async fn measure(a: &BenchPipelineArgs, tree: &Tree) -> anyhow::Result<(Figures,
     cancel.cancel();
     drop(pubr);
     let _ = task.await;
-    let f = |tp: f64, lat: (f64, f64, f64)| Figures {
+    let f = |tp: f64, lat: (f64, f64, f64), cpu: f64| Figures {
         throughput: tp,
         p50_ms: lat.0,
         p99_ms: lat.1,
         max_ms: lat.2,
+        cpu_s_per_100k: cpu,
     };
-    Ok((f(raw_tp, raw_lat), f(canopy_tp, canopy_lat), size))
+    Ok((
+        f(raw_tp, raw_lat, raw_cpu),
+        f(canopy_tp, canopy_lat, canopy_cpu),
+        size,
+    ))
 }
 
 fn raw_payload(size: usize) -> Bytes {
