@@ -526,3 +526,70 @@ async fn every_listener_refuses_no_certificate_another_cas_certificate_and_plain
     .await?;
     Ok(())
 }
+
+/// Rotating a member's certificate: stop it, delete its `.crt` and `.key`
+/// (not its seed), run `keys gen` again, start it. The new certificate
+/// (a new fingerprint in the manifest, the same checkpoint key) is
+/// accepted by its parent's leafnode listener and by clients without
+/// touching either: its history goes on from where it stopped.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_restarted_with_a_rotated_certificate_rejoins_the_tree() -> anyhow::Result<()> {
+    let text = tree(false);
+    let lab = Lab::start(&text, &[])?;
+    let topo = topology::Topology::parse("sec.toml", &text)?;
+    let south = "root.south";
+    let keys = lab.dir.path().join("work").join("keys");
+    let prefix = keys.join(south).join("a");
+    let (crt, key) = (
+        services::certs::with_ext(&prefix, "crt"),
+        services::certs::with_ext(&prefix, "key"),
+    );
+    let seed_before = std::fs::read(services::certs::with_ext(&prefix, "nk"))?;
+    let fp_before = services::certs::fingerprint_pem(&std::fs::read_to_string(&crt)?)?;
+    let root = connect(&lab.url("root", "a")?).await?;
+    let seq = |s: &Json| s["points"]["root.south.t"]["seq"].as_u64();
+    wait_for("root.south.t at the root", WAIT, || async {
+        Ok(seq(&state(&root, "root").await?))
+    })
+    .await?;
+
+    let member = lab.member(south, "a")?.clone();
+    let pid = member["pid"].as_u64().context("pid")? as u32;
+    assert!(tests::kill(pid, Signal::SIGTERM));
+    wait_for("root.south/a to stop", WAIT, || async {
+        Ok(member_info(&root, south, "a").await.is_err().then_some(()))
+    })
+    .await?;
+    let stopped_at = seq(&state(&root, "root").await?).context("seq")?;
+    std::fs::remove_file(&crt)?;
+    std::fs::remove_file(&key)?;
+    services::cmd::keys::gen_for(&topo, &keys, false, true)?;
+    let fp_after = services::certs::fingerprint_pem(&std::fs::read_to_string(&crt)?)?;
+    assert_ne!(fp_after, fp_before, "keys gen kept the deleted certificate");
+    assert_eq!(
+        std::fs::read(services::certs::with_ext(&prefix, "nk"))?,
+        seed_before,
+        "keys gen replaced the checkpoint key"
+    );
+    let manifest = std::fs::read_to_string(keys.join("manifest.json"))?;
+    assert!(manifest.contains(&fp_after), "{manifest}");
+
+    let _restarted = tests::Respawned::start(&member["argv"])?;
+    // Its nats-server presents the new certificate to its clients and to
+    // the root's leafnode listener; the values go on reaching the root.
+    let own = wait_for("a client of root.south/a's server", WAIT, || async {
+        Ok(connect(&lab.url(south, "a")?).await.ok())
+    })
+    .await?;
+    wait_for(
+        "values of root.south after the restart at the root",
+        WAIT,
+        || async { Ok(seq(&state(&root, "root").await?).filter(|s| *s > stopped_at + 2)) },
+    )
+    .await?;
+    wait_for("root.south/a's own state", WAIT, || async {
+        Ok(seq(&state(&own, south).await?).filter(|s| *s > stopped_at))
+    })
+    .await?;
+    Ok(())
+}
