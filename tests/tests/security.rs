@@ -513,6 +513,26 @@ async fn every_listener_refuses_no_certificate_another_cas_certificate_and_plain
         );
     }
 
+    // The CLI without an identity, or in plaintext, says what to give.
+    let url = lab.url("root", "a")?;
+    let (code, _, err) = tests::cli(&["status", "--server", &url, "--timeout", "5"])?;
+    assert!(code != 0 && err.contains("give --identity"), "{code} {err}");
+    let plain_url = url.replacen("tls://", "nats://", 1);
+    let identity = lab.identity("view")?.display().to_string();
+    let (code, _, err) = tests::cli(&[
+        "status",
+        "--server",
+        &plain_url,
+        "--identity",
+        &identity,
+        "--timeout",
+        "5",
+    ])?;
+    assert!(
+        code != 0 && err.contains("speak TLS first; use its tls:// URL"),
+        "{code} {err}"
+    );
+
     // Nothing changed: the pair still publishes and the root still folds.
     let nc = connect(&lab.url("root", "a")?).await?;
     let seq = |s: &Json| s["points"]["root.south.t"]["seq"].as_u64();

@@ -42,13 +42,22 @@ pub(crate) async fn connect_as(s: &ServerArg, name: &str) -> anyhow::Result<Clie
     } else {
         None
     };
+    let plaintext = tls.is_none();
     crate::nats::options(tls.as_ref())
         .name(name)
         .connection_timeout(Duration::from_secs_f64(s.timeout.max(0.1)))
         .request_timeout(Some(Duration::from_secs_f64(s.timeout.max(0.1))))
         .connect(&s.server)
         .await
-        .with_context(|| format!("cannot reach NATS at {}", s.server))
+        .map_err(|e| {
+            // A TLS-first server waits for a TLS hello and says nothing.
+            let hint = if plaintext && e.to_string().contains("expected INFO") {
+                " (it said nothing to a plaintext client: the servers of a secured tree speak TLS first; use its tls:// URL with --identity)"
+            } else {
+                ""
+            };
+            anyhow::anyhow!("cannot reach NATS at {}: {e}{hint}", s.server)
+        })
 }
 
 /// [`connect_as`] the CLI.
