@@ -13,6 +13,26 @@ pub fn load_seed(path: &Path) -> anyhow::Result<nkeys::KeyPair> {
         .map_err(|e| anyhow::anyhow!("{}: not an nkey seed: {e}", path.display()))
 }
 
+/// The clients of the manifest beside a process's certificate
+/// (`<out>/manifest.json` next to `<out>/ca.crt`): who its server lets
+/// connect to the client port. A missing or unreadable manifest is an
+/// error that names it (a secured server with no clients would refuse
+/// every operator, silently).
+pub fn manifest_clients(
+    tls: &crate::certs::TlsFiles,
+) -> anyhow::Result<std::collections::BTreeMap<String, events::audit::ClientKey>> {
+    let path = tls.ca.with_file_name("manifest.json");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "reading {} (canopy keys gen writes it beside ca.crt; the server lists its clients from it)",
+            path.display()
+        )
+    })?;
+    let m: events::audit::Manifest = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a canopy key manifest", path.display()))?;
+    Ok(m.clients)
+}
+
 /// A client's identity given as a path prefix (`--identity PATH`): its
 /// command-signing key is `PATH.nk`; its name is the prefix's file name.
 #[derive(Debug)]

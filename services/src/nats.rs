@@ -47,6 +47,83 @@ pub fn options(tls: Option<&crate::certs::TlsFiles>) -> async_nats::ConnectOptio
     }
 }
 
+/// How often a secured server's process looks at the key manifest.
+const MANIFEST_EVERY: Duration = Duration::from_secs(2);
+
+/// What a server's config was rendered from.
+struct Rendered {
+    topo: topology::Topology,
+    node: topology::Node,
+    role: String,
+    store: PathBuf,
+    tls: crate::certs::TlsFiles,
+    conf_path: PathBuf,
+    clients: std::collections::BTreeMap<String, events::audit::ClientKey>,
+}
+
+/// Keeps the server's users in step with the key manifest: when its
+/// clients change (one added, one removed, a key rotated), the config is
+/// rendered again and the server reloads it (SIGHUP). nats-server checks
+/// every connection again on a reload, so a removed client is disconnected
+/// then. An unreadable manifest keeps the users as they are (and says so
+/// once).
+async fn follow_manifest(
+    mut r: Rendered,
+    pid: tokio::sync::watch::Receiver<Option<u32>>,
+    cancel: CancellationToken,
+) {
+    let role = if r.role == "witness" {
+        Role::Witness
+    } else {
+        Role::Member(&r.role)
+    };
+    let mut warned = false;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(MANIFEST_EVERY) => {}
+            _ = cancel.cancelled() => return,
+        }
+        let clients = match crate::keys::manifest_clients(&r.tls) {
+            Ok(c) => {
+                warned = false;
+                c
+            }
+            Err(e) => {
+                if !warned {
+                    tracing::warn!("keeping the server's users as they are: {e:#}");
+                    warned = true;
+                }
+                continue;
+            }
+        };
+        if clients == r.clients {
+            continue;
+        }
+        let conf = match natsconf::render(&r.topo, &r.node, role, &r.store, Some(&r.tls), &clients)
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(
+                    "the manifest's clients changed, but the config does not render: {e}"
+                );
+                continue;
+            }
+        };
+        if let Err(e) = std::fs::write(&r.conf_path, conf) {
+            tracing::warn!("writing {}: {e}", r.conf_path.display());
+            continue;
+        }
+        let reloaded = (*pid.borrow())
+            .is_some_and(|p| crate::faults::kill(p, nix::sys::signal::Signal::SIGHUP));
+        tracing::info!(
+            clients = clients.len(),
+            reloaded,
+            "the manifest's clients changed: the server's users follow"
+        );
+        r.clients = clients;
+    }
+}
+
 /// The process's server once started: its client URL, the supervisor's
 /// view of the child (None when attached) and the supervisor task.
 #[derive(Debug)]
@@ -87,18 +164,43 @@ impl OwnServer {
         let cancel = CancellationToken::new();
         match mode {
             Nats::Supervise(binary) => {
-                let conf =
-                    natsconf::render(topo, node, role, &data.join("jetstream"), tls.as_ref())
-                        .map_err(anyhow::Error::msg)?;
+                let clients = match &tls {
+                    Some(t) => crate::keys::manifest_clients(t)?,
+                    None => Default::default(),
+                };
+                let conf = natsconf::render(
+                    topo,
+                    node,
+                    role,
+                    &data.join("jetstream"),
+                    tls.as_ref(),
+                    &clients,
+                )
+                .map_err(anyhow::Error::msg)?;
                 let conf_path = data.join("nats.conf");
                 std::fs::write(&conf_path, conf)
                     .with_context(|| format!("writing {}", conf_path.display()))?;
                 let (sup, task) = supervisor::start(
                     binary.clone(),
-                    conf_path,
+                    conf_path.clone(),
                     data.join("nats.log"),
                     cancel.clone(),
                 )?;
+                if let Some(tls) = &tls {
+                    tokio::spawn(follow_manifest(
+                        Rendered {
+                            topo: topo.clone(),
+                            node: node.clone(),
+                            role: role.name().to_owned(),
+                            store: data.join("jetstream"),
+                            tls: tls.clone(),
+                            conf_path,
+                            clients,
+                        },
+                        sup.pid.clone(),
+                        cancel.clone(),
+                    ));
+                }
                 Ok(OwnServer {
                     url: natsconf::client_url(topo, ep),
                     tls,

@@ -12,12 +12,15 @@
 //! (nothing, not even the server's INFO, crosses in plaintext), routes
 //! verify both ways. Monitoring is bound to loopback on every tree.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
+use events::audit::ClientKey;
 use topology::{Endpoint, Node, Security, SyncPolicy, Topology};
 
 use crate::certs::TlsFiles;
+use crate::rights;
 
 /// Which process of a node the server belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,10 +71,22 @@ pub fn client_url(topo: &Topology, ep: &Endpoint) -> String {
 /// half a second, is short for a loaded two-core machine).
 const TLS_TIMEOUT_S: u32 = 3;
 
+/// What a `tls { }` block asks of the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verify {
+    /// Nothing (a leaf remote: the hub asks for our certificate).
+    No,
+    /// A certificate of the mesh CA (routes).
+    Ca,
+    /// A certificate of the mesh CA that names a user of this server
+    /// (`verify_and_map`: client and leafnode listeners).
+    User,
+}
+
 /// A `tls { }` block: this server's certificate, the mesh CA, TLS 1.3;
-/// `verify` asks the peer for a certificate of the CA, `first` handshakes
-/// before the INFO.
-fn tls_block(c: &mut String, indent: &str, tls: &TlsFiles, verify: bool, first: bool) {
+/// `verify` is what the peer must present, `first` handshakes before the
+/// INFO.
+fn tls_block(c: &mut String, indent: &str, tls: &TlsFiles, verify: Verify, first: bool) {
     let path = |p: &Path| quote(&p.display().to_string());
     let _ = writeln!(c, "{indent}tls {{");
     let _ = writeln!(c, "{indent}  cert_file: {}", path(&tls.cert));
@@ -79,8 +94,14 @@ fn tls_block(c: &mut String, indent: &str, tls: &TlsFiles, verify: bool, first: 
     let _ = writeln!(c, "{indent}  ca_file: {}", path(&tls.ca));
     let _ = writeln!(c, "{indent}  min_version: \"1.3\"");
     let _ = writeln!(c, "{indent}  timeout: {TLS_TIMEOUT_S}");
-    if verify {
-        let _ = writeln!(c, "{indent}  verify: true");
+    match verify {
+        Verify::No => {}
+        Verify::Ca => {
+            let _ = writeln!(c, "{indent}  verify: true");
+        }
+        Verify::User => {
+            let _ = writeln!(c, "{indent}  verify_and_map: true");
+        }
     }
     if first {
         let _ = writeln!(c, "{indent}  handshake_first: true");
@@ -93,15 +114,42 @@ fn quote(s: &str) -> String {
     serde_json::Value::String(s.to_owned()).to_string()
 }
 
+/// The `authorization { users }` block of the secured tree: every
+/// principal of [`rights::users`], mapped from its certificate.
+fn users_block(c: &mut String, users: &[rights::User]) {
+    let list = |v: &[String]| v.iter().map(|s| quote(s)).collect::<Vec<_>>().join(", ");
+    let _ = writeln!(c, "authorization {{");
+    let _ = writeln!(c, "  users: [");
+    for u in users {
+        let kind = if u.leaf { "LEAFNODE" } else { "STANDARD" };
+        let _ = writeln!(c, "    {{");
+        let _ = writeln!(c, "      user: {}", quote(&u.name));
+        let _ = writeln!(c, "      allowed_connection_types: [\"{kind}\"]");
+        let _ = writeln!(c, "      permissions: {{");
+        let _ = writeln!(c, "        publish: {{ allow: [{}] }}", list(&u.publish));
+        let _ = writeln!(
+            c,
+            "        subscribe: {{ allow: [{}] }}",
+            list(&u.subscribe)
+        );
+        let _ = writeln!(c, "      }}");
+        let _ = writeln!(c, "    }}");
+    }
+    let _ = writeln!(c, "  ]");
+    let _ = writeln!(c, "}}");
+}
+
 /// Renders the nats-server config of `role` in `node`, storing JetStream
 /// data under `store_dir`; `tls` is the process's certificate, required on
-/// the secured tree and ignored on the plaintext one.
+/// the secured tree and ignored on the plaintext one, as are `clients`
+/// (the manifest's, who may connect to the client port).
 pub fn render(
     topo: &Topology,
     node: &Node,
     role: Role<'_>,
     store_dir: &Path,
     tls: Option<&TlsFiles>,
+    clients: &BTreeMap<String, ClientKey>,
 ) -> Result<String, String> {
     let ep = endpoint(node, role)
         .ok_or_else(|| format!("node {} has no member {:?}", node.id, role.name()))?;
@@ -134,7 +182,8 @@ pub fn render(
         quote(&format!("127.0.0.1:{}", ep.ports.monitor))
     );
     if let Some(tls) = tls {
-        tls_block(&mut c, "", tls, true, true);
+        tls_block(&mut c, "", tls, Verify::User, true);
+        users_block(&mut c, &rights::users(topo, node, clients));
     }
     // A silent link (cable cut, frozen peer) must be noticed in seconds, not
     // the default two minutes.
@@ -176,7 +225,7 @@ pub fn render(
         let _ = writeln!(c, "  routes: [{}]", routes.join(", "));
         if let Some(tls) = tls {
             // Routes have no TLS-first handshake in nats-server.
-            tls_block(&mut c, "  ", tls, true, false);
+            tls_block(&mut c, "  ", tls, Verify::Ca, false);
         }
         let _ = writeln!(c, "}}");
     }
@@ -192,7 +241,7 @@ pub fn render(
                 quote(&format!("{}:{}", ep.host, ep.ports.leafnode))
             );
             if let Some(tls) = tls {
-                tls_block(&mut c, "  ", tls, true, true);
+                tls_block(&mut c, "  ", tls, Verify::User, true);
             }
         }
         if let Some(parent) = parent {
@@ -208,7 +257,7 @@ pub fn render(
                 Some(tls) => {
                     let _ = writeln!(c, "  remotes: [ {{");
                     let _ = writeln!(c, "    urls: [{}]", urls.join(", "));
-                    tls_block(&mut c, "    ", tls, false, true);
+                    tls_block(&mut c, "    ", tls, Verify::No, true);
                     let _ = writeln!(c, "  }} ]");
                 }
             }
@@ -232,7 +281,15 @@ mod tests {
 
     /// The secured config of `role` in `node`, with [`files`].
     fn secured(t: &Topology, node: &Node, role: Role<'_>) -> String {
-        render(t, node, role, Path::new("/d"), Some(&files())).expect("render")
+        render(
+            t,
+            node,
+            role,
+            Path::new("/d"),
+            Some(&files()),
+            &BTreeMap::new(),
+        )
+        .expect("render")
     }
 
     fn topo() -> Topology {
@@ -286,7 +343,8 @@ mod tests {
             t.root(),
             Role::Member("zz"),
             Path::new("/d"),
-            Some(&files())
+            Some(&files()),
+            &BTreeMap::new()
         )
         .is_err());
     }
@@ -307,8 +365,15 @@ mod tests {
             client_url(&t, &south.members[0].endpoint).split(':').next(),
             Some("tls")
         );
-        let err = render(&t, south, Role::Member("a"), Path::new("/d"), None)
-            .expect_err("no certificate");
+        let err = render(
+            &t,
+            south,
+            Role::Member("a"),
+            Path::new("/d"),
+            None,
+            &BTreeMap::new(),
+        )
+        .expect_err("no certificate");
         assert!(err.contains("--key"), "{err}");
     }
 
@@ -316,7 +381,15 @@ mod tests {
     fn the_plaintext_tree_has_no_tls() {
         let text = topology::DEFAULT_TOPOLOGY.replacen("[mesh]", "[mesh]\nsecurity = \"none\"", 1);
         let t = Topology::parse("t.toml", &text).expect("plaintext");
-        let conf = render(&t, t.root(), Role::Member("a"), Path::new("/d"), None).expect("render");
+        let conf = render(
+            &t,
+            t.root(),
+            Role::Member("a"),
+            Path::new("/d"),
+            None,
+            &BTreeMap::new(),
+        )
+        .expect("render");
         assert!(!conf.contains("tls"), "{conf}");
         assert!(client_url(&t, &t.root().members[0].endpoint).starts_with("nats://"));
     }

@@ -133,6 +133,24 @@ impl Lab {
         cli_env(args, &[("CANOPY_IDENTITY", identity.as_os_str())])
     }
 
+    /// The certificate of one of the lab's processes (`member` may be
+    /// `witness`), for a test that acts as that process.
+    pub fn process_tls(
+        &self,
+        node: &str,
+        member: &str,
+    ) -> anyhow::Result<services::certs::TlsFiles> {
+        services::certs::TlsFiles::of(
+            &self
+                .dir
+                .path()
+                .join("work")
+                .join("keys")
+                .join(node)
+                .join(member),
+        )
+    }
+
     /// The identity prefix (`--identity`) of one of the lab's clients.
     pub fn identity(&self, client: &str) -> anyhow::Result<PathBuf> {
         self.ready["clients"][client]["identity"]

@@ -25,7 +25,9 @@ mod topo;
 pub use bin::{canopy_bin, cli, nats_server_bin, python_bin, workspace_root};
 pub use containers::{build_lab_image, static_canopy_bin, ContainerLab, LAB_IMAGE};
 pub use lab::{Lab, Respawned};
-pub use nats::{check_contiguous_chain, connect, member_info, read_stream, request, state};
+pub use nats::{
+    check_contiguous_chain, connect, connect_as, member_info, read_stream, request, state, Refusals,
+};
 pub use python::PyModbus;
 pub use services::faults::{kill, NetFault};
 pub use services::wait::wait_for;

@@ -41,6 +41,67 @@ pub async fn connect(url: &str) -> anyhow::Result<async_nats::Client> {
         .with_context(|| format!("connecting to {url}"))
 }
 
+/// What a server refused on one connection, in order: its `-ERR` lines
+/// (permission violations, authorization failures), and `disconnected`
+/// when it closed the connection.
+#[derive(Debug, Clone, Default)]
+pub struct Refusals(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Refusals {
+    /// Waits (with a deadline) for a refusal whose text contains `what`,
+    /// case-insensitively, and returns it: the server's verdict, not a
+    /// timeout of ours.
+    pub async fn wait(&self, what: &str) -> anyhow::Result<String> {
+        let what = what.to_lowercase();
+        crate::wait_for(
+            &format!("the server to refuse {what:?}"),
+            Duration::from_secs(20),
+            || async {
+                let seen = self.0.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+                Ok(seen
+                    .iter()
+                    .find(|e| e.to_lowercase().contains(&what))
+                    .cloned())
+            },
+        )
+        .await
+    }
+
+    /// Every refusal so far.
+    pub fn all(&self) -> Vec<String> {
+        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}
+
+/// Connects to a `tls://` URL as the certificate `tls` (a member's, a
+/// client's), keeping what the server refuses on this connection.
+pub async fn connect_as(
+    url: &str,
+    tls: &services::certs::TlsFiles,
+) -> anyhow::Result<(async_nats::Client, Refusals)> {
+    let refusals = Refusals::default();
+    let seen = refusals.0.clone();
+    let client = services::nats::options(Some(tls))
+        .event_callback(move |event| {
+            let seen = seen.clone();
+            async move {
+                let said = match event {
+                    async_nats::Event::ServerError(e) => e.to_string(),
+                    async_nats::Event::ClientError(e) => e.to_string(),
+                    async_nats::Event::Disconnected => "disconnected".to_owned(),
+                    _ => return,
+                };
+                if let Ok(mut v) = seen.lock() {
+                    v.push(said);
+                }
+            }
+        })
+        .connect(url)
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    Ok((client, refusals))
+}
+
 /// A JSON request/reply with a timeout.
 pub async fn request(
     client: &async_nats::Client,

@@ -49,6 +49,24 @@ pub async fn tls(
     ca: &Path,
     identity: Option<(&Path, &Path)>,
 ) -> anyhow::Result<Met> {
+    tls_session(addr, ca, identity, None).await
+}
+
+/// What a probe does once its TLS session is up; returns what it saw.
+type Session = Box<
+    dyn FnOnce(
+            tokio_rustls::client::TlsStream<TcpStream>,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = anyhow::Result<String>> + Send>,
+        > + Send,
+>;
+
+async fn tls_session(
+    addr: SocketAddr,
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+    session: Option<Session>,
+) -> anyhow::Result<Met> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(ca).with_context(|| format!("{}", ca.display()))? {
         roots.add(c?)?;
@@ -76,6 +94,9 @@ pub async fn tls(
         Ok(Err(e)) => return Ok(Met::Refused(e.to_string())),
         Ok(Ok(s)) => s,
     };
+    if let Some(session) = session {
+        return session(tls).await.map(Met::Line);
+    }
     // An unknown operation: a route answers it with -ERR; a refused session
     // shows its alert on this write or the read after it.
     if let Err(e) = tls.write_all(b"CANOPY-PROBE\r\n").await {
@@ -128,4 +149,75 @@ async fn first_line<S: AsyncRead + Unpin>(s: &mut S) -> anyhow::Result<String> {
     .await
     .context("no line within the deadline")??;
     Ok(String::from_utf8_lossy(&got).trim_end().to_owned())
+}
+
+/// A raw leafnode session to a leafnode port as `identity` (a child's
+/// stolen certificate, say): below any nats-server, so nothing filters what
+/// it sends by the permissions the hub announces. It reads the hub's INFO,
+/// sends a leaf CONNECT and a PING, waits for the PONG, then sends `LMSG`
+/// of `payload` on `subject` and returns everything the hub sent after it
+/// until it hung up (an error if it kept the link open past the deadline).
+pub async fn leaf_inject(
+    addr: SocketAddr,
+    identity: &services::certs::TlsFiles,
+    subject: &str,
+    payload: &[u8],
+) -> anyhow::Result<String> {
+    let mut frame = format!("LMSG {subject} {}\r\n", payload.len()).into_bytes();
+    frame.extend_from_slice(payload);
+    frame.extend_from_slice(b"\r\n");
+    let session: Session = Box::new(move |mut tls| {
+        Box::pin(async move {
+            let info = first_line(&mut tls).await?;
+            anyhow::ensure!(info.starts_with("INFO "), "expected INFO, got {info:?}");
+            tls.write_all(
+                b"CONNECT {\"tls_required\":true,\"name\":\"canopy-probe\",\"headers\":true}\r\nPING\r\n",
+            )
+            .await?;
+            // Up once the hub answers the PING (it may send INFO, LS+ and a
+            // PING of its own first); a refusal shows as -ERR and hang-up.
+            loop {
+                let line = first_line(&mut tls).await?;
+                anyhow::ensure!(
+                    !line.starts_with("-ERR"),
+                    "the hub refused the link: {line}"
+                );
+                if line == "PONG" {
+                    break;
+                }
+                if line == "PING" {
+                    tls.write_all(b"PONG\r\n").await?;
+                }
+            }
+            tls.write_all(&frame).await?;
+            let mut got = Vec::new();
+            let read = tokio::time::timeout(DEADLINE, async {
+                let mut buf = [0u8; 4096];
+                loop {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+            })
+            .await;
+            let text = String::from_utf8_lossy(&got).into_owned();
+            anyhow::ensure!(
+                read.is_ok(),
+                "the hub kept the link open for {DEADLINE:?} after the message, having sent {text:?}"
+            );
+            Ok(text)
+        })
+    });
+    match tls_session(
+        addr,
+        &identity.ca,
+        Some((&identity.cert, &identity.key)),
+        Some(session),
+    )
+    .await?
+    {
+        Met::Line(text) => Ok(text),
+        Met::Refused(why) => anyhow::bail!("{addr}: the TLS session was refused: {why}"),
+    }
 }

@@ -298,7 +298,13 @@ async fn audit_is_clean_after_failovers_and_reports_a_forged_event() -> anyhow::
         Some(0),
         "{clean}"
     );
-    // A forged event, straight onto an event subject.
+    // A forged event, straight onto an event subject, by the origin's own
+    // member (a compromised one: the broker lets nobody else publish there).
+    let (plc, _) = tests::connect_as(
+        &lab.url("root.plc", "a")?,
+        &lab.process_tls("root.plc", "a")?,
+    )
+    .await?;
     let mut forger = events::Chain::new("root.plc", "a", 1);
     let forged = forger.seal(
         1,
@@ -308,9 +314,22 @@ async fn audit_is_clean_after_failovers_and_reports_a_forged_event() -> anyhow::
             quality: events::Quality::Good,
         }),
     )?;
-    root.publish("canopy.ev.root.plc.speed", forged.bytes.into())
-        .await?;
-    root.flush().await?;
+    // Acked by the stream: right after the failovers its R3 group may be
+    // electing a leader, and a plain publish then reaches no stream.
+    let js = async_nats::jetstream::with_domain(plc, events::subjects::domain("root.plc"));
+    let bytes = forged.bytes;
+    wait_for(
+        "the forged event stored in root.plc's stream",
+        WAIT,
+        || async {
+            let ack = js
+                .publish("canopy.ev.root.plc.speed", bytes.clone().into())
+                .await?
+                .await;
+            Ok(ack.ok())
+        },
+    )
+    .await?;
     let found = wait_for("the audit to report the forgery", WAIT, || {
         let args = args.clone();
         async move {

@@ -209,16 +209,22 @@ async fn garbage_on_event_and_command_subjects_is_counted_and_kept_out_of_state(
         Ok((origin_seq(&root, "root", "root.mid").await? >= 20).then_some(()))
     })
     .await?;
-    // Garbage onto the middle node's event subjects, from the root's server:
-    // it travels the leafnode link and lands in root.mid's own stream.
-    root.publish("canopy.ev.root.mid.x", "\u{0}not cbor at all".into())
+    // Garbage onto the middle node's event subjects, from its own member
+    // (a buggy or compromised one: the broker lets nobody else publish
+    // there): it lands in root.mid's own stream.
+    let (mid, _) = tests::connect_as(
+        &lab.url("root.mid", "a")?,
+        &lab.process_tls("root.mid", "a")?,
+    )
+    .await?;
+    mid.publish("canopy.ev.root.mid.x", "\u{0}not cbor at all".into())
         .await?;
-    root.publish(
+    mid.publish(
         "canopy.ev.root.mid.ghost",
         vec![0xa1, 0x61, 0x76, 0x02].into(),
     )
     .await?;
-    root.flush().await?;
+    mid.flush().await?;
     wait_for("the garbage to be counted at the root", WAIT, || async {
         let info = member_info(&root, "root", "a").await?;
         let rejected = info["counters"]["rejected"].as_u64().unwrap_or(0);

@@ -30,12 +30,17 @@ pub fn nats_config(a: NatsConfigArgs) -> anyhow::Result<u8> {
         .as_deref()
         .map(crate::certs::TlsFiles::of_seed)
         .transpose()?;
+    let clients = match &tls {
+        Some(t) => crate::keys::manifest_clients(t)?,
+        None => Default::default(),
+    };
     let conf = natsconf::render(
         &id.topo,
         &id.node,
         Role::Member(&id.member),
         &a.data.join("jetstream"),
         tls.as_ref(),
+        &clients,
     )
     .map_err(anyhow::Error::msg)?;
     print!("{conf}");

@@ -1,0 +1,251 @@
+//! Who may publish and subscribe what at the broker, on the secured tree.
+//!
+//! Every connection to a server of the secured tree presents a certificate
+//! of the mesh CA, and the server maps it (`verify_and_map`) to a user by
+//! the certificate's canopy name, its first SAN: `<member>.<node>.canopy`
+//! for a member or witness, `<name>.client.canopy` for a client. The user
+//! carries the rights below; a certificate of the CA that maps to no user
+//! of this server (a removed client, a member of another node on a client
+//! port) is refused. The server of node N lists:
+//!
+//! - N's own processes (its members and witness), on the client port:
+//!   their own node's events (`canopy.ev.N.*`, not `.>`, which would reach
+//!   into the descendants' streams), their replica subjects, requests and
+//!   replies, their own JetStream domain in full and read-only JetStream
+//!   everywhere else;
+//! - the servers of each child C, on the leafnode port only: what a leaf
+//!   link may carry up, which is C's subtree's events (`canopy.ev.C.>`),
+//!   replies, requests from clients connected below, and read-only
+//!   JetStream;
+//! - every client of the manifest, on the client port only: read requests
+//!   and read-only JetStream, commands within its scope by role (operator:
+//!   `canopy.cmd`; engineer: also `canopy.ctl`), and subscriptions to its
+//!   scope's events and its inbox.
+//!
+//! The broker's rights are the first fence; signed commands (checked by
+//! the member that serves them) and the fold's epoch gate are the second.
+
+use std::collections::BTreeMap;
+
+use events::audit::ClientKey;
+use events::subjects::{domain, EVENT_PREFIX, HELLO, REPLICA_PREFIX};
+use topology::{Node, Topology};
+
+/// One user of a server's `authorization.users`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// The certificate SAN it is mapped from.
+    pub name: String,
+    /// A leaf link (`LEAFNODE`) rather than a client (`STANDARD`).
+    pub leaf: bool,
+    /// Subjects it may publish.
+    pub publish: Vec<String>,
+    /// Subjects it may subscribe to.
+    pub subscribe: Vec<String>,
+}
+
+/// Read-only JetStream API calls (after `$JS.API.` or `$JS.<domain>.API.`):
+/// account and stream info, message and direct gets, and pull consumers
+/// (created with and without the filter suffix async-nats appends, read
+/// with MSG.NEXT). No create, update, delete or purge of a stream or a
+/// message, no consumer deletion.
+const JS_READ: &[&str] = &[
+    "INFO",
+    "STREAM.INFO.*",
+    "STREAM.NAMES",
+    "STREAM.LIST",
+    "STREAM.MSG.GET.*",
+    "DIRECT.GET.>",
+    "CONSUMER.CREATE.*",
+    "CONSUMER.CREATE.*.>",
+    "CONSUMER.DURABLE.CREATE.*.*",
+    "CONSUMER.INFO.*.*",
+    "CONSUMER.NAMES.*",
+    "CONSUMER.LIST.*",
+    "CONSUMER.MSG.NEXT.*.*",
+];
+
+/// Acks and flow control of the consumers a principal reads.
+const JS_FLOW: &[&str] = &["$JS.ACK.>", "$JS.FC.>"];
+
+/// Read-only JetStream in the server's own domain and in every other one.
+fn js_read(own: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for prefix in [
+        "$JS.API".to_owned(),
+        format!("$JS.{own}.API"),
+        "$JS.*.API".to_owned(),
+    ] {
+        out.extend(JS_READ.iter().map(|c| format!("{prefix}.{c}")));
+    }
+    out.extend(JS_FLOW.iter().map(|s| s.to_string()));
+    out
+}
+
+/// `<prefix>.<node>` and everything below it; on the root, all of
+/// `<prefix>`.
+fn subtree(topo: &Topology, prefix: &str, node: &str) -> Vec<String> {
+    if node == topo.root().id {
+        vec![format!("{prefix}.>")]
+    } else {
+        vec![format!("{prefix}.{node}"), format!("{prefix}.{node}.>")]
+    }
+}
+
+/// Requests anyone of the tree may send: the hello scatter, state and
+/// member info.
+fn read_requests() -> Vec<String> {
+    vec![
+        HELLO.to_owned(),
+        "canopy.state.>".to_owned(),
+        "canopy.member.>".to_owned(),
+    ]
+}
+
+/// The name a process of `node` is mapped from.
+pub fn process_user(node: &str, process: &str) -> String {
+    crate::certs::member_name(node, process)
+}
+
+/// The users of every server of `node`: its own processes, its children's
+/// leaf links and the manifest's clients.
+pub fn users(topo: &Topology, node: &Node, clients: &BTreeMap<String, ClientKey>) -> Vec<User> {
+    let own = domain(&node.id);
+    let mut out = Vec::new();
+    for (process, _) in node.processes() {
+        let mut publish = vec![
+            format!("{EVENT_PREFIX}.{}.*", node.id),
+            format!("{REPLICA_PREFIX}.{own}.>"),
+            "canopy.cmd.>".to_owned(),
+            "canopy.ctl.>".to_owned(),
+            "$JS.API.>".to_owned(),
+            format!("$JS.{own}.API.>"),
+            "_INBOX.>".to_owned(),
+        ];
+        publish.extend(read_requests());
+        publish.extend(js_read(&own));
+        out.push(User {
+            name: process_user(&node.id, process),
+            leaf: false,
+            publish,
+            subscribe: vec![">".to_owned()],
+        });
+    }
+    for child in topo.children(&node.id) {
+        for (process, _) in child.processes() {
+            let mut publish = subtree(topo, EVENT_PREFIX, &child.id);
+            publish.extend(["canopy.cmd.>".to_owned(), "canopy.ctl.>".to_owned()]);
+            publish.push("_INBOX.>".to_owned());
+            publish.extend(read_requests());
+            publish.extend(js_read(&own));
+            out.push(User {
+                name: process_user(&child.id, process),
+                leaf: true,
+                publish,
+                subscribe: vec![">".to_owned()],
+            });
+        }
+    }
+    for (name, c) in clients {
+        let mut publish = read_requests();
+        publish.extend(js_read(&own));
+        if c.role == "operator" || c.role == "engineer" {
+            publish.extend(subtree(topo, "canopy.cmd", &c.scope));
+        }
+        if c.role == "engineer" {
+            publish.extend(subtree(topo, "canopy.ctl", &c.scope));
+        }
+        let mut subscribe = subtree(topo, EVENT_PREFIX, &c.scope);
+        subscribe.push("_INBOX.>".to_owned());
+        out.push(User {
+            name: crate::certs::client_name(name),
+            leaf: false,
+            publish,
+            subscribe,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topo() -> Topology {
+        Topology::parse("t.toml", topology::EXAMPLE_TOPOLOGY).expect("example")
+    }
+
+    fn client(role: &str, scope: &str) -> ClientKey {
+        ClientKey {
+            key: "U".into(),
+            role: role.into(),
+            scope: scope.into(),
+        }
+    }
+
+    fn allows(list: &[String], subject: &str) -> bool {
+        list.iter().any(|p| events::subjects::matches(p, subject))
+    }
+
+    #[test]
+    fn a_member_publishes_its_own_events_only() {
+        let t = topo();
+        let south = t.node("root.south").expect("south");
+        let users = users(&t, south, &BTreeMap::new());
+        let a = users
+            .iter()
+            .find(|u| u.name == "a.root.south.canopy")
+            .expect("member a");
+        assert!(!a.leaf);
+        assert!(allows(&a.publish, "canopy.ev.root.south.temp1"));
+        assert!(!allows(&a.publish, "canopy.ev.root.north.temp1"));
+        // Not a descendant's stream either.
+        assert!(!allows(&a.publish, "canopy.ev.root.south.x.temp1"));
+        assert!(allows(&a.publish, "$JS.API.STREAM.DELETE.EV_root-south"));
+        assert!(!allows(&a.publish, "$JS.root.API.STREAM.DELETE.EV_root"));
+        assert!(allows(&a.publish, "$JS.root.API.DIRECT.GET.EV_root"));
+        assert!(users.iter().any(|u| u.name == "witness.root.south.canopy"));
+    }
+
+    #[test]
+    fn a_leaf_link_carries_its_subtree_and_replies_only() {
+        let t = topo();
+        let users = users(&t, t.root(), &BTreeMap::new());
+        let link = users
+            .iter()
+            .find(|u| u.name == "b.root.south.canopy")
+            .expect("south's b");
+        assert!(link.leaf);
+        assert!(allows(&link.publish, "canopy.ev.root.south.temp1"));
+        assert!(!allows(&link.publish, "canopy.ev.root.north.temp1"));
+        assert!(!allows(&link.publish, "canopy.ev.root.temp1"));
+        assert!(allows(&link.publish, "_INBOX.abc.1"));
+        assert!(!allows(&link.publish, "$JS.API.STREAM.PURGE.EV_root"));
+        assert!(!allows(&link.publish, "canopy.rp.root.root-south.temp1"));
+    }
+
+    #[test]
+    fn clients_act_by_role_within_their_scope() {
+        let t = topo();
+        let mut clients = BTreeMap::new();
+        clients.insert("view".to_owned(), client("viewer", "root.south"));
+        clients.insert("op".to_owned(), client("operator", "root.south"));
+        clients.insert("eng".to_owned(), client("engineer", "root"));
+        let users = users(&t, t.root(), &clients);
+        let by = |n: &str| users.iter().find(|u| u.name == n).expect(n);
+        let view = by("view.client.canopy");
+        assert!(!allows(&view.publish, "canopy.cmd.root.south"));
+        assert!(allows(&view.publish, "canopy.state.root"));
+        assert!(allows(&view.subscribe, "canopy.ev.root.south.temp1"));
+        assert!(!allows(&view.subscribe, "canopy.ev.root.north.temp1"));
+        assert!(!allows(&view.publish, "canopy.ev.root.south.temp1"));
+        assert!(!allows(&view.publish, "$JS.API.STREAM.DELETE.EV_root"));
+        let op = by("op.client.canopy");
+        assert!(allows(&op.publish, "canopy.cmd.root.south"));
+        assert!(!allows(&op.publish, "canopy.cmd.root"));
+        assert!(!allows(&op.publish, "canopy.ctl.root.south.a"));
+        let eng = by("eng.client.canopy");
+        assert!(allows(&eng.publish, "canopy.ctl.root.south.a"));
+        assert!(allows(&eng.subscribe, "canopy.ev.root.north.temp1"));
+    }
+}
