@@ -255,8 +255,13 @@ pub fn render(
                     let _ = writeln!(c, "  remotes: [ {{ urls: [{}] }} ]", urls.join(", "));
                 }
                 Some(tls) => {
+                    let denied: Vec<String> = rights::denied_from_parent(node)
+                        .iter()
+                        .map(|s| quote(s))
+                        .collect();
                     let _ = writeln!(c, "  remotes: [ {{");
                     let _ = writeln!(c, "    urls: [{}]", urls.join(", "));
+                    let _ = writeln!(c, "    deny_imports: [{}]", denied.join(", "));
                     tls_block(&mut c, "    ", tls, Verify::No, true);
                     let _ = writeln!(c, "  }} ]");
                 }
@@ -361,6 +366,12 @@ mod tests {
         assert!(conf.contains("handshake_first: true"), "{conf}");
         assert!(conf.contains("ca_file: \"/k/ca.crt\""), "{conf}");
         assert!(conf.contains("http: \"127.0.0.1:"), "{conf}");
+        assert!(conf.contains("verify_and_map: true"), "{conf}");
+        assert!(conf.contains("user: \"a.root.south.canopy\""), "{conf}");
+        assert!(
+            conf.contains("deny_imports: [\"canopy.ev.root.south.>\""),
+            "{conf}"
+        );
         assert_eq!(
             client_url(&t, &south.members[0].endpoint).split(':').next(),
             Some("tls")

@@ -22,6 +22,10 @@
 //!   `canopy.cmd`; engineer: also `canopy.ctl`), and subscriptions to its
 //!   scope's events and its inbox.
 //!
+//! Downwards, a child's server refuses what no parent has a reason to
+//! send it ([`denied_from_parent`]): a compromised parent cannot inject
+//! into the child's streams or delete them.
+//!
 //! The broker's rights are the first fence; signed commands (checked by
 //! the member that serves them) and the fold's epoch gate are the second.
 
@@ -100,6 +104,41 @@ fn read_requests() -> Vec<String> {
         "canopy.state.>".to_owned(),
         "canopy.member.>".to_owned(),
     ]
+}
+
+/// JetStream API calls that change or remove what a domain holds, or
+/// move its streams' leaders (after `$JS.<domain>.API.`).
+const JS_DESTRUCTIVE: &[&str] = &[
+    "STREAM.CREATE.>",
+    "STREAM.UPDATE.>",
+    "STREAM.DELETE.>",
+    "STREAM.PURGE.>",
+    "STREAM.MSG.DELETE.>",
+    "STREAM.SNAPSHOT.>",
+    "STREAM.RESTORE.>",
+    "STREAM.PEER.>",
+    "STREAM.LEADER.>",
+    "META.>",
+    "ACCOUNT.>",
+    "SERVER.>",
+];
+
+/// What the server of `node` refuses to take from its parent over its
+/// leaf remote (`deny_imports`), so that a compromised parent server
+/// cannot write into or destroy the history below it: the node's and its
+/// descendants' event subjects, its replica subjects, the unprefixed
+/// JetStream API and every destructive call into any domain. Nothing
+/// legitimate comes down on these: ancestors read the streams below them
+/// (read-only calls), and commands are signed.
+pub fn denied_from_parent(node: &Node) -> Vec<String> {
+    let own = domain(&node.id);
+    let mut out = vec![
+        format!("{EVENT_PREFIX}.{}.>", node.id),
+        format!("{REPLICA_PREFIX}.{own}.>"),
+        "$JS.API.>".to_owned(),
+    ];
+    out.extend(JS_DESTRUCTIVE.iter().map(|c| format!("$JS.*.API.{c}")));
+    out
 }
 
 /// The name a process of `node` is mapped from.
@@ -222,6 +261,35 @@ mod tests {
         assert!(allows(&link.publish, "_INBOX.abc.1"));
         assert!(!allows(&link.publish, "$JS.API.STREAM.PURGE.EV_root"));
         assert!(!allows(&link.publish, "canopy.rp.root.root-south.temp1"));
+    }
+
+    #[test]
+    fn a_child_takes_nothing_destructive_from_its_parent() {
+        let t = topo();
+        let south = t.node("root.south").expect("south");
+        let denied = denied_from_parent(south);
+        assert!(allows(&denied, "canopy.ev.root.south.temp1"));
+        assert!(allows(&denied, "canopy.ev.root.south.cell.temp1"));
+        assert!(allows(
+            &denied,
+            "$JS.root-south.API.STREAM.DELETE.EV_root-south"
+        ));
+        assert!(allows(
+            &denied,
+            "$JS.root-south.API.STREAM.PURGE.EV_root-south"
+        ));
+        assert!(allows(&denied, "$JS.API.STREAM.DELETE.EV_root-south"));
+        // What its ancestors read, and commands, still come down.
+        assert!(!allows(
+            &denied,
+            "$JS.root-south.API.DIRECT.GET.EV_root-south"
+        ));
+        assert!(!allows(
+            &denied,
+            "$JS.root-south.API.CONSUMER.CREATE.EV_root-south"
+        ));
+        assert!(!allows(&denied, "canopy.cmd.root.south"));
+        assert!(!allows(&denied, "canopy.ev.root.north.temp1"));
     }
 
     #[test]

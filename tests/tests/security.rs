@@ -831,3 +831,121 @@ fn signed_as(prefix: &std::path::Path, node: &str) -> anyhow::Result<String> {
     )?;
     Ok(serde_json::to_string(&cmd)?)
 }
+
+/// A compromised parent server (here: a nats-server of an attacker's
+/// configuration in the root's place, with the root's stolen certificate,
+/// so the child's leaf remote connects to it) injects into its child's
+/// event subject and asks the child's JetStream to delete and purge the
+/// child's stream: the child takes none of it, and still answers what
+/// ancestors legitimately ask (stream info).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fake_parent_cannot_inject_into_or_delete_a_childs_history() -> anyhow::Result<()> {
+    let text = tree(false);
+    let lab = Lab::start(&text, &[])?;
+    let topo = topology::Topology::parse("sec.toml", &text)?;
+    let south = "root.south";
+    let domain = events::subjects::domain(south);
+    let stream = events::subjects::stream_name(south);
+    let child = connect(&lab.url(south, "a")?).await?;
+    wait_for("south's first events", WAIT, || async {
+        let s = state(&child, south).await?;
+        Ok(s["origins"][south]["seq"].as_u64().filter(|s| *s > 0))
+    })
+    .await?;
+
+    // The root goes; the attacker's server takes its leafnode address.
+    let root = lab.member("root", "a")?;
+    tests::kill(root["pid"].as_u64().context("pid")? as u32, Signal::SIGKILL);
+    let ep = &topo.root().members[0].endpoint;
+    let leafnode = format!("{}:{}", ep.host, ep.ports.leafnode);
+    // Its nats-server follows it (PDEATHSIG); the address is free then.
+    wait_for("the root's leafnode address free", WAIT, || async {
+        Ok(std::net::TcpListener::bind(&leafnode).ok().map(drop))
+    })
+    .await?;
+    let tls = lab.process_tls("root", "a")?;
+    let port = tests::free_ports(1);
+    let conf = lab.dir.path().join("rogue.conf");
+    let path = |p: &std::path::Path| json!(p.display().to_string());
+    std::fs::write(
+        &conf,
+        format!(
+            "listen: \"127.0.0.1:{port}\"\nleafnodes {{\n  listen: \"{leafnode}\"\n  tls {{ cert_file: {}, key_file: {}, ca_file: {}, handshake_first: true }}\n}}\n",
+            path(&tls.cert),
+            path(&tls.key),
+            path(&tls.ca)
+        ),
+    )?;
+    let _rogue = tests::Respawned::start(&json!([
+        tests::nats_server_bin().display().to_string(),
+        "-c",
+        conf.display().to_string()
+    ]))?;
+    let attacker = wait_for("the attacker's server up", WAIT, || async {
+        Ok(async_nats::connect(format!("nats://127.0.0.1:{port}"))
+            .await
+            .ok())
+    })
+    .await?;
+    // Up once the child's JetStream answers through the attacker's server.
+    let info = format!("$JS.{domain}.API.STREAM.INFO.{stream}");
+    let before: Json = wait_for("the child linked to the fake parent", WAIT, || async {
+        let asked = attacker.request(info.clone(), "".into());
+        Ok(
+            match tokio::time::timeout(Duration::from_secs(2), asked).await {
+                Ok(Ok(m)) => serde_json::from_slice::<Json>(&m.payload)
+                    .ok()
+                    .filter(|j| j["state"].is_object()),
+                _ => None,
+            },
+        )
+    })
+    .await?;
+
+    let garbage = b"a fake parent's event".to_vec();
+    attacker
+        .publish(
+            events::subjects::event_subject(south, "t"),
+            garbage.clone().into(),
+        )
+        .await?;
+    attacker.flush().await?;
+    // Each call as its stream would take it. A child that carried one out
+    // answers it at once; the child that drops it never answers.
+    for (call, body) in [
+        ("STREAM.MSG.DELETE", r#"{"seq":1}"#),
+        ("STREAM.PURGE", ""),
+        ("STREAM.DELETE", ""),
+    ] {
+        let subject = format!("$JS.{domain}.API.{call}.{stream}");
+        let asked = attacker.request(subject, body.into());
+        if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(3), asked).await {
+            let reply: Json = serde_json::from_slice(&m.payload).unwrap_or_default();
+            assert!(reply["success"] != true, "{call} carried out: {reply}");
+        }
+    }
+    // One leaf link delivers in order: once this is answered, the child
+    // has had everything sent before it.
+    let after: Json = serde_json::from_slice(
+        &tokio::time::timeout(WAIT, attacker.request(info.clone(), "".into()))
+            .await
+            .context("stream info through the fake parent")??
+            .payload,
+    )?;
+    let first = |j: &Json| j["state"]["first_seq"].as_u64();
+    assert_eq!(first(&after), first(&before), "{before} {after}");
+    assert!(
+        after["state"]["messages"].as_u64() >= before["state"]["messages"].as_u64(),
+        "{before} {after}"
+    );
+    let held = read_stream(&child, &domain, south).await?;
+    assert!(
+        held.iter().all(|(_, m)| *m != garbage),
+        "the child took the injection"
+    );
+    assert!(
+        held.iter().any(|(seq, _)| *seq == 1),
+        "the child's first event is gone"
+    );
+    Ok(())
+}
