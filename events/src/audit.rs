@@ -112,6 +112,11 @@ pub struct Manifest {
     /// certificates: `"ca"`, `"<node>/<member>"`, `"clients/<name>"`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub certs: BTreeMap<String, String>,
+    /// `"<node>/<member>"` → hex SHA-256 of its certificate's
+    /// SubjectPublicKeyInfo (nats-server's `pinned_certs`): a pair's routes
+    /// take only its three servers' certificates.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pins: BTreeMap<String, String>,
 }
 
 /// A client principal's public key and rights.

@@ -247,6 +247,20 @@ pub fn fingerprint_pem(text: &str) -> anyhow::Result<String> {
     Ok(fingerprint(&der))
 }
 
+/// The pin of the first certificate of the PEM file `path`: hex SHA-256 of
+/// its SubjectPublicKeyInfo, as nats-server's `pinned_certs` wants it (a
+/// new certificate of `keys gen` has a new key, so a new pin).
+pub fn pin_of_file(path: &Path) -> anyhow::Result<String> {
+    use rustls_pki_types::pem::PemObject as _;
+    let der = rustls_pki_types::CertificateDer::from_pem_file(path)
+        .map_err(|e| anyhow::anyhow!("{}: not a PEM certificate: {e}", path.display()))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| anyhow::anyhow!("{}: not an X.509 certificate: {e}", path.display()))?;
+    Ok(hex::encode(sha2::Sha256::digest(
+        cert.tbs_certificate.subject_pki.raw,
+    )))
+}
+
 /// Days before a certificate's end from which `canopy status` warns.
 pub const EXPIRY_WARN_DAYS: u64 = 30;
 

@@ -13,14 +13,13 @@ pub fn load_seed(path: &Path) -> anyhow::Result<nkeys::KeyPair> {
         .map_err(|e| anyhow::anyhow!("{}: not an nkey seed: {e}", path.display()))
 }
 
-/// The clients of the manifest beside a process's certificate
-/// (`<out>/manifest.json` next to `<out>/ca.crt`): who its server lets
-/// connect to the client port. A missing or unreadable manifest is an
+/// The public manifest beside a process's certificate
+/// (`<out>/manifest.json` next to `<out>/ca.crt`): its clients are who the
+/// process's server lets connect to the client port, its pins who may
+/// route to a pair's servers. A missing or unreadable manifest is an
 /// error that names it (a secured server with no clients would refuse
 /// every operator, silently).
-pub fn manifest_clients(
-    tls: &crate::certs::TlsFiles,
-) -> anyhow::Result<std::collections::BTreeMap<String, events::audit::ClientKey>> {
+pub fn manifest_beside(tls: &crate::certs::TlsFiles) -> anyhow::Result<events::audit::Manifest> {
     let path = tls.ca.with_file_name("manifest.json");
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!(
@@ -28,9 +27,8 @@ pub fn manifest_clients(
             path.display()
         )
     })?;
-    let m: events::audit::Manifest = serde_json::from_str(&text)
-        .with_context(|| format!("{}: not a canopy key manifest", path.display()))?;
-    Ok(m.clients)
+    serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a canopy key manifest", path.display()))
 }
 
 /// A client's identity given as a path prefix (`--identity PATH`): its

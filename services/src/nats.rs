@@ -58,15 +58,15 @@ struct Rendered {
     store: PathBuf,
     tls: crate::certs::TlsFiles,
     conf_path: PathBuf,
-    clients: std::collections::BTreeMap<String, events::audit::ClientKey>,
+    conf: String,
 }
 
-/// Keeps the server's users in step with the key manifest: when its
-/// clients change (one added, one removed, a key rotated), the config is
-/// rendered again and the server reloads it (SIGHUP). nats-server checks
-/// every connection again on a reload, so a removed client is disconnected
-/// then. An unreadable manifest keeps the users as they are (and says so
-/// once).
+/// Keeps the server's config in step with the key manifest: when what it
+/// renders from changes (a client added or removed, a certificate pin of
+/// the pair rotated), the config is rendered again and the server reloads
+/// it (SIGHUP). nats-server checks every connection again on a reload, so
+/// a removed client is disconnected then. An unreadable manifest keeps the
+/// config as it is (and says so once).
 async fn follow_manifest(
     mut r: Rendered,
     pid: tokio::sync::watch::Receiver<Option<u32>>,
@@ -83,44 +83,42 @@ async fn follow_manifest(
             _ = tokio::time::sleep(MANIFEST_EVERY) => {}
             _ = cancel.cancelled() => return,
         }
-        let clients = match crate::keys::manifest_clients(&r.tls) {
-            Ok(c) => {
+        let manifest = match crate::keys::manifest_beside(&r.tls) {
+            Ok(m) => {
                 warned = false;
-                c
+                m
             }
             Err(e) => {
                 if !warned {
-                    tracing::warn!("keeping the server's users as they are: {e:#}");
+                    tracing::warn!("keeping the server's config as it is: {e:#}");
                     warned = true;
                 }
                 continue;
             }
         };
-        if clients == r.clients {
-            continue;
-        }
-        let conf = match natsconf::render(&r.topo, &r.node, role, &r.store, Some(&r.tls), &clients)
+        let conf = match natsconf::render(&r.topo, &r.node, role, &r.store, Some(&r.tls), &manifest)
         {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(
-                    "the manifest's clients changed, but the config does not render: {e}"
-                );
+                tracing::warn!("the manifest changed, but the config does not render: {e}");
                 continue;
             }
         };
-        if let Err(e) = std::fs::write(&r.conf_path, conf) {
+        if conf == r.conf {
+            continue;
+        }
+        if let Err(e) = std::fs::write(&r.conf_path, &conf) {
             tracing::warn!("writing {}: {e}", r.conf_path.display());
             continue;
         }
         let reloaded = (*pid.borrow())
             .is_some_and(|p| crate::faults::kill(p, nix::sys::signal::Signal::SIGHUP));
         tracing::info!(
-            clients = clients.len(),
+            clients = manifest.clients.len(),
             reloaded,
-            "the manifest's clients changed: the server's users follow"
+            "the manifest changed: the server's users and pins follow"
         );
-        r.clients = clients;
+        r.conf = conf;
     }
 }
 
@@ -164,21 +162,29 @@ impl OwnServer {
         let cancel = CancellationToken::new();
         match mode {
             Nats::Supervise(binary) => {
-                let clients = match &tls {
-                    Some(t) => crate::keys::manifest_clients(t)?,
+                let manifest = match &tls {
+                    Some(t) => crate::keys::manifest_beside(t)?,
                     None => Default::default(),
                 };
+                if tls.is_some()
+                    && node.is_pair()
+                    && natsconf::route_pins(node, &manifest).is_none()
+                {
+                    tracing::warn!(
+                        "the manifest has no certificate pins for this pair: its routes take any certificate of the mesh CA (run canopy keys gen again to add them)"
+                    );
+                }
                 let conf = natsconf::render(
                     topo,
                     node,
                     role,
                     &data.join("jetstream"),
                     tls.as_ref(),
-                    &clients,
+                    &manifest,
                 )
                 .map_err(anyhow::Error::msg)?;
                 let conf_path = data.join("nats.conf");
-                std::fs::write(&conf_path, conf)
+                std::fs::write(&conf_path, &conf)
                     .with_context(|| format!("writing {}", conf_path.display()))?;
                 let (sup, task) = supervisor::start(
                     binary.clone(),
@@ -195,7 +201,7 @@ impl OwnServer {
                             store: data.join("jetstream"),
                             tls: tls.clone(),
                             conf_path,
-                            clients,
+                            conf,
                         },
                         sup.pid.clone(),
                         cancel.clone(),

@@ -12,11 +12,10 @@
 //! (nothing, not even the server's INFO, crosses in plaintext), routes
 //! verify both ways. Monitoring is bound to loopback on every tree.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use events::audit::ClientKey;
+use events::audit::Manifest;
 use topology::{Endpoint, Node, Security, SyncPolicy, Topology};
 
 use crate::certs::TlsFiles;
@@ -87,6 +86,19 @@ enum Verify {
 /// `verify` is what the peer must present, `first` handshakes before the
 /// INFO.
 fn tls_block(c: &mut String, indent: &str, tls: &TlsFiles, verify: Verify, first: bool) {
+    tls_block_pinned(c, indent, tls, verify, first, &[]);
+}
+
+/// [`tls_block`] that also takes only the certificates whose keys are
+/// `pins` (none: any of the CA).
+fn tls_block_pinned(
+    c: &mut String,
+    indent: &str,
+    tls: &TlsFiles,
+    verify: Verify,
+    first: bool,
+    pins: &[String],
+) {
     let path = |p: &Path| quote(&p.display().to_string());
     let _ = writeln!(c, "{indent}tls {{");
     let _ = writeln!(c, "{indent}  cert_file: {}", path(&tls.cert));
@@ -106,12 +118,25 @@ fn tls_block(c: &mut String, indent: &str, tls: &TlsFiles, verify: Verify, first
     if first {
         let _ = writeln!(c, "{indent}  handshake_first: true");
     }
+    if !pins.is_empty() {
+        let list: Vec<String> = pins.iter().map(|p| quote(p)).collect();
+        let _ = writeln!(c, "{indent}  pinned_certs: [{}]", list.join(", "));
+    }
     let _ = writeln!(c, "{indent}}}");
 }
 
 fn quote(s: &str) -> String {
     // nats-server config strings accept JSON-style escapes.
     serde_json::Value::String(s.to_owned()).to_string()
+}
+
+/// The pins of a pair's three servers from the manifest, or None when it
+/// lacks one (a manifest of an older `keys gen`: run it again).
+pub fn route_pins(node: &Node, manifest: &Manifest) -> Option<Vec<String>> {
+    node.processes()
+        .iter()
+        .map(|(name, _)| manifest.pins.get(&format!("{}/{name}", node.id)).cloned())
+        .collect()
 }
 
 /// The `authorization { users }` block of the secured tree: every
@@ -141,15 +166,16 @@ fn users_block(c: &mut String, users: &[rights::User]) {
 
 /// Renders the nats-server config of `role` in `node`, storing JetStream
 /// data under `store_dir`; `tls` is the process's certificate, required on
-/// the secured tree and ignored on the plaintext one, as are `clients`
-/// (the manifest's, who may connect to the client port).
+/// the secured tree and ignored on the plaintext one, as is `manifest`
+/// (the public one: its clients may connect to the client port, its pins
+/// name the only certificates a pair's routes take).
 pub fn render(
     topo: &Topology,
     node: &Node,
     role: Role<'_>,
     store_dir: &Path,
     tls: Option<&TlsFiles>,
-    clients: &BTreeMap<String, ClientKey>,
+    manifest: &Manifest,
 ) -> Result<String, String> {
     let ep = endpoint(node, role)
         .ok_or_else(|| format!("node {} has no member {:?}", node.id, role.name()))?;
@@ -183,7 +209,7 @@ pub fn render(
     );
     if let Some(tls) = tls {
         tls_block(&mut c, "", tls, Verify::User, true);
-        users_block(&mut c, &rights::users(topo, node, clients));
+        users_block(&mut c, &rights::users(topo, node, &manifest.clients));
     }
     // A silent link (cable cut, frozen peer) must be noticed in seconds, not
     // the default two minutes.
@@ -224,8 +250,11 @@ pub fn render(
         );
         let _ = writeln!(c, "  routes: [{}]", routes.join(", "));
         if let Some(tls) = tls {
-            // Routes have no TLS-first handshake in nats-server.
-            tls_block(&mut c, "  ", tls, Verify::Ca, false);
+            // Routes have no TLS-first handshake in nats-server. Any
+            // certificate of the CA would pass `verify`: pin the pair's
+            // three (when the manifest has them all).
+            let pins = route_pins(node, manifest).unwrap_or_default();
+            tls_block_pinned(&mut c, "  ", tls, Verify::Ca, false, &pins);
         }
         let _ = writeln!(c, "}}");
     }
@@ -292,7 +321,7 @@ mod tests {
             role,
             Path::new("/d"),
             Some(&files()),
-            &BTreeMap::new(),
+            &Manifest::default(),
         )
         .expect("render")
     }
@@ -349,7 +378,7 @@ mod tests {
             Role::Member("zz"),
             Path::new("/d"),
             Some(&files()),
-            &BTreeMap::new()
+            &Manifest::default()
         )
         .is_err());
     }
@@ -382,7 +411,7 @@ mod tests {
             Role::Member("a"),
             Path::new("/d"),
             None,
-            &BTreeMap::new(),
+            &Manifest::default(),
         )
         .expect_err("no certificate");
         assert!(err.contains("--key"), "{err}");
@@ -398,7 +427,7 @@ mod tests {
             Role::Member("a"),
             Path::new("/d"),
             None,
-            &BTreeMap::new(),
+            &Manifest::default(),
         )
         .expect("render");
         assert!(!conf.contains("tls"), "{conf}");

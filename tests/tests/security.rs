@@ -543,6 +543,18 @@ async fn every_listener_refuses_no_certificate_another_cas_certificate_and_plain
         );
     }
 
+    // A pair's routes take only its three servers' certificates (pinned):
+    // not a client's of the same CA, nor another node's member's.
+    let route = addr(&south_a, south_a.ports.cluster)?;
+    let root_member = services::certs::TlsFiles::of(&keys.join("root").join("a"))?;
+    for (who, tls) in [("a client", &client), ("the root's member", &root_member)] {
+        let met = probe::tls(route, &client.ca, Some((&tls.cert, &tls.key))).await?;
+        assert!(
+            !met.accepted(),
+            "the pair's route spoke to {who}'s certificate: {met:?}"
+        );
+    }
+
     // The CLI without an identity, or in plaintext, says what to give.
     let url = lab.url("root", "a")?;
     let (code, _, err) = tests::cli(&["status", "--server", &url, "--timeout", "5"])?;
@@ -947,5 +959,86 @@ async fn a_fake_parent_cannot_inject_into_or_delete_a_childs_history() -> anyhow
         held.iter().any(|(seq, _)| *seq == 1),
         "the child's first event is gone"
     );
+    Ok(())
+}
+
+/// Rotating the certificate of a pair member, whose routes are pinned:
+/// stop it, delete its `.crt` and `.key`, run `keys gen` again (a new key,
+/// so a new pin in the manifest), and the other two servers of the pair
+/// take the new pin from the manifest before the member comes back; once
+/// it is started again its server routes to them and its copy of the
+/// node's stream is current.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pair_member_with_a_rotated_certificate_routes_again_under_its_new_pin(
+) -> anyhow::Result<()> {
+    let text = tree(true);
+    let lab = Lab::start(&text, &[])?;
+    let topo = topology::Topology::parse("sec.toml", &text)?;
+    let south = "root.south";
+    let keys = lab.dir.path().join("work").join("keys");
+    let prefix = keys.join(south).join("b");
+    let root = connect(&lab.url("root", "a")?).await?;
+    let js = async_nats::jetstream::with_domain(root.clone(), events::subjects::domain(south));
+    let stream_name = events::subjects::stream_name(south);
+    // b's copy of the stream, as the stream's cluster sees it.
+    let b_current = || async {
+        let mut stream = js.get_stream(&stream_name).await?;
+        let info = stream.info().await?;
+        let cluster = info.cluster.clone().unwrap_or_default();
+        anyhow::Ok(
+            cluster.leader.as_deref() == Some("root-south-b")
+                || cluster
+                    .replicas
+                    .iter()
+                    .any(|p| p.name == "root-south-b" && p.current),
+        )
+    };
+    wait_for("b's copy of south's stream current", WAIT, || async {
+        Ok(b_current().await.unwrap_or(false).then_some(()))
+    })
+    .await?;
+
+    let member = lab.member(south, "b")?.clone();
+    assert!(tests::kill(
+        member["pid"].as_u64().context("pid")? as u32,
+        Signal::SIGTERM
+    ));
+    wait_for("root.south/b to stop", WAIT, || async {
+        Ok(member_info(&root, south, "b").await.is_err().then_some(()))
+    })
+    .await?;
+    let pin_before = services::certs::pin_of_file(&services::certs::with_ext(&prefix, "crt"))?;
+    std::fs::remove_file(services::certs::with_ext(&prefix, "crt"))?;
+    std::fs::remove_file(services::certs::with_ext(&prefix, "key"))?;
+    services::cmd::keys::gen_for(&topo, &keys, false, true)?;
+    let pin_after = services::certs::pin_of_file(&services::certs::with_ext(&prefix, "crt"))?;
+    assert_ne!(pin_after, pin_before);
+    // The new pin reaches the other two servers first.
+    for other in ["a", "witness"] {
+        let conf = lab
+            .dir
+            .path()
+            .join("work")
+            .join(south)
+            .join(other)
+            .join("nats.conf");
+        wait_for(
+            &format!("{other}'s server to pin b's new key"),
+            WAIT,
+            || async {
+                let text = std::fs::read_to_string(&conf)?;
+                Ok((text.contains(&pin_after) && !text.contains(&pin_before)).then_some(()))
+            },
+        )
+        .await?;
+    }
+
+    let _restarted = tests::Respawned::start(&member["argv"])?;
+    wait_for(
+        "b's copy current again under its new certificate",
+        WAIT,
+        || async { Ok(b_current().await.unwrap_or(false).then_some(())) },
+    )
+    .await?;
     Ok(())
 }

@@ -214,6 +214,8 @@ pub fn gen_with_hosts(
             let (fp, made) = crate::certs::leaf(&ca, &dir.join(&name), &subject, remake)?;
             count(made);
             manifest.certs.insert(format!("{}/{name}", node.id), fp);
+            let pin = crate::certs::pin_of_file(&crate::certs::with_ext(&dir.join(&name), "crt"))?;
+            manifest.pins.insert(format!("{}/{name}", node.id), pin);
         }
     }
 

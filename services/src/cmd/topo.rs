@@ -30,8 +30,8 @@ pub fn nats_config(a: NatsConfigArgs) -> anyhow::Result<u8> {
         .as_deref()
         .map(crate::certs::TlsFiles::of_seed)
         .transpose()?;
-    let clients = match &tls {
-        Some(t) => crate::keys::manifest_clients(t)?,
+    let manifest = match &tls {
+        Some(t) => crate::keys::manifest_beside(t)?,
         None => Default::default(),
     };
     let conf = natsconf::render(
@@ -40,7 +40,7 @@ pub fn nats_config(a: NatsConfigArgs) -> anyhow::Result<u8> {
         Role::Member(&id.member),
         &a.data.join("jetstream"),
         tls.as_ref(),
-        &clients,
+        &manifest,
     )
     .map_err(anyhow::Error::msg)?;
     print!("{conf}");

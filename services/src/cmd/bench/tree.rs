@@ -152,8 +152,8 @@ impl Tree {
         let leaf_tls = secured
             .then(|| crate::certs::TlsFiles::of_seed(&keys.join(LEAF).join("a.nk")))
             .transpose()?;
-        let clients = match &leaf_tls {
-            Some(t) => crate::keys::manifest_clients(t)?,
+        let manifest = match &leaf_tls {
+            Some(t) => crate::keys::manifest_beside(t)?,
             None => Default::default(),
         };
         let conf = natsconf::render(
@@ -162,7 +162,7 @@ impl Tree {
             Role::Member("a"),
             &leaf_data.join("jetstream"),
             leaf_tls.as_ref(),
-            &clients,
+            &manifest,
         )
         .map_err(anyhow::Error::msg)?;
         std::fs::write(leaf_data.join("nats.conf"), conf)?;
