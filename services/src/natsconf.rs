@@ -398,7 +398,7 @@ mod tests {
         assert!(conf.contains("verify_and_map: true"), "{conf}");
         assert!(conf.contains("user: \"a.root.south.canopy\""), "{conf}");
         assert!(
-            conf.contains("deny_imports: [\"canopy.ev.root.south.>\""),
+            conf.contains("deny_imports: [\"canopy.rp.root-south.>\""),
             "{conf}"
         );
         assert_eq!(

@@ -14,17 +14,19 @@
 //!   replies, their own JetStream domain in full and read-only JetStream
 //!   everywhere else;
 //! - the servers of each child C, on the leafnode port only: what a leaf
-//!   link may carry up, which is C's subtree's events (`canopy.ev.C.>`),
-//!   replies, requests from clients connected below, and read-only
-//!   JetStream;
+//!   link may carry up (its publish list: C's subtree's events,
+//!   `canopy.ev.C.>`, replies, requests from clients below, reads of this
+//!   node's domain) and down (its subscribe list: requests for C's
+//!   subtree, hello, replies, read-only JetStream into its subtree's
+//!   domains);
 //! - every client of the manifest, on the client port only: read requests
 //!   and read-only JetStream, commands within its scope by role (operator:
 //!   `canopy.cmd`; engineer: also `canopy.ctl`), and subscriptions to its
 //!   scope's events and its inbox.
 //!
 //! Downwards, a child's server refuses what no parent has a reason to
-//! send it ([`denied_from_parent`]): a compromised parent cannot inject
-//! into the child's streams or delete them.
+//! send it ([`denied_from_parent`]): a compromised parent cannot delete
+//! or rewrite the child's streams.
 //!
 //! The broker's rights are the first fence; signed commands (checked by
 //! the member that serves them) and the fold's epoch gate are the second.
@@ -125,18 +127,20 @@ const JS_DESTRUCTIVE: &[&str] = &[
 
 /// What the server of `node` refuses to take from its parent over its
 /// leaf remote (`deny_imports`), so that a compromised parent server
-/// cannot write into or destroy the history below it: the node's and its
-/// descendants' event subjects, its replica subjects, the unprefixed
-/// JetStream API and every destructive call into any domain. Nothing
-/// legitimate comes down on these: ancestors read the streams below them
-/// (read-only calls), and commands are signed.
+/// cannot destroy the history below it: its replica subjects, the
+/// unprefixed JetStream API and every destructive call into any domain.
+/// Nothing legitimate comes down on these: ancestors read the streams
+/// below them (read-only calls), and commands are signed.
+///
+/// Not the node's own event subjects: nats-server applies `deny_imports`
+/// to the remote's subscriptions both ways, so denying them stopped the
+/// node's live events going up too (measured: a client at the parent saw
+/// none). An event a fake parent injects there is stored, and kept out of
+/// every state by the fold (not the next event of the chain), as any
+/// foreign message.
 pub fn denied_from_parent(node: &Node) -> Vec<String> {
     let own = domain(&node.id);
-    let mut out = vec![
-        format!("{EVENT_PREFIX}.{}.>", node.id),
-        format!("{REPLICA_PREFIX}.{own}.>"),
-        "$JS.API.>".to_owned(),
-    ];
+    let mut out = vec![format!("{REPLICA_PREFIX}.{own}.>"), "$JS.API.>".to_owned()];
     out.extend(JS_DESTRUCTIVE.iter().map(|c| format!("$JS.*.API.{c}")));
     out
 }
@@ -171,17 +175,37 @@ pub fn users(topo: &Topology, node: &Node, clients: &BTreeMap<String, ClientKey>
         });
     }
     for child in topo.children(&node.id) {
+        // What C may send up: its subtree's events, replies, requests from
+        // clients below it, reads of this node's domain (its restores).
+        let mut publish = subtree(topo, EVENT_PREFIX, &child.id);
+        publish.extend(read_requests());
+        publish.extend(["canopy.cmd.>".to_owned(), "canopy.ctl.>".to_owned()]);
+        publish.push("_INBOX.>".to_owned());
+        for prefix in ["$JS.API".to_owned(), format!("$JS.{own}.API")] {
+            publish.extend(JS_READ.iter().map(|c| format!("{prefix}.{c}")));
+        }
+        publish.extend(JS_FLOW.iter().map(|s| s.to_string()));
+        // What may come down to it: requests for its subtree, the hello
+        // scatter, replies, ancestors' reads of its subtree's domains.
+        // Requests about other nodes never reach it, so a compromised
+        // child can neither see nor answer them.
+        let mut subscribe = Vec::new();
+        for kind in ["canopy.state", "canopy.member", "canopy.cmd", "canopy.ctl"] {
+            subscribe.extend(subtree(topo, kind, &child.id));
+        }
+        subscribe.extend([HELLO.to_owned(), "_INBOX.>".to_owned()]);
+        let below = std::iter::once(child).chain(topo.descendants(&child.id));
+        for d in below {
+            let prefix = format!("$JS.{}.API", domain(&d.id));
+            subscribe.extend(JS_READ.iter().map(|c| format!("{prefix}.{c}")));
+        }
+        subscribe.extend(JS_FLOW.iter().map(|s| s.to_string()));
         for (process, _) in child.processes() {
-            let mut publish = subtree(topo, EVENT_PREFIX, &child.id);
-            publish.extend(["canopy.cmd.>".to_owned(), "canopy.ctl.>".to_owned()]);
-            publish.push("_INBOX.>".to_owned());
-            publish.extend(read_requests());
-            publish.extend(js_read(&own));
             out.push(User {
                 name: process_user(&child.id, process),
                 leaf: true,
-                publish,
-                subscribe: vec![">".to_owned()],
+                publish: publish.clone(),
+                subscribe: subscribe.clone(),
             });
         }
     }
@@ -261,6 +285,24 @@ mod tests {
         assert!(allows(&link.publish, "_INBOX.abc.1"));
         assert!(!allows(&link.publish, "$JS.API.STREAM.PURGE.EV_root"));
         assert!(!allows(&link.publish, "canopy.rp.root.root-south.temp1"));
+        // Down to it: requests for its subtree only, and reads of its own
+        // domains, not of a sibling's.
+        assert!(allows(&link.subscribe, "canopy.cmd.root.south"));
+        assert!(!allows(&link.subscribe, "canopy.cmd.root.north"));
+        assert!(!allows(&link.subscribe, "canopy.state.root.north"));
+        assert!(allows(&link.subscribe, "canopy.hello"));
+        assert!(allows(&link.subscribe, "_INBOX.abc.1"));
+        assert!(allows(
+            &link.subscribe,
+            "$JS.root-south.API.DIRECT.GET.EV_root-south"
+        ));
+        assert!(!allows(
+            &link.subscribe,
+            "$JS.root-north.API.DIRECT.GET.EV_root-north"
+        ));
+        assert!(!allows(&link.subscribe, "canopy.ev.root.north.temp1"));
+        // Up from it: reads of the hub's domain for its restores.
+        assert!(allows(&link.publish, "$JS.root.API.STREAM.INFO.EV_root"));
     }
 
     #[test]
@@ -268,8 +310,9 @@ mod tests {
         let t = topo();
         let south = t.node("root.south").expect("south");
         let denied = denied_from_parent(south);
-        assert!(allows(&denied, "canopy.ev.root.south.temp1"));
-        assert!(allows(&denied, "canopy.ev.root.south.cell.temp1"));
+        assert!(allows(&denied, "canopy.rp.root-south.root.south.cell.t"));
+        // Its own events go up live: denying them would stop that too.
+        assert!(!allows(&denied, "canopy.ev.root.south.temp1"));
         assert!(allows(
             &denied,
             "$JS.root-south.API.STREAM.DELETE.EV_root-south"

@@ -166,6 +166,25 @@ pub async fn leaf_inject(
     let mut frame = format!("LMSG {subject} {}\r\n", payload.len()).into_bytes();
     frame.extend_from_slice(payload);
     frame.extend_from_slice(b"\r\n");
+    leaf_send(addr, identity, frame).await
+}
+
+/// [`leaf_inject`]'s session, asking instead for `subject`'s messages
+/// (`LS+`), as a leaf that wants to see what is not sent its way.
+pub async fn leaf_subscribe(
+    addr: SocketAddr,
+    identity: &services::certs::TlsFiles,
+    subject: &str,
+) -> anyhow::Result<String> {
+    leaf_send(addr, identity, format!("LS+ {subject}\r\n").into_bytes()).await
+}
+
+/// A raw leaf session that sends `frame` once linked; see [`leaf_inject`].
+async fn leaf_send(
+    addr: SocketAddr,
+    identity: &services::certs::TlsFiles,
+    frame: Vec<u8>,
+) -> anyhow::Result<String> {
     let session: Session = Box::new(move |mut tls| {
         Box::pin(async move {
             let info = first_line(&mut tls).await?;
