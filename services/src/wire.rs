@@ -478,6 +478,10 @@ pub struct PointReply {
     pub ts: u64,
     /// Whether an operator override is in force.
     pub forced: bool,
+    /// The origin lies outside the answering node's subtree: a copy kept
+    /// by a node with `view = "tree"`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub outside: bool,
 }
 
 /// One origin of a [`StateReply`].
@@ -492,6 +496,9 @@ pub struct OriginReply {
     /// points are then shown `uncertain`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stalled: Option<String>,
+    /// Outside the answering node's subtree (see [`PointReply::outside`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub outside: bool,
 }
 
 impl StateReply {
@@ -504,6 +511,12 @@ impl StateReply {
                 &filtered
             }
             None => state,
+        };
+        let outside = |origin: &str| {
+            origin != node
+                && !origin
+                    .strip_prefix(node)
+                    .is_some_and(|rest| rest.starts_with('.'))
         };
         let mut reply = StateReply {
             node: node.to_owned(),
@@ -526,6 +539,7 @@ impl StateReply {
                         epoch: p.epoch,
                         ts: p.ts,
                         forced: p.forced,
+                        outside: outside(&p.origin),
                     };
                     (name.clone(), point)
                 })
@@ -539,6 +553,7 @@ impl StateReply {
                         seq: st.seq,
                         epoch: st.epoch,
                         stalled: None,
+                        outside: outside(o),
                     };
                     (o.clone(), origin)
                 })

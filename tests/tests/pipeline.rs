@@ -453,3 +453,62 @@ async fn a_flood_of_state_requests_is_bounded_and_does_not_stop_the_fold() -> an
     .await?;
     Ok(())
 }
+
+/// A node with `view = "tree"` keeps copies of the rest of the plant too,
+/// taken from its parent: its state shows a sibling's values (marked as
+/// outside its subtree), keeps them while the node is cut off from its
+/// parent, and catches up on what it missed once the link heals.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_with_a_tree_view_shows_its_sibling_keeps_it_while_cut_off_and_catches_up(
+) -> anyhow::Result<()> {
+    let text = TopologyBuilder::new("view")
+        .node("root", "", &sim_point("uptime", 50))
+        .node("root.a", "view = \"tree\"", &sim_point("t", 50))
+        .node("root.b", "", &sim_point("t", 20))
+        .build();
+    let lab = Lab::start(&text, &[])?;
+    let topo = topology::Topology::parse("view.toml", &text)?;
+    let a = connect(&lab.url("root.a", "a")?).await?;
+    let root = connect(&lab.url("root", "a")?).await?;
+    wait_for("root.b's and the root's values at root.a", WAIT, || async {
+        let s = state(&a, "root.a").await?;
+        let b = &s["points"]["root.b.t"];
+        let shown = b["value"].is_number()
+            && b["outside"] == true
+            && s["points"]["root.uptime"]["outside"] == true
+            && s["points"]["root.a.t"]["outside"].is_null()
+            && s["origins"]["root.b"]["outside"] == true;
+        Ok(shown.then_some(()))
+    })
+    .await?;
+
+    // root.a's server loses its link to the root.
+    let nats_pid = pid_of(&lab.member("root.a", "a")?["nats_pid"])?;
+    let root_leafnode = topo.root().members[0].endpoint.ports.leafnode;
+    let mut cut = tests::NetFault::new(&[nats_pid])?;
+    cut.drop_to(&[root_leafnode])?;
+    // root.b goes on at the root; root.a falls behind but keeps what it had.
+    wait_for("root.b to get ahead of root.a's copy", WAIT, || async {
+        let at_a = origin_seq(&a, "root.a", "root.b").await?;
+        let at_root = origin_seq(&root, "root", "root.b").await?;
+        Ok((at_root > at_a + 40).then_some(()))
+    })
+    .await?;
+    let s = state(&a, "root.a").await?;
+    assert!(s["points"]["root.b.t"]["value"].is_number(), "{s}");
+    let behind = origin_seq(&root, "root", "root.b").await?;
+
+    cut.heal();
+    wait_for("root.a to catch up on root.b", WAIT, || async {
+        Ok((origin_seq(&a, "root.a", "root.b").await? >= behind).then_some(()))
+    })
+    .await?;
+    // Seq for seq: root.a's copy is the root's.
+    let domain = events::subjects::domain;
+    let at_a = tests::read_stream(&a, &domain("root.a"), "root.b").await?;
+    let at_root = tests::read_stream(&root, &domain("root"), "root.b").await?;
+    let n = at_a.len().min(at_root.len());
+    assert!(n as u64 >= behind);
+    assert_eq!(at_a[..n], at_root[..n]);
+    Ok(())
+}

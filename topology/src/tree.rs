@@ -47,6 +47,25 @@ impl Topology {
             .collect()
     }
 
+    /// The nodes outside `id`'s subtree that `id` keeps copies of: all of
+    /// them (in file order) for a node with `view = "tree"`, none
+    /// otherwise (and none for the root, whose subtree is everything).
+    pub fn outside(&self, id: &str) -> Vec<&Node> {
+        let Some(node) = self.node(id) else {
+            return Vec::new();
+        };
+        if node.view != View::Tree {
+            return Vec::new();
+        }
+        let inside = |other: &str| {
+            other == id
+                || other
+                    .strip_prefix(id)
+                    .is_some_and(|rest| rest.starts_with('.'))
+        };
+        self.nodes.iter().filter(|n| !inside(&n.id)).collect()
+    }
+
     /// Every node below `id` at any depth, excluding `id`, parents before
     /// their children (depth-first, siblings in file order).
     pub fn descendants(&self, id: &str) -> Vec<&Node> {

@@ -225,18 +225,28 @@ impl Active {
                 .await;
         }
 
-        let descendants = ctx.topo.descendants(&node.id);
-        if !descendants.is_empty() {
+        // Each descendant's history comes from the child on the path to
+        // it; with `view = "tree"`, every other origin's from the parent
+        // (the root, or a tree view itself: it holds them all).
+        let mut sources = Vec::new();
+        for d in ctx.topo.descendants(&node.id) {
+            if let Some(child) = ctx.topo.child_toward(&node.id, &d.id) {
+                sources.push((d.id.clone(), child.id.clone()));
+            }
+        }
+        if let Some(parent) = node.parent_id() {
+            for o in ctx.topo.outside(&node.id) {
+                sources.push((o.id.clone(), parent.to_owned()));
+            }
+        }
+        if !sources.is_empty() {
             let cancel = CancellationToken::new();
             let mut tasks = Vec::new();
-            for d in descendants {
-                let Some(child) = ctx.topo.child_toward(&node.id, &d.id) else {
-                    continue;
-                };
+            for (origin, from) in sources {
                 let puller = replicator::Puller {
                     holder: node.id.clone(),
-                    origin: d.id.clone(),
-                    source_domain: events::subjects::domain(&child.id),
+                    origin,
+                    source_domain: events::subjects::domain(&from),
                 };
                 tasks.push(tokio::spawn(puller.run(
                     ctx.client.clone(),

@@ -72,20 +72,24 @@ impl Identity {
         })
     }
 
-    /// The node's own origin and every descendant's: one local stream each.
+    /// The node's own origin, every descendant's and, for a node with
+    /// `view = "tree"`, every other origin of the tree: one local stream
+    /// each.
     pub fn origins(&self) -> Vec<String> {
         let mut origins = vec![self.node.id.clone()];
         origins.extend(
             self.topo
                 .descendants(&self.node.id)
                 .iter()
+                .chain(self.topo.outside(&self.node.id).iter())
                 .map(|n| n.id.clone()),
         );
         origins
     }
 }
 
-/// Creates the node's own stream and one replica per descendant origin,
+/// Creates the node's own stream and one replica per descendant origin
+/// (and per origin outside its subtree, with `view = "tree"`),
 /// waiting (up to a minute) for JetStream to answer after the port opens.
 pub async fn streams(
     js: &jetstream::Context,
@@ -118,7 +122,11 @@ async fn setup_streams(
     replicas: usize,
 ) -> anyhow::Result<()> {
     crate::streams::ensure(js, crate::streams::own(topo, &node.id, replicas)).await?;
-    for d in topo.descendants(&node.id) {
+    for d in topo
+        .descendants(&node.id)
+        .into_iter()
+        .chain(topo.outside(&node.id))
+    {
         crate::streams::ensure(js, crate::streams::replica(topo, &node.id, &d.id, replicas))
             .await?;
     }

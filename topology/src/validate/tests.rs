@@ -101,7 +101,9 @@ fn default_topology_loads() {
         ids,
         ["root", "root.north", "root.south", "root.south.cell1"]
     );
-    assert_eq!(t.root().view, View::Tree);
+    // The tree view below the root, where it changes something.
+    assert_eq!(t.root().view, View::Subtree);
+    assert_eq!(t.node("root.north").unwrap().view, View::Tree);
     let pairs: Vec<_> = t
         .nodes
         .iter()
@@ -397,6 +399,38 @@ fn view_values() {
         &text,
         "5:8",
         "view = \"forest\": expected \"subtree\" or \"tree\"",
+    );
+}
+
+#[test]
+fn a_tree_view_needs_a_parent_that_holds_the_plant() {
+    let node = |id: &str, view: &str, base: u32| {
+        format!(
+            "[[node]]\nid = \"{id}\"\n{view}members = [{{ name = \"a\", host = \"h\", port_base = {base} }}]\n"
+        )
+    };
+    // Under the root, or under a tree view: fine; the root keeps its
+    // subtree, which is everything, so `outside` is empty there.
+    let ok = with_root(&format!(
+        "{}{}",
+        node("root.a", "view = \"tree\"\n", 1100),
+        node("root.a.x", "view = \"tree\"\n", 1200)
+    ));
+    let t = Topology::parse("t.toml", &ok).expect("valid");
+    let ids = |v: Vec<&crate::model::Node>| v.iter().map(|n| n.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(t.outside("root.a.x")), vec!["root", "root.a"]);
+    assert_eq!(ids(t.outside("root.a")), vec!["root"]);
+    assert!(t.outside("root").is_empty());
+    // Under a node that keeps only its subtree: refused, at the node.
+    let bad = with_root(&format!(
+        "{}{}",
+        node("root.a", "", 1100),
+        node("root.a.x", "view = \"tree\"\n", 1200)
+    ));
+    assert_error(
+        &bad,
+        "10:6",
+        "its parent \"root.a\" is neither the root nor view = \"tree\"",
     );
 }
 

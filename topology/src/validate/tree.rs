@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::error::Sink;
-use crate::model::Node;
+use crate::model::{Node, View};
 
 use super::NodeMeta;
 
@@ -97,6 +97,28 @@ pub(super) fn tree(s: &mut Sink, nodes: &[Node], metas: &[NodeMeta]) {
                     );
                 }
             }
+        }
+    }
+
+    // A node that keeps the whole plant (view = "tree") copies what lies
+    // outside its subtree from its parent, which must hold all of it: the
+    // root does, and so does a parent that is view = "tree" itself.
+    let by_id: HashMap<&str, &Node> = nodes.iter().map(|n| (n.id.as_str(), n)).collect();
+    for (n, m) in nodes.iter().zip(metas) {
+        if !m.id_ok || n.view != View::Tree {
+            continue;
+        }
+        let Some(parent) = n.parent_id().and_then(|p| by_id.get(p)) else {
+            continue;
+        };
+        if parent.depth() != 0 && parent.view != View::Tree {
+            s.error(
+                m.id_span.clone(),
+                format!(
+                    "node \"{}\" has view = \"tree\", but its parent \"{}\" is neither the root nor view = \"tree\": it does not hold the rest of the plant to copy from",
+                    n.id, parent.id
+                ),
+            );
         }
     }
 

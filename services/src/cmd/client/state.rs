@@ -39,7 +39,15 @@ fn print_table(reply: &StateReply) {
         "{:<40} {:>14} {:<9} {:<6} {:>8} {:>6} {:>9}",
         "point", "value", "quality", "forced", "seq", "epoch", "age"
     );
+    let mut outside = false;
     for (name, p) in reply.points.iter().flatten() {
+        outside |= p.outside;
+        // A copy of a point outside the node's subtree (`view = "tree"`).
+        let name = if p.outside {
+            format!("{name} *")
+        } else {
+            name.clone()
+        };
         let age = if p.ts == 0 {
             "-".to_owned()
         } else {
@@ -54,6 +62,12 @@ fn print_table(reply: &StateReply) {
             p.seq,
             p.epoch,
             age
+        );
+    }
+    if outside {
+        println!(
+            "* outside {}'s subtree: its copy of the rest of the plant (view = \"tree\")",
+            reply.node
         );
     }
 }
