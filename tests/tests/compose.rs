@@ -70,6 +70,20 @@ async fn scenario(lab: &ContainerLab) -> anyhow::Result<()> {
     })
     .await?;
     let other = if active == "a" { "b" } else { "a" };
+    // The other member ready to take over: a standby whose raft voter runs
+    // (a voter started on an empty store waits for both peers to confirm
+    // the group first) and whose server holds current stream copies.
+    // Freezing the active before that leaves the pair nobody to fail over
+    // to (seen under load: the standby's first confirmation timed out).
+    wait_for("the other member a ready standby", WAIT, || async {
+        let info = member_info(&root, PAIR, other).await?;
+        let ready = info["role"] == "standby"
+            && info["healthy"] == true
+            && info["waiting"].is_null()
+            && info["catching_up"].is_null();
+        Ok(ready.then_some(()))
+    })
+    .await?;
 
     // Freeze the active container: the other member takes over and its
     // readings reach the root under a newer epoch. Thawed, the frozen one
