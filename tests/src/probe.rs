@@ -114,23 +114,29 @@ async fn tls_session(
 pub async fn plaintext(addr: SocketAddr) -> anyhow::Result<String> {
     let mut tcp = TcpStream::connect(addr).await?;
     let _ = tcp.write_all(b"CONNECT {}\r\nPING\r\n").await;
+    let (hung_up, text) = until_hang_up(&mut tcp).await;
+    anyhow::ensure!(
+        hung_up,
+        "{addr}: kept a plaintext session open for {DEADLINE:?}, having sent {text:?}"
+    );
+    Ok(text)
+}
+
+/// Everything the peer sends until it hangs up, and whether it did within
+/// the deadline.
+async fn until_hang_up<S: AsyncRead + Unpin>(s: &mut S) -> (bool, String) {
     let mut got = Vec::new();
     let read = tokio::time::timeout(DEADLINE, async {
         let mut buf = [0u8; 4096];
         loop {
-            match tcp.read(&mut buf).await {
+            match s.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => got.extend_from_slice(&buf[..n]),
             }
         }
     })
     .await;
-    let text = String::from_utf8_lossy(&got).into_owned();
-    anyhow::ensure!(
-        read.is_ok(),
-        "{addr}: kept a plaintext session open for {DEADLINE:?}, having sent {text:?}"
-    );
-    Ok(text)
+    (read.is_ok(), String::from_utf8_lossy(&got).into_owned())
 }
 
 /// The first CRLF-terminated line the peer sends (an error if it hangs up
@@ -209,20 +215,9 @@ async fn leaf_send(
                 }
             }
             tls.write_all(&frame).await?;
-            let mut got = Vec::new();
-            let read = tokio::time::timeout(DEADLINE, async {
-                let mut buf = [0u8; 4096];
-                loop {
-                    match tls.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => got.extend_from_slice(&buf[..n]),
-                    }
-                }
-            })
-            .await;
-            let text = String::from_utf8_lossy(&got).into_owned();
+            let (hung_up, text) = until_hang_up(&mut tls).await;
             anyhow::ensure!(
-                read.is_ok(),
+                hung_up,
                 "the hub kept the link open for {DEADLINE:?} after the message, having sent {text:?}"
             );
             Ok(text)

@@ -663,8 +663,8 @@ async fn a_member_restarted_with_a_rotated_certificate_rejoins_the_tree() -> any
 /// call, a client subscribing outside its scope, and a raw leafnode session
 /// with one child's certificate injecting another child's event or asking
 /// for the requests about it (the hub closes that link; the child's real
-/// link runs on). What they may do
-/// still works: the viewer reads state and a whole stream.
+/// link runs on). What they may do still works: the viewer reads state
+/// and a whole stream.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_broker_refuses_what_a_principal_has_no_right_to_and_nothing_changes(
 ) -> anyhow::Result<()> {
