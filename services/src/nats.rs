@@ -47,6 +47,65 @@ pub fn options(tls: Option<&crate::certs::TlsFiles>) -> async_nats::ConnectOptio
     }
 }
 
+/// How often a process looks at its server's leaf links.
+const LEAFZ_EVERY: Duration = Duration::from_secs(2);
+
+/// Counts the leaf links of the server monitored at `127.0.0.1:monitor`
+/// that closed, by their connection ids in `/leafz` (a link that comes
+/// back is a new connection with a new id), calling `lost` with each
+/// newly gone batch, until `cancel`. A link that lived less than a poll
+/// is not seen. An unanswered poll counts nothing.
+pub async fn count_lost_leaf_links(
+    monitor: u16,
+    lost: impl Fn(u64) + Send + 'static,
+    cancel: CancellationToken,
+) {
+    let mut known: Option<std::collections::BTreeSet<u64>> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(LEAFZ_EVERY) => {}
+            _ = cancel.cancelled() => return,
+        }
+        let Ok(now) = leaf_ids(monitor).await else {
+            continue;
+        };
+        if let Some(before) = &known {
+            let gone = before.difference(&now).count() as u64;
+            if gone > 0 {
+                tracing::warn!(gone, "leaf links of this server closed");
+                lost(gone);
+            }
+        }
+        known = Some(now);
+    }
+}
+
+/// The connection ids of the leaf links `/leafz` lists.
+async fn leaf_ids(monitor: u16) -> anyhow::Result<std::collections::BTreeSet<u64>> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::time::timeout(
+        LEAFZ_EVERY,
+        tokio::net::TcpStream::connect(("127.0.0.1", monitor)),
+    )
+    .await??;
+    s.write_all(b"GET /leafz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .await?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(LEAFZ_EVERY, s.read_to_end(&mut raw)).await??;
+    let text = String::from_utf8_lossy(&raw);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .context("no HTTP body")?;
+    let v: serde_json::Value = serde_json::from_str(body)?;
+    Ok(v["leafs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["id"].as_u64())
+        .collect())
+}
+
 /// How often a secured server's process looks at the key manifest.
 const MANIFEST_EVERY: Duration = Duration::from_secs(2);
 

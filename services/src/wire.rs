@@ -409,6 +409,13 @@ pub struct Counters {
     /// Hook scripts killed or not started because the lease no longer
     /// covered them.
     pub hooks_fenced: u64,
+    /// Leaf links of this member's server (its remote to the parent, its
+    /// children's links to it) that closed, as its monitoring (`/leafz`,
+    /// on loopback, every 2 s) shows them: a hub closes a link that breaks
+    /// its rights, and the spoke waits before it connects again, so a
+    /// growing count is a link to look at.
+    #[serde(default)]
+    pub leaf_links_lost: u64,
 }
 
 /// A state request on `canopy.state.<node>` (an empty body means "every

@@ -457,7 +457,8 @@ async fn a_flood_of_state_requests_is_bounded_and_does_not_stop_the_fold() -> an
 /// A node with `view = "tree"` keeps copies of the rest of the plant too,
 /// taken from its parent: its state shows a sibling's values (marked as
 /// outside its subtree), keeps them while the node is cut off from its
-/// parent, and catches up on what it missed once the link heals.
+/// parent (both ends count the lost link), and catches up on what it
+/// missed once the link heals.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_with_a_tree_view_shows_its_sibling_keeps_it_while_cut_off_and_catches_up(
 ) -> anyhow::Result<()> {
@@ -496,6 +497,14 @@ async fn a_node_with_a_tree_view_shows_its_sibling_keeps_it_while_cut_off_and_ca
     .await?;
     let s = state(&a, "root.a").await?;
     assert!(s["points"]["root.b.t"]["value"].is_number(), "{s}");
+    // Both ends count the link as lost once its pings go unanswered.
+    wait_for("the lost leaf link counted at both ends", WAIT, || async {
+        let lost = |info: Json| info["counters"]["leaf_links_lost"].as_u64().unwrap_or(0);
+        let at_a = lost(member_info(&a, "root.a", "a").await?);
+        let at_root = lost(member_info(&root, "root", "a").await?);
+        Ok((at_a >= 1 && at_root >= 1).then_some(()))
+    })
+    .await?;
     let behind = origin_seq(&root, "root", "root.b").await?;
 
     cut.heal();

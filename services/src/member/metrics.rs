@@ -32,6 +32,7 @@ pub struct Metrics {
     pub snapshots_refused: AtomicU64,
     pub origins_restored: AtomicU64,
     pub state_requests_dropped: AtomicU64,
+    pub leaf_links_lost: AtomicU64,
 }
 
 impl Metrics {
@@ -58,6 +59,7 @@ impl Metrics {
             origins_restored: g(&self.origins_restored),
             hooks_fenced: g(&self.hooks_fenced),
             state_requests_dropped: g(&self.state_requests_dropped),
+            leaf_links_lost: g(&self.leaf_links_lost),
         }
     }
 }

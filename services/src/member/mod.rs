@@ -123,6 +123,17 @@ async fn serve(
 
     let metrics = Arc::new(Metrics::default());
     let always = CancellationToken::new();
+    {
+        let m = metrics.clone();
+        tokio::spawn(nats::count_lost_leaf_links(
+            id.endpoint.ports.monitor,
+            move |n| {
+                m.leaf_links_lost
+                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            },
+            always.clone(),
+        ));
+    }
     let RoleSource {
         rx: mut role_rx,
         fence,
