@@ -87,6 +87,9 @@ pub struct Tree {
     pub members: Vec<Member>,
     /// The benchmark's own client certificate on the secured tree.
     tls: Option<crate::certs::TlsFiles>,
+    /// The leaf member's certificate, which the bench presents to the
+    /// leaf's server.
+    leaf_tls: Option<crate::certs::TlsFiles>,
     stop: CancellationToken,
     sup_task: tokio::task::JoinHandle<()>,
 }
@@ -176,6 +179,7 @@ impl Tree {
             topo,
             members,
             tls,
+            leaf_tls,
             stop,
             sup_task,
         })
@@ -200,7 +204,15 @@ impl Tree {
             natsconf::client_url(topo, &topo.node(LEAF).context("leaf")?.members[0].endpoint);
         let root_url = natsconf::client_url(topo, &topo.root().members[0].endpoint);
         let tls = self.tls.as_ref();
-        let (_lc, leaf_js) = connect_js(&leaf_url, &events::subjects::domain(LEAF), tls).await?;
+        // The bench plays the leaf's member (it creates the leaf's stream
+        // and publishes its events): on the secured tree only the leaf's
+        // own member may, so it presents that member's certificate there.
+        let (_lc, leaf_js) = connect_js(
+            &leaf_url,
+            &events::subjects::domain(LEAF),
+            self.leaf_tls.as_ref(),
+        )
+        .await?;
         let (root_client, root_js) = connect_js(&root_url, "root", tls).await?;
         wait_for("the leaf's JetStream", Duration::from_secs(60), || async {
             streams::ensure(&leaf_js, streams::own(topo, LEAF, 1))
