@@ -34,16 +34,41 @@ impl Nats {
 
 /// Connect options that present `tls` (when given) to a server of the
 /// tree: TLS first, the mesh CA as the only root, this identity's
-/// certificate. Without `tls` the connection is plaintext.
+/// certificate, and its own inbox prefix ([`crate::rights::inbox_of`]:
+/// the broker delivers it no one else's replies). Without `tls` the
+/// connection is plaintext.
 pub fn options(tls: Option<&crate::certs::TlsFiles>) -> async_nats::ConnectOptions {
     let o = async_nats::ConnectOptions::new();
     match tls {
         None => o,
-        Some(t) => o
-            .require_tls(true)
-            .tls_first()
-            .add_root_certificates(t.ca.clone())
-            .add_client_certificate(t.cert.clone(), t.key.clone()),
+        Some(t) => {
+            let o = o
+                .require_tls(true)
+                .tls_first()
+                .add_root_certificates(t.ca.clone())
+                .add_client_certificate(t.cert.clone(), t.key.clone());
+            match inbox_prefix(t) {
+                Some(prefix) => o.custom_inbox_prefix(prefix),
+                None => o,
+            }
+        }
+    }
+}
+
+/// The inbox prefix of the identity whose certificate is `tls`: from its
+/// place in a `keys gen` directory (`<out>/<node>/<member>.crt` or
+/// `<out>/clients/<name>.crt`, a client's scope from the manifest beside).
+/// None when the layout is not one of those (the library's default).
+pub fn inbox_prefix(tls: &crate::certs::TlsFiles) -> Option<String> {
+    let name = tls.cert.file_stem()?.to_str()?;
+    let dir = tls.cert.parent()?.file_name()?.to_str()?;
+    if dir == "clients" {
+        let scope = crate::keys::manifest_beside(tls)
+            .ok()
+            .and_then(|m| m.clients.get(name).map(|c| c.scope.clone()));
+        Some(crate::rights::client_inbox(name, scope.as_deref()))
+    } else {
+        Some(crate::rights::process_inbox(dir, name))
     }
 }
 

@@ -145,6 +145,22 @@ pub fn denied_from_parent(node: &Node) -> Vec<String> {
     out
 }
 
+/// The inbox prefix of a process of `node`: `_INBOX.<node>.@<process>`
+/// (`@` is in no canopy token), so replies to it are under its node's
+/// path and a leaf link down to a subtree carries only that subtree's.
+pub fn process_inbox(node: &str, process: &str) -> String {
+    format!("_INBOX.{node}.@{process}")
+}
+
+/// The inbox prefix of a client: `_INBOX.<scope>.@<name>`, or
+/// `_INBOX.@<name>` when its scope is not known.
+pub fn client_inbox(name: &str, scope: Option<&str>) -> String {
+    match scope {
+        Some(scope) => format!("_INBOX.{scope}.@{name}"),
+        None => format!("_INBOX.@{name}"),
+    }
+}
+
 /// The name a process of `node` is mapped from.
 pub fn process_user(node: &str, process: &str) -> String {
     crate::certs::member_name(node, process)
@@ -193,7 +209,8 @@ pub fn users(topo: &Topology, node: &Node, clients: &BTreeMap<String, ClientKey>
         for kind in ["canopy.state", "canopy.member", "canopy.cmd", "canopy.ctl"] {
             subscribe.extend(subtree(topo, kind, &child.id));
         }
-        subscribe.extend([HELLO.to_owned(), "_INBOX.>".to_owned()]);
+        // Replies to C's processes and to clients scoped within it.
+        subscribe.extend([HELLO.to_owned(), format!("_INBOX.{}.>", child.id)]);
         let below = std::iter::once(child).chain(topo.descendants(&child.id));
         for d in below {
             let prefix = format!("$JS.{}.API", domain(&d.id));
@@ -219,7 +236,7 @@ pub fn users(topo: &Topology, node: &Node, clients: &BTreeMap<String, ClientKey>
             publish.extend(subtree(topo, "canopy.ctl", &c.scope));
         }
         let mut subscribe = subtree(topo, EVENT_PREFIX, &c.scope);
-        subscribe.push("_INBOX.>".to_owned());
+        subscribe.push(format!("{}.>", client_inbox(name, Some(&c.scope))));
         out.push(User {
             name: crate::certs::client_name(name),
             leaf: false,
@@ -291,7 +308,10 @@ mod tests {
         assert!(!allows(&link.subscribe, "canopy.cmd.root.north"));
         assert!(!allows(&link.subscribe, "canopy.state.root.north"));
         assert!(allows(&link.subscribe, "canopy.hello"));
-        assert!(allows(&link.subscribe, "_INBOX.abc.1"));
+        assert!(allows(&link.subscribe, "_INBOX.root.south.@a.abc.1"));
+        assert!(allows(&link.subscribe, "_INBOX.root.south.x.@op.abc.1"));
+        assert!(!allows(&link.subscribe, "_INBOX.root.north.@a.abc.1"));
+        assert!(!allows(&link.subscribe, "_INBOX.abc.1"));
         assert!(allows(
             &link.subscribe,
             "$JS.root-south.API.DIRECT.GET.EV_root-south"
@@ -355,6 +375,9 @@ mod tests {
         assert!(allows(&op.publish, "canopy.cmd.root.south"));
         assert!(!allows(&op.publish, "canopy.cmd.root"));
         assert!(!allows(&op.publish, "canopy.ctl.root.south.a"));
+        // Its own replies only.
+        assert!(allows(&view.subscribe, "_INBOX.root.south.@view.x.1"));
+        assert!(!allows(&view.subscribe, "_INBOX.root.south.@op.x.1"));
         let eng = by("eng.client.canopy");
         assert!(allows(&eng.publish, "canopy.ctl.root.south.a"));
         assert!(allows(&eng.subscribe, "canopy.ev.root.north.temp1"));

@@ -300,10 +300,17 @@ async fn audit_is_clean_after_failovers_and_reports_a_forged_event() -> anyhow::
     );
     // A forged event, straight onto an event subject, by the origin's own
     // member (a compromised one: the broker lets nobody else publish there).
-    let (plc, _) = tests::connect_as(
-        &lab.url("root.plc", "a")?,
-        &lab.process_tls("root.plc", "a")?,
-    )
+    // A killed member's server may still be coming back: whichever of the
+    // pair's servers answers, with that member's certificate.
+    let plc = wait_for("a server of root.plc", WAIT, || async {
+        for m in ["a", "b"] {
+            let tls = lab.process_tls("root.plc", m)?;
+            if let Ok((c, _)) = tests::connect_as(&lab.url("root.plc", m)?, &tls).await {
+                return Ok(Some(c));
+            }
+        }
+        Ok(None)
+    })
     .await?;
     let mut forger = events::Chain::new("root.plc", "a", 1);
     let forged = forger.seal(

@@ -249,7 +249,8 @@ async fn start_and_wait(
                 c.name.clone(),
                 json!({ "role": c.role.as_str(), "scope": c.scope, "identity": identity,
                         "nkey": file("nk"), "cert": file("crt"), "key": file("key"),
-                        "ca": crate::certs::ca_beside(identity), "tls_first": tls.is_some() }),
+                        "ca": crate::certs::ca_beside(identity), "tls_first": tls.is_some(),
+                        "inbox_prefix": crate::rights::client_inbox(&c.name, Some(&c.scope)) }),
             )
         })
         .collect();

@@ -17,11 +17,26 @@ const AT_LEAST: Duration = Duration::from_secs(20);
 /// `canopy switchover`.
 pub async fn switchover(a: SwitchoverArgs) -> anyhow::Result<u8> {
     let client = connect(&a.server).await?;
-    let answers = super::status::hello(&client, &a.server, 300).await?;
-    let members: Vec<_> = answers
-        .iter()
-        .filter(|m| m.node == a.node && m.role != "witness")
-        .collect();
+    let mut answers = super::status::hello(&client, &a.server, 300).await?;
+    answers.retain(|m| m.node == a.node && m.role != "witness");
+    if !answers.iter().any(|m| m.role == "active") {
+        // A busy member can answer the scatter after it settled: ask the
+        // members heard from, and the one they name active, directly.
+        let mut names: Vec<String> = answers.iter().map(|m| m.member.clone()).collect();
+        names.extend(answers.iter().filter_map(|m| m.active.clone()));
+        names.sort();
+        names.dedup();
+        let mut asked = Vec::new();
+        for name in names {
+            if let Ok(info) = member_info(&client, &a.server, &a.node, &name).await {
+                asked.push(info);
+            }
+        }
+        if !asked.is_empty() {
+            answers = asked;
+        }
+    }
+    let members: Vec<_> = answers.iter().collect();
     if members.is_empty() {
         bail!(
             "no member of {} answers: is the node running and linked to {}?",
@@ -74,6 +89,22 @@ pub async fn switchover(a: SwitchoverArgs) -> anyhow::Result<u8> {
         );
     }
     Ok(if reply.ok { 0 } else { 1 })
+}
+
+/// One member's info, asked on its own subject (within the server's
+/// timeout).
+async fn member_info(
+    client: &async_nats::Client,
+    server: &crate::cli::ServerArg,
+    node: &str,
+    member: &str,
+) -> anyhow::Result<crate::wire::MemberInfo> {
+    let subject = events::subjects::member_subject(node, member);
+    let asked = client.request(subject, "".into());
+    let m = tokio::time::timeout(Duration::from_secs_f64(server.timeout.max(0.1)), asked)
+        .await
+        .map_err(|_| anyhow::anyhow!("{node}/{member} did not answer"))??;
+    Ok(serde_json::from_slice(&m.payload)?)
 }
 
 /// `canopy maintenance`.
