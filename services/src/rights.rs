@@ -192,12 +192,20 @@ pub fn users(topo: &Topology, node: &Node, clients: &BTreeMap<String, ClientKey>
     }
     for child in topo.children(&node.id) {
         // What C may send up: its subtree's events, replies, requests from
-        // clients below it, reads of this node's domain (its restores).
+        // clients below it, reads of this node's domain and of every
+        // ancestor's (a restore takes the longest copy any ancestor holds;
+        // a tree view copies from its parent).
         let mut publish = subtree(topo, EVENT_PREFIX, &child.id);
         publish.extend(read_requests());
         publish.extend(["canopy.cmd.>".to_owned(), "canopy.ctl.>".to_owned()]);
         publish.push("_INBOX.>".to_owned());
-        for prefix in ["$JS.API".to_owned(), format!("$JS.{own}.API")] {
+        let mut above = vec!["$JS.API".to_owned()];
+        let mut at = Some(node);
+        while let Some(n) = at {
+            above.push(format!("$JS.{}.API", domain(&n.id)));
+            at = topo.parent(&n.id);
+        }
+        for prefix in above {
             publish.extend(JS_READ.iter().map(|c| format!("{prefix}.{c}")));
         }
         publish.extend(JS_FLOW.iter().map(|s| s.to_string()));
@@ -323,6 +331,29 @@ mod tests {
         assert!(!allows(&link.subscribe, "canopy.ev.root.north.temp1"));
         // Up from it: reads of the hub's domain for its restores.
         assert!(allows(&link.publish, "$JS.root.API.STREAM.INFO.EV_root"));
+        assert!(!allows(
+            &link.publish,
+            "$JS.root-north.API.STREAM.INFO.EV_root-north"
+        ));
+    }
+
+    #[test]
+    fn a_grandchild_may_read_every_ancestors_domain_for_its_restore() {
+        let t = Topology::parse("t.toml", topology::DEFAULT_TOPOLOGY).expect("default");
+        let south = t.node("root.south").expect("south");
+        let users = users(&t, south, &BTreeMap::new());
+        let cell = users
+            .iter()
+            .find(|u| u.name == "a.root.south.cell1.canopy")
+            .expect("cell1's link");
+        for d in ["root-south", "root"] {
+            let subject = format!("$JS.{d}.API.STREAM.INFO.EV_root-south-cell1");
+            assert!(allows(&cell.publish, &subject), "{subject}");
+        }
+        assert!(!allows(
+            &cell.publish,
+            "$JS.root-north.API.STREAM.INFO.EV_root-north"
+        ));
     }
 
     #[test]
