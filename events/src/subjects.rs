@@ -59,6 +59,16 @@ pub fn state_subject(node: &str) -> String {
     format!("canopy.state.{node}")
 }
 
+/// `canopy.query.<node>`: history and state-at queries over the node's
+/// streams, served by `canopy query` workers in the queue group
+/// [`QUERY_GROUP`].
+pub fn query_subject(node: &str) -> String {
+    format!("canopy.query.{node}")
+}
+
+/// The queue group of a node's query workers.
+pub const QUERY_GROUP: &str = "canopy-query";
+
 /// `canopy.member.<node>.<member>`: one member's own endpoint (health,
 /// role), whichever role it has.
 pub fn member_subject(node: &str, member: &str) -> String {

@@ -30,6 +30,16 @@ pub fn member_name(node: &str, member: &str) -> String {
     format!("{member}.{node}.canopy")
 }
 
+/// The SAN that names the query workers of `node` (they share one
+/// identity, `<keys>/<node>/query`, as they share one queue group).
+pub fn query_worker_name(node: &str) -> String {
+    format!("query.{node}.worker.canopy")
+}
+
+/// The file stem of a node's query-worker identity in a `keys gen`
+/// directory (`<out>/<node>/query.*`).
+pub const QUERY_IDENTITY: &str = "query";
+
 /// The SAN that names client principal `name`.
 pub fn client_name(name: &str) -> String {
     format!("{name}.client.canopy")

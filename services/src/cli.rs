@@ -65,6 +65,27 @@ pub enum Cmd {
     Maintenance(MaintenanceArgs),
     /// Replay a node's streams and check them: contiguity, chain, epochs, signed checkpoints.
     Audit(AuditArgs),
+    /// Serve a node's history and state-at queries from its streams (a stateless worker).
+    ///
+    /// Joins the queue group `canopy-query` on `canopy.query.<node>`, so any
+    /// number of workers share the load; each answers one query at a time
+    /// and puts its handler time (and how long the query waited for it) in
+    /// every reply. Connect it to a server of the node: on the secured tree
+    /// with the node's query identity (`<keys>/<node>/query`, from `canopy
+    /// keys gen`). Queries (`docs/wire-format.md`, "Queries"): `history` of
+    /// a point over a time range, paged, and `state_at` an instant.
+    Query(QueryArgs),
+    /// Start and stop local query workers to hold a response-time target.
+    ///
+    /// Every few seconds it reads the response times (wait + handler) its
+    /// workers report and adds a worker while the p90 is over the target,
+    /// up to `--max`; it stops adding when the last worker added did not
+    /// bring the p90 or the throughput down or up by a tenth (another
+    /// worker no longer helps: on a small machine that comes soon), and
+    /// says which limit stopped it. Workers well under target for a while
+    /// are stopped, down to `--min`. Workers never outlive it (they die
+    /// with it, also on SIGKILL).
+    Autoscale(AutoscaleArgs),
     /// Benchmarks that print figures (no pass/fail).
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -329,6 +350,49 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+/// `canopy query`.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    #[command(flatten)]
+    pub server: ServerArg,
+    /// The node whose queries to serve (connect to one of its servers).
+    #[arg(long)]
+    pub node: String,
+    /// This worker's name in replies and logs (default `q<pid>`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Print one JSON line per query answered on stdout (`{"worker",
+    /// "handler_us", "queued_us", "error"}`): what `canopy autoscale`
+    /// reads.
+    #[arg(long)]
+    pub report: bool,
+}
+
+/// `canopy autoscale`.
+#[derive(Debug, Args)]
+pub struct AutoscaleArgs {
+    #[command(flatten)]
+    pub server: ServerArg,
+    /// The node whose query workers to run.
+    #[arg(long)]
+    pub node: String,
+    /// Response-time target: the p90 of wait + handler time, in ms.
+    #[arg(long)]
+    pub target_ms: f64,
+    /// Most workers ever running (the cost ceiling).
+    #[arg(long)]
+    pub max: usize,
+    /// Fewest workers running.
+    #[arg(long, default_value_t = 1)]
+    pub min: usize,
+    /// How often to look at the response times and decide.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub every: std::time::Duration,
+    /// One JSON line per decision instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `canopy audit`.
 #[derive(Debug, Args)]
 pub struct AuditArgs {
@@ -472,6 +536,37 @@ pub enum BenchCmd {
     Restart(BenchRestartArgs),
     /// A seeded, randomised fault campaign on a real tree; checks the invariants after each schedule.
     Faults(BenchFaultsArgs),
+    /// Response times of history queries at the root under a rising load: one worker, then autoscaled.
+    Queries(BenchQueriesArgs),
+}
+
+/// `canopy bench queries`.
+#[derive(Debug, Args)]
+pub struct BenchQueriesArgs {
+    /// Events in the leaf's history (the root's replica holds them all).
+    #[arg(long, default_value_t = 100_000)]
+    pub events: u64,
+    /// Points the events cycle over.
+    #[arg(long, default_value_t = 20)]
+    pub points: usize,
+    /// Events of the leaf's history one query's time range spans (each
+    /// query walks them all and returns `span / points` samples).
+    #[arg(long, default_value_t = 20_000)]
+    pub span: u64,
+    /// Closed-loop clients of each step, rising.
+    #[arg(long, default_value = "1,2,4,8")]
+    pub levels: String,
+    /// How long each step lasts.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub step: std::time::Duration,
+    /// The autoscaled run's response-time target (p90, ms).
+    #[arg(long, default_value_t = 300.0)]
+    pub target_ms: f64,
+    /// The autoscaled run's ceiling of workers.
+    #[arg(long, default_value_t = 4)]
+    pub max: usize,
+    #[command(flatten)]
+    pub common: BenchCommon,
 }
 
 /// `canopy bench faults`.

@@ -20,6 +20,7 @@ pub mod nats;
 pub mod natsconf;
 pub mod ports;
 pub mod pull;
+pub mod query;
 pub mod rights;
 pub mod streams;
 pub mod supervisor;

@@ -20,9 +20,12 @@
 //!   subtree, hello, replies, read-only JetStream into its subtree's
 //!   domains);
 //! - every client of the manifest, on the client port only: read requests
-//!   and read-only JetStream, commands within its scope by role (operator:
-//!   `canopy.cmd`; engineer: also `canopy.ctl`), and subscriptions to its
-//!   scope's events and its inbox.
+//!   (hello, state, member info, queries) and read-only JetStream, commands
+//!   within its scope by role (operator: `canopy.cmd`; engineer: also
+//!   `canopy.ctl`), and subscriptions to its scope's events and its inbox;
+//! - N's query workers (`canopy query`, one shared identity), on the client
+//!   port only: read-only JetStream of N's own domain and replies; they
+//!   subscribe to N's query subject and their inbox.
 //!
 //! Downwards, a child's server refuses what no parent has a reason to
 //! send it ([`denied_from_parent`]): a compromised parent cannot delete
@@ -98,13 +101,14 @@ fn subtree(topo: &Topology, prefix: &str, node: &str) -> Vec<String> {
     }
 }
 
-/// Requests anyone of the tree may send: the hello scatter, state and
-/// member info.
+/// Requests anyone of the tree may send: the hello scatter, state,
+/// member info and history queries.
 fn read_requests() -> Vec<String> {
     vec![
         HELLO.to_owned(),
         "canopy.state.>".to_owned(),
         "canopy.member.>".to_owned(),
+        "canopy.query.>".to_owned(),
     ]
 }
 
@@ -214,7 +218,13 @@ pub fn users(topo: &Topology, node: &Node, clients: &BTreeMap<String, ClientKey>
         // Requests about other nodes never reach it, so a compromised
         // child can neither see nor answer them.
         let mut subscribe = Vec::new();
-        for kind in ["canopy.state", "canopy.member", "canopy.cmd", "canopy.ctl"] {
+        for kind in [
+            "canopy.state",
+            "canopy.member",
+            "canopy.query",
+            "canopy.cmd",
+            "canopy.ctl",
+        ] {
             subscribe.extend(subtree(topo, kind, &child.id));
         }
         // Replies to C's processes and to clients scoped within it.
@@ -234,6 +244,23 @@ pub fn users(topo: &Topology, node: &Node, clients: &BTreeMap<String, ClientKey>
             });
         }
     }
+    // The query workers: reads of this node's own domain, replies.
+    let mut publish = vec!["_INBOX.>".to_owned()];
+    for prefix in ["$JS.API".to_owned(), format!("$JS.{own}.API")] {
+        publish.extend(JS_READ.iter().map(|c| format!("{prefix}.{c}")));
+    }
+    out.push(User {
+        name: crate::certs::query_worker_name(&node.id),
+        leaf: false,
+        publish,
+        subscribe: vec![
+            events::subjects::query_subject(&node.id),
+            format!(
+                "{}.>",
+                process_inbox(&node.id, crate::certs::QUERY_IDENTITY)
+            ),
+        ],
+    });
     for (name, c) in clients {
         let mut publish = read_requests();
         publish.extend(js_read(&own));
@@ -384,6 +411,39 @@ mod tests {
         ));
         assert!(!allows(&denied, "canopy.cmd.root.south"));
         assert!(!allows(&denied, "canopy.ev.root.north.temp1"));
+    }
+
+    #[test]
+    fn a_query_worker_reads_its_own_domain_and_answers_its_queries_only() {
+        let t = topo();
+        let south = t.node("root.south").expect("south");
+        let users = users(&t, south, &BTreeMap::new());
+        let q = users
+            .iter()
+            .find(|u| u.name == "query.root.south.worker.canopy")
+            .expect("south's query workers");
+        assert!(!q.leaf);
+        assert!(allows(&q.subscribe, "canopy.query.root.south"));
+        assert!(!allows(&q.subscribe, "canopy.query.root"));
+        assert!(!allows(&q.subscribe, "canopy.cmd.root.south"));
+        assert!(allows(&q.subscribe, "_INBOX.root.south.@query.abc.1"));
+        assert!(allows(&q.publish, "_INBOX.root.@op.abc.1"));
+        assert!(allows(&q.publish, "$JS.API.DIRECT.GET.EV_root-south"));
+        assert!(allows(
+            &q.publish,
+            "$JS.root-south.API.CONSUMER.CREATE.EV_root-south"
+        ));
+        assert!(!allows(&q.publish, "$JS.root.API.DIRECT.GET.EV_root"));
+        assert!(!allows(&q.publish, "$JS.API.STREAM.DELETE.EV_root-south"));
+        assert!(!allows(&q.publish, "canopy.ev.root.south.temp1"));
+        // Queries about south reach it from the root over south's link.
+        let root_users = super::users(&t, t.root(), &BTreeMap::new());
+        let link = root_users
+            .iter()
+            .find(|u| u.name == "a.root.south.canopy")
+            .expect("south's link");
+        assert!(allows(&link.subscribe, "canopy.query.root.south"));
+        assert!(!allows(&link.subscribe, "canopy.query.root.north"));
     }
 
     #[test]

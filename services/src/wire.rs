@@ -4,7 +4,9 @@
 //! These are the wire contract for clients in any language (commands on
 //! `canopy.cmd.<node>`, state on `canopy.state.<node>`, member info on
 //! `canopy.member.<node>.<member>` and, from every member and witness at
-//! once, on `canopy.hello`, role control on `canopy.ctl.<node>.<member>`). Events themselves are CBOR (see the `events`
+//! once, on `canopy.hello`, role control on `canopy.ctl.<node>.<member>`,
+//! history and state-at queries on `canopy.query.<node>`). Events
+//! themselves are CBOR (see the `events`
 //! crate); commands and queries are JSON so that a shell one-liner or a
 //! dashboard can speak them. Domain types (`events::State`) are converted
 //! here, at the edge; they carry no JSON format of their own.
@@ -604,6 +606,196 @@ impl StateReply {
             .and_then(|o| o.get(origin))
             .map(|o| o.seq)
             .unwrap_or(0)
+    }
+}
+
+/// Most samples one [`Query::History`] reply carries (`limit`'s ceiling;
+/// page on with `after_seq`).
+pub const QUERY_MAX_LIMIT: usize = 10_000;
+/// Most bytes of samples one reply carries, well under NATS's default
+/// `max_payload` (1 MiB): a page that reaches it ends early, with
+/// `next_after_seq`.
+pub const QUERY_MAX_REPLY_BYTES: usize = 512 * 1024;
+/// Samples a history reply carries when the request gives no `limit`.
+pub const QUERY_DEFAULT_LIMIT: usize = 1_000;
+/// The longest time range one history query may span (31 days).
+pub const QUERY_MAX_RANGE_MS: u64 = 31 * 24 * 3600 * 1000;
+/// Most events one query may walk (decode, verify, fold): a reply that
+/// reaches it says where to go on.
+pub const QUERY_MAX_SCAN: u64 = 2_000_000;
+/// How long a worker works on one query at most.
+pub const QUERY_TIMEOUT_MS: u64 = 10_000;
+
+/// A query on `canopy.query.<node>`, answered by any of the node's `canopy
+/// query` workers (queue group `canopy-query`) from the node's streams:
+/// the node's own origin's and its replicas (every descendant's, and with
+/// `view = "tree"` every origin's).
+///
+/// Every event a worker reads passes the checks the fold makes (decode,
+/// seq = stream sequence, the hash chain from the first event read, and,
+/// on the secured tree, an epoch opened by a checkpoint signed with the
+/// origin's manifest key): a query never shows a value the fold refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Query {
+    /// Every recorded change of one point (value, forced, unforced) with
+    /// `from_ms <= ts <= to_ms` (ms since the Unix epoch), oldest first,
+    /// at most `limit`; `after_seq` pages on from a previous reply's
+    /// `next_after_seq`.
+    History {
+        /// The origin owning the point.
+        origin: String,
+        /// The point's name within the origin.
+        point: String,
+        /// Start of the range (ms since the Unix epoch), inclusive.
+        from_ms: u64,
+        /// End of the range, inclusive.
+        to_ms: u64,
+        /// Most samples in the reply ([`QUERY_DEFAULT_LIMIT`] by default,
+        /// at most [`QUERY_MAX_LIMIT`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+        /// Only events after this seq (paging).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after_seq: Option<u64>,
+    },
+    /// The origin's state as it stood at `at_ms`: the fold of its events
+    /// with `ts <= at_ms` (within what retention kept).
+    StateAt {
+        /// The origin.
+        origin: String,
+        /// The instant (ms since the Unix epoch).
+        at_ms: u64,
+    },
+}
+
+impl Query {
+    /// Parses and checks a request: the error names the field and the
+    /// limit it breaks.
+    pub fn parse(body: &[u8]) -> Result<Query, String> {
+        let q: Query = serde_json::from_slice(body).map_err(|e| {
+            format!("not a query ({e}); expected {{\"kind\": \"history\" | \"state_at\", ...}}")
+        })?;
+        q.check()?;
+        Ok(q)
+    }
+
+    /// The origin the query reads.
+    pub fn origin(&self) -> &str {
+        match self {
+            Query::History { origin, .. } | Query::StateAt { origin, .. } => origin,
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if !events::subjects::valid_path(self.origin()) {
+            return Err(format!("origin {:?} is not a node path", self.origin()));
+        }
+        if let Query::History {
+            point,
+            from_ms,
+            to_ms,
+            limit,
+            ..
+        } = self
+        {
+            if !events::subjects::valid_point_name(point) {
+                return Err(format!("point {point:?} is not a point name"));
+            }
+            if from_ms > to_ms {
+                return Err(format!("from_ms {from_ms} is after to_ms {to_ms}"));
+            }
+            if to_ms - from_ms > QUERY_MAX_RANGE_MS {
+                return Err(format!(
+                    "the range spans {} ms, more than the {QUERY_MAX_RANGE_MS} ms (31 days) one query may: split it",
+                    to_ms - from_ms
+                ));
+            }
+            if let Some(l) = limit {
+                if *l == 0 || *l > QUERY_MAX_LIMIT {
+                    return Err(format!(
+                        "limit {l} is not within 1..={QUERY_MAX_LIMIT}: page on with after_seq"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One recorded change of a point in a [`QueryReply`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// The event's seq (the origin's).
+    pub seq: u64,
+    /// Its epoch.
+    pub epoch: u64,
+    /// Its `ts` (µs since the Unix epoch).
+    pub ts: u64,
+    /// `value`, `forced` or `unforced`.
+    pub kind: String,
+    /// The value recorded (none for `unforced`: the field value shows
+    /// again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<Value>,
+    /// The quality of a `value` sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<Quality>,
+    /// Who forced or unforced it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+/// The reply to a [`Query`], or `{"error"}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct QueryReply {
+    /// The node whose streams answered.
+    pub node: String,
+    /// The worker that answered.
+    pub worker: String,
+    /// How long the worker worked on it (µs), not counting its wait in
+    /// the worker's queue.
+    pub handler_us: u64,
+    /// How long the request waited at the worker before that (µs).
+    #[serde(default)]
+    pub queued_us: u64,
+    /// Events read (decoded and verified) to answer.
+    #[serde(default)]
+    pub scanned: u64,
+    /// History: the samples, oldest first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples: Option<Vec<Sample>>,
+    /// History: more samples may follow; ask again with this `after_seq`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after_seq: Option<u64>,
+    /// State-at: the origin's points then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub points: Option<BTreeMap<String, PointReply>>,
+    /// State-at: the last seq folded (0: nothing recorded by then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_seq: Option<u64>,
+    /// Messages of the stream that are not events of the origin's chain
+    /// (stepped over, as the fold does).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub foreign: u64,
+    /// Why the query was not answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl QueryReply {
+    /// A refusal of `worker` of `node`.
+    pub fn error(node: &str, worker: &str, msg: impl Into<String>) -> Self {
+        Self {
+            node: node.to_owned(),
+            worker: worker.to_owned(),
+            error: Some(msg.into()),
+            ..Self::default()
+        }
     }
 }
 

@@ -286,6 +286,11 @@ impl Respawned {
             .with_context(|| format!("restarting {args:?}"))?;
         Ok(Respawned { child })
     }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Respawned {

@@ -381,6 +381,41 @@ async fn an_outsider_cannot_publish_events_and_a_members_forged_epoch_is_never_f
     // origin's chain steps over it, and the audit names it.
     let held = read_stream(&root, &domain, south).await?;
     assert!(held.iter().any(|(seq, _)| *seq == forged));
+    // A history query walks the same gate: the forged value is not in it.
+    let identity = lab.process_tls(south, "query")?;
+    let _worker = tests::Respawned::start(&json!([
+        tests::canopy_bin(),
+        "query",
+        "--node",
+        south,
+        "--server",
+        lab.url(south, "a")?,
+        "--identity",
+        identity.cert.with_extension("").display().to_string(),
+    ]))?;
+    let now_ms = services::member::publisher::now_us() / 1000;
+    let q = json!({"kind": "history", "origin": south, "point": "t",
+        "from_ms": now_ms - 3_600_000, "to_ms": now_ms, "limit": 10_000});
+    let r = wait_for("a query worker's answer", WAIT, || async {
+        Ok(
+            request(&root, &format!("canopy.query.{south}"), &q.to_string())
+                .await
+                .ok(),
+        )
+    })
+    .await?;
+    let samples = r["samples"].as_array().context("samples")?;
+    assert!(
+        samples.iter().any(|s| s["seq"].as_u64() > Some(forged)),
+        "{r}"
+    );
+    assert!(
+        samples
+            .iter()
+            .all(|s| s["seq"].as_u64() != Some(forged) && s["value"] != json!(-666.0)),
+        "{r}"
+    );
+    assert!(r["foreign"].as_u64() >= Some(1), "{r}");
     Ok(())
 }
 

@@ -95,6 +95,16 @@ pub fn write_bundles(
             for ext in ["nk", "crt", "key"] {
                 files.push(Path::new(&node.id).join(format!("{name}.{ext}")));
             }
+            // Query workers run beside the node's members.
+            if name != "witness" {
+                for ext in ["crt", "key"] {
+                    let f =
+                        Path::new(&node.id).join(format!("{}.{ext}", crate::certs::QUERY_IDENTITY));
+                    if !files.contains(&f) {
+                        files.push(f);
+                    }
+                }
+            }
         }
     }
     let mut made = Vec::new();
@@ -217,6 +227,17 @@ pub fn gen_with_hosts(
             let pin = crate::certs::pin_of_file(&crate::certs::with_ext(&dir.join(&name), "crt"))?;
             manifest.pins.insert(format!("{}/{name}", node.id), pin);
         }
+        // The node's query workers: a client certificate (no nkey: they
+        // sign nothing).
+        let q = crate::certs::QUERY_IDENTITY;
+        let subject = crate::certs::Subject {
+            name: crate::certs::query_worker_name(&node.id),
+            hosts: Vec::new(),
+            server: false,
+        };
+        let (fp, made) = crate::certs::leaf(&ca, &dir.join(q), &subject, remake)?;
+        count(made);
+        manifest.certs.insert(format!("{}/{q}", node.id), fp);
     }
 
     let mut clients = topo.clients.clone();
@@ -389,8 +410,13 @@ mod tests {
             .iter()
             .map(|n| n.members.len() + usize::from(n.witness.is_some()))
             .sum();
-        // The CA, every process, the client.
-        assert_eq!(m.certs.len(), 1 + processes + 1, "{:?}", m.certs);
+        // The CA, every process, every node's query workers, the client.
+        assert_eq!(
+            m.certs.len(),
+            1 + processes + t.nodes.len() + 1,
+            "{:?}",
+            m.certs
+        );
         for (name, fp) in &m.certs {
             let path = match name.as_str() {
                 "ca" => dir.path().join("ca.crt"),
@@ -400,7 +426,7 @@ mod tests {
             assert_eq!(&crate::certs::fingerprint_pem(&text).unwrap(), fp, "{name}");
         }
         use std::os::unix::fs::PermissionsExt;
-        for key in ["ca.key", "root/a.key", "clients/ops.key"] {
+        for key in ["ca.key", "root/a.key", "root/query.key", "clients/ops.key"] {
             let mode = std::fs::metadata(dir.path().join(key))
                 .unwrap()
                 .permissions()

@@ -1,6 +1,7 @@
 //! One module per subcommand; [`run`] dispatches.
 
 pub mod audit;
+pub mod autoscale;
 pub mod bench;
 pub mod client;
 pub mod compose;
@@ -8,6 +9,7 @@ pub mod keys;
 pub mod lab;
 pub mod node;
 pub mod plcsim;
+pub mod query;
 pub mod topo;
 pub mod witness;
 
@@ -58,6 +60,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Cmd::Watch(a) => client::watch(a).await,
         Cmd::Status(a) => client::status(a).await,
         Cmd::Audit(a) => audit::run(a).await,
+        Cmd::Query(a) => query::run(a).await,
+        Cmd::Autoscale(a) => autoscale::run(a).await,
         Cmd::Switchover(a) => client::switchover(a).await,
         Cmd::Maintenance(a) => client::maintenance(a).await,
         Cmd::Write(a) => client::command(crate::wire::Op::Write, a).await,

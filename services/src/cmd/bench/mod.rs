@@ -4,13 +4,14 @@
 //! Most run on the shared 3-level tree of [`tree`] (real `canopy node`
 //! processes for `root` and `root.mid`, the leaf's stream written by the
 //! benchmark itself); `failover` runs a whole `canopy lab`. One module per
-//! benchmark; new ones (fault campaigns, scale, queries) go beside them.
+//! benchmark; new ones go beside them.
 
 pub mod catchup;
 pub mod codec;
 pub mod failover;
 pub mod faults;
 pub mod pipeline;
+pub mod queries;
 pub mod rebuild;
 pub mod restart;
 pub mod tree;
@@ -27,5 +28,6 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<u8> {
         BenchCmd::Rebuild(a) => rebuild::run(a).await,
         BenchCmd::Restart(a) => restart::run(a).await,
         BenchCmd::Faults(a) => faults::run(a).await,
+        BenchCmd::Queries(a) => queries::run(a).await,
     }
 }
