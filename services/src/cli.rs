@@ -538,6 +538,35 @@ pub enum BenchCmd {
     Faults(BenchFaultsArgs),
     /// Response times of history queries at the root under a rising load: one worker, then autoscaled.
     Queries(BenchQueriesArgs),
+    /// The root pair's cost as the origins below it grow (CPU, memory, lag, catch-up of a cut).
+    Scale(BenchScaleArgs),
+}
+
+/// `canopy bench scale`.
+#[derive(Debug, Args)]
+pub struct BenchScaleArgs {
+    /// Sizes to run, one tree each: origins below the root.
+    #[arg(long, default_value = "10,100,500")]
+    pub origins: String,
+    /// Aggregate event rate of all origins (events per second).
+    #[arg(long, default_value_t = 1000)]
+    pub rate: u64,
+    /// JetStream write durability of the tree ("always" or a flush
+    /// interval like "1s").
+    #[arg(long, default_value = "always")]
+    pub sync: String,
+    /// How long events flow before the measured window.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub warmup: std::time::Duration,
+    /// The measured window (CPU, memory, lag).
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    pub measure: std::time::Duration,
+    /// How long the link from mid to the root is cut (mid goes on taking
+    /// events).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub cut: std::time::Duration,
+    #[command(flatten)]
+    pub common: BenchCommon,
 }
 
 /// `canopy bench queries`.

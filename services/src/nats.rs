@@ -107,28 +107,38 @@ pub async fn count_lost_leaf_links(
 
 /// The connection ids of the leaf links `/leafz` lists.
 async fn leaf_ids(monitor: u16) -> anyhow::Result<std::collections::BTreeSet<u64>> {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut s = tokio::time::timeout(
-        LEAFZ_EVERY,
-        tokio::net::TcpStream::connect(("127.0.0.1", monitor)),
-    )
-    .await??;
-    s.write_all(b"GET /leafz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .await?;
-    let mut raw = Vec::new();
-    tokio::time::timeout(LEAFZ_EVERY, s.read_to_end(&mut raw)).await??;
-    let text = String::from_utf8_lossy(&raw);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .context("no HTTP body")?;
-    let v: serde_json::Value = serde_json::from_str(body)?;
+    let v = monitor_json(monitor, "/leafz", LEAFZ_EVERY).await?;
     Ok(v["leafs"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|l| l["id"].as_u64())
         .collect())
+}
+
+/// The JSON document at `path` of a nats-server's monitoring port on
+/// loopback (`/leafz`, `/jsz`), each step bounded by `patience`.
+pub async fn monitor_json(
+    port: u16,
+    path: &str,
+    patience: Duration,
+) -> anyhow::Result<serde_json::Value> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::time::timeout(
+        patience,
+        tokio::net::TcpStream::connect(("127.0.0.1", port)),
+    )
+    .await??;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .await?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(patience, s.read_to_end(&mut raw)).await??;
+    let text = String::from_utf8_lossy(&raw);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .context("no HTTP body")?;
+    Ok(serde_json::from_str(body)?)
 }
 
 /// How often a secured server's process looks at the key manifest.

@@ -85,8 +85,31 @@ pub async fn ensure(js: &Context, config: Config) -> anyhow::Result<()> {
             }
         }
         Err(_) => {
-            js.create_stream(config).await?;
+            let (name, max_bytes, replicas) =
+                (config.name.clone(), config.max_bytes, config.num_replicas);
+            js.create_stream(config).await.map_err(|e| {
+                if e.to_string().contains("insufficient storage") {
+                    anyhow::Error::new(NoStorage(format!(
+                        "creating stream {name}: {e}: JetStream reserves a stream's max_bytes ({max_bytes} bytes, the topology's [mesh] retention.max_bytes) on each of its {replicas} server(s) when it creates it, and a node keeps one stream per origin of its view: lower retention.max_bytes, or give the server's JetStream store more disk"
+                    )))
+                } else {
+                    anyhow::Error::new(e)
+                }
+            })?;
         }
     }
     Ok(())
 }
+
+/// JetStream refused a stream for want of storage to reserve: waiting
+/// does not help, the topology's retention or the disk must change.
+#[derive(Debug)]
+pub struct NoStorage(pub String);
+
+impl std::fmt::Display for NoStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NoStorage {}

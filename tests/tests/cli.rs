@@ -132,3 +132,34 @@ fn nats_config_for_a_child_points_at_its_parent() {
     }
     assert!(out.contains("cluster {"), "{out}");
 }
+
+#[test]
+fn a_node_whose_retention_no_disk_can_reserve_stops_at_once_naming_the_setting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("t.toml");
+    // Every stream reserves max_bytes when it is made: 1000 TiB fits no disk.
+    let text = format!(
+        "[mesh]\nname = \"t\"\nsecurity = \"none\"\nretention = {{ max_age = \"1d\", max_bytes = \"1000TiB\" }}\n\n\
+         [[node]]\nid = \"root\"\nmembers = [{{ name = \"a\", host = \"127.0.0.1\", port_base = {} }}]\n",
+        tests::free_ports(7)
+    );
+    std::fs::write(&path, text).expect("write");
+    let p = path.display().to_string();
+    let data = dir.path().join("d").display().to_string();
+    let nats = tests::nats_server_bin().display().to_string();
+    let (code, _, err) = cli(&[
+        "node",
+        "--topology",
+        &p,
+        "--node",
+        "root",
+        "--data",
+        &data,
+        "--nats-server",
+        &nats,
+    ])
+    .expect("run");
+    assert_ne!(code, 0);
+    assert!(err.contains("retention.max_bytes"), "{err}");
+    assert!(err.contains("EV_root"), "{err}");
+}

@@ -103,6 +103,7 @@ pub async fn streams(
     loop {
         match setup_streams(js, &id.topo, &id.node, replicas).await {
             Ok(()) => return Ok(()),
+            Err(e) if e.downcast_ref::<crate::streams::NoStorage>().is_some() => return Err(e),
             Err(e) if !cancel.is_cancelled() && started.elapsed() < Duration::from_secs(60) => {
                 if last_note.elapsed() > Duration::from_secs(5) {
                     tracing::info!("waiting for JetStream at {url}: {e:#}");

@@ -14,6 +14,7 @@ pub mod pipeline;
 pub mod queries;
 pub mod rebuild;
 pub mod restart;
+pub mod scale;
 pub mod tree;
 
 use crate::cli::BenchCmd;
@@ -29,5 +30,6 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<u8> {
         BenchCmd::Restart(a) => restart::run(a).await,
         BenchCmd::Faults(a) => faults::run(a).await,
         BenchCmd::Queries(a) => queries::run(a).await,
+        BenchCmd::Scale(a) => scale::run(a).await,
     }
 }

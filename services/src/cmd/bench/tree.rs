@@ -242,6 +242,16 @@ pub struct Member {
 }
 
 impl Member {
+    /// `exe args` (not started yet), logging into `data`.
+    pub fn new(exe: PathBuf, args: Vec<String>, data: PathBuf) -> Member {
+        Member {
+            exe,
+            args,
+            data,
+            process: None,
+        }
+    }
+
     /// Starts (or starts again) the process, logging to `<data>/member.log`.
     pub fn spawn(&mut self) -> anyhow::Result<()> {
         self.process = Some(child::spawn(
