@@ -75,6 +75,8 @@ pub enum Cmd {
     /// keys gen`). Queries (`docs/wire-format.md`, "Queries"): `history` of
     /// a point over a time range, paged, and `state_at` an instant.
     Query(QueryArgs),
+    /// Print the recorded changes of one point over a time range (from a node's query workers).
+    History(HistoryArgs),
     /// Start and stop local query workers to hold a response-time target.
     ///
     /// Every few seconds it reads the response times (wait + handler) its
@@ -366,6 +368,34 @@ pub struct QueryArgs {
     /// reads.
     #[arg(long)]
     pub report: bool,
+}
+
+/// `canopy history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    pub server: ServerArg,
+    /// Full point name: `root.south.fan1_speed`.
+    pub point: String,
+    /// The node whose query workers to ask: the point's own node (the
+    /// default) or any ancestor of it that runs `canopy query`.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// How far back from the end of the range.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub since: std::time::Duration,
+    /// Start of the range, ms since the Unix epoch (instead of `--since`).
+    #[arg(long)]
+    pub from_ms: Option<u64>,
+    /// End of the range, ms since the Unix epoch (default: now).
+    #[arg(long)]
+    pub to_ms: Option<u64>,
+    /// Print at most this many changes (the oldest first).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// One JSON sample per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `canopy autoscale`.

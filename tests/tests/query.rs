@@ -201,6 +201,32 @@ async fn a_query_worker_answers_history_and_state_at_exactly_as_the_stream_holds
     let q = json!({"kind": "state_at", "origin": "root.south", "at_ms": now_ms});
     let r = request(&client, "canopy.query.root", &q.to_string()).await?;
     assert!(r["error"].is_null(), "{r}");
+
+    // The CLI pages through the same history.
+    let to = now_ms.to_string();
+    let (code, out, err) = lab.cli(&[
+        "history",
+        "--server",
+        &root_url,
+        "--node",
+        "root",
+        "root.south.t",
+        "--to-ms",
+        &to,
+        "--json",
+    ])?;
+    anyhow::ensure!(code == 0, "{out}{err}");
+    let seqs: Vec<u64> = out
+        .lines()
+        .map(|l| serde_json::from_str::<Json>(l).map(|s| s["seq"].as_u64().unwrap_or_default()))
+        .collect::<Result<_, _>>()?;
+    assert!(
+        seqs.len() >= 25 && seqs.windows(2).all(|w| w[0] < w[1]),
+        "{out}"
+    );
+    assert!(out.contains("\"forced\""), "{out}");
+    let (code, _, err) = lab.cli(&["history", "--server", &root_url, "--node", "root", "nodot"])?;
+    assert!(code != 0 && err.contains("not a full point name"), "{err}");
     Ok(())
 }
 

@@ -61,6 +61,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Cmd::Status(a) => client::status(a).await,
         Cmd::Audit(a) => audit::run(a).await,
         Cmd::Query(a) => query::run(a).await,
+        Cmd::History(a) => client::history(a).await,
         Cmd::Autoscale(a) => autoscale::run(a).await,
         Cmd::Switchover(a) => client::switchover(a).await,
         Cmd::Maintenance(a) => client::maintenance(a).await,

@@ -9,7 +9,7 @@ use crate::cli::{CommandArgs, ServerArg, UnforceArgs};
 use crate::wire::{Command, Op, Reply, SignedCommand};
 
 /// Splits `root.south.fan1_speed` into (`root.south`, `fan1_speed`).
-fn split_point(point: &str) -> anyhow::Result<(&str, &str)> {
+pub(super) fn split_point(point: &str) -> anyhow::Result<(&str, &str)> {
     match point.rsplit_once('.') {
         Some((node, p)) if !node.is_empty() && !p.is_empty() => Ok((node, p)),
         _ => bail!("{point:?} is not a full point name like root.south.fan1_speed"),

@@ -1,5 +1,5 @@
 //! The client commands: `state`, `watch`, `status`, `write`, `force`,
-//! `unforce`, `switchover`, `maintenance`.
+//! `unforce`, `switchover`, `maintenance`, `history`.
 //!
 //! They connect to any server of the tree; NATS interest routing across the
 //! leafnodes carries their requests to the node that serves them. Replies
@@ -7,6 +7,7 @@
 
 mod command;
 mod control;
+mod history;
 mod state;
 mod status;
 mod watch;
@@ -19,6 +20,7 @@ use serde::de::DeserializeOwned;
 
 pub use command::{command, unforce};
 pub use control::{maintenance, switchover};
+pub use history::history;
 pub use state::state;
 pub use status::{status, status_report};
 pub use watch::watch;
