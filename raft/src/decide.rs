@@ -43,6 +43,8 @@ pub struct MemberStatus {
     pub stream_ok: Option<bool>,
     /// Consecutive reports with `stream_ok == Some(false)`, as applied here.
     pub stream_bad_streak: u32,
+    /// Consecutive reports with `stream_ok == Some(true)`, as applied here.
+    pub stream_good_streak: u32,
     /// Time since the member last lost the role (released, or another was
     /// granted), as applied here.
     pub since_lost_role: Option<Duration>,
@@ -284,10 +286,19 @@ pub fn decide(input: &DecisionInput) -> Vec<Action> {
                         .as_ref()
                         .is_some_and(|h| h.plc_ok == Some(true));
                 // The same rule for the stream, never to a member that
-                // cannot use its own either.
+                // cannot use its own either, nor to one that only got it
+                // back first: it must have reached the stream all along
+                // while this member could not (its good streak longer than
+                // this member's bad one). When the stream's leader is lost
+                // (the witness's server dies) both lose the stream at once
+                // and regain it a few milliseconds apart, after JetStream's
+                // election; the first to get it back is no better a writer
+                // (found by `bench failover`: the role moved in 3 of 5
+                // witness kills).
                 let stream_bad = mine.stream_bad_streak >= input.timing.field_bad_reports
                     && input.stream_bad(input.me)
-                    && theirs.stream_ok == Some(true);
+                    && theirs.stream_ok == Some(true)
+                    && theirs.stream_good_streak > mine.stream_bad_streak;
                 if field_bad {
                     actions.push(Action::ProposeRelease {
                         reason: ReleaseReason::FieldHealth,
@@ -324,17 +335,19 @@ mod tests {
             plc_bad_streak: u32::from(plc_ok == Some(false)),
             stream_ok: None,
             stream_bad_streak: 0,
+            stream_good_streak: 0,
             since_lost_role: None,
             since_gained_role: None,
         }
     }
 
     /// A healthy member whose stream report is `stream_ok`, `streak` bad
-    /// ones in a row.
+    /// ones in a row (a good report: good for long).
     fn streaming(stream_ok: Option<bool>, streak: u32) -> MemberStatus {
         MemberStatus {
             stream_ok,
             stream_bad_streak: streak,
+            stream_good_streak: if stream_ok == Some(true) { 1000 } else { 0 },
             ..healthy(None)
         }
     }
@@ -842,6 +855,19 @@ mod tests {
             }
         });
         assert!(decide(&i).is_empty(), "the other is not ready");
+    }
+
+    #[test]
+    fn stream_health_does_not_hand_over_to_a_member_that_only_got_the_stream_back_first() {
+        // Both lost the stream (its leader's server died) for 50 reports;
+        // the other got it back one report ago: no better a writer.
+        let mut i = stream(50, Some(false), Some(true));
+        edit(&mut i, 2, |s| s.stream_good_streak = 1);
+        assert!(decide(&i).is_empty());
+        // Reaching it for longer than this member has not: it can write
+        // where this one cannot.
+        edit(&mut i, 2, |s| s.stream_good_streak = 51);
+        assert_eq!(decide(&i), release(ReleaseReason::StreamHealth));
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub(crate) struct LocalTimes {
     pub(crate) plc_bad_streak: BTreeMap<NodeId, u32>,
     /// Consecutive `stream_ok == Some(false)` reports of each member.
     pub(crate) stream_bad_streak: BTreeMap<NodeId, u32>,
+    /// Consecutive `stream_ok == Some(true)` reports of each member.
+    pub(crate) stream_good_streak: BTreeMap<NodeId, u32>,
     /// When each member last lost the role, as applied here.
     pub(crate) lost_role_at: BTreeMap<NodeId, Instant>,
     /// When each member was last granted the role, as applied here.
@@ -69,6 +71,7 @@ impl LocalTimes {
             health_at: BTreeMap::new(),
             plc_bad_streak: BTreeMap::new(),
             stream_bad_streak: BTreeMap::new(),
+            stream_good_streak: BTreeMap::new(),
             lost_role_at: BTreeMap::new(),
             gained_role_at: BTreeMap::new(),
         }
@@ -257,6 +260,7 @@ impl StateMachine {
                 }
                 if let Some((m, stream_ok)) = effect.stream_of {
                     bump_streak(&mut l.stream_bad_streak, m, stream_ok == Some(false));
+                    bump_streak(&mut l.stream_good_streak, m, stream_ok == Some(true));
                 }
                 resp
             }

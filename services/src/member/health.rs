@@ -10,7 +10,8 @@
 //! the raft group hands the role from an active that reports it down to a
 //! standby that reaches the stream (never to one that does not either: when
 //! the witness, which leads the streams, is frozen, both are down and
-//! nothing moves). The standby asks the same question the active's appends
+//! nothing moves; nor to one that merely got it back first after both lost
+//! it, as when the witness dies and JetStream elects new leaders). The standby asks the same question the active's appends
 //! need answered, without writing.
 
 use std::time::Duration;

@@ -288,6 +288,7 @@ impl Driver {
                         plc_bad_streak: local.plc_bad_streak.get(&m).copied().unwrap_or(0),
                         stream_ok: st.stream_ok.get(&m).copied(),
                         stream_bad_streak: local.stream_bad_streak.get(&m).copied().unwrap_or(0),
+                        stream_good_streak: local.stream_good_streak.get(&m).copied().unwrap_or(0),
                         since_lost_role: since(local.lost_role_at.get(&m)),
                         since_gained_role: since(local.gained_role_at.get(&m)),
                     },
