@@ -105,3 +105,33 @@ impl Drop for Frozen {
         }
     }
 }
+
+/// One process as `/proc/<pid>/stat` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    /// Its state letter (`R`, `S`, `Z` for a zombie...).
+    pub state: char,
+    /// Its parent's pid.
+    pub ppid: u32,
+    /// User + system CPU time so far, in [`USER_HZ`] ticks.
+    pub cpu_ticks: u64,
+}
+
+/// The clock ticks of `/proc` CPU times: 100 on every Linux ABI canopy
+/// runs on.
+pub const USER_HZ: f64 = 100.0;
+
+/// `/proc/<pid>/stat` of a live (or zombie) process; `None` if gone.
+pub fn proc_stat(pid: u32) -> Option<ProcStat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state(0) ppid(1) ... utime(11) stime(12).
+    let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    Some(ProcStat {
+        state: f.first()?.chars().next()?,
+        ppid: num(1) as u32,
+        cpu_ticks: num(11) + num(12),
+    })
+}

@@ -16,12 +16,10 @@
 //! of the origin in the range (the chain can only be checked whole): that
 //! is what makes a query heavy, and why workers scale.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream::Stream};
-use events::audit::Manifest;
 use events::{Body, EpochGate, Event, Gated, Mark, State};
 use futures::StreamExt;
 
@@ -36,9 +34,7 @@ pub struct Reader {
     js: jetstream::Context,
     node: String,
     worker: String,
-    manifest: Option<PathBuf>,
-    /// The last manifest read and the file's mtime then.
-    cached: std::sync::Mutex<(Option<std::time::SystemTime>, Arc<Manifest>)>,
+    manifest: Option<Arc<crate::keys::ManifestFile>>,
 }
 
 impl std::fmt::Debug for Reader {
@@ -69,28 +65,27 @@ impl Reader {
         js: jetstream::Context,
         node: &str,
         worker: &str,
-        manifest: Option<PathBuf>,
+        manifest: Option<Arc<crate::keys::ManifestFile>>,
     ) -> Reader {
         Reader {
             js,
             node: node.to_owned(),
             worker: worker.to_owned(),
             manifest,
-            cached: std::sync::Mutex::new((None, Arc::new(Manifest::default()))),
         }
     }
 
-    /// The answer to `q`, working until `deadline` at most.
+    /// The answer to `q`, working until `deadline` at most (the caller
+    /// times it: `handler_us`, `queued_us`).
     pub async fn answer(&self, q: &Query, deadline: Instant) -> QueryReply {
-        let started = Instant::now();
-        let mut reply = match self.answer_inner(q, deadline).await {
-            Ok(r) => r,
+        match self.answer_inner(q, deadline).await {
+            Ok(r) => QueryReply {
+                node: self.node.clone(),
+                worker: self.worker.clone(),
+                ..r
+            },
             Err(e) => QueryReply::error(&self.node, &self.worker, format!("{e:#}")),
-        };
-        reply.node = self.node.clone();
-        reply.worker = self.worker.clone();
-        reply.handler_us = started.elapsed().as_micros() as u64;
-        reply
+        }
     }
 
     async fn answer_inner(&self, q: &Query, deadline: Instant) -> anyhow::Result<QueryReply> {
@@ -108,10 +103,12 @@ impl Reader {
         let st = stream.info().await?.state.clone();
         let mut reply = QueryReply::default();
         if st.messages == 0 {
-            reply.samples = matches!(q, Query::History { .. }).then(Vec::new);
-            if let Query::StateAt { .. } = q {
-                reply.points = Some(Default::default());
-                reply.at_seq = Some(0);
+            match q {
+                Query::History { .. } => reply.samples = Some(Vec::new()),
+                Query::StateAt { .. } => {
+                    reply.points = Some(Default::default());
+                    reply.at_seq = Some(0);
+                }
             }
             return Ok(reply);
         }
@@ -198,39 +195,6 @@ impl Reader {
         Ok(reply)
     }
 
-    /// The manifest now (re-read when its file changed).
-    fn manifest(&self) -> Arc<Manifest> {
-        let Some(path) = &self.manifest else {
-            return Arc::new(Manifest::default());
-        };
-        let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-        let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
-        if cached.0 != mtime || mtime.is_none() {
-            match std::fs::read_to_string(path)
-                .map_err(anyhow::Error::from)
-                .and_then(|t| Ok(serde_json::from_str::<Manifest>(&t)?))
-            {
-                Ok(m) => *cached = (mtime, Arc::new(m)),
-                Err(e) => tracing::warn!("reading the manifest {}: {e:#}", path.display()),
-            }
-        }
-        cached.1.clone()
-    }
-
-    /// The gate's opener for `origin`: its members' manifest keys on the
-    /// secured tree (as the fold's); `None` opens every epoch.
-    fn opener(&self, origin: &str) -> Option<events::Opener> {
-        let manifest = self.manifest();
-        let prefix = format!("{origin}/");
-        if !manifest.secured() || !manifest.keys.keys().any(|k| k.starts_with(&prefix)) {
-            return None;
-        }
-        let origin = origin.to_owned();
-        Some(Arc::new(move |member: &str, key: &str| {
-            manifest.key(&origin, member) == Some(key)
-        }))
-    }
-
     /// Walks `start..=end` of `origin`'s stream through the epoch gate,
     /// calling `visit` with each event the fold would fold, until it
     /// returns false, `end`, [`QUERY_MAX_SCAN`] events or `deadline`.
@@ -249,7 +213,8 @@ impl Reader {
             return Ok(Ended::Done);
         }
         let mark = mark_before(stream, origin, start).await;
-        let mut gate = EpochGate::after(origin, mark, self.opener(origin));
+        let opener = self.manifest.as_ref().and_then(|m| m.opener(origin));
+        let mut gate = EpochGate::after(origin, mark, opener);
         if let Some(m) = mark {
             // What came before the start was folded as far as this walk is
             // concerned: only a newer epoch must prove itself.

@@ -77,6 +77,12 @@ const JS_READ: &[&str] = &[
 /// Acks and flow control of the consumers a principal reads.
 const JS_FLOW: &[&str] = &["$JS.ACK.>", "$JS.FC.>"];
 
+/// The read-only calls of [`JS_READ`] after `prefix` (`$JS.API`,
+/// `$JS.<domain>.API`).
+fn js_read_at(prefix: &str) -> impl Iterator<Item = String> + '_ {
+    JS_READ.iter().map(move |c| format!("{prefix}.{c}"))
+}
+
 /// Read-only JetStream in the server's own domain and in every other one.
 fn js_read(own: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -85,7 +91,7 @@ fn js_read(own: &str) -> Vec<String> {
         format!("$JS.{own}.API"),
         "$JS.*.API".to_owned(),
     ] {
-        out.extend(JS_READ.iter().map(|c| format!("{prefix}.{c}")));
+        out.extend(js_read_at(&prefix));
     }
     out.extend(JS_FLOW.iter().map(|s| s.to_string()));
     out
@@ -210,7 +216,7 @@ pub fn users(topo: &Topology, node: &Node, clients: &BTreeMap<String, ClientKey>
             at = topo.parent(&n.id);
         }
         for prefix in above {
-            publish.extend(JS_READ.iter().map(|c| format!("{prefix}.{c}")));
+            publish.extend(js_read_at(&prefix));
         }
         publish.extend(JS_FLOW.iter().map(|s| s.to_string()));
         // What may come down to it: requests for its subtree, the hello
@@ -232,7 +238,7 @@ pub fn users(topo: &Topology, node: &Node, clients: &BTreeMap<String, ClientKey>
         let below = std::iter::once(child).chain(topo.descendants(&child.id));
         for d in below {
             let prefix = format!("$JS.{}.API", domain(&d.id));
-            subscribe.extend(JS_READ.iter().map(|c| format!("{prefix}.{c}")));
+            subscribe.extend(js_read_at(&prefix));
         }
         subscribe.extend(JS_FLOW.iter().map(|s| s.to_string()));
         for (process, _) in child.processes() {
@@ -247,7 +253,7 @@ pub fn users(topo: &Topology, node: &Node, clients: &BTreeMap<String, ClientKey>
     // The query workers: reads of this node's own domain, replies.
     let mut publish = vec!["_INBOX.>".to_owned()];
     for prefix in ["$JS.API".to_owned(), format!("$JS.{own}.API")] {
-        publish.extend(JS_READ.iter().map(|c| format!("{prefix}.{c}")));
+        publish.extend(js_read_at(&prefix));
     }
     out.push(User {
         name: crate::certs::query_worker_name(&node.id),

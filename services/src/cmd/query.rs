@@ -33,7 +33,8 @@ pub async fn run(a: QueryArgs) -> anyhow::Result<u8> {
     let manifest = match &a.server.identity {
         Some(prefix) if a.server.server.starts_with("tls://") => {
             let tls = crate::certs::TlsFiles::of(prefix)?;
-            Some(tls.ca.with_file_name("manifest.json"))
+            let path = crate::keys::manifest_path(&tls);
+            Some(std::sync::Arc::new(crate::keys::ManifestFile::load(&path)?))
         }
         _ => None,
     };

@@ -15,7 +15,7 @@
 //! `request`, `node`, `time`, `replay`, `role` or `scope`.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -45,32 +45,14 @@ pub struct Checked {
     pub signed: Vec<u8>,
 }
 
-#[derive(Debug)]
-struct Loaded {
-    manifest: Arc<Manifest>,
-    modified: Option<SystemTime>,
-}
-
 /// The command checks of one member.
 #[derive(Debug)]
 pub struct Authority {
-    path: PathBuf,
-    loaded: Mutex<Loaded>,
+    manifest: Arc<crate::keys::ManifestFile>,
     /// nonce → the request's ts (ms); pruned past twice the skew.
     nonces: Mutex<HashMap<String, u64>>,
     /// Set once the start read of the recent commands is done.
     started: tokio::sync::watch::Sender<bool>,
-}
-
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
-fn read(path: &Path) -> anyhow::Result<Manifest> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text)
-        .with_context(|| format!("{}: not a canopy key manifest", path.display()))
 }
 
 /// A refusal: which check, and why.
@@ -131,13 +113,8 @@ fn refused(check: &str, why: impl std::fmt::Display) -> String {
 impl Authority {
     /// Loads the manifest at `path`.
     pub fn load(path: &Path) -> anyhow::Result<Authority> {
-        let manifest = read(path)?;
         Ok(Authority {
-            path: path.to_owned(),
-            loaded: Mutex::new(Loaded {
-                manifest: Arc::new(manifest),
-                modified: modified(path),
-            }),
+            manifest: Arc::new(crate::keys::ManifestFile::load(path)?),
             nonces: Mutex::new(HashMap::new()),
             started: tokio::sync::watch::Sender::new(false),
         })
@@ -186,19 +163,7 @@ impl Authority {
     /// The manifest, re-read if its file changed (a client added or
     /// retired); a file that no longer parses keeps the last good one.
     pub fn manifest(&self) -> Arc<Manifest> {
-        let now = modified(&self.path);
-        let mut l = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        if now != l.modified {
-            match read(&self.path) {
-                Ok(m) => {
-                    tracing::info!("key manifest {} re-read", self.path.display());
-                    l.manifest = Arc::new(m);
-                }
-                Err(e) => tracing::warn!("keeping the last key manifest: {e:#}"),
-            }
-            l.modified = now;
-        }
-        l.manifest.clone()
+        self.manifest.current()
     }
 
     /// Checks a signed command for `node` at `now_ms`, and uses up its
@@ -377,25 +342,10 @@ impl Authority {
     }
 }
 
-/// Which keys open an epoch of `origin`: the manifest's keys of its
-/// members, on a secured tree whose manifest has any (re-read when the
-/// file changes, so a rotated key opens once the new manifest is there).
-/// `None` (every epoch open): the plaintext tree, or no key for `origin`.
+/// Which keys open an epoch of `origin` ([`crate::keys::ManifestFile::opener`]);
+/// `None` (every epoch open) without an authority: the plaintext tree.
 pub fn opener(authority: Option<&Arc<Authority>>, origin: &str) -> Option<events::Opener> {
-    let authority = authority?.clone();
-    let manifest = authority.manifest();
-    let prefix = format!("{origin}/");
-    let keyed = manifest.keys.keys().any(|k| k.starts_with(&prefix));
-    if !manifest.secured() || !keyed {
-        if manifest.secured() {
-            tracing::warn!(%origin, "the key manifest has no key of this origin: its epochs are folded unchecked");
-        }
-        return None;
-    }
-    let origin = origin.to_owned();
-    Some(Arc::new(move |member: &str, key: &str| {
-        authority.manifest().key(&origin, member) == Some(key)
-    }))
+    authority?.manifest.opener(origin)
 }
 
 #[cfg(test)]

@@ -175,8 +175,6 @@ fn table(first: (&str, Figures), second: (&str, Figures), ratio_name: &str) {
 /// CPU seconds used so far by this process and every process below it
 /// (the tree's members and nats-servers), from `/proc`.
 fn tree_cpu_s() -> f64 {
-    // utime and stime are in USER_HZ, 100 on every Linux ABI canopy runs on.
-    const USER_HZ: f64 = 100.0;
     let me = std::process::id();
     let mut procs: Vec<(u32, u32, u64)> = Vec::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -186,17 +184,9 @@ fn tree_cpu_s() -> f64 {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // The command name is in parentheses and may hold spaces.
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        // After the name: state(0) ppid(1) ... utime(11) stime(12).
-        let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        procs.push((pid, num(1) as u32, num(11) + num(12)));
+        if let Some(st) = crate::child::proc_stat(pid) {
+            procs.push((pid, st.ppid, st.cpu_ticks));
+        }
     }
     let mut mine = vec![me];
     let mut ticks = 0u64;
@@ -210,7 +200,7 @@ fn tree_cpu_s() -> f64 {
             }
         }
     }
-    ticks as f64 / USER_HZ
+    ticks as f64 / crate::child::USER_HZ
 }
 
 async fn measure(a: &BenchPipelineArgs, tree: &Tree) -> anyhow::Result<(Figures, Figures, usize)> {

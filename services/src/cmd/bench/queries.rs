@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use events::{Body, Quality, Value, ValueBody};
 use serde_json::json;
 use tokio::io::AsyncBufReadExt as _;
@@ -41,14 +40,9 @@ struct Step {
 
 /// Runs the benchmark and prints its figures.
 pub async fn run(a: BenchQueriesArgs) -> anyhow::Result<u8> {
-    let levels: Vec<usize> = a
-        .levels
-        .split(',')
-        .map(|l| l.trim().parse::<usize>())
-        .collect::<Result<_, _>>()
-        .context("--levels is a comma-separated list of client counts, like 1,2,4,8")?;
-    if levels.is_empty() || levels.contains(&0) || a.points == 0 || a.span == 0 {
-        anyhow::bail!("--levels, --points and --span must be above 0");
+    let levels = super::tree::counts(&a.levels, "--levels")?;
+    if a.points == 0 || a.span == 0 {
+        anyhow::bail!("--points and --span must be above 0");
     }
     let nats = nats_bin(&a.common)?;
     let dir = WorkDir::new(&a.common, "queries")?;

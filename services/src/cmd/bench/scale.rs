@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use super::tree::{connect_js, nats_bin, percentiles, request_json, Member, WorkDir};
 use crate::cli::BenchScaleArgs;
 use crate::member::publisher::now_us;
-use crate::natsconf::{self, Role};
+use crate::natsconf;
 use crate::{ports, streams, supervisor};
 
 /// One size's figures.
@@ -62,14 +62,9 @@ struct Row {
 
 /// Runs the benchmark and prints its figures.
 pub async fn run(a: BenchScaleArgs) -> anyhow::Result<u8> {
-    let sizes: Vec<usize> = a
-        .origins
-        .split(',')
-        .map(|s| s.trim().parse::<usize>())
-        .collect::<Result<_, _>>()
-        .context("--origins is a comma-separated list of sizes, like 10,100,500")?;
-    if sizes.is_empty() || sizes.contains(&0) || a.rate == 0 {
-        anyhow::bail!("--origins and --rate must be above 0");
+    let sizes = super::tree::counts(&a.origins, "--origins")?;
+    if a.rate == 0 {
+        anyhow::bail!("--rate must be above 0");
     }
     let nats = nats_bin(&a.common)?;
     let mut rows = Vec::new();
@@ -163,16 +158,7 @@ fn topology_text(n: usize, sync: &str) -> anyhow::Result<String> {
 
 /// CPU seconds of `pid` so far (user + system).
 fn cpu_s(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-        return 0.0;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    // utime(11) and stime(12) after the name, in USER_HZ (100).
-    (num(11) + num(12)) as f64 / 100.0
+    crate::child::proc_stat(pid).map_or(0.0, |s| s.cpu_ticks as f64 / crate::child::USER_HZ)
 }
 
 /// Resident memory of `pid`, MiB.
@@ -245,24 +231,7 @@ async fn one(
         procs.push(m);
     }
     let mid = topo.node("root.mid").context("mid")?.clone();
-    let mid_data = dir.join("root.mid");
-    std::fs::create_dir_all(&mid_data)?;
-    let conf = natsconf::render(
-        &topo,
-        &mid,
-        Role::Member("a"),
-        &mid_data.join("jetstream"),
-        None,
-        &Default::default(),
-    )
-    .map_err(anyhow::Error::msg)?;
-    std::fs::write(mid_data.join("nats.conf"), conf)?;
-    let (mid_sup, mid_task) = supervisor::start(
-        nats.to_path_buf(),
-        mid_data.join("nats.conf"),
-        mid_data.join("nats.log"),
-        stop.clone(),
-    )?;
+    let (mid_sup, mid_task) = super::tree::serve_node(&topo, "root.mid", dir, nats, None, &stop)?;
     let result = measure(a, n, &topo, &mid, &mid_sup).await;
     stop.cancel();
     let _ = mid_task.await;

@@ -149,32 +149,10 @@ impl Tree {
             m.spawn()?;
             members.push(m);
         }
-        let leaf = topo.node(LEAF).context("leaf")?.clone();
-        let leaf_data = dir.join(LEAF);
-        std::fs::create_dir_all(&leaf_data)?;
         let leaf_tls = secured
             .then(|| crate::certs::TlsFiles::of_seed(&keys.join(LEAF).join("a.nk")))
             .transpose()?;
-        let manifest = match &leaf_tls {
-            Some(t) => crate::keys::manifest_beside(t)?,
-            None => Default::default(),
-        };
-        let conf = natsconf::render(
-            &topo,
-            &leaf,
-            Role::Member("a"),
-            &leaf_data.join("jetstream"),
-            leaf_tls.as_ref(),
-            &manifest,
-        )
-        .map_err(anyhow::Error::msg)?;
-        std::fs::write(leaf_data.join("nats.conf"), conf)?;
-        let (_sup, sup_task) = supervisor::start(
-            nats_bin.to_path_buf(),
-            leaf_data.join("nats.conf"),
-            leaf_data.join("nats.log"),
-            stop.clone(),
-        )?;
+        let (_sup, sup_task) = serve_node(&topo, LEAF, dir, nats_bin, leaf_tls.as_ref(), &stop)?;
         Ok(Tree {
             topo,
             members,
@@ -229,6 +207,44 @@ impl Tree {
         .await?;
         Ok((leaf_js, root_client, replica))
     }
+}
+
+/// The nats-server of `node`'s member `a`, run (and supervised until
+/// `stop`) by the benchmark itself in `dir/<node>`, with the config canopy
+/// generates for it (secured with `tls`, whose manifest it follows).
+pub fn serve_node(
+    topo: &topology::Topology,
+    node: &str,
+    dir: &Path,
+    nats_bin: &Path,
+    tls: Option<&crate::certs::TlsFiles>,
+    stop: &CancellationToken,
+) -> anyhow::Result<(supervisor::Supervised, tokio::task::JoinHandle<()>)> {
+    let n = topo
+        .node(node)
+        .with_context(|| format!("{node} is not in the topology"))?;
+    let data = dir.join(node);
+    std::fs::create_dir_all(&data)?;
+    let manifest = match tls {
+        Some(t) => crate::keys::manifest_beside(t)?,
+        None => Default::default(),
+    };
+    let conf = natsconf::render(
+        topo,
+        n,
+        Role::Member("a"),
+        &data.join("jetstream"),
+        tls,
+        &manifest,
+    )
+    .map_err(anyhow::Error::msg)?;
+    std::fs::write(data.join("nats.conf"), conf)?;
+    supervisor::start(
+        nats_bin.to_path_buf(),
+        data.join("nats.conf"),
+        data.join("nats.log"),
+        stop.clone(),
+    )
 }
 
 /// One `canopy node` process of the bench tree.
@@ -388,6 +404,20 @@ pub async fn request_json(
         },
     )
     .await
+}
+
+/// A flag's comma-separated list of counts above 0 (`1,2,4,8`); the error
+/// names the flag.
+pub fn counts(text: &str, flag: &str) -> anyhow::Result<Vec<usize>> {
+    let list: Vec<usize> = text
+        .split(',')
+        .map(|l| l.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{flag} is a comma-separated list of counts, like 1,2,4,8"))?;
+    if list.is_empty() || list.contains(&0) {
+        anyhow::bail!("{flag}: every count must be above 0");
+    }
+    Ok(list)
 }
 
 /// p50, p99 and max of `v` (sorted in place); `None` when empty.
