@@ -723,6 +723,11 @@ pub struct BenchFailoverArgs {
     /// role moves (it should not).
     #[arg(long, default_value_t = 5)]
     pub witness_trials: u32,
+    /// SIGKILLs of the active right after the pair's stream leader was
+    /// moved onto its server (the case the witness's leader keeping avoids:
+    /// a kill then waits for JetStream's own stream election, 4-9 s).
+    #[arg(long, default_value_t = 3)]
+    pub leader_trials: u32,
     #[command(flatten)]
     pub common: BenchCommon,
 }

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::stream::ClusterInfo;
 use async_nats::jetstream::Context;
 use async_nats::Client;
-use futures::StreamExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use topology::{Node, Topology};
@@ -140,16 +139,25 @@ pub fn copy_current(cluster: Option<&ClusterInfo>, me: &str) -> bool {
 /// until they are, the pair cannot lose a member without its streams
 /// stalling, since an R3 stream needs two current copies). (The JetStream
 /// meta leader can only be moved from the system account; it matters only
-/// for creating streams and consumers.)
+/// for creating streams and ordinary consumers, which canopy's readers do
+/// not use.)
 ///
 /// Why: JetStream's own elections take 4-9 s (hard-coded in nats-server);
 /// a stream whose leader dies refuses writes that long. With the leaders on
 /// the witness, losing a member never stalls the pair's streams, and the
 /// role moves in canopy's own sub-second time.
+///
+/// The streams are `streams`, the pair's from the topology, not JetStream's
+/// list of names: that list is answered by the meta leader alone, so a
+/// keeper that asked for it could move nothing while the meta leader was
+/// being elected again (measured: a member killed holding the meta leader,
+/// the stream leader left on the other member for seconds, and the next
+/// kill waited out a stream election).
 pub async fn keep_leaders(
     client: Client,
     js: Context,
     domain: String,
+    streams: Vec<String>,
     me: String,
     catching_up: watch::Sender<Option<String>>,
     cancel: CancellationToken,
@@ -163,19 +171,15 @@ pub async fn keep_leaders(
             _ = tick.tick() => {}
             _ = cancel.cancelled() => return,
         }
-        let mut names = js.stream_names();
         let mut moved = 0;
         let (mut seen, mut behind) = (0, Vec::new());
-        while let Some(Ok(name)) = names.next().await {
+        for name in &streams {
+            let Ok(stream) = js.get_stream(name).await else {
+                behind.push(name.clone());
+                continue;
+            };
             seen += 1;
-            let Ok(mut stream) = js.get_stream(&name).await else {
-                behind.push(name);
-                continue;
-            };
-            let Ok(info) = stream.info().await else {
-                behind.push(name);
-                continue;
-            };
+            let info = stream.cached_info();
             if !copy_current(info.cluster.as_ref(), &me) {
                 behind.push(name.clone());
             }
@@ -190,8 +194,9 @@ pub async fn keep_leaders(
         let why = match (seen, behind.len()) {
             (0, _) => Some("no stream known here yet (JetStream catching up)".to_owned()),
             (_, 0) => None,
-            (n, b) => Some(format!(
-                "{b} of {n} of the pair's streams not yet current here: {}",
+            (_, b) => Some(format!(
+                "{b} of {} of the pair's streams not yet current here: {}",
+                streams.len(),
                 behind.join(", ")
             )),
         };

@@ -220,7 +220,8 @@ impl Reader {
             // concerned: only a newer epoch must prove itself.
             gate.open_up_to(m.epoch);
         }
-        let mut msgs = crate::pull::from_seq(stream, start).await?;
+        let name = events::subjects::stream_name(origin);
+        let mut msgs = crate::pull::from_seq(&self.js, &name, start).await?;
         let mut at = start.saturating_sub(1);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -41,6 +41,20 @@ fn base(topo: &Topology, name: String, subjects: Vec<String>, replicas: usize) -
     }
 }
 
+/// The origins whose streams the servers of `node` hold: its own, every
+/// descendant's and, with `view = "tree"`, every other origin of the tree
+/// (one local stream `EV_<origin>` each).
+pub fn held_origins(topo: &Topology, node: &str) -> Vec<String> {
+    let mut origins = vec![node.to_owned()];
+    origins.extend(
+        topo.descendants(node)
+            .iter()
+            .chain(topo.outside(node).iter())
+            .map(|n| n.id.clone()),
+    );
+    origins
+}
+
 /// The config of `origin`'s own stream.
 pub fn own(topo: &Topology, origin: &str, replicas: usize) -> Config {
     base(

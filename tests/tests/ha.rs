@@ -346,6 +346,51 @@ async fn losing_the_witness_or_the_standby_changes_nothing() -> anyhow::Result<(
     Ok(())
 }
 
+/// Any copy serves a pair's history: with both members' servers frozen,
+/// the witness's server still answers a whole read of the pair's stream,
+/// although JetStream's meta group (one server of three) can elect no
+/// leader. canopy's readers use direct consumers, which a stream's leader
+/// creates alone; the ordinary consumer they used before is created
+/// through the meta leader, and every read waited for it (the new
+/// active's walk to its chain head, the root's copy: 4-9 s after a kill of
+/// the member that held it, `canopy bench failover`).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_witness_serves_the_pairs_history_while_both_members_servers_are_frozen(
+) -> anyhow::Result<()> {
+    let lab = Lab::start(&pair_topology(free_ports(1)), &[])?;
+    let root = connect(&lab.url("root", "a")?).await?;
+    wait_active(&root, PAIR, 0).await?;
+    forced_events(&lab, &root, 5, 100).await?;
+    let witness = connect(&lab.url(PAIR, "witness")?).await?;
+    let js = async_nats::jetstream::with_domain(witness, events::subjects::domain(PAIR));
+    let name = events::subjects::stream_name(PAIR);
+    let (first, last) = wait_for("the witness leading the pair's stream", WAIT, || async {
+        let mut s = js.get_stream(&name).await?;
+        let info = s.info().await?;
+        let leader = info.cluster.as_ref().and_then(|c| c.leader.clone());
+        let led = leader.is_some_and(|l| l.ends_with("-witness"));
+        Ok(led.then_some((info.state.first_sequence, info.state.last_sequence)))
+    })
+    .await?;
+    let mut thaw = Vec::new();
+    for m in ["a", "b"] {
+        let server = lab.member(PAIR, m)?["nats_pid"]
+            .as_u64()
+            .context("nats_pid")? as u32;
+        assert!(tests::kill(server, Signal::SIGSTOP));
+        thaw.push(scopeguard(server));
+    }
+    let mut read = Vec::new();
+    services::pull::read_range(&js, &name, first, last, WAIT / 3, |seq, m| {
+        read.push((seq, m.payload.to_vec()))
+    })
+    .await
+    .context("reading the pair's stream at the witness, both members' servers frozen")?;
+    assert_eq!(check_contiguous_chain(PAIR, &read)?, last);
+    drop(thaw);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn both_members_restarted_or_one_alone_with_the_witness_continue_the_chain(
 ) -> anyhow::Result<()> {

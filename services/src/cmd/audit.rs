@@ -31,7 +31,8 @@ pub async fn audit_origin(
         let mut n = 0u64;
         let mut last_note = Instant::now();
         crate::pull::read_range(
-            &stream,
+            js,
+            &events::subjects::stream_name(origin),
             info.first_sequence,
             info.last_sequence,
             Duration::from_secs(10),

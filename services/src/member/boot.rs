@@ -76,15 +76,7 @@ impl Identity {
     /// `view = "tree"`, every other origin of the tree: one local stream
     /// each.
     pub fn origins(&self) -> Vec<String> {
-        let mut origins = vec![self.node.id.clone()];
-        origins.extend(
-            self.topo
-                .descendants(&self.node.id)
-                .iter()
-                .chain(self.topo.outside(&self.node.id).iter())
-                .map(|n| n.id.clone()),
-        );
-        origins
+        crate::streams::held_origins(&self.topo, &self.node.id)
     }
 }
 

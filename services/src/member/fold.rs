@@ -571,8 +571,8 @@ async fn feed_once(
     tx: &mpsc::Sender<Feed>,
     metrics: &Metrics,
 ) -> anyhow::Result<()> {
-    let stream = js.get_stream(events::subjects::stream_name(origin)).await?;
-    let mut messages = crate::pull::from_seq(&stream, *next).await?;
+    let mut messages =
+        crate::pull::follow(js, &events::subjects::stream_name(origin), *next).await?;
     while let Some(msg) = messages.next().await {
         let msg = msg.map_err(|e| anyhow::anyhow!("{e}"))?;
         let seq = msg

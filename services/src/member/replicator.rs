@@ -220,7 +220,7 @@ impl Puller {
         metrics
             .troubles
             .clear(&self.origin, TroubleKind::ReplicaStalled);
-        let mut messages = crate::pull::from_seq(&source, tail + 1)
+        let mut messages = crate::pull::follow(remote, &name, tail + 1)
             .await
             .map_err(interrupted)?;
         let mut appender = Appender::new(local.clone(), WINDOW);

@@ -100,17 +100,17 @@ pub async fn own_history(ctx: &Ctx) -> anyhow::Result<Restored> {
     let mut best = (
         replica.info().await?.state.clone(),
         parent.id.clone(),
-        replica.clone(),
+        parent_js.clone(),
     );
     let mut ancestor = ctx.topo.parent(&parent.id);
-    let mut sources = vec![(parent.id.clone(), replica.clone())];
+    let mut sources = vec![(parent.id.clone(), parent_js.clone(), replica)];
     while let Some(a) = ancestor {
         let js = jetstream::ContextBuilder::new()
             .domain(events::subjects::domain(&a.id))
             .timeout(Duration::from_secs(2))
             .build(ctx.client.clone());
         if let Ok(s) = js.get_stream(&name).await {
-            sources.push((a.id.clone(), s));
+            sources.push((a.id.clone(), js, s));
         }
         ancestor = ctx.topo.parent(&a.id);
     }
@@ -118,15 +118,15 @@ pub async fn own_history(ctx: &Ctx) -> anyhow::Result<Restored> {
         if round > 0 {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        for (id, s) in &mut sources {
+        for (id, js, s) in &mut sources {
             if let Ok(info) = s.info().await {
                 if info.state.last_sequence > best.0.last_sequence {
-                    best = (info.state.clone(), id.clone(), s.clone());
+                    best = (info.state.clone(), id.clone(), js.clone());
                 }
             }
         }
     }
-    let (theirs, holder, replica) = best;
+    let (theirs, holder, holder_js) = best;
     if theirs.last_sequence == 0 {
         ctx.metrics.troubles.clear(origin, TroubleKind::Restoring);
         return Ok(Restored::New);
@@ -162,23 +162,24 @@ pub async fn own_history(ctx: &Ctx) -> anyhow::Result<Restored> {
         ctx.js.delete_stream(&name).await?;
         ctx.js.create_stream(config).await?;
     }
-    copy(&ctx.js, &replica, origin, first, last).await?;
+    copy(&ctx.js, &holder_js, origin, first, last).await?;
     ctx.metrics.troubles.clear(origin, TroubleKind::Restoring);
     tracing::info!(first, last, from = %holder, "history restored");
     Ok(Restored::Copied { first, last })
 }
 
-/// Copies `replica`'s messages `first..=last` into the origin's own
-/// stream, at the same seqs and with the same bytes, onto the subjects the
-/// origin publishes on.
+/// Copies the messages `first..=last` of the replica in `holder`'s domain
+/// into the origin's own stream, at the same seqs and with the same bytes,
+/// onto the subjects the origin publishes on.
 async fn copy(
     own: &Context,
-    replica: &jetstream::stream::Stream,
+    holder: &Context,
     origin: &str,
     first: u64,
     last: u64,
 ) -> anyhow::Result<()> {
-    let mut messages = crate::pull::from_seq(replica, first).await?;
+    let name = events::subjects::stream_name(origin);
+    let mut messages = crate::pull::from_seq(holder, &name, first).await?;
     let mut appender = Appender::new(own.clone(), WINDOW);
     let mut next = first;
     while next <= last {

@@ -99,21 +99,23 @@ pub async fn run(a: BenchFailoverArgs) -> anyhow::Result<u8> {
             .context("the lab did not get ready in 120 s")??
             .context("the lab exited")?;
         let ready: Json = serde_json::from_str(&line)?;
-        trials(&a, &ready).await
+        trials(&a, &ready, &dir.join("work").join("keys")).await
     }
     .await;
     child::stop(&mut lab, Duration::from_secs(20)).await;
-    let (kill, stop, witness) = result?;
-    let summary = |v: &[(f64, f64)]| {
+    let (kill, stop, on_leader, witness) = result?;
+    let summary = |v: &[(f64, f64, bool)]| {
         let mut poll: Vec<f64> = v.iter().map(|x| x.0).collect();
         let mut root: Vec<f64> = v.iter().map(|x| x.1).collect();
-        json!({ "first_plc_poll_ms": dist(&mut poll), "first_event_at_root_ms": dist(&mut root), "trials": v.len() })
+        json!({ "first_plc_poll_ms": dist(&mut poll), "first_event_at_root_ms": dist(&mut root), "trials": v.len(),
+            "victim_led_the_stream": v.iter().filter(|x| x.2).count() })
     };
     let stalls = |v: &[Witnessed]| {
         let mut ms: Vec<f64> = v.iter().map(|w| w.stall_ms).collect();
         json!({ "append_stall_ms": dist(&mut ms), "role_changes": v.iter().filter(|w| w.role_changed).count(), "trials": v.len() })
     };
     let out = json!({ "poll_ms": a.poll_ms, "sigkill": summary(&kill), "sigstop": summary(&stop),
+        "sigkill_stream_leader": summary(&on_leader),
         "witness_sigkill": stalls(&witness.0), "witness_sigstop": stalls(&witness.1) });
     if a.common.json {
         println!("{out}");
@@ -123,7 +125,11 @@ pub async fn run(a: BenchFailoverArgs) -> anyhow::Result<u8> {
             "{:<10} {:<22} {:>8} {:>8} {:>8}",
             "fault", "until", "p50", "p99", "max"
         );
-        for (fault, key) in [("SIGKILL", "sigkill"), ("SIGSTOP", "sigstop")] {
+        for (fault, key) in [
+            ("SIGKILL", "sigkill"),
+            ("SIGSTOP", "sigstop"),
+            ("SIGKILL*", "sigkill_stream_leader"),
+        ] {
             for (what, k) in [
                 ("first PLC poll", "first_plc_poll_ms"),
                 ("first event at root", "first_event_at_root_ms"),
@@ -139,6 +145,14 @@ pub async fn run(a: BenchFailoverArgs) -> anyhow::Result<u8> {
                 );
             }
         }
+        println!(
+            "trials where the member hit led the pair's stream at the fault: SIGKILL {}, SIGSTOP {}, SIGKILL* {} of {}",
+            out["sigkill"]["victim_led_the_stream"],
+            out["sigstop"]["victim_led_the_stream"],
+            out["sigkill_stream_leader"]["victim_led_the_stream"],
+            on_leader.len()
+        );
+        println!("(SIGKILL*: the stream's leader moved onto the active's server first, the case the witness's leader keeping avoids)");
         println!("the witness (the pair's stream leaders live there), times from the fault in ms:");
         for (fault, key) in [
             ("SIGKILL", "witness_sigkill"),
@@ -210,7 +224,9 @@ async fn settled(client: &async_nats::Client) -> anyhow::Result<(String, u64)> {
     }
 }
 
-type Trials = Vec<(f64, f64)>;
+/// Per trial: ms to the first PLC poll, ms to the first event at the
+/// root, whether the member hit led the pair's stream.
+type Trials = Vec<(f64, f64, bool)>;
 
 /// One fault of the witness: how long until the pair's stream stored an
 /// event produced after the fault, and whether the role moved (it should
@@ -226,7 +242,8 @@ type WitnessTrials = (Vec<Witnessed>, Vec<Witnessed>);
 async fn trials(
     a: &BenchFailoverArgs,
     ready: &Json,
-) -> anyhow::Result<(Trials, Trials, WitnessTrials)> {
+    keys: &std::path::Path,
+) -> anyhow::Result<(Trials, Trials, Trials, WitnessTrials)> {
     let root_url = member(ready, "root", "a")?["nats"]
         .as_str()
         .context("root url")?
@@ -239,15 +256,40 @@ async fn trials(
             .context("write log")?,
     );
     let mut restarted: Vec<tokio::process::Child> = Vec::new();
-    let mut out = (Vec::new(), Vec::new());
-    for fault in [Signal::SIGKILL, Signal::SIGSTOP] {
-        for i in 0..a.trials {
+    let mut out = (Vec::new(), Vec::new(), Vec::new());
+    // The witness's own identity may move the pair's stream leaders.
+    let keeper = witness_client(ready, keys).await?;
+    let runs = [
+        (Signal::SIGKILL, a.trials, false),
+        (Signal::SIGSTOP, a.trials, false),
+        (Signal::SIGKILL, a.leader_trials, true),
+    ];
+    for (fault, n, on_leader) in runs {
+        for i in 0..n {
+            // Each trial starts from the pair's steady state: the witness
+            // leads its stream (it moves the leader there within a second
+            // of the lab's start and of every restart).
+            wait_witness_leads(&client).await?;
             let (act, epoch) = settled(&client).await?;
+            if on_leader {
+                lead_from(&keeper, &client, &act).await?;
+            }
             let pid = current_pid(&client, &act).await.context("active pid")?;
-            let mut replica = js.get_stream(events::subjects::stream_name(PAIR)).await?;
+            let name = events::subjects::stream_name(PAIR);
+            let mut replica = js.get_stream(&name).await?;
             let tail = replica.info().await?.state.last_sequence;
-            let mut arrivals = crate::pull::from_seq(&replica, tail + 1).await?;
+            let mut arrivals = crate::pull::from_seq(&js, &name, tail + 1).await?;
             let old_peer = last_writer(&log)?;
+            // Where the pair's stream was led at the fault: a kill of the
+            // member that leads it costs a JetStream election (4-9 s).
+            let led = stream_leader(&client).await.unwrap_or_default();
+            let led_by_victim = led.ends_with(&format!("-{act}"));
+            // And the pair's raft leader: a kill of the member that leads
+            // raft adds an election before the grace can run out.
+            let raft_leader = info_of(&client, &act, Duration::from_millis(300))
+                .await
+                .and_then(|i| i.leader)
+                .unwrap_or_default();
             let t0 = now_us();
             crate::child::signal_pid(pid, fault);
             let root_us = async {
@@ -268,16 +310,20 @@ async fn trials(
             let r = (
                 (poll_us.saturating_sub(t0)) as f64 / 1000.0,
                 (root_us.saturating_sub(t0)) as f64 / 1000.0,
+                led_by_victim,
             );
             eprintln!(
-                "bench: {fault:?} trial {}/{}: first poll {:.0} ms, first event at root {:.0} ms",
+                "bench: {fault:?} trial {}/{n} of {act}: first poll {:.0} ms, first event at root {:.0} ms (stream leader {led}, raft leader {raft_leader})",
                 i + 1,
-                a.trials,
                 r.0,
                 r.1
             );
             if fault == Signal::SIGKILL {
-                out.0.push(r);
+                if on_leader {
+                    out.2.push(r);
+                } else {
+                    out.0.push(r);
+                }
                 let argv: Vec<String> = member(ready, PAIR, &act)?["argv"]
                     .as_array()
                     .context("argv")?
@@ -305,9 +351,10 @@ async fn trials(
             let pid = current_pid(&client, "witness")
                 .await
                 .context("witness pid")?;
-            let mut replica = js.get_stream(events::subjects::stream_name(PAIR)).await?;
+            let name = events::subjects::stream_name(PAIR);
+            let mut replica = js.get_stream(&name).await?;
             let tail = replica.info().await?.state.last_sequence;
-            let mut arrivals = crate::pull::from_seq(&replica, tail + 1).await?;
+            let mut arrivals = crate::pull::from_seq(&js, &name, tail + 1).await?;
             let t0 = now_us();
             crate::child::signal_pid(pid, fault);
             let stored = async {
@@ -365,13 +412,73 @@ async fn trials(
     for mut c in restarted {
         child::stop(&mut c, Duration::from_secs(10)).await;
     }
-    Ok((out.0, out.1, witness))
+    Ok((out.0, out.1, out.2, witness))
+}
+
+/// A connection to the pair's witness server as the witness (whose rights
+/// include moving the pair's stream leaders).
+async fn witness_client(
+    ready: &Json,
+    keys: &std::path::Path,
+) -> anyhow::Result<async_nats::Client> {
+    let url = member(ready, PAIR, "witness")?["nats"]
+        .as_str()
+        .context("witness url")?;
+    let tls = if url.starts_with("tls://") {
+        Some(crate::certs::TlsFiles::of(
+            &keys.join(PAIR).join("witness"),
+        )?)
+    } else {
+        None
+    };
+    crate::nats::options(tls.as_ref())
+        .connect(url)
+        .await
+        .with_context(|| format!("connecting to the witness at {url}"))
+}
+
+/// Moves the pair's stream leader onto member `act`'s server and waits
+/// until JetStream reports it there.
+async fn lead_from(
+    keeper: &async_nats::Client,
+    client: &async_nats::Client,
+    act: &str,
+) -> anyhow::Result<()> {
+    let domain = events::subjects::domain(PAIR);
+    let target = format!("{domain}-{act}");
+    let subject = format!(
+        "$JS.{domain}.API.STREAM.LEADER.STEPDOWN.{}",
+        events::subjects::stream_name(PAIR)
+    );
+    let body = json!({ "placement": { "preferred": target } }).to_string();
+    crate::wait::wait_for(
+        "the pair's stream leader on the active's server",
+        Duration::from_secs(30),
+        || async {
+            if stream_leader(client).await.as_deref() == Some(target.as_str()) {
+                return Ok(Some(()));
+            }
+            let _ = keeper.request(subject.clone(), body.clone().into()).await;
+            Ok(None)
+        },
+    )
+    .await
+}
+
+/// The server that leads the pair's stream, as JetStream reports it.
+async fn stream_leader(client: &async_nats::Client) -> Option<String> {
+    let pair_js =
+        async_nats::jetstream::with_domain(client.clone(), events::subjects::domain(PAIR));
+    let mut s = pair_js
+        .get_stream(events::subjects::stream_name(PAIR))
+        .await
+        .ok()?;
+    let info = s.info().await.ok()?;
+    info.cluster.as_ref().and_then(|c| c.leader.clone())
 }
 
 /// Waits until the witness answers and leads the pair's stream again.
 async fn wait_witness_leads(client: &async_nats::Client) -> anyhow::Result<()> {
-    let pair_js =
-        async_nats::jetstream::with_domain(client.clone(), events::subjects::domain(PAIR));
     crate::wait::wait_for(
         "the witness leading the pair's stream",
         Duration::from_secs(120),
@@ -382,11 +489,7 @@ async fn wait_witness_leads(client: &async_nats::Client) -> anyhow::Result<()> {
             {
                 return Ok(None);
             }
-            let mut s = pair_js
-                .get_stream(events::subjects::stream_name(PAIR))
-                .await?;
-            let info = s.info().await?;
-            let leader = info.cluster.as_ref().and_then(|c| c.leader.clone());
+            let leader = stream_leader(client).await;
             Ok(leader.filter(|l| l.ends_with("-witness")).map(|_| ()))
         },
     )

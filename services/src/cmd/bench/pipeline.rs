@@ -204,9 +204,9 @@ fn tree_cpu_s() -> f64 {
 }
 
 async fn measure(a: &BenchPipelineArgs, tree: &Tree) -> anyhow::Result<(Figures, Figures, usize)> {
-    let (leaf_js, _root, replica) = tree.ready().await?;
+    let (leaf_js, root, replica) = tree.ready().await?;
     let size = sample_event_size();
-    let arrivals = Arrivals::start(replica).await?;
+    let arrivals = Arrivals::start(jetstream::with_domain(root, "root"), replica).await?;
 
     // Warm-up: stream files, consumers and pullers all running.
     raw_throughput(&leaf_js, (a.events / 5).max(100), size, &arrivals).await?;
@@ -374,7 +374,11 @@ fn sent_us(payload: &[u8], now: u64) -> u64 {
 }
 
 impl Arrivals {
-    async fn start(mut replica: jetstream::stream::Stream) -> anyhow::Result<Self> {
+    async fn start(
+        root_js: jetstream::Context,
+        mut replica: jetstream::stream::Stream,
+    ) -> anyhow::Result<Self> {
+        let name = replica.cached_info().config.name.clone();
         let mut next = replica.info().await?.state.last_sequence + 1;
         let state = Arc::new(std::sync::Mutex::new((0u64, Vec::new())));
         let notify = Arc::new(tokio::sync::Notify::new());
@@ -382,7 +386,7 @@ impl Arrivals {
         let (s, n, r) = (state.clone(), notify.clone(), resumed.clone());
         let task = tokio::spawn(async move {
             loop {
-                let mut msgs = match crate::pull::from_seq(&replica, next).await {
+                let mut msgs = match crate::pull::from_seq(&root_js, &name, next).await {
                     Ok(m) => m,
                     Err(e) => {
                         tracing::debug!("arrivals: starting a read at {next}: {e:#}");

@@ -45,9 +45,7 @@ pub async fn run(a: BenchRebuildArgs) -> anyhow::Result<u8> {
 }
 
 /// The next message of a read, failing after 10 s of silence.
-async fn next(
-    msgs: &mut async_nats::jetstream::consumer::pull::Stream,
-) -> anyhow::Result<jetstream::Message> {
+async fn next(msgs: &mut crate::pull::Messages) -> anyhow::Result<jetstream::Message> {
     let m = tokio::time::timeout(Duration::from_secs(10), msgs.next())
         .await?
         .context("read ended")?;
@@ -55,7 +53,9 @@ async fn next(
 }
 
 async fn measure(a: &BenchRebuildArgs, tree: &Tree) -> anyhow::Result<(u64, f64, f64)> {
-    let (leaf_js, _root, mut replica) = tree.ready().await?;
+    let (leaf_js, root, mut replica) = tree.ready().await?;
+    let root_js = jetstream::with_domain(root, "root");
+    let name = events::subjects::stream_name(LEAF);
     let cancel = CancellationToken::new();
     let (pubr, task) = leaf_publisher(&leaf_js, true, &cancel).await?;
     eprintln!("bench: writing {} events at the leaf", a.events);
@@ -70,7 +70,7 @@ async fn measure(a: &BenchRebuildArgs, tree: &Tree) -> anyhow::Result<(u64, f64,
     let n = replica.info().await?.state.last_sequence;
     eprintln!("bench: raw read of {n} events");
     let t = Instant::now();
-    let mut msgs = crate::pull::from_seq(&replica, 1).await?;
+    let mut msgs = crate::pull::from_seq(&root_js, &name, 1).await?;
     for _ in 0..n {
         next(&mut msgs).await?;
     }
@@ -78,7 +78,7 @@ async fn measure(a: &BenchRebuildArgs, tree: &Tree) -> anyhow::Result<(u64, f64,
     drop(msgs);
     eprintln!("bench: canopy rebuild of {n} events");
     let t = Instant::now();
-    let mut msgs = crate::pull::from_seq(&replica, 1).await?;
+    let mut msgs = crate::pull::from_seq(&root_js, &name, 1).await?;
     let mut cursor = events::StreamCursor::new(LEAF);
     let mut state = events::State::default();
     for _ in 0..n {

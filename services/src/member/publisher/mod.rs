@@ -174,6 +174,7 @@ async fn leader_tail(stream: &mut Stream) -> anyhow::Result<u64> {
 /// never "no event": treating a timeout during a leader change as the end
 /// of history would start a fresh link and break the chain.
 async fn chain_head(
+    js: &Context,
     stream: &mut Stream,
     origin: &str,
     anchor: Option<events::Mark>,
@@ -189,7 +190,7 @@ async fn chain_head(
     if from > to {
         return Ok(verifier.mark());
     }
-    let mut messages = crate::pull::from_seq(stream, from).await?;
+    let mut messages = crate::pull::from_seq(js, &stream.cached_info().config.name, from).await?;
     let mut next = from;
     // Stepped over: how many, and the first (seq, why), logged once.
     let mut foreign: (u64, Option<(u64, String)>) = (0, None);
@@ -262,7 +263,7 @@ async fn resume(
     let ours = match epoch {
         Epoch::Granted(e) | Epoch::AtLeast(e) => e,
     };
-    let head = chain_head(&mut stream, origin, anchor, last, Gate { ours, opener }).await?;
+    let head = chain_head(js, &mut stream, origin, anchor, last, Gate { ours, opener }).await?;
     let epoch = match (epoch, head) {
         (Epoch::Granted(e), Some(h)) if h.epoch > e => anyhow::bail!(
             "the stream of {origin} holds epoch {} above this activation's {e}: deposed",

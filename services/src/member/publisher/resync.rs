@@ -111,7 +111,7 @@ impl Task {
             ours: epoch,
             opener: self.opener.as_ref(),
         };
-        let head = chain_head(stream, &self.origin, self.valid, last, gate).await?;
+        let head = chain_head(&self.js, stream, &self.origin, self.valid, last, gate).await?;
         if let Some(h) = head.filter(|h| h.epoch > epoch) {
             // A newer epoch wrote it: this member is deposed. Its fence
             // stops the appends; nothing is sealed onto the newer chain.

@@ -88,7 +88,8 @@ pub async fn read_stream(
         return Ok(out);
     }
     crate::pull::read_range(
-        &stream,
+        js,
+        &events::subjects::stream_name(origin),
         state.first_sequence,
         state.last_sequence,
         Duration::from_secs(30),
