@@ -9,8 +9,9 @@
 //! - **first PLC poll**: the first life-sign write by another client in the
 //!   PLC simulator's write log (the new active writes the life sign at the
 //!   start of every poll);
-//! - **first event at the root**: arrival, at a pull consumer on the root's
-//!   replica of the pair's stream, of the first event with a newer epoch.
+//! - **first event at the root**: arrival, at a reader (`crate::pull`) on
+//!   the root's replica of the pair's stream, of the first event with a
+//!   newer epoch.
 //!
 //! The killed member is restarted from its ready-line argv (the frozen one
 //! is thawed) and the next trial waits until it is standby again. All

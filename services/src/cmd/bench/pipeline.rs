@@ -11,7 +11,7 @@
 //! - canopy: the member's publisher (seal into the hash chain, CBOR,
 //!   expected-last-sequence + msg-id fencing, pipelined appends).
 //!
-//! Arrival is observed on the root's replica by a pull consumer in this
+//! Arrival is observed on the root's replica by a reader (`crate::pull`) in this
 //! process. After a raw warm-up, each contender does two throughput runs
 //! (best reported): N events / (first send → N-th arrival at the root).
 //! Raw goes first because canopy's chain must not have foreign messages
@@ -343,7 +343,7 @@ where
 /// Observes arrivals at the root's replica: count and per-message latency.
 ///
 /// The observer is a reader like any other: under load (`sync = "always"`
-/// keeps the server busy with fsyncs) its pull consumer can miss two
+/// keeps the server busy with fsyncs) its consumer can miss two
 /// heartbeats and end with an error. It then resumes from the next sequence
 /// it has not seen, as canopy's pullers do; an observer that stopped at the
 /// first error counted a fraction of what had arrived and reported a stalled

@@ -1,6 +1,7 @@
 //! `canopy bench rebuild`: the leaf writes N events, the tree carries them
-//! to the root; then, in one run on the root's replica, a raw pull consumer
-//! reads them all (count only) and canopy's rebuild reads them again and
+//! to the root; then, in one run on the root's replica, a raw read
+//! (`crate::pull`, a direct consumer) reads them all (count only) and
+//! canopy's rebuild reads them again and
 //! decodes, verifies the chain and folds each one. Both read the same
 //! stream through the same kind of consumer, one after the other.
 
@@ -31,10 +32,7 @@ pub async fn run(a: BenchRebuildArgs) -> anyhow::Result<u8> {
         println!("{out}");
     } else {
         println!("reading the root's replica of {n} events");
-        println!(
-            "{:<40} {:>12.0} events/s",
-            "raw pull consumer (count only)", raw
-        );
+        println!("{:<40} {:>12.0} events/s", "raw read (count only)", raw);
         println!(
             "{:<40} {:>12.0} events/s",
             "canopy rebuild (decode + chain + fold)", canopy
