@@ -212,9 +212,130 @@ pub async fn keep_leaders(
     }
 }
 
+/// How long the active member leaves a stream's leadership on its own
+/// server for the witness to take before it hands it to the standby.
+const WITNESS_FIRST: Duration = Duration::from_secs(2);
+/// Streams besides the node's own that the active looks at per turn (a
+/// root pair holds hundreds: the cost stays bounded, the own stream, the
+/// one its publisher appends to, is looked at every turn).
+const OTHERS_PER_TURN: usize = 8;
+
+/// Run by each member of a pair: while it is the active one, keeps the
+/// pair's stream leaders off its own server when the witness's server
+/// cannot take them (it is restarting, or its copies are catching up after
+/// its store was lost, while the witness's raft voter still makes the
+/// quorum a takeover needs): a stream that this server has led for
+/// [`WITNESS_FIRST`] is handed to the standby's server, if the standby's
+/// copy is current and was heard from lately. `streams[0]` is the node's
+/// own stream, looked at every turn; the others in turns of
+/// [`OTHERS_PER_TURN`].
+///
+/// Why: a stream whose leader dies refuses appends until JetStream has
+/// elected another (4-9 s, hard-coded in nats-server). The witness keeps
+/// the leaders on itself, so losing a member costs no election; while the
+/// witness is away the leaders sit on a member, and a kill of the active
+/// that leads them then stalled its takeover for that long (measured:
+/// `canopy bench failover --leader-trials`, 6.7-10 s). On the standby they
+/// cost nothing more: losing the standby as well leaves one server of
+/// three, which no placement saves. The witness's keeper moves them back
+/// to itself once it is current again.
+#[allow(clippy::too_many_arguments)]
+pub async fn keep_leaders_off_active(
+    client: Client,
+    js: Context,
+    domain: String,
+    streams: Vec<String>,
+    me: String,
+    standby: String,
+    active: impl Fn() -> bool,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let body = serde_json::json!({ "placement": { "preferred": standby } }).to_string();
+    // Since when this server has led each stream, as this loop saw it.
+    let mut leading: BTreeMap<String, Instant> = BTreeMap::new();
+    let mut turn = 0usize;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = cancel.cancelled() => return,
+        }
+        if !active() {
+            leading.clear();
+            continue;
+        }
+        let others = streams.len().saturating_sub(1);
+        let start = if others == 0 { 0 } else { turn % others };
+        turn = turn.wrapping_add(OTHERS_PER_TURN);
+        let round = streams.iter().take(1).chain(
+            streams
+                .iter()
+                .skip(1)
+                .cycle()
+                .skip(start)
+                .take(others.min(OTHERS_PER_TURN)),
+        );
+        for name in round {
+            let Ok(stream) = js.get_stream(name).await else {
+                continue;
+            };
+            let cluster = stream.cached_info().cluster.as_ref();
+            if cluster.and_then(|c| c.leader.as_deref()) != Some(me.as_str()) {
+                leading.remove(name);
+                continue;
+            }
+            let since = *leading.entry(name.clone()).or_insert_with(Instant::now);
+            if since.elapsed() < WITNESS_FIRST || !standby_can_lead(cluster, &standby) {
+                continue;
+            }
+            let subject = format!("$JS.{domain}.API.STREAM.LEADER.STEPDOWN.{name}");
+            match client.request(subject, body.clone().into()).await {
+                Ok(_) => tracing::info!(
+                    stream = %name,
+                    to = %standby,
+                    "the witness does not lead this stream: its leader moves from the active's server to the standby's"
+                ),
+                Err(e) => tracing::debug!(stream = %name, "moving the leader to the standby: {e}"),
+            }
+            leading.remove(name);
+        }
+    }
+}
+
+/// Whether the standby's copy of a stream is current and its server was
+/// heard from within the last second (as the stream's leader reports it).
+fn standby_can_lead(cluster: Option<&ClusterInfo>, standby: &str) -> bool {
+    cluster.is_some_and(|c| {
+        c.replicas.iter().any(|r| {
+            r.name == standby && r.current && !r.offline && r.active < Duration::from_secs(1)
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_current_standby_heard_from_lately_may_lead() {
+        let c = |active_ms: u64, current: bool, offline: bool| -> ClusterInfo {
+            serde_json::from_value(serde_json::json!({
+                "leader": "p-a",
+                "replicas": [
+                    {"name": "p-b", "current": current, "offline": offline, "active": active_ms * 1_000_000},
+                    {"name": "p-witness", "current": false, "offline": true, "active": 9_000_000_000u64},
+                ]
+            }))
+            .expect("cluster info")
+        };
+        assert!(standby_can_lead(Some(&c(20, true, false)), "p-b"));
+        assert!(!standby_can_lead(Some(&c(20, false, false)), "p-b"));
+        assert!(!standby_can_lead(Some(&c(20, true, true)), "p-b"));
+        assert!(!standby_can_lead(Some(&c(3000, true, false)), "p-b"));
+        assert!(!standby_can_lead(Some(&c(20, true, false)), "p-witness"));
+        assert!(!standby_can_lead(None, "p-b"));
+    }
 
     fn cluster(leader: &str, replicas: &[(&str, bool)]) -> ClusterInfo {
         let replicas: Vec<_> = replicas

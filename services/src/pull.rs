@@ -44,8 +44,12 @@ use futures::StreamExt;
 const HEARTBEAT: Duration = Duration::from_millis(250);
 /// An ephemeral consumer whose reader went away is removed after this.
 const INACTIVE: Duration = Duration::from_secs(10);
-/// How often a [`follow`] read asks where the stream's leader is.
+/// How soon a [`follow`] read first asks where the stream's leader is; it
+/// asks twice as late each time the answer is its own server, up to
+/// [`LEADER_CHECK_MAX`] (a root pair holds hundreds of streams, each read
+/// by a feeder of its fold: at steady state they ask once a minute).
 const LEADER_CHECK: Duration = Duration::from_secs(2);
+const LEADER_CHECK_MAX: Duration = Duration::from_secs(60);
 /// Patience for that question (a stream electing a leader does not answer;
 /// the read goes on meanwhile).
 const LEADER_PATIENCE: Duration = Duration::from_millis(300);
@@ -119,6 +123,7 @@ async fn read(js: &Context, name: &str, start: u64, follow: bool) -> anyhow::Res
         name: name.to_owned(),
         host: host.filter(|_| follow),
         next_check: tokio::time::Instant::now() + LEADER_CHECK,
+        check_every: LEADER_CHECK,
         ended: false,
     };
     Ok(futures::stream::unfold(read, Read::step).boxed())
@@ -133,6 +138,7 @@ struct Read {
     /// stream's leader (`None`: it does not, or the stream is on one server).
     host: Option<String>,
     next_check: tokio::time::Instant,
+    check_every: Duration,
     ended: bool,
 }
 
@@ -193,16 +199,16 @@ impl Read {
         }
     }
 
-    /// Every [`LEADER_CHECK`], for a read that follows the leader: the
-    /// stream's leader if it is another server than the consumer's. A
-    /// stream on one server (no replicas) stops the checks.
+    /// Now and then (see [`LEADER_CHECK`]), for a read that follows the
+    /// leader: the stream's leader if it is another server than the
+    /// consumer's. A stream on one server (no replicas) stops the checks.
     async fn leader_moved(&mut self) -> Option<String> {
         let host = self.host.as_ref()?;
         let now = tokio::time::Instant::now();
         if now < self.next_check {
             return None;
         }
-        self.next_check = now + LEADER_CHECK;
+        self.next_check = now + self.check_every;
         let info = tokio::time::timeout(
             LEADER_PATIENCE,
             self.js.request::<_, _, serde_json::Value>(
@@ -223,7 +229,11 @@ impl Read {
             return None;
         }
         let leader = cluster.get("leader")?.as_str()?;
-        (!leader.is_empty() && leader != host).then(|| leader.to_owned())
+        if leader == host {
+            self.check_every = (self.check_every * 2).min(LEADER_CHECK_MAX);
+            return None;
+        }
+        (!leader.is_empty()).then(|| leader.to_owned())
     }
 
     fn end(mut self, e: anyhow::Error) -> Option<(anyhow::Result<jetstream::Message>, Read)> {

@@ -391,6 +391,77 @@ async fn the_witness_serves_the_pairs_history_while_both_members_servers_are_fro
     Ok(())
 }
 
+/// The leader of the pair's stream on `client`'s view (a server name).
+async fn pair_stream_leader(js: &async_nats::jetstream::Context) -> Option<String> {
+    let mut s = js
+        .get_stream(events::subjects::stream_name(PAIR))
+        .await
+        .ok()?;
+    let info = s.info().await.ok()?;
+    info.cluster.as_ref().and_then(|c| c.leader.clone())
+}
+
+/// While the witness is away the pair's stream leaders sit on a member;
+/// the active hands any it holds to the standby, so a kill of the active
+/// then still costs no JetStream election (which stalls its successor's
+/// appends for 4-9 s: `canopy bench failover --leader-trials`).
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_witness_down_the_active_hands_its_stream_leaders_to_the_standby(
+) -> anyhow::Result<()> {
+    let lab = Lab::start(&pair_topology(free_ports(1)), &[])?;
+    let root = connect(&lab.url("root", "a")?).await?;
+    let (act, _) = wait_active(&root, PAIR, 0).await?;
+    let standby = if act == "a" { "b" } else { "a" };
+    let mut acked = forced_events(&lab, &root, 3, 100).await?;
+    assert!(tests::kill(pid(&lab, PAIR, "witness")?, Signal::SIGKILL));
+    // The active's own identity may move its domain's stream leaders.
+    let (own, _) = tests::connect_as(&lab.url(PAIR, &act)?, &lab.process_tls(PAIR, &act)?).await?;
+    let js = async_nats::jetstream::with_domain(own.clone(), events::subjects::domain(PAIR));
+    let domain = events::subjects::domain(PAIR);
+    let (on_active, on_standby) = (format!("{domain}-{act}"), format!("{domain}-{standby}"));
+    let stepdown = format!(
+        "$JS.{domain}.API.STREAM.LEADER.STEPDOWN.{}",
+        events::subjects::stream_name(PAIR)
+    );
+    let to_active = serde_json::json!({ "placement": { "preferred": on_active } }).to_string();
+    // JetStream elects a member after the witness's death (4-9 s); then the
+    // leader is put on the active's server, as a young pair may have it.
+    wait_for(
+        "the pair's stream led from the active's server",
+        WAIT,
+        || async {
+            if pair_stream_leader(&js).await.as_deref() == Some(on_active.as_str()) {
+                return Ok(Some(()));
+            }
+            let _ = own
+                .request(stepdown.clone(), to_active.clone().into())
+                .await;
+            Ok(None)
+        },
+    )
+    .await?;
+    wait_for(
+        "the pair's stream led from the standby's server",
+        WAIT,
+        || async {
+            Ok(
+                (pair_stream_leader(&js).await.as_deref() == Some(on_standby.as_str()))
+                    .then_some(()),
+            )
+        },
+    )
+    .await?;
+    assert_eq!(
+        active(&root, PAIR).await.map(|(m, _)| m),
+        Some(act.clone()),
+        "the role stayed"
+    );
+    acked.extend(forced_events(&lab, &root, 3, 200).await?);
+    check_root_copy(&root, &acked).await?;
+    check_one_writer_at_a_time(&lab)?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn both_members_restarted_or_one_alone_with_the_witness_continue_the_chain(
 ) -> anyhow::Result<()> {

@@ -240,6 +240,22 @@ async fn serve(
             catching_up,
             always.clone(),
         ));
+        if let Some(other) = node.members.iter().find(|m| m.name != id.member) {
+            let role = role_rx.clone();
+            tokio::spawn(crate::ha::keep_leaders_off_active(
+                client.clone(),
+                js.clone(),
+                events::subjects::domain(&node.id),
+                id.origins()
+                    .iter()
+                    .map(|o| events::subjects::stream_name(o))
+                    .collect(),
+                crate::ha::server_name(node, &id.member),
+                crate::ha::server_name(node, &other.name),
+                move || role.borrow().me_active,
+                always.clone(),
+            ));
+        }
         tokio::spawn(health::report(
             pair.clone(),
             client.clone(),
