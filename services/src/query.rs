@@ -16,6 +16,7 @@
 //! of the origin in the range (the chain can only be checked whole): that
 //! is what makes a query heavy, and why workers scale.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -161,7 +162,9 @@ impl Reader {
                 reply.samples = Some(samples);
                 reply.next_after_seq = next;
             }
-            Query::StateAt { at_ms, .. } => {
+            Query::StateAt {
+                at_ms, after_point, ..
+            } => {
                 let at_us = at_ms * 1000 + 999;
                 let end = first_at_or_after(&stream, origin, first, last, at_us + 1)
                     .await?
@@ -184,11 +187,14 @@ impl Reader {
                         );
                     }
                 }
-                let points: std::collections::BTreeMap<String, PointReply> =
+                let points: BTreeMap<String, PointReply> =
                     StateReply::answer(&self.node, &self.worker, &state, &StateRequest::default())
                         .points
                         .unwrap_or_default();
+                let (points, next) =
+                    page_points(points, after_point.as_deref(), QUERY_MAX_REPLY_BYTES);
                 reply.points = Some(points);
+                reply.next_after_point = next;
                 reply.at_seq = Some(at_seq);
             }
         }
@@ -287,6 +293,29 @@ fn sample(ev: &Event, point: &str) -> Option<Sample> {
 }
 
 /// The event of `origin` at `seq`, if the message there is one.
+/// The points after `after` (all, without it), in id order, up to about
+/// `max_bytes` of JSON; and the last id given when more follow.
+fn page_points(
+    points: BTreeMap<String, PointReply>,
+    after: Option<&str>,
+    max_bytes: usize,
+) -> (BTreeMap<String, PointReply>, Option<String>) {
+    let mut rest = points
+        .into_iter()
+        .filter(|(id, _)| after.is_none_or(|a| id.as_str() > a))
+        .peekable();
+    let (mut page, mut bytes) = (BTreeMap::new(), 0);
+    for (id, p) in rest.by_ref() {
+        bytes += id.len() + serde_json::to_vec(&p).map_or(256, |b| b.len()) + 4;
+        page.insert(id, p);
+        if bytes >= max_bytes {
+            break;
+        }
+    }
+    let next = rest.peek().and(page.keys().next_back().cloned());
+    (page, next)
+}
+
 async fn event_at(stream: &Stream, origin: &str, seq: u64) -> Option<(Event, events::Hash)> {
     let msg = stream.direct_get(seq).await.ok()?;
     let ev = events::decode(&msg.payload).ok()?;
@@ -347,4 +376,50 @@ async fn first_at_or_after(
         }
     }
     Ok(lo)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn points(n: usize) -> BTreeMap<String, PointReply> {
+        (0..n)
+            .map(|i| {
+                let p: PointReply = serde_json::from_value(serde_json::json!({
+                    "value": i, "quality": "good", "origin": "root.a", "seq": i,
+                    "epoch": 1, "ts": 1, "forced": false
+                }))
+                .expect("a point");
+                (format!("root.a.p{i:04}"), p)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_state_at_reply_pages_its_points_in_id_order_under_the_byte_cap() {
+        let all = points(100);
+        let one = serde_json::to_vec(&all["root.a.p0000"])
+            .expect("json")
+            .len()
+            + 16;
+        // Everything fits: no next page.
+        let (page, next) = page_points(all.clone(), None, usize::MAX);
+        assert_eq!((page.len(), next), (100, None));
+        // Pages of about ten points, each after the last one given, cover
+        // every point exactly once.
+        let (mut seen, mut after) = (Vec::new(), None::<String>);
+        loop {
+            let (page, next) = page_points(all.clone(), after.as_deref(), 10 * one);
+            assert!(!page.is_empty() && page.len() <= 11, "{}", page.len());
+            seen.extend(page.into_keys());
+            match next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(seen, all.keys().cloned().collect::<Vec<_>>());
+        // After the last id: nothing.
+        let (page, next) = page_points(all, Some("root.a.p0099"), 10 * one);
+        assert_eq!((page.len(), next), (0, None));
+    }
 }

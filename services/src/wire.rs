@@ -612,9 +612,9 @@ impl StateReply {
 /// Most samples one [`Query::History`] reply carries (`limit`'s ceiling;
 /// page on with `after_seq`).
 pub const QUERY_MAX_LIMIT: usize = 10_000;
-/// Most bytes of samples one reply carries, well under NATS's default
-/// `max_payload` (1 MiB): a page that reaches it ends early, with
-/// `next_after_seq`.
+/// Most bytes of samples (or points) one reply carries, well under NATS's
+/// default `max_payload` (1 MiB): a page that reaches it ends early, with
+/// `next_after_seq` (`next_after_point`).
 pub const QUERY_MAX_REPLY_BYTES: usize = 512 * 1024;
 /// Samples a history reply carries when the request gives no `limit`.
 pub const QUERY_DEFAULT_LIMIT: usize = 1_000;
@@ -660,12 +660,17 @@ pub enum Query {
         after_seq: Option<u64>,
     },
     /// The origin's state as it stood at `at_ms`: the fold of its events
-    /// with `ts <= at_ms` (within what retention kept).
+    /// with `ts <= at_ms` (within what retention kept), its points in
+    /// order of their ids; `after_point` pages on from a previous reply's
+    /// `next_after_point`.
     StateAt {
         /// The origin.
         origin: String,
         /// The instant (ms since the Unix epoch).
         at_ms: u64,
+        /// Only points whose id sorts after this one (paging).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after_point: Option<String>,
     },
 }
 
@@ -774,6 +779,10 @@ pub struct QueryReply {
     /// State-at: the last seq folded (0: nothing recorded by then).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at_seq: Option<u64>,
+    /// State-at: more points follow (the reply reached
+    /// [`QUERY_MAX_REPLY_BYTES`]); ask again with this `after_point`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after_point: Option<String>,
     /// Messages of the stream that are not events of the origin's chain
     /// (stepped over, as the fold does).
     #[serde(default, skip_serializing_if = "is_zero")]
