@@ -8,11 +8,14 @@
 //! of this server (a removed client, a member of another node on a client
 //! port) is refused. The server of node N lists:
 //!
-//! - N's own processes (its members and witness), on the client port:
-//!   their own node's events (`canopy.ev.N.*`, not `.>`, which would reach
-//!   into the descendants' streams), their replica subjects, requests and
-//!   replies, their own JetStream domain in full and read-only JetStream
-//!   everywhere else;
+//! - N's members, on the client port: their own node's events
+//!   (`canopy.ev.N.*`, not `.>`, which would reach into the descendants'
+//!   streams), their replica subjects, requests and replies, their own
+//!   JetStream domain in full and read-only JetStream everywhere else;
+//! - N's witness (a pair's), on the client port: read-only JetStream, the
+//!   stream-leader stepdown it keeps the leaders on itself with, replies;
+//!   it subscribes to hello, its member subject and its inbox, and can
+//!   neither publish an event nor touch a stream;
 //! - the servers of each child C, on the leafnode port only: what a leaf
 //!   link may carry up (its publish list: C's subtree's events,
 //!   `canopy.ev.C.>`, replies, requests from clients below, reads of this
@@ -176,12 +179,37 @@ pub fn process_user(node: &str, process: &str) -> String {
     crate::certs::member_name(node, process)
 }
 
+/// The witness of pair `node`: reads of its domain, moving its streams'
+/// leaders (`ha::keep_leaders`), replies to hello and member-info requests.
+fn witness_user(node: &Node) -> User {
+    let own = domain(&node.id);
+    let mut publish = js_read(&own);
+    for prefix in ["$JS.API".to_owned(), format!("$JS.{own}.API")] {
+        publish.push(format!("{prefix}.STREAM.LEADER.STEPDOWN.*"));
+    }
+    publish.push("_INBOX.>".to_owned());
+    User {
+        name: process_user(&node.id, "witness"),
+        leaf: false,
+        publish,
+        subscribe: vec![
+            HELLO.to_owned(),
+            events::subjects::member_subject(&node.id, "witness"),
+            format!("{}.>", process_inbox(&node.id, "witness")),
+        ],
+    }
+}
+
 /// The users of every server of `node`: its own processes, its children's
 /// leaf links and the manifest's clients.
 pub fn users(topo: &Topology, node: &Node, clients: &BTreeMap<String, ClientKey>) -> Vec<User> {
     let own = domain(&node.id);
     let mut out = Vec::new();
-    for (process, _) in node.processes() {
+    if node.witness.is_some() {
+        out.push(witness_user(node));
+    }
+    for member in &node.members {
+        let process = member.name.as_str();
         let mut publish = vec![
             format!("{EVENT_PREFIX}.{}.*", node.id),
             format!("{REPLICA_PREFIX}.{own}.>"),
@@ -326,6 +354,61 @@ mod tests {
         assert!(!allows(&a.publish, "$JS.root.API.STREAM.DELETE.EV_root"));
         assert!(allows(&a.publish, "$JS.root.API.DIRECT.GET.EV_root"));
         assert!(users.iter().any(|u| u.name == "witness.root.south.canopy"));
+    }
+
+    #[test]
+    fn a_witness_reads_and_moves_leaders_but_writes_nothing() {
+        let t = topo();
+        let pair = t
+            .nodes
+            .iter()
+            .find(|n| n.witness.is_some())
+            .expect("a pair in the example");
+        let own = domain(&pair.id);
+        let users = users(&t, pair, &BTreeMap::new());
+        let w = users
+            .iter()
+            .find(|u| u.name == format!("witness.{}.canopy", pair.id))
+            .expect("the witness");
+        assert!(!w.leaf);
+        let stream = events::subjects::stream_name(&pair.id);
+        assert!(allows(
+            &w.publish,
+            &format!("$JS.{own}.API.STREAM.INFO.{stream}")
+        ));
+        assert!(allows(
+            &w.publish,
+            &format!("$JS.{own}.API.STREAM.LEADER.STEPDOWN.{stream}")
+        ));
+        assert!(allows(
+            &w.publish,
+            &format!("$JS.{own}.API.DIRECT.GET.{stream}")
+        ));
+        assert!(allows(&w.publish, "_INBOX.root.@op.x.1"));
+        assert!(!allows(&w.publish, &format!("canopy.ev.{}.temp1", pair.id)));
+        assert!(!allows(
+            &w.publish,
+            &format!("$JS.{own}.API.STREAM.DELETE.{stream}")
+        ));
+        assert!(!allows(
+            &w.publish,
+            &format!("$JS.API.STREAM.PURGE.{stream}")
+        ));
+        assert!(!allows(&w.publish, &format!("canopy.cmd.{}", pair.id)));
+        assert!(allows(&w.subscribe, HELLO));
+        assert!(allows(
+            &w.subscribe,
+            &format!("canopy.member.{}.witness", pair.id)
+        ));
+        assert!(allows(
+            &w.subscribe,
+            &format!("_INBOX.{}.@witness.x", pair.id)
+        ));
+        assert!(!allows(&w.subscribe, &format!("canopy.cmd.{}", pair.id)));
+        assert!(!allows(
+            &w.subscribe,
+            &format!("canopy.member.{}.a", pair.id)
+        ));
     }
 
     #[test]

@@ -361,6 +361,24 @@ async fn the_witness_serves_the_pairs_history_while_both_members_servers_are_fro
     let root = connect(&lab.url("root", "a")?).await?;
     wait_active(&root, PAIR, 0).await?;
     forced_events(&lab, &root, 5, 100).await?;
+    // The witness's own identity reads and moves leaders, and writes
+    // nothing: an event from it is refused and never stored.
+    let garbage = b"not the witness's to publish".to_vec();
+    let (as_witness, refused) = tests::connect_as(
+        &lab.url(PAIR, "witness")?,
+        &lab.process_tls(PAIR, "witness")?,
+    )
+    .await?;
+    let subject = format!("canopy.ev.{PAIR}.speed");
+    as_witness
+        .publish(subject.clone(), garbage.clone().into())
+        .await?;
+    as_witness.flush().await?;
+    refused
+        .wait(&format!(
+            "permissions violation for publish to \"{subject}\""
+        ))
+        .await?;
     let witness = connect(&lab.url(PAIR, "witness")?).await?;
     let js = async_nats::jetstream::with_domain(witness, events::subjects::domain(PAIR));
     let name = events::subjects::stream_name(PAIR);
@@ -387,6 +405,10 @@ async fn the_witness_serves_the_pairs_history_while_both_members_servers_are_fro
     .await
     .context("reading the pair's stream at the witness, both members' servers frozen")?;
     assert_eq!(check_contiguous_chain(PAIR, &read)?, last);
+    assert!(
+        read.iter().all(|(_, m)| *m != garbage),
+        "the witness's message was stored"
+    );
     drop(thaw);
     Ok(())
 }
