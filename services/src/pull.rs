@@ -27,8 +27,13 @@
 //! (measured here). This reader instead surfaces every error at once (two
 //! missed 250 ms heartbeats: the consumer's server is gone) and the caller
 //! restarts from its own last sequence, so recovery time is under canopy's
-//! control. Flow control paces the server to what the caller has taken:
-//! a busy reader is never cut off as a slow consumer.
+//! control. Flow control paces the server to what the caller has taken,
+//! in bytes (up to 32 MiB in flight), which may still be more messages
+//! than the client keeps for one subscription (async-nats drops the rest
+//! and says "slow consumer"): the reader checks every delivery's stream
+//! sequence, and the idle heartbeat's last delivered one, and ends the
+//! read at the first message it did not get, so no caller ever sees a hole
+//! in a stream that has none.
 
 use std::time::Duration;
 
@@ -124,6 +129,7 @@ async fn read(js: &Context, name: &str, start: u64, follow: bool) -> anyhow::Res
         host: host.filter(|_| follow),
         next_check: tokio::time::Instant::now() + LEADER_CHECK,
         check_every: LEADER_CHECK,
+        last: None,
         ended: false,
     };
     Ok(futures::stream::unfold(read, Read::step).boxed())
@@ -139,6 +145,8 @@ struct Read {
     host: Option<String>,
     next_check: tokio::time::Instant,
     check_every: Duration,
+    /// The stream sequence of the last message handed to the caller.
+    last: Option<u64>,
     ended: bool,
 }
 
@@ -166,15 +174,45 @@ impl Read {
             match message.status {
                 None => {
                     let js = self.js.clone();
-                    return Some((
-                        Ok(jetstream::Message {
-                            message,
-                            context: js,
-                        }),
-                        self,
-                    ));
+                    let msg = jetstream::Message {
+                        message,
+                        context: js,
+                    };
+                    let seq = match msg.info() {
+                        Ok(i) => i.stream_sequence,
+                        Err(e) => {
+                            return self.end(anyhow::anyhow!(
+                                "a delivery without its stream sequence: {e}"
+                            ))
+                        }
+                    };
+                    if let Some(last) = self.last {
+                        if seq != last + 1 {
+                            return self.end(anyhow::anyhow!(
+                                "delivery went from seq {last} to {seq}: the reader fell behind and the client dropped messages; reading again from {}",
+                                last + 1
+                            ));
+                        }
+                    }
+                    self.last = Some(seq);
+                    return Some((Ok(msg), self));
                 }
                 Some(StatusCode::IDLE_HEARTBEAT) => {
+                    // The last stream sequence the consumer delivered: one
+                    // this reader never got was dropped on the way.
+                    let delivered = message
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get("Nats-Last-Stream"))
+                        .and_then(|v| v.as_str().parse::<u64>().ok());
+                    if let (Some(last), Some(d)) = (self.last, delivered) {
+                        if d > last {
+                            return self.end(anyhow::anyhow!(
+                                "the consumer delivered up to seq {d}, this reader got up to {last}: the client dropped messages; reading again from {}",
+                                last + 1
+                            ));
+                        }
+                    }
                     // A flow-control request carries its reply subject; a
                     // heartbeat names one when the server waits for an
                     // answer it missed. Both are answered only now, after

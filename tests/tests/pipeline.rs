@@ -521,3 +521,78 @@ async fn a_node_with_a_tree_view_shows_its_sibling_keeps_it_while_cut_off_and_ca
     assert_eq!(at_a[..n], at_root[..n]);
     Ok(())
 }
+
+/// A reader that falls behind loses deliveries at the client (async-nats
+/// keeps a bounded number of messages per subscription and drops the rest:
+/// "slow consumer"). It must end its read at the first message it did not
+/// get and never hand on a hole: the fold and the pullers take each
+/// message for the next one of the stream. Read again from there, the
+/// stream comes whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reader_that_falls_behind_ends_its_read_at_the_first_lost_message_and_never_skips_one(
+) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let topology = TopologyBuilder::new("slow")
+        .node("root", "", &sim_point("uptime", 10))
+        .build();
+    let lab = Lab::start(&topology, &[])?;
+    let url = lab.url("root", "a")?;
+    let name = events::subjects::stream_name("root");
+    let js = async_nats::jetstream::with_domain(connect(&url).await?, "root");
+    let n = wait_for("60 messages in the root's stream", WAIT, || async {
+        let mut s = js.get_stream(&name).await?;
+        let last = s.info().await?.state.last_sequence;
+        Ok((last >= 60).then_some(last))
+    })
+    .await?;
+    // A client that keeps 4 messages per subscription.
+    let dropped = std::sync::Arc::new(AtomicBool::new(false));
+    let seen = dropped.clone();
+    let tls = services::certs::TlsFiles::of(&lab.identity("operator")?)?;
+    let slow = services::nats::options(Some(&tls))
+        .subscription_capacity(4)
+        .event_callback(move |event| {
+            let seen = seen.clone();
+            async move {
+                if matches!(event, async_nats::Event::SlowConsumer(_)) {
+                    seen.store(true, Ordering::SeqCst);
+                }
+            }
+        })
+        .connect(&url)
+        .await?;
+    let slow_js = async_nats::jetstream::with_domain(slow, "root");
+    let mut msgs = services::pull::from_seq(&slow_js, &name, 1).await?;
+    wait_for("the client dropping deliveries", WAIT, || async {
+        Ok(dropped.load(Ordering::SeqCst).then_some(()))
+    })
+    .await?;
+    let mut next = 1;
+    let ended = loop {
+        let m = tokio::time::timeout(WAIT, msgs.next())
+            .await
+            .context("the read neither went on nor ended")?
+            .context("the read ended without an error")?;
+        match m {
+            Ok(m) => {
+                let seq = m
+                    .info()
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
+                    .stream_sequence;
+                assert_eq!(seq, next, "the read handed on a hole");
+                next += 1;
+                anyhow::ensure!(next <= n, "the read went on past {n} with nothing dropped");
+            }
+            Err(e) => break e.to_string(),
+        }
+    };
+    assert!(ended.contains("dropped"), "{ended}");
+    let mut all = Vec::new();
+    services::pull::read_range(&slow_js, &name, 1, n, WAIT / 3, |seq, m| {
+        all.push((seq, m.payload.to_vec()))
+    })
+    .await?;
+    assert_eq!(check_contiguous_chain("root", &all)?, n);
+    Ok(())
+}
