@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::stream::ClusterInfo;
 use async_nats::jetstream::Context;
-use async_nats::Client;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use topology::{Node, Topology};
@@ -154,9 +153,7 @@ pub fn copy_current(cluster: Option<&ClusterInfo>, me: &str) -> bool {
 /// the stream leader left on the other member for seconds, and the next
 /// kill waited out a stream election).
 pub async fn keep_leaders(
-    client: Client,
     js: Context,
-    domain: String,
     streams: Vec<String>,
     me: String,
     catching_up: watch::Sender<Option<String>>,
@@ -164,7 +161,6 @@ pub async fn keep_leaders(
 ) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let body = serde_json::json!({ "placement": { "preferred": me } }).to_string();
     let mut last_report = Instant::now() - Duration::from_secs(60);
     loop {
         tokio::select! {
@@ -184,11 +180,10 @@ pub async fn keep_leaders(
                 behind.push(name.clone());
             }
             let leader = info.cluster.as_ref().and_then(|c| c.leader.clone());
-            if leader.as_deref().is_some_and(|l| l != me) {
-                let subject = format!("$JS.{domain}.API.STREAM.LEADER.STEPDOWN.{name}");
-                if client.request(subject, body.clone().into()).await.is_ok() {
-                    moved += 1;
-                }
+            if leader.as_deref().is_some_and(|l| l != me)
+                && step_down_to(&js, name, &me).await.is_ok()
+            {
+                moved += 1;
             }
         }
         let why = match (seen, behind.len()) {
@@ -241,9 +236,7 @@ const OTHERS_PER_TURN: usize = 8;
 /// to itself once it is current again.
 #[allow(clippy::too_many_arguments)]
 pub async fn keep_leaders_off_active(
-    client: Client,
     js: Context,
-    domain: String,
     streams: Vec<String>,
     me: String,
     standby: String,
@@ -252,7 +245,6 @@ pub async fn keep_leaders_off_active(
 ) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let body = serde_json::json!({ "placement": { "preferred": standby } }).to_string();
     // Since when this server has led each stream, as this loop saw it.
     let mut leading: BTreeMap<String, Instant> = BTreeMap::new();
     let mut turn = 0usize;
@@ -265,18 +257,14 @@ pub async fn keep_leaders_off_active(
             leading.clear();
             continue;
         }
-        let others = streams.len().saturating_sub(1);
-        let start = if others == 0 { 0 } else { turn % others };
+        let (own, others) = streams
+            .split_first()
+            .map_or((None, &[][..]), |(o, r)| (Some(o), r));
+        let from = turn;
         turn = turn.wrapping_add(OTHERS_PER_TURN);
-        let round = streams.iter().take(1).chain(
-            streams
-                .iter()
-                .skip(1)
-                .cycle()
-                .skip(start)
-                .take(others.min(OTHERS_PER_TURN)),
-        );
-        for name in round {
+        let round =
+            (0..others.len().min(OTHERS_PER_TURN)).map(|i| &others[(from + i) % others.len()]);
+        for name in own.into_iter().chain(round) {
             let Ok(stream) = js.get_stream(name).await else {
                 continue;
             };
@@ -289,8 +277,7 @@ pub async fn keep_leaders_off_active(
             if since.elapsed() < WITNESS_FIRST || !standby_can_lead(cluster, &standby) {
                 continue;
             }
-            let subject = format!("$JS.{domain}.API.STREAM.LEADER.STEPDOWN.{name}");
-            match client.request(subject, body.clone().into()).await {
+            match step_down_to(&js, name, &standby).await {
                 Ok(_) => tracing::info!(
                     stream = %name,
                     to = %standby,
@@ -300,6 +287,21 @@ pub async fn keep_leaders_off_active(
             }
             leading.remove(name);
         }
+    }
+}
+
+/// Asks the leader of stream `name` in `js`'s domain to hand its
+/// leadership to server `to` (a JetStream stepdown with a preferred
+/// placement; refused while `to`'s copy is not current).
+pub async fn step_down_to(js: &Context, name: &str, to: &str) -> anyhow::Result<()> {
+    let body = serde_json::json!({ "placement": { "preferred": to } });
+    let reply: serde_json::Value = js
+        .request(format!("STREAM.LEADER.STEPDOWN.{name}"), &body)
+        .await
+        .map_err(|e| anyhow::anyhow!("moving the leader of {name} to {to}: {e}"))?;
+    match reply.pointer("/error/description").and_then(|d| d.as_str()) {
+        Some(why) => anyhow::bail!("moving the leader of {name} to {to}: {why}"),
+        None => Ok(()),
     }
 }
 

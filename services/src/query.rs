@@ -292,7 +292,6 @@ fn sample(ev: &Event, point: &str) -> Option<Sample> {
     })
 }
 
-/// The event of `origin` at `seq`, if the message there is one.
 /// The points after `after` (all, without it), in id order, up to about
 /// `max_bytes` of JSON; and the last id given when more follow.
 fn page_points(
@@ -316,6 +315,7 @@ fn page_points(
     (page, next)
 }
 
+/// The event of `origin` at `seq`, if the message there is one.
 async fn event_at(stream: &Stream, origin: &str, seq: u64) -> Option<(Event, events::Hash)> {
     let msg = stream.direct_get(seq).await.ok()?;
     let ev = events::decode(&msg.payload).ok()?;

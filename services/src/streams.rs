@@ -55,6 +55,14 @@ pub fn held_origins(topo: &Topology, node: &str) -> Vec<String> {
     origins
 }
 
+/// The names of the streams [`held_origins`] gives, the node's own first.
+pub fn held_stream_names(topo: &Topology, node: &str) -> Vec<String> {
+    held_origins(topo, node)
+        .iter()
+        .map(|o| events::subjects::stream_name(o))
+        .collect()
+}
+
 /// The config of `origin`'s own stream.
 pub fn own(topo: &Topology, origin: &str, replicas: usize) -> Config {
     base(

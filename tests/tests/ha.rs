@@ -415,12 +415,11 @@ async fn the_witness_serves_the_pairs_history_while_both_members_servers_are_fro
 
 /// The leader of the pair's stream on `client`'s view (a server name).
 async fn pair_stream_leader(js: &async_nats::jetstream::Context) -> Option<String> {
-    let mut s = js
+    let s = js
         .get_stream(events::subjects::stream_name(PAIR))
         .await
         .ok()?;
-    let info = s.info().await.ok()?;
-    info.cluster.as_ref().and_then(|c| c.leader.clone())
+    s.cached_info().cluster.as_ref()?.leader.clone()
 }
 
 /// While the witness is away the pair's stream leaders sit on a member;
@@ -438,14 +437,10 @@ async fn with_the_witness_down_the_active_hands_its_stream_leaders_to_the_standb
     assert!(tests::kill(pid(&lab, PAIR, "witness")?, Signal::SIGKILL));
     // The active's own identity may move its domain's stream leaders.
     let (own, _) = tests::connect_as(&lab.url(PAIR, &act)?, &lab.process_tls(PAIR, &act)?).await?;
-    let js = async_nats::jetstream::with_domain(own.clone(), events::subjects::domain(PAIR));
+    let js = async_nats::jetstream::with_domain(own, events::subjects::domain(PAIR));
     let domain = events::subjects::domain(PAIR);
     let (on_active, on_standby) = (format!("{domain}-{act}"), format!("{domain}-{standby}"));
-    let stepdown = format!(
-        "$JS.{domain}.API.STREAM.LEADER.STEPDOWN.{}",
-        events::subjects::stream_name(PAIR)
-    );
-    let to_active = serde_json::json!({ "placement": { "preferred": on_active } }).to_string();
+    let name = events::subjects::stream_name(PAIR);
     // JetStream elects a member after the witness's death (4-9 s); then the
     // leader is put on the active's server, as a young pair may have it.
     wait_for(
@@ -455,9 +450,7 @@ async fn with_the_witness_down_the_active_hands_its_stream_leaders_to_the_standb
             if pair_stream_leader(&js).await.as_deref() == Some(on_active.as_str()) {
                 return Ok(Some(()));
             }
-            let _ = own
-                .request(stepdown.clone(), to_active.clone().into())
-                .await;
+            let _ = services::ha::step_down_to(&js, &name, &on_active).await;
             Ok(None)
         },
     )

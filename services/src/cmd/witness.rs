@@ -78,15 +78,9 @@ async fn serve(
     let me = ha::server_name(node, "witness");
     let (catching_up_tx, catching_up) =
         tokio::sync::watch::channel(Some("not checked yet".to_owned()));
-    let streams = crate::streams::held_origins(topo, &node.id)
-        .iter()
-        .map(|o| events::subjects::stream_name(o))
-        .collect();
     let keeper = tokio::spawn(ha::keep_leaders(
-        client.clone(),
         js,
-        domain,
-        streams,
+        crate::streams::held_stream_names(topo, &node.id),
         me,
         catching_up_tx,
         tasks.clone(),

@@ -115,13 +115,12 @@ async fn setup_streams(
     replicas: usize,
 ) -> anyhow::Result<()> {
     crate::streams::ensure(js, crate::streams::own(topo, &node.id, replicas)).await?;
-    for d in topo
-        .descendants(&node.id)
-        .into_iter()
-        .chain(topo.outside(&node.id))
-    {
-        crate::streams::ensure(js, crate::streams::replica(topo, &node.id, &d.id, replicas))
-            .await?;
+    for origin in crate::streams::held_origins(topo, &node.id).iter().skip(1) {
+        crate::streams::ensure(
+            js,
+            crate::streams::replica(topo, &node.id, origin, replicas),
+        )
+        .await?;
     }
     Ok(())
 }

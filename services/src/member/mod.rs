@@ -243,13 +243,8 @@ async fn serve(
         if let Some(other) = node.members.iter().find(|m| m.name != id.member) {
             let role = role_rx.clone();
             tokio::spawn(crate::ha::keep_leaders_off_active(
-                client.clone(),
                 js.clone(),
-                events::subjects::domain(&node.id),
-                id.origins()
-                    .iter()
-                    .map(|o| events::subjects::stream_name(o))
-                    .collect(),
+                crate::streams::held_stream_names(&id.topo, &node.id),
                 crate::ha::server_name(node, &id.member),
                 crate::ha::server_name(node, &other.name),
                 move || role.borrow().me_active,

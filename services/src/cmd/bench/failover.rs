@@ -348,6 +348,10 @@ async fn trials(
     let mut witness = (Vec::new(), Vec::new());
     for fault in [Signal::SIGKILL, Signal::SIGSTOP] {
         for i in 0..a.witness_trials {
+            // Each trial starts with the witness leading the streams (the
+            // keeper moves them back within a second of its restart, and
+            // after a member trial that left them on a member).
+            wait_witness_leads(&client).await?;
             let (_, epoch) = settled(&client).await?;
             let pid = current_pid(&client, "witness")
                 .await
@@ -405,9 +409,6 @@ async fn trials(
                 witness.1.push(w);
                 crate::child::signal_pid(pid, Signal::SIGCONT);
             }
-            // The next trial starts with the witness back and leading the
-            // streams again (the keeper moves them back within a second).
-            wait_witness_leads(&client).await?;
         }
     }
     for mut c in restarted {
@@ -447,11 +448,8 @@ async fn lead_from(
 ) -> anyhow::Result<()> {
     let domain = events::subjects::domain(PAIR);
     let target = format!("{domain}-{act}");
-    let subject = format!(
-        "$JS.{domain}.API.STREAM.LEADER.STEPDOWN.{}",
-        events::subjects::stream_name(PAIR)
-    );
-    let body = json!({ "placement": { "preferred": target } }).to_string();
+    let name = events::subjects::stream_name(PAIR);
+    let keeper = async_nats::jetstream::with_domain(keeper.clone(), &domain);
     crate::wait::wait_for(
         "the pair's stream leader on the active's server",
         Duration::from_secs(30),
@@ -459,7 +457,7 @@ async fn lead_from(
             if stream_leader(client).await.as_deref() == Some(target.as_str()) {
                 return Ok(Some(()));
             }
-            let _ = keeper.request(subject.clone(), body.clone().into()).await;
+            let _ = crate::ha::step_down_to(&keeper, &name, &target).await;
             Ok(None)
         },
     )
@@ -470,12 +468,11 @@ async fn lead_from(
 async fn stream_leader(client: &async_nats::Client) -> Option<String> {
     let pair_js =
         async_nats::jetstream::with_domain(client.clone(), events::subjects::domain(PAIR));
-    let mut s = pair_js
+    let s = pair_js
         .get_stream(events::subjects::stream_name(PAIR))
         .await
         .ok()?;
-    let info = s.info().await.ok()?;
-    info.cluster.as_ref().and_then(|c| c.leader.clone())
+    s.cached_info().cluster.as_ref()?.leader.clone()
 }
 
 /// Waits until the witness answers and leads the pair's stream again.

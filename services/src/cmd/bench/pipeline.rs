@@ -9,10 +9,10 @@
 //! - raw: plain async-nats JetStream publishes of a payload of the same size
 //!   as a canopy event, acks pipelined (256 in flight), no fencing headers;
 //! - canopy: the member's publisher (seal into the hash chain, CBOR,
-//!   expected-last-sequence + msg-id fencing, pipelined appends).
+//!   expected-last-sequence + msg-id fencing, atomic batches, one in flight).
 //!
-//! Arrival is observed on the root's replica by a reader (`crate::pull`) in this
-//! process. After a raw warm-up, each contender does two throughput runs
+//! Arrival is observed on the root's replica by a reader (`crate::pull`) in
+//! this process. After a raw warm-up, each contender does two throughput runs
 //! (best reported): N events / (first send → N-th arrival at the root).
 //! Raw goes first because canopy's chain must not have foreign messages
 //! appended behind it while it runs.

@@ -1,8 +1,8 @@
 //! `canopy bench rebuild`: the leaf writes N events, the tree carries them
 //! to the root; then, in one run on the root's replica, a raw read
 //! (`crate::pull`, a direct consumer) reads them all (count only) and
-//! canopy's rebuild reads them again and
-//! decodes, verifies the chain and folds each one. Both read the same
+//! canopy's rebuild reads them again and decodes, verifies the chain and
+//! folds each one. Both read the same
 //! stream through the same kind of consumer, one after the other.
 
 use std::time::{Duration, Instant};
